@@ -1,0 +1,349 @@
+/**
+ * The configuration file's schema (INTERFACE.md, "Configuration"), validated with zod.
+ *
+ * Every number here is a default from the contract. Unknown keys are rejected everywhere so a
+ * typo (`"timeoutMS"`) is an error instead of a silently ignored setting.
+ *
+ * @module
+ */
+import { z } from "zod";
+
+const port = z.number().int().min(0).max(65535);
+const positiveMs = z.number().int().positive();
+const nonNegativeMs = z.number().int().min(0);
+
+/** An http(s) URL with no path beyond `/`, no query and no credentials: an upstream origin. */
+const upstreamUrl = z.string().refine((value) => {
+  try {
+    const url = new URL(value);
+    return (url.protocol === "http:" || url.protocol === "https:") && url.username === "" &&
+      url.password === "" && url.search === "" && url.hash === "";
+  } catch {
+    return false;
+  }
+}, { error: "must be an http(s) URL without credentials, query or fragment" });
+
+/** `"500-599"`, `"502,503,504"`, `"500-503,599"`: the statuses a breaker counts as failures. */
+const statusRanges = z.string().regex(
+  /^\s*\d{3}(\s*-\s*\d{3})?(\s*,\s*\d{3}(\s*-\s*\d{3})?)*\s*$/,
+  { error: 'must be status codes or ranges such as "500-599" or "502,503,504"' },
+);
+
+const poolSchema = z.strictObject({
+  maxConnections: z.number().int().positive().default(20),
+  maxPending: z.number().int().min(0).default(100),
+  queueTimeoutMs: positiveMs.default(1000),
+  idleTimeoutMs: positiveMs.default(30000),
+});
+
+const breakerSchema = z.strictObject({
+  failureThreshold: z.number().int().positive().default(5),
+  windowMs: positiveMs.default(10000),
+  recoveryTimeoutMs: positiveMs.default(30000),
+  maxRecoveryTimeoutMs: positiveMs.default(300000),
+  halfOpenProbes: z.number().int().positive().default(1),
+  failureStatuses: statusRanges.default("500-599"),
+  slowCallMs: positiveMs.nullable().default(null),
+  minInstances: z.number().int().positive().default(1),
+});
+
+const retrySchema = z.strictObject({
+  attempts: z.number().int().min(0).max(10).default(0),
+  baseDelayMs: nonNegativeMs.default(50),
+  maxDelayMs: nonNegativeMs.default(1000),
+  budgetPercent: z.number().min(0).max(100).default(20),
+  minRetriesPerSecond: z.number().min(0).default(3),
+  retryOn: z.array(z.number().int().min(100).max(599)).default([502, 503, 504]),
+  maxBufferedBodyBytes: z.number().int().min(0).default(65536),
+});
+
+const healthCheckSchema = z.strictObject({
+  path: z.string().startsWith("/", { error: "must start with /" }).default("/health"),
+  intervalMs: positiveMs.default(5000),
+  timeoutMs: positiveMs.default(1000),
+  healthyThreshold: z.number().int().positive().default(2),
+  unhealthyThreshold: z.number().int().positive().default(2),
+});
+
+const adaptiveConcurrencySchema = z.strictObject({
+  enabled: z.boolean().default(false),
+  minLimit: z.number().int().positive().default(1),
+  /** Latency above which the limit shrinks, relative to the best latency seen (a gradient). */
+  tolerance: z.number().min(1).default(2),
+  sampleWindowMs: positiveMs.default(1000),
+});
+
+const outlierSchema = z.strictObject({
+  consecutiveFailures: z.number().int().positive().default(5),
+  baseEjectionMs: positiveMs.default(30000),
+  maxEjectionMs: positiveMs.default(300000),
+  maxEjectionPercent: z.number().min(0).max(100).default(50),
+});
+
+/** The policy keys a service has and `defaults` may set (every one optional in `defaults`). */
+const policyShape = {
+  stripPrefix: z.boolean().default(false),
+  timeoutMs: positiveMs.default(10000),
+  pool: poolSchema.prefault({}),
+  breaker: breakerSchema.prefault({}),
+  retry: retrySchema.prefault({}),
+  healthCheck: healthCheckSchema.nullable().default(null),
+  outlierDetection: outlierSchema.nullable().default(null),
+  adaptiveConcurrency: adaptiveConcurrencySchema.prefault({}),
+};
+
+/** A path prefix: starts with `/`, no dot segments, no empty segments, no encoded bytes. */
+const prefix = z.string().refine(
+  (value) =>
+    value.startsWith("/") && !value.includes("//") && !value.includes("%") &&
+    !value.includes("\\") &&
+    !value.split("/").some((segment) => segment === "." || segment === ".."),
+  { error: "must be an absolute path such as /api/users (no //, %, \\ or dot segments)" },
+).transform((value) => value.length > 1 && value.endsWith("/") ? value.slice(0, -1) : value);
+
+const serviceSchema = z.strictObject({
+  prefix,
+  upstreams: z.array(upstreamUrl).min(1, { error: "needs at least one upstream" }),
+  ...policyShape,
+});
+
+const defaultsSchema = z.strictObject({
+  stripPrefix: z.boolean().optional(),
+  timeoutMs: positiveMs.optional(),
+  pool: poolSchema.partial().optional(),
+  breaker: breakerSchema.partial().optional(),
+  retry: retrySchema.partial().optional(),
+  healthCheck: healthCheckSchema.partial().nullable().optional(),
+  outlierDetection: outlierSchema.partial().nullable().optional(),
+  adaptiveConcurrency: adaptiveConcurrencySchema.partial().optional(),
+});
+
+const kvPath = z.string().min(1).nullable();
+
+/** The top level of the file, before the `defaults` are merged into each service. */
+export const configFileSchema = z.strictObject({
+  listen: z.strictObject({
+    hostname: z.string().min(1).default("0.0.0.0"),
+    port: port.default(8080),
+  }).prefault({}),
+  admin: z.strictObject({
+    hostname: z.string().min(1).default("127.0.0.1"),
+    port: port.default(9090),
+  }).prefault({}),
+  kv: z.strictObject({
+    path: kvPath.default("./data/breakwater.kv"),
+    syncIntervalMs: positiveMs.default(250),
+  }).prefault({}),
+  telemetry: z.strictObject({
+    prometheus: z.boolean().default(true),
+    otlp: z.strictObject({
+      endpoint: z.url({ protocol: /^https?$/, error: "must be an http(s) URL" }).nullable()
+        .default(null),
+      intervalMs: positiveMs.default(10000),
+    }).prefault({}),
+  }).prefault({}),
+  limits: z.strictObject({
+    maxBodyBytes: z.number().int().positive().default(10485760),
+    maxConnections: z.number().int().positive().default(100),
+  }).prefault({}),
+  shutdown: z.strictObject({
+    drainDelayMs: nonNegativeMs.default(0),
+    timeoutMs: positiveMs.default(25000),
+  }).prefault({}),
+  defaults: defaultsSchema.prefault({}),
+  services: z.record(
+    z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, {
+      error: "service names are 1-64 letters, digits, '_', '.' or '-'",
+    }),
+    z.unknown(),
+  ),
+});
+
+/** One service after defaults were merged and every key was filled. */
+export type ServiceConfig = z.output<typeof serviceSchema> & {
+  /** The key of the service in `services`. */
+  name: string;
+};
+
+/** The breaker policy of one service. */
+export type BreakerConfig = ServiceConfig["breaker"];
+/** The retry policy of one service. */
+export type RetryConfig = ServiceConfig["retry"];
+/** The connection limiter settings of one service. */
+export type PoolConfig = ServiceConfig["pool"];
+/** Active health checking of one service's upstreams, or null when off. */
+export type HealthCheckConfig = z.output<typeof healthCheckSchema>;
+/** Passive outlier ejection of one service's upstreams. */
+export type OutlierConfig = z.output<typeof outlierSchema>;
+/** The adaptive concurrency limiter of one service. */
+export type AdaptiveConcurrencyConfig = ServiceConfig["adaptiveConcurrency"];
+
+/** The whole, validated configuration with every default filled. */
+export type GatewayConfig = Omit<z.output<typeof configFileSchema>, "services" | "defaults"> & {
+  services: Record<string, ServiceConfig>;
+};
+
+/** A configuration problem: where in the JSON, and what is wrong. */
+export interface ConfigProblem {
+  /** JSON path such as `services.users.upstreams[0]`; empty for the root. */
+  path: string;
+  /** What is wrong, in words. */
+  message: string;
+}
+
+/** Thrown by {@link parseConfig} with every problem found. */
+export class ConfigError extends Error {
+  /** Every problem, one per offending JSON path. */
+  readonly problems: ConfigProblem[];
+  /** @param problems what was found wrong */
+  constructor(problems: ConfigProblem[]) {
+    super(problems.map(formatProblem).join("\n"));
+    this.name = "ConfigError";
+    this.problems = problems;
+  }
+}
+
+/** `services.users.upstreams[0]: must be an http(s) URL`. */
+export function formatProblem(problem: ConfigProblem): string {
+  return `${problem.path || "(root)"}: ${problem.message}`;
+}
+
+function jsonPath(segments: readonly PropertyKey[]): string {
+  let out = "";
+  for (const segment of segments) {
+    if (typeof segment === "number") out += `[${segment}]`;
+    else out += out === "" ? String(segment) : `.${String(segment)}`;
+  }
+  return out;
+}
+
+function problemsOf(error: z.ZodError, base: readonly PropertyKey[] = []): ConfigProblem[] {
+  return error.issues.map((issue) => {
+    const path = [...base, ...issue.path];
+    if (issue.code === "unrecognized_keys") {
+      return issue.keys.map((key) => ({
+        path: jsonPath([...path, key]),
+        message: "unknown key",
+      }));
+    }
+    return [{ path: jsonPath(path), message: issue.message.replace(/^Invalid input: /, "") }];
+  }).flat();
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** Service-level values win over `defaults`; nested policy objects merge key by key. */
+function mergeDefaults(
+  defaults: Record<string, unknown>,
+  service: Record<string, unknown>,
+): Record<string, unknown> {
+  const merged: Record<string, unknown> = { ...defaults };
+  for (const [key, value] of Object.entries(service)) {
+    const inherited = merged[key];
+    merged[key] = isPlainObject(inherited) && isPlainObject(value)
+      ? { ...inherited, ...value }
+      : value;
+  }
+  return merged;
+}
+
+/** Paths the gateway answers itself on the public port; no prefix may cover them. */
+const RESERVED_PATHS = ["/healthz", "/readyz"];
+
+function routingProblems(services: Record<string, ServiceConfig>): ConfigProblem[] {
+  const problems: ConfigProblem[] = [];
+  const owners = new Map<string, string>();
+  for (const [name, service] of Object.entries(services)) {
+    const owner = owners.get(service.prefix);
+    if (owner !== undefined) {
+      problems.push({
+        path: `services.${name}.prefix`,
+        message: `"${service.prefix}" is already the prefix of service "${owner}"`,
+      });
+    } else {
+      owners.set(service.prefix, name);
+    }
+    // "/" is a catch-all that the health routes are matched before; any other prefix that
+    // covers them would make them unreachable or ambiguous.
+    if (service.prefix === "/") continue;
+    for (const reserved of RESERVED_PATHS) {
+      if (reserved === service.prefix || reserved.startsWith(service.prefix + "/")) {
+        problems.push({
+          path: `services.${name}.prefix`,
+          message: `"${service.prefix}" would hide the gateway's ${reserved} route`,
+        });
+      }
+    }
+  }
+  return problems;
+}
+
+/**
+ * Validates a configuration object (the parsed JSON file) and fills every default.
+ *
+ * @throws {ConfigError} with one problem per offending JSON path
+ * @example
+ * ```ts
+ * const config = parseConfig({ services: { users: { prefix: "/api/users", upstreams: ["http://127.0.0.1:9001"] } } });
+ * config.services.users.breaker.failureThreshold; // 5
+ * ```
+ */
+export function parseConfig(input: unknown): GatewayConfig {
+  const top = configFileSchema.safeParse(input);
+  if (!top.success) {
+    // Still check the services so one run reports every problem, not the first layer only.
+    const problems = problemsOf(top.error);
+    if (isPlainObject(input) && isPlainObject(input.services)) {
+      const defaults = isPlainObject(input.defaults) ? input.defaults : {};
+      problems.push(...serviceProblems(defaults, input.services).problems);
+    }
+    throw new ConfigError(dedupe(problems));
+  }
+  const { defaults, services: rawServices, ...rest } = top.data;
+  const { services, problems } = serviceProblems(defaults, rawServices);
+  if (problems.length > 0) throw new ConfigError(problems);
+  return { ...rest, services };
+}
+
+function dedupe(problems: ConfigProblem[]): ConfigProblem[] {
+  const seen = new Set<string>();
+  return problems.filter((problem) => {
+    const line = formatProblem(problem);
+    if (seen.has(line)) return false;
+    seen.add(line);
+    return true;
+  });
+}
+
+function serviceProblems(
+  defaults: Record<string, unknown>,
+  rawServices: Record<string, unknown>,
+): { services: Record<string, ServiceConfig>; problems: ConfigProblem[] } {
+  const problems: ConfigProblem[] = [];
+  const services: Record<string, ServiceConfig> = {};
+  if (Object.keys(rawServices).length === 0) {
+    problems.push({ path: "services", message: "needs at least one service" });
+  }
+  for (const [name, raw] of Object.entries(rawServices)) {
+    if (!isPlainObject(raw)) {
+      problems.push({ path: `services.${name}`, message: "must be an object" });
+      continue;
+    }
+    const parsed = serviceSchema.safeParse(mergeDefaults(defaults, raw));
+    if (!parsed.success) {
+      problems.push(...problemsOf(parsed.error, ["services", name]));
+      continue;
+    }
+    if (parsed.data.retry.maxDelayMs < parsed.data.retry.baseDelayMs) {
+      problems.push({
+        path: `services.${name}.retry.maxDelayMs`,
+        message: "must not be below retry.baseDelayMs",
+      });
+    }
+    services[name] = { ...parsed.data, name };
+  }
+  problems.push(...routingProblems(services));
+  return { services, problems };
+}
