@@ -1,0 +1,110 @@
+/**
+ * The admin listener: breaker state and operator actions, `/metrics`, and the dashboard.
+ * It is a separate Hono app on a separate port (loopback by default), so nothing of it is
+ * reachable through the public port.
+ *
+ * @module
+ */
+import { Hono } from "hono";
+import { timingSafeEqual } from "hono/utils/buffer";
+import { z } from "zod";
+import type { FleetBreaker } from "../breaker/mod.ts";
+import type { GatewayTelemetry, Logger } from "../telemetry/mod.ts";
+import type { PoolUsage } from "../app.ts";
+
+/** What the admin app reads and steers. */
+export interface AdminAppOptions {
+  /** The fleet breaker. */
+  breaker: FleetBreaker;
+  /** The metrics source for `/metrics`. */
+  telemetry: GatewayTelemetry;
+  /** `BREAKWATER_ADMIN_TOKEN`; null turns the write routes off (403). */
+  adminToken: string | null;
+  /** Pool usage per service. */
+  poolUsage: () => Record<string, PoolUsage>;
+  /** Configured services, in config order. */
+  serviceNames: string[];
+  /** Where operator actions are logged (never the token). */
+  logger: Logger;
+}
+
+const actionSchema = z.strictObject({ action: z.enum(["open", "close", "reset"]) });
+
+function adminProblem(status: number, title: string, detail?: string): Response {
+  return new Response(JSON.stringify({ type: "about:blank", title, status, detail }), {
+    status,
+    headers: { "content-type": "application/problem+json", "cache-control": "no-store" },
+  });
+}
+
+/**
+ * Checks `Authorization: Bearer <token>` in constant time (Hono's `timingSafeEqual` hashes
+ * both sides first, so neither length nor content leaks through timing).
+ */
+async function authorized(header: string | undefined, token: string): Promise<boolean> {
+  if (header === undefined) return false;
+  const match = /^Bearer[ ]+(.+)$/i.exec(header);
+  if (match === null) return false;
+  return await timingSafeEqual(token, match[1].trim());
+}
+
+/**
+ * Creates the admin app.
+ *
+ * @example
+ * ```ts
+ * Deno.serve({ hostname: "127.0.0.1", port: 9090 }, createAdminApp(options).fetch);
+ * ```
+ */
+export function createAdminApp(options: AdminAppOptions): Hono {
+  const { breaker, telemetry, adminToken, logger } = options;
+  const app = new Hono();
+  app.use("*", async (c, next) => {
+    await next();
+    c.header("cache-control", "no-store");
+    c.header("x-content-type-options", "nosniff");
+  });
+
+  app.get("/admin/breakers", (c) => {
+    const pools = options.poolUsage();
+    return c.json({
+      degraded: breaker.degraded(),
+      services: breaker.views().map((view) => ({ ...view, pool: pools[view.service] })),
+    });
+  });
+
+  app.post("/admin/breakers/:service", async (c) => {
+    if (adminToken === null || adminToken === "") {
+      return adminProblem(403, "Admin writes are disabled", "set BREAKWATER_ADMIN_TOKEN to enable");
+    }
+    if (!(await authorized(c.req.header("authorization"), adminToken))) {
+      const response = adminProblem(401, "Missing or wrong bearer token");
+      response.headers.set("www-authenticate", 'Bearer realm="breakwater-admin"');
+      return response;
+    }
+    const service = c.req.param("service");
+    if (!options.serviceNames.includes(service)) {
+      return adminProblem(404, "No such service", service);
+    }
+    let parsed;
+    try {
+      parsed = actionSchema.safeParse(await c.req.json());
+    } catch {
+      return adminProblem(400, "The body must be JSON");
+    }
+    if (!parsed.success) {
+      return adminProblem(400, 'The body must be {"action": "open" | "close" | "reset"}');
+    }
+    const view = await breaker.force(service, parsed.data.action);
+    logger.info("breaker forced", { service, action: parsed.data.action, state: view.state });
+    return c.json(view);
+  });
+
+  app.get("/metrics", async (c) => {
+    const text = await telemetry.prometheusText();
+    if (text === null) return adminProblem(404, "Prometheus export is off");
+    return c.body(text, 200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" });
+  });
+
+  return app;
+}

@@ -1,0 +1,324 @@
+/**
+ * Wires the gateway together: config in, a public Hono app, an admin Hono app and `close()`
+ * out. Nothing here listens, reads files or handles signals (that is `main.ts`), so the same
+ * gateway runs embedded in another Hono app or on an edge runtime.
+ *
+ * @module
+ */
+import { Hono } from "hono";
+import { requestId } from "hono/request-id";
+import type { GatewayConfig } from "./config/schema.ts";
+import { createAdminApp } from "./admin/admin_app.ts";
+import { createFleetBreaker, type FleetBreaker } from "./breaker/mod.ts";
+import { problemResponse } from "./problem.ts";
+import { createBalancer } from "./proxy/balancer.ts";
+import { forward, type ForwardDeps, type ServiceRuntime } from "./proxy/forward.ts";
+import { createLimiter } from "./proxy/limiter.ts";
+import { createFetchClient, type UpstreamClient } from "./proxy/upstream_client.ts";
+import { createRetryBudget } from "./retry/policy.ts";
+import { normalizeTarget } from "./routing/normalize_path.ts";
+import { buildRouteTable, upstreamPath } from "./routing/route_table.ts";
+import {
+  accessLogEntry,
+  createLogger,
+  createTelemetry,
+  type GatewayTelemetry,
+  type Logger,
+} from "./telemetry/mod.ts";
+import { openGatewayKv } from "./kv.ts";
+
+/** Options for {@link createGateway} beyond the config file. */
+export interface GatewayOptions {
+  /** Distinct per process; defaults to a random UUID. */
+  instanceId?: string;
+  /** Structured logger; defaults to JSON lines on stdout at `BREAKWATER_LOG_LEVEL`. */
+  logger?: Logger;
+  /** Environment for `OTEL_*` and `BREAKWATER_ADMIN_TOKEN`; defaults to `Deno.env`. */
+  env?: Record<string, string | undefined>;
+  /** Replaces the upstream client (another implementation of the interface). */
+  client?: UpstreamClient;
+  /** Monotonic clock in milliseconds for the request path (default `performance.now`). */
+  now?: () => number;
+}
+
+/** Pool usage of one service, for `/readyz` and metrics. */
+export interface PoolUsage {
+  /** Requests in flight upstream. */
+  active: number;
+  /** Requests waiting for a slot. */
+  pending: number;
+  /** The current in-flight limit. */
+  max: number;
+}
+
+/** A running gateway: two Hono apps and its lifecycle. */
+export interface Gateway {
+  /** The public app: health routes and forwarding. */
+  app: Hono;
+  /** The admin app: breakers, metrics, dashboard. */
+  adminApp: Hono;
+  /** Resolves once the fleet's breaker state was loaded and the gateway is ready to serve. */
+  ready: Promise<void>;
+  /** Starts draining: `/readyz` turns 503 and new requests are answered 503 `draining`. */
+  drain(): void;
+  /** Requests in flight through the public app right now. */
+  inFlight(): number;
+  /** The fleet breaker (for the admin API and tests). */
+  breaker: FleetBreaker;
+  /** Pool usage per service. */
+  poolUsage(): Record<string, PoolUsage>;
+  /** Flushes metrics and closes KV, timers and upstream connections. Idempotent. */
+  close(): Promise<void>;
+}
+
+/**
+ * Builds the gateway from a validated config.
+ *
+ * @example
+ * ```ts
+ * const gateway = createGateway(parseConfig(JSON.parse(Deno.readTextFileSync("breakwater.json"))));
+ * await gateway.ready;
+ * Deno.serve({ port: 8080 }, gateway.app.fetch);
+ * ```
+ */
+export function createGateway(config: GatewayConfig, options: GatewayOptions = {}): Gateway {
+  const env = options.env ?? Deno.env.toObject();
+  const instanceId = options.instanceId ?? crypto.randomUUID();
+  const logger = options.logger ?? createLogger();
+  const now = options.now ?? (() => performance.now());
+  const serviceNames = Object.keys(config.services);
+
+  const telemetry: GatewayTelemetry = createTelemetry({
+    serviceNames,
+    prometheus: config.telemetry.prometheus,
+    otlp: config.telemetry.otlp,
+    instanceId,
+    env,
+    logger: (line) => logger.warn(String(line.msg ?? "telemetry"), line),
+  });
+
+  const services = new Map<string, ServiceRuntime>();
+  for (const service of Object.values(config.services)) {
+    services.set(service.name, {
+      config: service,
+      balancer: createBalancer(service.upstreams),
+      limiter: createLimiter({
+        limit: service.pool.maxConnections,
+        maxPending: service.pool.maxPending,
+        queueTimeoutMs: service.pool.queueTimeoutMs,
+        onActiveChange: (delta) => telemetry.poolActive(service.name, delta),
+        onPendingChange: (delta) => telemetry.poolPending(service.name, delta),
+      }),
+      retryBudget: createRetryBudget({
+        budgetPercent: service.retry.budgetPercent,
+        minRetriesPerSecond: service.retry.minRetriesPerSecond,
+        now,
+      }),
+    });
+  }
+  const match = buildRouteTable(
+    [...services.values()].map((runtime) => ({ prefix: runtime.config.prefix, target: runtime })),
+  );
+
+  // Each origin's keep-alive pool is sized by the service that names it (the largest, when
+  // several services share an origin).
+  const poolByOrigin = new Map<string, { maxIdlePerHost: number; idleTimeoutMs: number }>();
+  for (const runtime of services.values()) {
+    for (const endpoint of runtime.balancer.endpoints) {
+      const prior = poolByOrigin.get(endpoint.origin);
+      poolByOrigin.set(endpoint.origin, {
+        maxIdlePerHost: Math.max(prior?.maxIdlePerHost ?? 0, runtime.config.pool.maxConnections),
+        idleTimeoutMs: Math.max(prior?.idleTimeoutMs ?? 0, runtime.config.pool.idleTimeoutMs),
+      });
+    }
+  }
+  const client = options.client ??
+    createFetchClient((origin) =>
+      poolByOrigin.get(origin) ?? { maxIdlePerHost: 20, idleTimeoutMs: 30000 }
+    );
+
+  const kvHandle = openGatewayKv(config.kv.path, logger);
+  const breaker = createFleetBreaker({
+    kv: null,
+    reopenKv: () => kvHandle.open(),
+    services: Object.fromEntries(
+      [...services.values()].map((runtime) => [runtime.config.name, runtime.config.breaker]),
+    ),
+    instanceId,
+    syncIntervalMs: config.kv.syncIntervalMs,
+    onTransition: (event) => {
+      telemetry.breakerTransition(event.service, event.from, event.to);
+      logger.info("breaker transition", { ...event });
+    },
+  });
+
+  const globalLimiter = createLimiter({
+    limit: config.limits.maxConnections,
+    maxPending: [...services.values()].reduce((sum, s) => sum + s.config.pool.maxPending, 0),
+    queueTimeoutMs: Math.max(...[...services.values()].map((s) => s.config.pool.queueTimeoutMs)),
+  });
+
+  const deps: ForwardDeps = {
+    client,
+    breaker,
+    globalLimiter,
+    observer: telemetry,
+    maxBodyBytes: config.limits.maxBodyBytes,
+    now,
+    random: Math.random,
+  };
+
+  const poolUsage = (): Record<string, PoolUsage> =>
+    Object.fromEntries(
+      [...services.values()].map((runtime) => [runtime.config.name, {
+        active: runtime.limiter.active(),
+        pending: runtime.limiter.pending(),
+        max: runtime.limiter.limit(),
+      }]),
+    );
+
+  telemetry.observe({
+    breakerStates: () => breaker.views().map((view) => ({ service: view.service, state: view.state })),
+    poolUsage: () =>
+      [...services.values()].map((runtime) => ({
+        service: runtime.config.name,
+        usage: runtime.limiter.active() / runtime.limiter.limit(),
+      })),
+  });
+
+  let started = false;
+  let draining = false;
+  let inFlight = 0;
+  const ready = breaker.start().then(() => {
+    started = true;
+  });
+
+  const app = new Hono<{ Variables: { requestId: string } }>();
+  app.use(requestId({ limitLength: 128 }));
+
+  app.get("/healthz", (c) => c.json({ status: "ok" }));
+  app.get("/readyz", (c) => {
+    const degraded = breaker.degraded();
+    const status = !started ? "starting" : draining ? "draining" : degraded ? "degraded" : "ready";
+    const pools = poolUsage();
+    const body = {
+      status,
+      instanceId,
+      kv: { degraded },
+      services: Object.fromEntries(
+        breaker.views().map((view) => [view.service, {
+          breaker: view.state,
+          failuresInWindow: view.failuresInWindow,
+          pool: pools[view.service],
+          upstreams: services.get(view.service)?.balancer.endpoints.map((endpoint) => ({
+            origin: endpoint.origin,
+            available: endpoint.available,
+            inFlight: endpoint.inFlight,
+          })),
+        }]),
+      ),
+    };
+    // Degraded still serves (local breakers), so it is ready; starting and draining are not.
+    return c.json(body, started && !draining ? 200 : 503);
+  });
+
+  app.all("*", async (c) => {
+    const startedAt = now();
+    const raw = c.req.raw;
+    const id = c.get("requestId");
+    const target = normalizeTarget(raw.url);
+    const found = match(target.path);
+    const runtime = found?.target ?? null;
+    let result;
+    if (draining) {
+      telemetry.rejected(runtime?.config.name ?? null, "draining");
+      const response = problemResponse("draining", { requestId: id, retryAfterS: 1 });
+      response.headers.set("connection", "close");
+      result = { response, upstream: null, error: "draining" };
+    } else if (found === null || runtime === null) {
+      telemetry.rejected(null, "no_route");
+      result = {
+        response: problemResponse("no_route", { requestId: id, detail: `${raw.method} ${target.path}` }),
+        upstream: null,
+        error: "no_route",
+      };
+    } else {
+      inFlight++;
+      try {
+        const path = upstreamPath(target.path, found.prefix, runtime.config.stripPrefix);
+        const info = c.env as Deno.ServeHandlerInfo<Deno.NetAddr> | undefined;
+        result = await forward({
+          raw,
+          pathAndQuery: path + target.search,
+          startedAt,
+          forwarding: {
+            clientIp: info?.remoteAddr?.hostname ?? null,
+            proto: raw.url.startsWith("https:") ? "https" : "http",
+            host: raw.headers.get("host"),
+            requestId: id,
+          },
+        }, runtime, deps);
+      } finally {
+        inFlight--;
+      }
+    }
+    const durationMs = now() - startedAt;
+    const serviceName = runtime?.config.name ?? null;
+    telemetry.serverRequest({
+      method: raw.method,
+      status: result.response.status,
+      service: serviceName,
+      durationS: durationMs / 1000,
+    });
+    if (logger.level === "debug" || logger.level === "info") {
+      logger.info(
+        "request",
+        accessLogEntry({
+          method: raw.method,
+          path: target.path,
+          service: serviceName,
+          status: result.response.status,
+          durationMs,
+          upstream: result.upstream,
+          requestId: id,
+          breakerState: serviceName === null ? null : breaker.view(serviceName).state,
+          error: result.error,
+        }),
+      );
+    }
+    return result.response;
+  });
+
+  const adminApp = createAdminApp({
+    breaker,
+    telemetry,
+    adminToken: env.BREAKWATER_ADMIN_TOKEN ?? null,
+    poolUsage,
+    serviceNames,
+    logger,
+  });
+
+  let closing: Promise<void> | null = null;
+  return {
+    app: app as unknown as Hono,
+    adminApp,
+    ready,
+    breaker,
+    drain() {
+      draining = true;
+    },
+    inFlight: () => inFlight,
+    poolUsage,
+    close() {
+      closing ??= (async () => {
+        draining = true;
+        await ready.catch(() => {});
+        await breaker.close();
+        await telemetry.shutdown();
+        client.close();
+        kvHandle.close();
+      })();
+      return closing;
+    },
+  };
+}

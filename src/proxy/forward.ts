@@ -1,0 +1,407 @@
+/**
+ * Forwards one request to the service that owns it: breaker admission, pool admission, the
+ * attempt loop with retries inside the deadline, and the streamed response.
+ *
+ * @module
+ */
+import type { ServiceConfig } from "../config/schema.ts";
+import { problemResponse } from "../problem.ts";
+import type { GatewayErrorCode } from "../problem.ts";
+import {
+  backoffDelayMs,
+  isRetryableRequest,
+  retryAfterMs,
+  type RetryBudget,
+} from "../retry/policy.ts";
+import type { Balancer, UpstreamEndpoint } from "./balancer.ts";
+import { limitBody } from "./body_limit.ts";
+import { clientResponseHeaders, type ForwardingContext, upstreamRequestHeaders } from "./headers.ts";
+import { type Limiter, LimiterRejectedError, type Release } from "./limiter.ts";
+import { type UpstreamClient, UpstreamError, type UpstreamRequest } from "./upstream_client.ts";
+
+/** The breaker's answer to "may this request go upstream?" (see src/breaker). */
+export type Admission =
+  | { allowed: true; probe: boolean; generation: number }
+  | { allowed: false; retryAfterMs: number; state: string };
+
+/** What one upstream attempt came to, as the breaker classifies it. */
+export interface AttemptOutcome {
+  /** The upstream's status, when it answered. */
+  status?: number;
+  /** Why there was no answer. `aborted` (the client left, or the gateway gave up) is no failure. */
+  error?: "unreachable" | "timeout" | "aborted";
+  /** From sending the request to the response head, in milliseconds. */
+  durationMs: number;
+}
+
+/** The breaker as the request path sees it: synchronous and memory-only. */
+export interface AdmissionControl {
+  /** May a request go to `service` now? */
+  admit(service: string): Admission;
+  /** The outcome of an admitted attempt; never blocks the caller. */
+  record(
+    service: string,
+    admission: Admission & { allowed: true },
+    outcome: AttemptOutcome,
+  ): void;
+}
+
+/** Metrics hooks of the request path (a subset of the telemetry module). */
+export interface ProxyObserver {
+  /** One upstream attempt finished (answered or failed). */
+  clientAttempt(attempt: {
+    service: string;
+    address: string;
+    port: number;
+    status?: number;
+    errorType?: string;
+    durationS: number;
+  }): void;
+  /** A request was answered by the gateway itself. */
+  rejected(service: string | null, reason: string): void;
+  /** A retry was sent. */
+  retry(service: string): void;
+}
+
+/** Everything the gateway keeps per service at run time. */
+export interface ServiceRuntime {
+  /** The service's validated config. */
+  config: ServiceConfig;
+  /** Spreads attempts over the upstreams. */
+  balancer: Balancer;
+  /** Bounds concurrent upstream requests of this service. */
+  limiter: Limiter;
+  /** Caps retries to a share of recent traffic. */
+  retryBudget: RetryBudget;
+  /** Called with each attempt's outcome per upstream (outlier detection, adaptive limits). */
+  onAttempt?: (endpoint: UpstreamEndpoint, outcome: AttemptOutcome) => void;
+}
+
+/** Shared parts of the request path. */
+export interface ForwardDeps {
+  /** Speaks HTTP to upstreams. */
+  client: UpstreamClient;
+  /** The fleet breaker. */
+  breaker: AdmissionControl;
+  /** The gateway-wide in-flight cap. */
+  globalLimiter: Limiter;
+  /** Metrics. */
+  observer: ProxyObserver;
+  /** `limits.maxBodyBytes`. */
+  maxBodyBytes: number;
+  /** Monotonic milliseconds (default `performance.now`). */
+  now: () => number;
+  /** Uniform draw in [0, 1) for jitter (default `Math.random`). */
+  random: () => number;
+}
+
+/** The request, reduced to what forwarding needs. */
+export interface ForwardRequest {
+  /** The client's request (method, headers, body, abort signal). */
+  raw: Request;
+  /** Path to send upstream (already prefix-stripped when configured) plus the query. */
+  pathAndQuery: string;
+  /** Facts for the forwarding headers. */
+  forwarding: ForwardingContext;
+  /** When the gateway received it, on `deps.now`'s clock. */
+  startedAt: number;
+}
+
+/** What forwarding came to: the response and facts for the access log. */
+export interface ForwardResult {
+  /** The response to send to the client. */
+  response: Response;
+  /** The origin of the last attempt, or null when none was made. */
+  upstream: string | null;
+  /** Set when the gateway answered itself. */
+  error?: GatewayErrorCode;
+}
+
+class DeadlineExceeded extends UpstreamError {
+  constructor() {
+    super("timeout", "the service's timeoutMs passed");
+  }
+}
+
+/**
+ * Forwards `request` to `service`. Never throws: every failure becomes a problem response.
+ */
+export async function forward(
+  request: ForwardRequest,
+  service: ServiceRuntime,
+  deps: ForwardDeps,
+): Promise<ForwardResult> {
+  const name = service.config.name;
+  const raw = request.raw;
+  const requestId = request.forwarding.requestId;
+  const reject = (code: GatewayErrorCode, detail: string, retryAfterS?: number): ForwardResult => {
+    deps.observer.rejected(name, code);
+    return {
+      response: problemResponse(code, { service: name, detail, requestId, retryAfterS }),
+      upstream: null,
+      error: code,
+    };
+  };
+
+  // 1. Body size, declared: refuse before anything is read or any slot taken.
+  const declaredLength = raw.headers.get("content-length");
+  if (declaredLength !== null && Number(declaredLength) > deps.maxBodyBytes) {
+    return reject("body_too_large", `the body is over ${deps.maxBodyBytes} bytes`);
+  }
+
+  // 2. Breaker: memory only.
+  const admission = deps.breaker.admit(name);
+  if (!admission.allowed) {
+    return reject(
+      "breaker_open",
+      `the breaker of "${name}" is ${admission.state}`,
+      admission.retryAfterMs / 1000,
+    );
+  }
+
+  // 3. Connection slots: the service's, then the gateway's.
+  let release: Release;
+  try {
+    release = await acquireBoth(service.limiter, deps.globalLimiter, raw.signal);
+  } catch (error) {
+    deps.breaker.record(name, admission, { error: "aborted", durationMs: 0 });
+    if (error instanceof LimiterRejectedError && error.reason === "aborted") {
+      return { response: new Response(null, { status: 499 }), upstream: null, error: undefined };
+    }
+    return reject("pool_saturated", `"${name}" has no free connection slot`);
+  }
+
+  // 4. The deadline covers every attempt and the streaming of the answer.
+  const remainingMs = service.config.timeoutMs - (deps.now() - request.startedAt);
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(new DeadlineExceeded()), Math.max(0, remainingMs));
+  const onClientGone = () => controller.abort(new UpstreamError("aborted", "the client went away"));
+  raw.signal.addEventListener("abort", onClientGone, { once: true });
+  let finished = false;
+  const finish = () => {
+    if (finished) return;
+    finished = true;
+    clearTimeout(timer);
+    raw.signal.removeEventListener("abort", onClientGone);
+    release();
+  };
+
+  try {
+    const result = await attemptLoop(request, service, deps, admission, controller.signal);
+    if (result.kind === "response") {
+      const response = streamResponse(result.response, requestId, finish);
+      return { response, upstream: result.endpoint.origin };
+    }
+    finish();
+    if (result.kind === "too_large") {
+      return reject("body_too_large", `the body is over ${deps.maxBodyBytes} bytes`);
+    }
+    const origin = result.endpoint?.origin ?? null;
+    if (result.error === "aborted") {
+      // The client is gone; nobody reads this, but the handler must return something.
+      return { response: new Response(null, { status: 499 }), upstream: origin };
+    }
+    const code = result.error === "timeout" ? "upstream_timeout" : "upstream_unreachable";
+    const outcome = reject(code, result.message);
+    return { ...outcome, upstream: origin };
+  } catch (error) {
+    finish();
+    throw error;
+  }
+}
+
+type LoopResult =
+  | { kind: "response"; response: Response; endpoint: UpstreamEndpoint }
+  | { kind: "too_large" }
+  | {
+    kind: "failed";
+    error: "unreachable" | "timeout" | "aborted";
+    message: string;
+    endpoint: UpstreamEndpoint | null;
+  };
+
+async function attemptLoop(
+  request: ForwardRequest,
+  service: ServiceRuntime,
+  deps: ForwardDeps,
+  admission: Admission & { allowed: true },
+  signal: AbortSignal,
+): Promise<LoopResult> {
+  const { config } = service;
+  const raw = request.raw;
+  const headers = upstreamRequestHeaders(raw.headers, request.forwarding);
+  service.retryBudget.recordRequest();
+
+  // Bodies: small ones are buffered when retries are on, so a retry can resend them; the rest
+  // stream through a byte counter and are never retried.
+  let body: ReadableStream<Uint8Array> | Uint8Array | null = raw.body;
+  let exceeded = () => false;
+  let canRetry = config.retry.attempts > 0 && isRetryableRequest(raw.method, raw.headers) &&
+    admission.probe === false;
+  if (raw.body !== null) {
+    const declared = raw.headers.get("content-length");
+    const small = declared !== null && Number(declared) <= config.retry.maxBufferedBodyBytes;
+    if (canRetry && small) {
+      body = new Uint8Array(await raw.arrayBuffer());
+    } else {
+      canRetry = false;
+      if (declared === null) {
+        const limited = limitBody(raw.body, deps.maxBodyBytes);
+        body = limited.stream;
+        exceeded = limited.exceeded;
+      }
+    }
+  }
+
+  let lastEndpoint: UpstreamEndpoint | null = null;
+  for (let attempt = 0;; attempt++) {
+    const endpoint = service.balancer.pick(lastEndpoint ?? undefined);
+    lastEndpoint = endpoint;
+    const upstreamRequest: UpstreamRequest = {
+      origin: endpoint.origin,
+      pathAndQuery: request.pathAndQuery,
+      method: raw.method,
+      headers,
+      body,
+      signal,
+    };
+    const sentAt = deps.now();
+    endpoint.inFlight++;
+    let response: Response | null = null;
+    let failure: UpstreamError | null = null;
+    try {
+      response = await deps.client.send(upstreamRequest);
+    } catch (error) {
+      failure = error instanceof UpstreamError
+        ? error
+        : new UpstreamError("unreachable", String(error), error);
+    } finally {
+      endpoint.inFlight--;
+    }
+    const durationMs = deps.now() - sentAt;
+
+    if (failure !== null && exceeded()) {
+      // Our own cap cut the body: the caller's fault, not the upstream's.
+      deps.breaker.record(config.name, admission, { error: "aborted", durationMs });
+      return { kind: "too_large" };
+    }
+
+    const outcome: AttemptOutcome = response !== null
+      ? { status: response.status, durationMs }
+      : { error: failure!.kind, durationMs };
+    deps.breaker.record(config.name, admission, outcome);
+    service.onAttempt?.(endpoint, outcome);
+    deps.observer.clientAttempt({
+      service: config.name,
+      address: endpoint.address,
+      port: endpoint.port,
+      status: outcome.status,
+      errorType: outcome.error,
+      durationS: durationMs / 1000,
+    });
+
+    const retryable = canRetry && attempt < config.retry.attempts && !signal.aborted &&
+      (response !== null
+        ? config.retry.retryOn.includes(response.status)
+        : failure!.kind === "unreachable");
+    if (retryable) {
+      const retryAfter = response !== null
+        ? retryAfterMs(response.headers.get("retry-after"), Date.now())
+        : null;
+      const delayMs = Math.max(
+        retryAfter ?? 0,
+        backoffDelayMs(attempt, config.retry.baseDelayMs, config.retry.maxDelayMs, deps.random()),
+      );
+      const deadlineLeftMs = config.timeoutMs - (deps.now() - request.startedAt);
+      // Never retry past the deadline, and never beyond the budget.
+      if (delayMs < deadlineLeftMs && service.retryBudget.tryAcquireRetry()) {
+        await response?.body?.cancel().catch(() => {});
+        deps.observer.retry(config.name);
+        if (delayMs > 0 && !(await sleep(delayMs, signal))) {
+          return failedFrom(signal, endpoint);
+        }
+        continue;
+      }
+    }
+    if (response !== null) return { kind: "response", response, endpoint };
+    return { kind: "failed", error: failure!.kind, message: failure!.message, endpoint };
+  }
+}
+
+function failedFrom(signal: AbortSignal, endpoint: UpstreamEndpoint): LoopResult {
+  const reason = signal.reason;
+  const kind = reason instanceof UpstreamError ? reason.kind : "aborted";
+  return { kind: "failed", error: kind, message: String(reason?.message ?? kind), endpoint };
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<boolean> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve(false);
+    const onAbort = () => {
+      clearTimeout(timer);
+      resolve(false);
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener("abort", onAbort);
+      resolve(true);
+    }, ms);
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+async function acquireBoth(
+  serviceLimiter: Limiter,
+  globalLimiter: Limiter,
+  signal: AbortSignal,
+): Promise<Release> {
+  const serviceSlot = serviceLimiter.acquire(signal);
+  const releaseService = serviceSlot instanceof Promise ? await serviceSlot : serviceSlot;
+  try {
+    const globalSlot = globalLimiter.acquire(signal);
+    const releaseGlobal = globalSlot instanceof Promise ? await globalSlot : globalSlot;
+    return () => {
+      releaseGlobal();
+      releaseService();
+    };
+  } catch (error) {
+    releaseService();
+    throw error;
+  }
+}
+
+/**
+ * The upstream's response, re-headed for the client, with a body that calls `finish` once it
+ * was read to the end, failed, or was cancelled by the client: the connection slot is held
+ * for as long as the upstream connection is busy.
+ */
+function streamResponse(upstream: Response, requestId: string, finish: () => void): Response {
+  const headers = clientResponseHeaders(upstream.headers, requestId);
+  const init = { status: upstream.status, statusText: upstream.statusText, headers };
+  const source = upstream.body;
+  if (source === null) {
+    finish();
+    return new Response(null, init);
+  }
+  const reader = source.getReader();
+  const body = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        const { done, value } = await reader.read();
+        if (done) {
+          finish();
+          controller.close();
+        } else {
+          controller.enqueue(value);
+        }
+      } catch (error) {
+        finish();
+        controller.error(error);
+      }
+    },
+    cancel(reason) {
+      finish();
+      return reader.cancel(reason);
+    },
+  }, { highWaterMark: 0 });
+  return new Response(body, init);
+}

@@ -1,0 +1,72 @@
+import assert from "node:assert/strict";
+import {
+  clientResponseHeaders,
+  stripHopByHop,
+  upstreamRequestHeaders,
+} from "../../src/proxy/headers.ts";
+
+Deno.test("hop-by-hop headers and those named in Connection are removed", () => {
+  const headers = new Headers({
+    connection: "keep-alive, X-Secret-Hop, bad token",
+    "keep-alive": "timeout=5",
+    "x-secret-hop": "1",
+    te: "trailers",
+    trailer: "x",
+    upgrade: "websocket",
+    "proxy-authorization": "Basic x",
+    "proxy-connection": "close",
+    "x-kept": "yes",
+  });
+  stripHopByHop(headers);
+  assert.deepEqual([...headers.keys()], ["x-kept"]);
+});
+
+Deno.test("upstream request headers carry forwarding facts", () => {
+  const incoming = new Headers({
+    host: "gw.example",
+    "x-forwarded-for": "10.0.0.1",
+    via: "1.0 cdn",
+    traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    cookie: "a=b",
+  });
+  const out = upstreamRequestHeaders(incoming, {
+    clientIp: "127.0.0.1",
+    proto: "http",
+    host: "gw.example",
+    requestId: "req-1",
+  });
+  assert.equal(out.get("host"), null);
+  assert.equal(out.get("x-forwarded-for"), "10.0.0.1, 127.0.0.1");
+  assert.equal(out.get("x-forwarded-proto"), "http");
+  assert.equal(out.get("x-forwarded-host"), "gw.example");
+  assert.equal(out.get("via"), "1.0 cdn, 1.1 breakwater");
+  assert.equal(out.get("x-request-id"), "req-1");
+  assert.equal(out.get("traceparent"), incoming.get("traceparent"));
+  assert.equal(out.get("cookie"), "a=b");
+  assert.equal(out.get("accept-encoding"), "identity");
+});
+
+Deno.test("a client's Accept-Encoding is kept as sent", () => {
+  const out = upstreamRequestHeaders(new Headers({ "accept-encoding": "gzip" }), {
+    clientIp: null,
+    proto: "https",
+    host: null,
+    requestId: "r",
+  });
+  assert.equal(out.get("accept-encoding"), "gzip");
+  assert.equal(out.has("x-forwarded-for"), false);
+  assert.equal(out.has("x-forwarded-host"), false);
+});
+
+Deno.test("response headers keep every Set-Cookie", () => {
+  const upstream = new Headers();
+  upstream.append("set-cookie", "a=1; Path=/");
+  upstream.append("set-cookie", "b=2; Path=/");
+  upstream.set("connection", "close");
+  upstream.set("content-type", "text/plain");
+  const out = clientResponseHeaders(upstream, "rid");
+  assert.deepEqual(out.getSetCookie(), ["a=1; Path=/", "b=2; Path=/"]);
+  assert.equal(out.has("connection"), false);
+  assert.equal(out.get("via"), "1.1 breakwater");
+  assert.equal(out.get("x-request-id"), "rid");
+});
