@@ -1,0 +1,189 @@
+/**
+ * Structured JSON logging: one object per line on stdout, and the access-log entry of a
+ * request, built from an explicit allow-list of fields so nothing secret (Authorization,
+ * cookies, query strings) can reach the log.
+ *
+ * @module
+ */
+
+/** Log levels, most verbose first; `off` silences everything. */
+export type LogLevel = "debug" | "info" | "warn" | "error" | "off";
+
+/** A leveled JSON-lines logger. */
+export interface Logger {
+  /** Lines below this level are dropped. Can be changed at run time. */
+  level: LogLevel;
+  /** Logs at `debug`. */
+  debug(msg: string, fields?: Record<string, unknown>): void;
+  /** Logs at `info`. */
+  info(msg: string, fields?: Record<string, unknown>): void;
+  /** Logs at `warn`. */
+  warn(msg: string, fields?: Record<string, unknown>): void;
+  /** Logs at `error`. */
+  error(msg: string, fields?: Record<string, unknown>): void;
+}
+
+/** Options of {@link createLogger}. */
+export interface LoggerOptions {
+  /** Default: env `BREAKWATER_LOG_LEVEL`, else `info`. */
+  level?: LogLevel;
+  /** Where each JSON line goes (without a newline). Default: stdout via `console.log`. */
+  write?: (line: string) => void;
+}
+
+const RANK: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40, off: 100 };
+
+/** The env variable that sets the default log level. */
+export const LOG_LEVEL_ENV = "BREAKWATER_LOG_LEVEL";
+
+/** `"WARN"` -> `"warn"`, `"warning"` -> `"warn"`; null when the value names no level. */
+export function parseLogLevel(value: string | undefined): LogLevel | null {
+  const normalized = value?.trim().toLowerCase();
+  if (normalized === "warning") return "warn";
+  return normalized !== undefined && normalized in RANK ? normalized as LogLevel : null;
+}
+
+function levelFromEnv(): LogLevel {
+  try {
+    return parseLogLevel(Deno.env.get(LOG_LEVEL_ENV)) ?? "info";
+  } catch {
+    return "info"; // no --allow-env
+  }
+}
+
+/** Field names whose values are never written, whoever passes them. */
+const SECRET_FIELD = /^(authorization|proxy-authorization|cookie|set-cookie|x-api-key|token)$/i;
+/** Keys every line starts with; a field cannot overwrite them. */
+const RESERVED_FIELDS = new Set(["time", "level", "msg"]);
+
+/**
+ * Creates a logger that writes `{"time":…,"level":…,"msg":…, ...fields}` lines.
+ *
+ * @example
+ * ```ts
+ * const logger = createLogger({ level: "warn" });
+ * logger.info("not written");
+ * logger.warn("kv slow", { latencyMs: 120 }); // {"time":"…","level":"warn","msg":"kv slow","latencyMs":120}
+ * ```
+ */
+export function createLogger(options: LoggerOptions = {}): Logger {
+  const write = options.write ?? ((line: string) => console.log(line));
+  const logger: Logger = {
+    level: options.level ?? levelFromEnv(),
+    debug: (msg, fields) => emit("debug", msg, fields),
+    info: (msg, fields) => emit("info", msg, fields),
+    warn: (msg, fields) => emit("warn", msg, fields),
+    error: (msg, fields) => emit("error", msg, fields),
+  };
+  function emit(level: Exclude<LogLevel, "off">, msg: string, fields?: Record<string, unknown>) {
+    if (RANK[level] < RANK[logger.level]) return;
+    const line: Record<string, unknown> = { time: new Date().toISOString(), level, msg };
+    if (fields !== undefined) {
+      for (const key in fields) {
+        if (RESERVED_FIELDS.has(key)) continue;
+        line[key] = SECRET_FIELD.test(key) ? "[redacted]" : fields[key];
+      }
+    }
+    let text: string;
+    try {
+      text = JSON.stringify(line);
+    } catch {
+      text = JSON.stringify({ time: line.time, level, msg, fieldsError: "unserializable" });
+    }
+    write(text);
+  }
+  return logger;
+}
+
+/** What one request's access-log line is made of. */
+export interface AccessLogInput {
+  /** Request method as received. */
+  method: string;
+  /** Request path; anything from `?` or `#` on is dropped. */
+  path: string;
+  /** The service that owned the path, or null (no route). */
+  service: string | null;
+  /** Status sent to the client. */
+  status: number;
+  /** Time from request to response headers, in milliseconds. */
+  durationMs: number;
+  /** The upstream origin of the last attempt, or null when none was tried. */
+  upstream: string | null;
+  /** The `X-Request-Id` sent upstream and to the client. */
+  requestId: string;
+  /** The service's breaker state when the request was admitted or refused. */
+  breakerState: string | null;
+  /** The `x-breakwater-error` value or a short error description. */
+  error?: string;
+}
+
+const MAX_PATH_CHARS = 2048;
+const MAX_SHORT_CHARS = 128;
+
+function truncate(value: string, max: number): string {
+  return value.length <= max ? value : value.slice(0, max) + "…";
+}
+
+/** `/a/b?token=x#f` -> `/a/b`; a full URL keeps only its path (no credentials, no host). */
+export function pathWithoutQuery(path: string): string {
+  let end = path.length;
+  const query = path.indexOf("?");
+  if (query >= 0) end = query;
+  const fragment = path.indexOf("#");
+  if (fragment >= 0 && fragment < end) end = fragment;
+  let bare = path.slice(0, end);
+  if (!bare.startsWith("/")) {
+    try {
+      bare = new URL(bare).pathname;
+    } catch {
+      // Not a URL either (e.g. `*` of OPTIONS): keep it, it has no query part left.
+    }
+  }
+  return truncate(bare, MAX_PATH_CHARS);
+}
+
+/** An upstream URL reduced to its origin (`http://10.0.0.5:9001`): no credentials, path or query. */
+function upstreamOrigin(upstream: string | null): string | null {
+  if (upstream === null) return null;
+  try {
+    const origin = new URL(upstream).origin;
+    if (origin !== "null") return origin;
+  } catch {
+    // fall through
+  }
+  return truncate(pathWithoutQuery(upstream), MAX_SHORT_CHARS);
+}
+
+/**
+ * The fields of one access-log line. Built field by field from {@link AccessLogInput}: headers,
+ * cookies and query strings have no way in.
+ *
+ * @example
+ * ```ts
+ * logger.info("request", accessLogEntry({
+ *   method: "GET", path: "/api/users/1?token=s3cret", service: "users", status: 200,
+ *   durationMs: 3.2, upstream: "http://127.0.0.1:9001", requestId: "abc", breakerState: "closed",
+ * }));
+ * // {"time":…,"level":"info","msg":"request","method":"GET","path":"/api/users/1",…}
+ * ```
+ */
+export function accessLogEntry(a: AccessLogInput): Record<string, unknown> {
+  const entry: Record<string, unknown> = {
+    method: truncate(String(a.method), 32),
+    path: pathWithoutQuery(String(a.path)),
+    service: a.service,
+    status: a.status,
+    durationMs: Math.round(a.durationMs * 1000) / 1000,
+    upstream: upstreamOrigin(a.upstream),
+    requestId: truncate(String(a.requestId), MAX_SHORT_CHARS),
+    breakerState: a.breakerState,
+  };
+  if (a.error !== undefined) entry.error = truncate(String(a.error), 256);
+  return entry;
+}
+
+/** Writes one access-log line at `info` (message `request`). */
+export function logAccess(logger: Logger, a: AccessLogInput): void {
+  if (RANK.info < RANK[logger.level]) return; // skip building the entry when filtered out
+  logger.info("request", accessLogEntry(a));
+}
