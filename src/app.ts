@@ -9,6 +9,7 @@ import { Hono } from "hono";
 import { requestId } from "hono/request-id";
 import type { GatewayConfig } from "./config/schema.ts";
 import { createAdminApp } from "./admin/admin_app.ts";
+import { createTrafficStats, type TrafficStats } from "./admin/traffic_stats.ts";
 import { createFleetBreaker, type FleetBreaker } from "./breaker/mod.ts";
 import { problemResponse } from "./problem.ts";
 import { createBalancer } from "./proxy/balancer.ts";
@@ -67,6 +68,8 @@ export interface Gateway {
   breaker: FleetBreaker;
   /** Pool usage per service. */
   poolUsage(): Record<string, PoolUsage>;
+  /** Per-service traffic of the last minutes (this instance). */
+  traffic: TrafficStats;
   /** Flushes metrics and closes KV, timers and upstream connections. Idempotent. */
   close(): Promise<void>;
 }
@@ -186,6 +189,7 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
       })),
   });
 
+  const traffic = createTrafficStats();
   let started = false;
   let draining = false;
   let inFlight = 0;
@@ -264,6 +268,7 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
     }
     const durationMs = now() - startedAt;
     const serviceName = runtime?.config.name ?? null;
+    if (serviceName !== null) traffic.record(serviceName, result.response.status, durationMs);
     telemetry.serverRequest({
       method: raw.method,
       status: result.response.status,
@@ -294,6 +299,24 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
     telemetry,
     adminToken: env.BREAKWATER_ADMIN_TOKEN ?? null,
     poolUsage,
+    traffic,
+    upstreams: () =>
+      Object.fromEntries(
+        [...services.values()].map((runtime) => [
+          runtime.config.name,
+          runtime.balancer.endpoints.map((endpoint) => ({
+            origin: endpoint.origin,
+            available: endpoint.available,
+            inFlight: endpoint.inFlight,
+          })),
+        ]),
+      ),
+    services: Object.fromEntries(
+      [...services.values()].map((runtime) => [runtime.config.name, {
+        prefix: runtime.config.prefix,
+        failureThreshold: runtime.config.breaker.failureThreshold,
+      }]),
+    ),
     serviceNames,
     logger,
   });
@@ -309,6 +332,7 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
     },
     inFlight: () => inFlight,
     poolUsage,
+    traffic,
     close() {
       closing ??= (async () => {
         draining = true;

@@ -11,6 +11,17 @@ import { z } from "zod";
 import type { FleetBreaker } from "../breaker/mod.ts";
 import type { GatewayTelemetry, Logger } from "../telemetry/mod.ts";
 import type { PoolUsage } from "../app.ts";
+import type { TrafficStats } from "./traffic_stats.ts";
+
+/** An upstream as the admin views show it. */
+export interface UpstreamStatus {
+  /** Its origin. */
+  origin: string;
+  /** False while health checks or outlier ejection keep it out of rotation. */
+  available: boolean;
+  /** Requests in flight to it from this instance. */
+  inFlight: number;
+}
 
 /** What the admin app reads and steers. */
 export interface AdminAppOptions {
@@ -22,6 +33,12 @@ export interface AdminAppOptions {
   adminToken: string | null;
   /** Pool usage per service. */
   poolUsage: () => Record<string, PoolUsage>;
+  /** Per-service traffic of this instance. */
+  traffic: TrafficStats;
+  /** Upstream status per service. */
+  upstreams: () => Record<string, UpstreamStatus[]>;
+  /** Static facts per service for display. */
+  services: Record<string, { prefix: string; failureThreshold: number }>;
   /** Configured services, in config order. */
   serviceNames: string[];
   /** Where operator actions are logged (never the token). */
