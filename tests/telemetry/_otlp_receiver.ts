@@ -106,8 +106,8 @@ export function startOtlpReceiver(mode: ReceiverMode = { kind: "ok" }): OtlpRece
             hung.delete(release);
             resolve();
           };
+          // Held until close(), even after the client gave up on it.
           hung.add(release);
-          request.signal.addEventListener("abort", release, { once: true });
         });
         return new Response(null, { status: 503 });
       }
