@@ -142,9 +142,13 @@ export function pathWithoutQuery(path: string): string {
   return truncate(bare, MAX_PATH_CHARS);
 }
 
+/** `http://host:port` with no credentials, path, query or fragment. */
+const PLAIN_ORIGIN = /^https?:\/\/[^/?#@\s]+$/;
+
 /** An upstream URL reduced to its origin (`http://10.0.0.5:9001`): no credentials, path or query. */
 function upstreamOrigin(upstream: string | null): string | null {
   if (upstream === null) return null;
+  if (PLAIN_ORIGIN.test(upstream)) return upstream; // the usual case: no URL parse per line
   try {
     const origin = new URL(upstream).origin;
     if (origin !== "null") return origin;
