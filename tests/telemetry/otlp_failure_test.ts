@@ -138,7 +138,7 @@ Deno.test("failure streaks: failed, recovered, failed again, one line each", asy
     receiver.setMode({ kind: "ok" });
     let seen = receiver.received.length;
     await receiver.waitFor(seen + 3);
-    receiver.setMode({ kind: "fail", status: 500 }); // retryable, but 1 s backoff > 50 ms deadline
+    receiver.setMode({ kind: "fail", status: 500 }); // a new streak
     seen = receiver.received.length;
     await receiver.waitFor(seen + 3);
   } finally {
