@@ -12,6 +12,7 @@ import type { FleetBreaker } from "../breaker/mod.ts";
 import type { GatewayTelemetry, Logger } from "../telemetry/mod.ts";
 import type { PoolUsage } from "../app.ts";
 import type { TrafficStats } from "./traffic_stats.ts";
+import { addDashboardRoutes } from "./dashboard.ts";
 
 /** An upstream as the admin views show it. */
 export interface UpstreamStatus {
@@ -115,6 +116,16 @@ export function createAdminApp(options: AdminAppOptions): Hono {
     const view = await breaker.force(service, parsed.data.action);
     logger.info("breaker forced", { service, action: parsed.data.action, state: view.state });
     return c.json(view);
+  });
+
+  addDashboardRoutes(app, {
+    breaker,
+    poolUsage: options.poolUsage,
+    traffic: options.traffic,
+    upstreams: options.upstreams,
+    services: options.services,
+    serviceNames: options.serviceNames,
+    writesEnabled: adminToken !== null && adminToken !== "",
   });
 
   app.get("/metrics", async (c) => {
