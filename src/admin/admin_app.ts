@@ -9,7 +9,7 @@ import { Hono } from "hono";
 import { timingSafeEqual } from "hono/utils/buffer";
 import { z } from "zod";
 import type { FleetBreaker } from "../breaker/mod.ts";
-import type { GatewayTelemetry, Logger } from "../telemetry/mod.ts";
+import { type GatewayTelemetry, type Logger, PROMETHEUS_CONTENT_TYPE } from "../telemetry/mod.ts";
 import type { PoolUsage } from "../app.ts";
 import type { TrafficStats } from "./traffic_stats.ts";
 import { addDashboardRoutes } from "./dashboard.ts";
@@ -131,7 +131,7 @@ export function createAdminApp(options: AdminAppOptions): Hono {
   app.get("/metrics", async (c) => {
     const text = await telemetry.prometheusText();
     if (text === null) return adminProblem(404, "Prometheus export is off");
-    return c.body(text, 200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" });
+    return c.body(text, 200, { "content-type": PROMETHEUS_CONTENT_TYPE });
   });
 
   return app;

@@ -31,9 +31,9 @@ export const DASHBOARD_SCRIPT = `"use strict";
     forced_closed: "forced closed"
   };
   var ACTIONS = [
-    { action: "open", label: "Force open", done: "forced open" },
-    { action: "close", label: "Force close", done: "forced closed" },
-    { action: "reset", label: "Reset", done: "reset" }
+    { action: "open", label: "Force open" },
+    { action: "close", label: "Force close" },
+    { action: "reset", label: "Reset" }
   ];
 
   var cards = new Map();
@@ -72,7 +72,7 @@ export const DASHBOARD_SCRIPT = `"use strict";
 
   function formatDuration(ms) {
     var seconds = Math.max(0, Math.ceil(ms / 1000));
-    if (seconds < 60) return seconds + " s";
+    if (seconds < 100) return seconds + " s";
     var minutes = Math.floor(seconds / 60);
     return minutes + " min " + (seconds % 60) + " s";
   }
@@ -452,7 +452,9 @@ export const DASHBOARD_SCRIPT = `"use strict";
         return;
       }
       var view = await response.json();
-      showMessage(service + ": " + spec.done + " for the whole fleet, now " + stateWord(view.state) + ".");
+      showError("");
+      showMessage(service + " is now " + stateWord(view.state) + " for the whole fleet (" +
+        spec.label.toLowerCase() + ").");
       if (snapshot) {
         snapshot.services.forEach(function (entry) { if (entry.service === service) entry.breaker = view; });
         render(snapshot);
