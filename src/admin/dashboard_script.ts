@@ -159,9 +159,9 @@ export const DASHBOARD_SCRIPT = `"use strict";
 
     var charts = el("div", "charts");
     card.append(charts);
-    refs.rate = chart(charts, "Requests", "solid: requests, dashed: errors", "Requests and errors per second");
+    refs.rate = chart(charts, "Requests", "solid req/s, dashed 5xx", "Requests and errors per second");
     refs.errors = chart(charts, "Error rate", null, "Error rate per second");
-    refs.latency = chart(charts, "Latency p50 / p99", "solid: p50, dashed: p99", "Latency p50 and p99 per second");
+    refs.latency = chart(charts, "Latency p50 / p99", "solid p50, dashed p99", "Latency p50 and p99 per second");
 
     refs.upstreams = el("ul", "upstreams");
     refs.upstreams.setAttribute("aria-label", "Upstreams");

@@ -212,9 +212,20 @@ Deno.test({
       await Deno.mkdir(ARTIFACTS, { recursive: true });
       await page.screenshot({ path: new URL("dashboard-open.png", ARTIFACTS).pathname });
 
-      // Force close: the dialog asks for the token. A wrong one first: 401, shown, asked again.
-      await orders.getByRole("button", { name: /force close/i }).click();
+      // Force close asks for the token in a modal dialog. Escape cancels, focus comes back.
+      const forceClose = orders.getByRole("button", { name: /force close/i });
+      await forceClose.click();
       const dialog = page.locator("#token-dialog");
+      await dialog.waitFor({ state: "visible", timeout: 5_000 });
+      assert.equal(await page.evaluate(`document.activeElement?.id`), "token-input");
+      await page.keyboard.press("Escape");
+      await dialog.waitFor({ state: "hidden", timeout: 5_000 });
+      assert.match(await page.locator("#message").innerText(), /Cancelled/);
+      assert.equal(await page.evaluate(`document.activeElement?.dataset.action`), "close");
+      assert.equal((await cardState(page, "orders")).state, "open");
+
+      // Again, with a wrong token first: 401, shown, asked again; then the right one.
+      await forceClose.click();
       await dialog.waitFor({ state: "visible", timeout: 5_000 });
       await page.locator("#token-input").fill("not-the-token");
       await page.locator("#token-submit").click();
