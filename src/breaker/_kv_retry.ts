@@ -6,9 +6,9 @@
  */
 
 /** How often a locked database is retried before the error is passed on. */
-export const LOCKED_ATTEMPTS = 12;
+export const LOCKED_ATTEMPTS = 30;
 const LOCKED_BASE_DELAY_MS = 1;
-const LOCKED_MAX_DELAY_MS = 40;
+const LOCKED_MAX_DELAY_MS = 8;
 
 /**
  * True for the error SQLite raises when another process holds the write lock

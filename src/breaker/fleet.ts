@@ -22,38 +22,41 @@
  *
  * Let T = `failureThreshold`, instances i = 1..N, C_i = calls instance i has in flight to the
  * service (at most its `pool.maxConnections`), r_i = its rate of calls, R = one report round
- * trip to KV (write the instance's bucket count, list the window: ~1-5 ms on a local file, more
- * while another process holds the write lock). The upstream starts failing every call.
+ * trip to KV (write the instance's bucket count, list the window). R is ~1 ms for a lone
+ * process on a local file and 5-20 ms (up to ~50 ms right after start-up) with three processes
+ * contending for one SQLite file's write lock. The upstream starts failing every call.
  *
  * 1. Calls already in flight fail whatever anyone decides: up to C_i per instance. A failure
  *    counts when its outcome arrives (a timeout arrives `timeoutMs` after the call was sent), so
  *    this term is inherent to every breaker.
  * 2. Counting lag. Each instance reports failures asynchronously, coalesced to one report in
- *    flight per service, and reads the fleet total after each report. The fleet total is
- *    therefore behind the truth by at most the failures that arrived during one round trip:
- *    about r_i * R per instance. The instance whose report makes the total reach T tries the
- *    CLOSED -> OPEN compare-and-set and, winning or losing, adopts the open record at once.
- * 3. Propagation. Every other instance learns of the open record at its next own report (its
- *    trip attempt loses and reads the winner's record: about R after its next failure), through
- *    `kv.watch` (same process, or a KV Connect server: immediate), or at the next re-sync
- *    (<= `syncIntervalMs` + one `getMany` on a shared SQLite file), whichever comes first. An
- *    instance that keeps sending calls keeps failing and keeps reporting, so it learns within
- *    about 2R; an instance that sends none adds no failures.
- * 4. The local cap. Each instance's local breaker opens at T of its own failures in the window,
- *    whatever KV does, so no instance ever sends more than T + C_i failing calls.
+ *    flight per service, and reads the whole window after each report. What it knows of the
+ *    fleet total (the others' counts as of its last read, plus its own exact count) is a lower
+ *    bound of the truth that lags by at most what the others recorded during about one round
+ *    trip. It opens its own breaker the moment that known total reaches T — on recording a
+ *    failure, or when a read shows it — without waiting for the compare-and-set, which follows
+ *    in the background and puts the fleet record (one `probeAt` for everyone) in charge.
+ * 3. Propagation. So an instance that keeps sending stops within about 2R of the true total
+ *    reaching T (the report in flight, then one more). An instance that is not sending adds no
+ *    failures, and learns of the open record through `kv.watch` (same process, or a KV Connect
+ *    server: at once) or the next re-sync (<= `syncIntervalMs` + one `getMany` on a shared
+ *    SQLite file, where watch does not see other processes' writes).
+ * 4. The local cap. Each instance's local breaker also opens at T of its own failures in the
+ *    window, whatever KV does, so no instance ever sends more than T + C_i failing calls.
  *
  * So the failed calls the upstream sees before every instance rejects are at most
  *
  *     T + sum over i of min(T, C_i + ceil(r_i * 2R))
  *
  * i.e. T plus, per instance, its calls in flight plus the calls it sends during about two KV
- * round trips, never more than N * (T + C) (what N independent breakers would give). For
- * example 3 instances each sending one call at a time (C_i = 1) at 50 calls/s with R = 5 ms send
- * at most T + 3 x (1 + 1) = T + 6 failing calls, not 3T; in practice T + 1 or T + 2. The fleet
- * window counts in buckets of `windowMs / 10` and counts a bucket while any part of it is in
- * the window, so the fleet may count a failure up to 10% longer than `windowMs`: it trips
- * early, never late. With `minInstances` > 1 the fleet trip also waits for that many distinct
- * reporters; an instance alone with failures is stopped by its local breaker (point 4).
+ * round trips, never more than N * (T + C) (what N independent breakers give). Measured
+ * (tests/breaker/fleet_processes_test.ts, 3 processes on one file, T = 5, one call at a time
+ * each): at ~40 calls/s per instance the upstream saw 7 failing calls (T + 2) in 10 of 10
+ * runs; at ~100 calls/s per instance 7-12 (T + 2 to T + 7) where independent breakers allow 15.
+ * The fleet window counts in buckets of `windowMs / 10` and counts a bucket while any part of
+ * it is in the window, so the fleet may count a failure up to 10% longer than `windowMs`: it
+ * trips early, never late. With `minInstances` > 1 the fleet trip also waits for that many
+ * distinct reporters; an instance alone with failures is stopped by its local breaker (point 4).
  *
  * ## Half-open: leases
  *
@@ -586,9 +589,33 @@ export function createFleetBreaker(options: FleetBreakerOptions): FleetBreaker {
     }
     service.ownBuckets.set(bucket, (service.ownBuckets.get(bucket) ?? 0) + 1);
     service.dirtyBuckets.add(bucket);
+    openOnKnownTotal(service, atMs);
     if (!service.reporting) {
       service.reporting = true;
       inBackground(() => reportFailures(service).finally(() => service.reporting = false));
+    }
+  }
+
+  /**
+   * Opens the local breaker at once when the fleet total this instance knows of reaches the
+   * threshold: the other instances' counts as of our last window read plus our own exact count.
+   * Others' counts only grow, so this is a lower bound of the true total — it never opens
+   * early — and it saves the KV round trips of the fleet trip (our report, then the CAS) on
+   * the request path. The fleet trip follows in the background; adopting it resets the local
+   * breaker, so the fleet's record (one probeAt for everyone) takes over.
+   */
+  function openOnKnownTotal(service: ServiceBreaker, atMs: number): void {
+    if (service.local.state !== "closed") return;
+    if (service.fleetCountsGeneration !== service.fleet.generation) return;
+    const known: BucketCount[] = service.fleetCounts.filter((count) =>
+      count.instanceId !== options.instanceId
+    );
+    for (const [bucket, count] of service.ownBuckets) {
+      known.push({ bucket, instanceId: options.instanceId, count });
+    }
+    const totals = sumWindow(known, service.policy, atMs);
+    if (shouldTrip(service.policy, totals.failures, totals.reportingInstances)) {
+      applyLocal(service, { type: "trip" }, atMs);
     }
   }
 
@@ -623,6 +650,8 @@ export function createFleetBreaker(options: FleetBreakerOptions): FleetBreaker {
         service.fleet.state === "closed" &&
         shouldTrip(service.policy, totals.failures, totals.reportingInstances)
       ) {
+        // Stop sending now; the compare-and-set below costs another round trip.
+        if (service.local.state === "closed") applyLocal(service, { type: "trip" }, atMs);
         const result = await kvCall((kvStore) =>
           kvStore.transition(
             service.name,
