@@ -149,6 +149,8 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
     ),
     instanceId,
     syncIntervalMs: config.kv.syncIntervalMs,
+    // A probe's lease must outlive the probe itself, or a second one could start meanwhile.
+    probeLeaseMs: Math.max(...[...services.values()].map((s) => s.config.timeoutMs)) + 5000,
     onTransition: (event) => {
       telemetry.breakerTransition(event.service, event.from, event.to);
       logger.info("breaker transition", { ...event });
@@ -181,7 +183,8 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
     );
 
   telemetry.observe({
-    breakerStates: () => breaker.views().map((view) => ({ service: view.service, state: view.state })),
+    breakerStates: () =>
+      breaker.views().map((view) => ({ service: view.service, state: view.state })),
     poolUsage: () =>
       [...services.values()].map((runtime) => ({
         service: runtime.config.name,
@@ -242,7 +245,10 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
     } else if (found === null || runtime === null) {
       telemetry.rejected(null, "no_route");
       result = {
-        response: problemResponse("no_route", { requestId: id, detail: `${raw.method} ${target.path}` }),
+        response: problemResponse("no_route", {
+          requestId: id,
+          detail: `${raw.method} ${target.path}`,
+        }),
         upstream: null,
         error: "no_route",
       };
@@ -251,17 +257,22 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
       try {
         const path = upstreamPath(target.path, found.prefix, runtime.config.stripPrefix);
         const info = c.env as Deno.ServeHandlerInfo<Deno.NetAddr> | undefined;
-        result = await forward({
-          raw,
-          pathAndQuery: path + target.search,
-          startedAt,
-          forwarding: {
-            clientIp: info?.remoteAddr?.hostname ?? null,
-            proto: raw.url.startsWith("https:") ? "https" : "http",
-            host: raw.headers.get("host"),
-            requestId: id,
+        result = await forward(
+          {
+            raw,
+            pathAndQuery: path + target.search,
+            startedAt,
+            completed: info?.completed,
+            forwarding: {
+              clientIp: info?.remoteAddr?.hostname ?? null,
+              proto: raw.url.startsWith("https:") ? "https" : "http",
+              host: raw.headers.get("host"),
+              requestId: id,
+            },
           },
-        }, runtime, deps);
+          runtime,
+          deps,
+        );
       } finally {
         inFlight--;
       }

@@ -16,15 +16,16 @@ export type GatewayErrorCode =
   | "draining";
 
 /** The HTTP status and human title of each gateway error code. */
-export const GATEWAY_ERRORS: Readonly<Record<GatewayErrorCode, { status: number; title: string }>> = {
-  no_route: { status: 404, title: "No service owns this path" },
-  breaker_open: { status: 503, title: "The service's circuit breaker is open" },
-  pool_saturated: { status: 503, title: "Too many requests are waiting for this service" },
-  upstream_unreachable: { status: 502, title: "The upstream could not be reached" },
-  upstream_timeout: { status: 504, title: "The upstream did not answer in time" },
-  body_too_large: { status: 413, title: "The request body is too large" },
-  draining: { status: 503, title: "The gateway is shutting down" },
-};
+export const GATEWAY_ERRORS: Readonly<Record<GatewayErrorCode, { status: number; title: string }>> =
+  {
+    no_route: { status: 404, title: "No service owns this path" },
+    breaker_open: { status: 503, title: "The service's circuit breaker is open" },
+    pool_saturated: { status: 503, title: "Too many requests are waiting for this service" },
+    upstream_unreachable: { status: 502, title: "The upstream could not be reached" },
+    upstream_timeout: { status: 504, title: "The upstream did not answer in time" },
+    body_too_large: { status: 413, title: "The request body is too large" },
+    draining: { status: 503, title: "The gateway is shutting down" },
+  };
 
 /** Extra facts for a problem response. */
 export interface ProblemOptions {

@@ -79,7 +79,10 @@ function percentile(histogram: Uint32Array, total: number, quantile: number): nu
  * stats.series("users", 60);
  * ```
  */
-export function createTrafficStats(retainSeconds = 300, now: () => number = Date.now): TrafficStats {
+export function createTrafficStats(
+  retainSeconds = 300,
+  now: () => number = Date.now,
+): TrafficStats {
   const rings = new Map<string, Second[]>();
 
   function slot(service: string, second: number): Second {

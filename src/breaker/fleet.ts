@@ -835,6 +835,24 @@ export function createFleetBreaker(options: FleetBreakerOptions): FleetBreaker {
   async function start(): Promise<void> {
     if (started || closed) return;
     started = true;
+    if (kv === null && options.reopenKv !== undefined) {
+      // The owner hands over an opener instead of a handle: open it now, and when that fails
+      // (file locked, server down) serve degraded and keep trying in the background.
+      try {
+        const opened = await withTimeout(options.reopenKv(), kvTimeoutMs);
+        if (closed) {
+          opened.close();
+          return;
+        }
+        kv = opened;
+        ownedKv = opened;
+      } catch {
+        enterDegraded();
+        reopenNeeded = true;
+        scheduleSync();
+        return;
+      }
+    }
     if (kv !== null) {
       store = makeStore(kv);
       await sync();

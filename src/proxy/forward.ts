@@ -15,7 +15,11 @@ import {
 } from "../retry/policy.ts";
 import type { Balancer, UpstreamEndpoint } from "./balancer.ts";
 import { limitBody } from "./body_limit.ts";
-import { clientResponseHeaders, type ForwardingContext, upstreamRequestHeaders } from "./headers.ts";
+import {
+  clientResponseHeaders,
+  type ForwardingContext,
+  upstreamRequestHeaders,
+} from "./headers.ts";
 import { type Limiter, LimiterRejectedError, type Release } from "./limiter.ts";
 import { type UpstreamClient, UpstreamError, type UpstreamRequest } from "./upstream_client.ts";
 
@@ -105,6 +109,13 @@ export interface ForwardRequest {
   forwarding: ForwardingContext;
   /** When the gateway received it, on `deps.now`'s clock. */
   startedAt: number;
+  /**
+   * Settles once the response was fully sent (`Deno.ServeHandlerInfo.completed`). With it the
+   * upstream's body is handed to the server untouched, which keeps Deno's native streaming
+   * path (no chunk passes through JavaScript); without it (embedded use) the body is wrapped
+   * to learn when it ends.
+   */
+  completed?: Promise<void>;
 }
 
 /** What forwarding came to: the response and facts for the access log. */
@@ -174,7 +185,10 @@ export async function forward(
   // 4. The deadline covers every attempt and the streaming of the answer.
   const remainingMs = service.config.timeoutMs - (deps.now() - request.startedAt);
   const controller = new AbortController();
-  const timer = setTimeout(() => controller.abort(new DeadlineExceeded()), Math.max(0, remainingMs));
+  const timer = setTimeout(
+    () => controller.abort(new DeadlineExceeded()),
+    Math.max(0, remainingMs),
+  );
   const onClientGone = () => controller.abort(new UpstreamError("aborted", "the client went away"));
   raw.signal.addEventListener("abort", onClientGone, { once: true });
   let finished = false;
@@ -189,7 +203,7 @@ export async function forward(
   try {
     const result = await attemptLoop(request, service, deps, admission, controller.signal);
     if (result.kind === "response") {
-      const response = streamResponse(result.response, requestId, finish);
+      const response = streamResponse(result.response, requestId, finish, request.completed);
       return { response, upstream: result.endpoint.origin };
     }
     finish();
@@ -234,7 +248,7 @@ async function attemptLoop(
 
   // Bodies: small ones are buffered when retries are on, so a retry can resend them; the rest
   // stream through a byte counter and are never retried.
-  let body: ReadableStream<Uint8Array> | Uint8Array | null = raw.body;
+  let body: ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer> | null = raw.body;
   let exceeded = () => false;
   let canRetry = config.retry.attempts > 0 && isRetryableRequest(raw.method, raw.headers) &&
     admission.probe === false;
@@ -370,17 +384,28 @@ async function acquireBoth(
 }
 
 /**
- * The upstream's response, re-headed for the client, with a body that calls `finish` once it
- * was read to the end, failed, or was cancelled by the client: the connection slot is held
- * for as long as the upstream connection is busy.
+ * The upstream's response, re-headed for the client; `finish` runs once its body was sent to
+ * the end, failed, or was abandoned by the client: the connection slot is held for as long
+ * as the upstream connection is busy.
  */
-function streamResponse(upstream: Response, requestId: string, finish: () => void): Response {
+function streamResponse(
+  upstream: Response,
+  requestId: string,
+  finish: () => void,
+  completed: Promise<void> | undefined,
+): Response {
   const headers = clientResponseHeaders(upstream.headers, requestId);
   const init = { status: upstream.status, statusText: upstream.statusText, headers };
   const source = upstream.body;
   if (source === null) {
     finish();
     return new Response(null, init);
+  }
+  if (completed !== undefined) {
+    // Measured: 100 MiB through a JS pull wrapper raised RSS by ~25-75 MiB (every chunk
+    // becomes a JS buffer awaiting GC); handed over untouched it stayed flat.
+    completed.then(finish, finish);
+    return new Response(source, init);
   }
   const reader = source.getReader();
   const body = new ReadableStream<Uint8Array>({

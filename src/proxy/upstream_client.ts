@@ -39,7 +39,7 @@ export interface UpstreamRequest {
   /** Headers already rewritten for the upstream. */
   headers: Headers;
   /** The body: streamed, buffered (for retries), or none. */
-  body: ReadableStream<Uint8Array> | Uint8Array | null;
+  body: ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer> | null;
   /** Aborts the attempt: the client went away, or the deadline passed. */
   signal: AbortSignal;
 }

@@ -118,7 +118,11 @@ export function createRetryBudget(options: RetryBudgetOptions): RetryBudget {
     snapshot() {
       advance();
       const requestCount = sum(requests);
-      return { requests: requestCount, retries: sum(retries), allowedRetries: allowed(requestCount) };
+      return {
+        requests: requestCount,
+        retries: sum(retries),
+        allowedRetries: allowed(requestCount),
+      };
     },
   };
 }

@@ -91,7 +91,9 @@ Deno.test("every problem names its JSON path", () => {
   ) {
     assert.ok(paths.includes(expected), `${expected} missing in:\n${lines.join("\n")}`);
   }
-  assert.ok(lines.some((line) => line.startsWith("services.users.upstreams[0]: must be an http(s) URL")));
+  assert.ok(
+    lines.some((line) => line.startsWith("services.users.upstreams[0]: must be an http(s) URL")),
+  );
 });
 
 Deno.test("plausible mistakes are caught with a clear message", () => {
@@ -100,7 +102,10 @@ Deno.test("plausible mistakes are caught with a clear message", () => {
     [{ services: {} }, "services: needs at least one service"],
     [{ services: { a: "x" } }, "services.a: must be an object"],
     [{ services: { a: { prefix: "/a" } } }, "services.a.upstreams"],
-    [{ services: { a: { prefix: "/a", upstreams: [] } } }, "services.a.upstreams: needs at least one"],
+    [
+      { services: { a: { prefix: "/a", upstreams: [] } } },
+      "services.a.upstreams: needs at least one",
+    ],
     [
       { services: { a: { prefix: "/a", upstreams: ["http://u:p@h"] } } },
       "services.a.upstreams[0]",
@@ -133,7 +138,10 @@ Deno.test("plausible mistakes are caught with a clear message", () => {
   ];
   for (const [input, expected] of cases) {
     const lines = problemLines(input);
-    assert.ok(lines.some((line) => line.includes(expected)), `${expected} not in:\n${lines.join("\n")}`);
+    assert.ok(
+      lines.some((line) => line.includes(expected)),
+      `${expected} not in:\n${lines.join("\n")}`,
+    );
   }
 });
 

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { createLimiter, LimiterRejectedError, type Release } from "../../src/proxy/limiter.ts";
 
-const take = async (slot: Release | Promise<Release>) => slot instanceof Promise ? await slot : slot;
+const take = async (slot: Release | Promise<Release>) =>
+  slot instanceof Promise ? await slot : slot;
 
 Deno.test("slots are granted synchronously up to the limit", () => {
   const limiter = createLimiter({ limit: 2, maxPending: 0, queueTimeoutMs: 1000 });
