@@ -196,16 +196,7 @@ Deno.test("steering shows up in dashboard.json; writes need the token", async ()
   });
 });
 
-Deno.test({
-  name: "every instance's dashboard shows the fleet's breakers (two gateways, one KV file)",
-  // Off until createGateway connects the fleet breaker to KV: src/app.ts passes `kv: null`
-  // (plus `reopenKv`), and createFleetBreaker only syncs when it starts with a handle, so each
-  // gateway runs local breakers. Turn this on with that fix.
-  ignore: true,
-  fn: fleetDashboardTest,
-});
-
-async function fleetDashboardTest(): Promise<void> {
+Deno.test("every instance's dashboard shows the fleet's breakers (two gateways, one KV file)", async () => {
   const dir = await Deno.makeTempDir({ prefix: "breakwater-dashboard-" });
   const config = parseConfig({
     kv: { path: `${dir}/fleet.kv` },
@@ -231,7 +222,7 @@ async function fleetDashboardTest(): Promise<void> {
     await second.close();
     await Deno.remove(dir, { recursive: true });
   }
-}
+});
 
 Deno.test("dashboardSnapshot: headline numbers over the last seconds", () => {
   let now = 1_000_000_000;
