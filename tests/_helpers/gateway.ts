@@ -82,7 +82,12 @@ const DENO_JSON = new URL("../../deno.json", import.meta.url).pathname;
 /** Writes `config` to a temp file and runs the gateway on it; resolves once it listens. */
 export async function startGatewayProcess(
   config: Record<string, unknown>,
-  options: { env?: Record<string, string>; timeoutMs?: number } = {},
+  options: {
+    env?: Record<string, string>;
+    timeoutMs?: number;
+    /** A KV file shared with other instances (its folder becomes writable too). */
+    sharedKvPath?: string;
+  } = {},
 ): Promise<GatewayProcess> {
   const dir = await Deno.makeTempDir({ prefix: "breakwater-test-" });
   const configPath = `${dir}/breakwater.json`;
@@ -91,7 +96,7 @@ export async function startGatewayProcess(
     JSON.stringify({
       listen: { hostname: "127.0.0.1", port: 0 },
       admin: { hostname: "127.0.0.1", port: 0 },
-      kv: { path: `${dir}/breakwater.kv` },
+      kv: { path: options.sharedKvPath ?? `${dir}/breakwater.kv` },
       ...config,
     }),
   );
@@ -103,7 +108,11 @@ export async function startGatewayProcess(
       "--allow-env",
       "--allow-sys",
       `--allow-read`,
-      `--allow-write=${dir}`,
+      `--allow-write=${dir}${
+        options.sharedKvPath
+          ? "," + options.sharedKvPath.slice(0, options.sharedKvPath.lastIndexOf("/"))
+          : ""
+      }`,
       MAIN,
       "--config",
       configPath,
