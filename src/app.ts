@@ -12,7 +12,7 @@ import { createAdminApp } from "./admin/admin_app.ts";
 import { createTrafficStats, type TrafficStats } from "./admin/traffic_stats.ts";
 import { createFleetBreaker, type FleetBreaker } from "./breaker/mod.ts";
 import { problemResponse } from "./problem.ts";
-import { createBalancer } from "./proxy/balancer.ts";
+import { createBalancer, type UpstreamEndpoint } from "./proxy/balancer.ts";
 import { forward, type ForwardDeps, type ServiceRuntime } from "./proxy/forward.ts";
 import { createLimiter } from "./proxy/limiter.ts";
 import { createFetchClient, type UpstreamClient } from "./proxy/upstream_client.ts";
@@ -27,6 +27,7 @@ import {
   type Logger,
 } from "./telemetry/mod.ts";
 import { openGatewayKv } from "./kv.ts";
+import { type ServiceResilience, wireServiceResilience } from "./health/wire.ts";
 
 /** Options for {@link createGateway} beyond the config file. */
 export interface GatewayOptions {
@@ -140,6 +141,34 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
       poolByOrigin.get(origin) ?? { maxIdlePerHost: 20, idleTimeoutMs: 30000 }
     );
 
+  // Health checks, outlier ejection and adaptive limits watch each service's attempts.
+  const resilience = new Map<string, ServiceResilience>();
+  for (const runtime of services.values()) {
+    resilience.set(
+      runtime.config.name,
+      wireServiceResilience(runtime, {
+        client,
+        now,
+        onAvailabilityChange: (service, endpoint, available, reason) =>
+          logger.info("upstream availability", {
+            service,
+            upstream: endpoint.origin,
+            available,
+            reason,
+          }),
+        onLimitChange: (service, limit) => logger.debug("adaptive limit", { service, limit }),
+      }),
+    );
+  }
+  // Health fields appear only for services that configure health checks or outlier detection.
+  const healthOf = (service: string, endpoint: UpstreamEndpoint) => {
+    const serviceConfig = config.services[service];
+    if (serviceConfig?.healthCheck === null && serviceConfig?.outlierDetection === null) {
+      return undefined;
+    }
+    return resilience.get(service)?.view(endpoint);
+  };
+
   const kvHandle = openGatewayKv(config.kv.path, logger);
   const breaker = createFleetBreaker({
     kv: null,
@@ -221,6 +250,7 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
             origin: endpoint.origin,
             available: endpoint.available,
             inFlight: endpoint.inFlight,
+            ...healthOf(view.service, endpoint),
           })),
         }]),
       ),
@@ -319,6 +349,7 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
             origin: endpoint.origin,
             available: endpoint.available,
             inFlight: endpoint.inFlight,
+            ...healthOf(runtime.config.name, endpoint),
           })),
         ]),
       ),
@@ -348,6 +379,7 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
       closing ??= (async () => {
         draining = true;
         await ready.catch(() => {});
+        await Promise.all([...resilience.values()].map((wired) => wired.close()));
         await breaker.close();
         await telemetry.shutdown();
         client.close();

@@ -87,7 +87,11 @@ export function createAdminApp(options: AdminAppOptions): Hono {
     const pools = options.poolUsage();
     return c.json({
       degraded: breaker.degraded(),
-      services: breaker.views().map((view) => ({ ...view, pool: pools[view.service] })),
+      services: breaker.views().map((view) => ({
+        ...view,
+        pool: pools[view.service],
+        upstreams: options.upstreams()[view.service] ?? [],
+      })),
     });
   });
 
