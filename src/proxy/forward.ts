@@ -303,7 +303,6 @@ async function attemptLoop(
     const outcome: AttemptOutcome = response !== null
       ? { status: response.status, durationMs }
       : { error: failure!.kind, durationMs };
-    deps.breaker.record(config.name, admission, outcome);
     service.onAttempt?.(endpoint, outcome);
     deps.observer.clientAttempt({
       service: config.name,
@@ -329,20 +328,32 @@ async function attemptLoop(
       const deadlineLeftMs = config.timeoutMs - (deps.now() - request.startedAt);
       // Never retry past the deadline, and never beyond the budget.
       if (delayMs < deadlineLeftMs && service.retryBudget.tryAcquireRetry()) {
+        // A failure a retry may still absorb is outlier detection's business (onAttempt), not
+        // the service-wide breaker's: it sees each request's final attempt only.
         await response?.body?.cancel().catch(() => {});
         deps.observer.retry(config.name);
         if (delayMs > 0 && !(await sleep(delayMs, signal))) {
-          return failedFrom(signal, endpoint);
+          const failed = failedFrom(signal, endpoint);
+          deps.breaker.record(
+            config.name,
+            admission,
+            failed.error === "aborted" ? { error: "aborted", durationMs } : outcome,
+          );
+          return failed;
         }
         continue;
       }
     }
+    deps.breaker.record(config.name, admission, outcome);
     if (response !== null) return { kind: "response", response, endpoint };
     return { kind: "failed", error: failure!.kind, message: failure!.message, endpoint };
   }
 }
 
-function failedFrom(signal: AbortSignal, endpoint: UpstreamEndpoint): LoopResult {
+function failedFrom(
+  signal: AbortSignal,
+  endpoint: UpstreamEndpoint,
+): LoopResult & { kind: "failed" } {
   const reason = signal.reason;
   const kind = reason instanceof UpstreamError ? reason.kind : "aborted";
   return { kind: "failed", error: kind, message: String(reason?.message ?? kind), endpoint };

@@ -1,0 +1,294 @@
+/**
+ * Retries end to end: a real gateway in front of real upstreams that fail, reset, hang or
+ * answer with Retry-After. Counts what the upstream saw, not what the gateway says it did.
+ */
+import assert from "node:assert/strict";
+import { startTestGateway } from "../_helpers/gateway.ts";
+import { readRequestHead, startRawUpstream, startUpstream } from "../_helpers/upstream.ts";
+
+/** mulberry32: a small seeded PRNG, so the failure pattern is the same on every run. */
+function seeded(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Runs `count` requests, `concurrency` at a time; returns their statuses. */
+async function load(
+  count: number,
+  concurrency: number,
+  send: (index: number) => Promise<Response>,
+): Promise<number[]> {
+  const statuses: number[] = [];
+  let next = 0;
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (next < count) {
+      const response = await send(next++);
+      await response.body?.cancel();
+      statuses.push(response.status);
+    }
+  }));
+  return statuses;
+}
+
+const FAST_RETRY = { baseDelayMs: 1, maxDelayMs: 5 };
+
+Deno.test("a 30%-failing upstream behind 2 retries: success near 1 - 0.3^3, load within budget", async () => {
+  const random = seeded(42);
+  const upstream = startUpstream(() =>
+    random() < 0.3 ? new Response("flaky", { status: 503 }) : new Response("ok")
+  );
+  const budgetPercent = 50;
+  const gw = await startTestGateway({
+    services: {
+      flaky: {
+        prefix: "/flaky",
+        upstreams: [upstream.origin],
+        // ~2.7% of requests still fail after retries: more than the default 5 in 10 s.
+        breaker: { failureThreshold: 100000 },
+        retry: { attempts: 2, budgetPercent, minRetriesPerSecond: 1, ...FAST_RETRY },
+      },
+    },
+  });
+  try {
+    const count = 400;
+    const statuses = await load(count, 8, () => fetch(`${gw.url}/flaky/item`));
+    const successRate = statuses.filter((status) => status === 200).length / count;
+    const expected = 1 - 0.3 ** 3; // 0.973
+    assert.ok(
+      Math.abs(successRate - expected) < 0.03,
+      `success rate ${successRate}, expected about ${expected}`,
+    );
+    // Every retry the upstream saw came out of the budget: requests * percent + floor.
+    const extra = upstream.requests.length - count;
+    assert.ok(extra > 0.3 * count, `retries happened: ${extra}`);
+    assert.ok(extra <= count * budgetPercent / 100 + 10, `extra load ${extra} within the budget`);
+  } finally {
+    await gw.close();
+    await upstream.close();
+  }
+});
+
+Deno.test("a full outage is not multiplied: retries stop at the 20% budget", async () => {
+  const upstream = startUpstream(() => new Response("down", { status: 503 }));
+  const gw = await startTestGateway({
+    services: {
+      down: {
+        prefix: "/down",
+        upstreams: [upstream.origin],
+        breaker: { failureThreshold: 100000 },
+        retry: { attempts: 3, minRetriesPerSecond: 1, ...FAST_RETRY },
+      },
+    },
+  });
+  try {
+    const count = 200;
+    const statuses = await load(count, 8, () => fetch(`${gw.url}/down/x`));
+    assert.ok(statuses.every((status) => status === 503));
+    const extra = upstream.requests.length - count;
+    // Without a budget this would be 3 x 200 = 600 extra requests.
+    assert.ok(extra <= count * 0.2 + 10, `extra load ${extra} within 20% + floor`);
+    assert.ok(extra >= count * 0.2 - 5, `the budget was used: ${extra}`);
+  } finally {
+    await gw.close();
+    await upstream.close();
+  }
+});
+
+Deno.test("a retry goes to another upstream of the service", async () => {
+  const bad = startUpstream(() => new Response("bad", { status: 502 }));
+  const good = startUpstream(() => new Response("good"));
+  const gw = await startTestGateway({
+    services: {
+      two: {
+        prefix: "/two",
+        upstreams: [bad.origin, good.origin],
+        retry: { attempts: 1, ...FAST_RETRY },
+      },
+    },
+  });
+  try {
+    for (let i = 0; i < 10; i++) {
+      const response = await fetch(`${gw.url}/two/x`);
+      assert.equal(await response.text(), "good");
+    }
+    assert.ok(bad.requests.length >= 1 && bad.requests.length <= 10);
+  } finally {
+    await gw.close();
+    await bad.close();
+    await good.close();
+  }
+});
+
+Deno.test("connections reset before any response byte are retried", async () => {
+  const upstream = startRawUpstream(async (conn) => {
+    const head = await readRequestHead(conn);
+    if (upstream.accepted() <= 2 || head.startsWith("POST")) return; // closed without a byte
+    await conn.write(
+      new TextEncoder().encode(
+        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+      ),
+    );
+  });
+  const gw = await startTestGateway({
+    services: {
+      resets: { prefix: "/r", upstreams: [upstream.origin], retry: { attempts: 2, ...FAST_RETRY } },
+    },
+  });
+  try {
+    const response = await fetch(`${gw.url}/r/x`);
+    assert.equal(response.status, 200);
+    assert.equal(await response.text(), "ok");
+    assert.equal(upstream.accepted(), 3);
+
+    // A POST without Idempotency-Key meets a reset: the upstream may have acted on it, so no retry.
+    const post = await fetch(`${gw.url}/r/x`, { method: "POST", body: "once" });
+    assert.equal(post.status, 502);
+    assert.equal(post.headers.get("x-breakwater-error"), "upstream_unreachable");
+    await post.body?.cancel();
+    assert.equal(upstream.accepted(), 4);
+  } finally {
+    await gw.close();
+    await upstream.close();
+  }
+});
+
+Deno.test("a response whose body has started is never retried", async () => {
+  const upstream = startRawUpstream(async (conn) => {
+    await readRequestHead(conn);
+    await conn.write(
+      new TextEncoder().encode(
+        "HTTP/1.1 200 OK\r\ncontent-length: 100\r\nconnection: close\r\n\r\npartial",
+      ),
+    );
+    // ...and the connection dies mid-body.
+  });
+  const gw = await startTestGateway({
+    services: {
+      cut: { prefix: "/c", upstreams: [upstream.origin], retry: { attempts: 3, ...FAST_RETRY } },
+    },
+  });
+  try {
+    const response = await fetch(`${gw.url}/c/x`);
+    assert.equal(response.status, 200);
+    await assert.rejects(() => response.text());
+    assert.equal(upstream.accepted(), 1);
+  } finally {
+    await gw.close();
+    await upstream.close();
+  }
+});
+
+Deno.test("a hanging upstream is cut off at timeoutMs, with no retry past the deadline", async () => {
+  const upstream = startRawUpstream(async (conn) => {
+    await readRequestHead(conn);
+    const buffer = new Uint8Array(1024);
+    while ((await conn.read(buffer)) !== null) {
+      // hang: never answer; ends when the gateway gives up and closes
+    }
+  });
+  const gw = await startTestGateway({
+    services: {
+      hang: {
+        prefix: "/h",
+        upstreams: [upstream.origin],
+        timeoutMs: 300,
+        retry: { attempts: 3, ...FAST_RETRY },
+      },
+    },
+  });
+  try {
+    const started = performance.now();
+    const response = await fetch(`${gw.url}/h/x`);
+    const elapsedMs = performance.now() - started;
+    assert.equal(response.status, 504);
+    assert.equal(response.headers.get("x-breakwater-error"), "upstream_timeout");
+    await response.body?.cancel();
+    assert.ok(elapsedMs >= 290 && elapsedMs < 600, `cut off after ${elapsedMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(upstream.accepted(), 1, "no retry after the deadline");
+  } finally {
+    await gw.close();
+    await upstream.close();
+  }
+});
+
+Deno.test("Retry-After is honoured, and a wait past the deadline means no retry", async () => {
+  let calls = 0;
+  const upstream = startUpstream((request) => {
+    calls++;
+    const wait = new URL(request.url).searchParams.get("wait")!;
+    return calls % 2 === 1
+      ? new Response("later", { status: 503, headers: { "retry-after": wait } })
+      : new Response("ok");
+  });
+  const gw = await startTestGateway({
+    services: {
+      ra: {
+        prefix: "/ra",
+        upstreams: [upstream.origin],
+        timeoutMs: 2500,
+        retry: { attempts: 2, ...FAST_RETRY },
+      },
+    },
+  });
+  try {
+    let started = performance.now();
+    const waited = await fetch(`${gw.url}/ra/x?wait=1`);
+    assert.equal(waited.status, 200);
+    await waited.body?.cancel();
+    const waitedMs = performance.now() - started;
+    assert.ok(waitedMs >= 990 && waitedMs < 1800, `retried after Retry-After: ${waitedMs} ms`);
+    assert.equal(calls, 2);
+
+    started = performance.now();
+    const refused = await fetch(`${gw.url}/ra/x?wait=10`);
+    assert.equal(refused.status, 503);
+    assert.equal(await refused.text(), "later");
+    assert.ok(performance.now() - started < 500, "answered at once, not after the deadline");
+    assert.equal(calls, 3);
+  } finally {
+    await gw.close();
+    await upstream.close();
+  }
+});
+
+Deno.test("a POST is never sent twice without Idempotency-Key; with one it is retried", async () => {
+  const bodies: string[] = [];
+  const upstream = startUpstream(async (request) => {
+    bodies.push(`${request.headers.get("idempotency-key") ?? "-"}:${await request.text()}`);
+    return new Response("unavailable", { status: 503 });
+  });
+  const gw = await startTestGateway({
+    services: {
+      orders: {
+        prefix: "/orders",
+        upstreams: [upstream.origin],
+        retry: { attempts: 3, ...FAST_RETRY },
+      },
+    },
+  });
+  try {
+    const plain = await fetch(`${gw.url}/orders`, { method: "POST", body: "order-1" });
+    assert.equal(plain.status, 503);
+    await plain.body?.cancel();
+    assert.deepEqual(bodies, ["-:order-1"]);
+
+    const keyed = await fetch(`${gw.url}/orders`, {
+      method: "POST",
+      headers: { "idempotency-key": "k-2" },
+      body: "order-2",
+    });
+    assert.equal(keyed.status, 503);
+    await keyed.body?.cancel();
+    assert.deepEqual(bodies.slice(1), ["k-2:order-2", "k-2:order-2", "k-2:order-2", "k-2:order-2"]);
+  } finally {
+    await gw.close();
+    await upstream.close();
+  }
+});
