@@ -66,6 +66,10 @@ Deno.test("a 30%-failing upstream behind 2 retries: success near 1 - 0.3^3, load
     );
     // Every retry the upstream saw came out of the budget: requests * percent + floor.
     const extra = upstream.requests.length - count;
+    console.log(
+      `success rate ${successRate} (1 - 0.3^3 = ${expected.toFixed(3)}); ` +
+        `upstream saw ${upstream.requests.length} for ${count} requests`,
+    );
     assert.ok(extra > 0.3 * count, `retries happened: ${extra}`);
     assert.ok(extra <= count * budgetPercent / 100 + 10, `extra load ${extra} within the budget`);
   } finally {
