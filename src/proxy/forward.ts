@@ -303,6 +303,9 @@ async function attemptLoop(
     const outcome: AttemptOutcome = response !== null
       ? { status: response.status, durationMs }
       : { error: failure!.kind, durationMs };
+    // The breaker sees every attempt (issue 3): a retry that hides a failure from the client
+    // still cost the upstream a failed call, and that is what the breaker protects it from.
+    deps.breaker.record(config.name, admission, outcome);
     service.onAttempt?.(endpoint, outcome);
     deps.observer.clientAttempt({
       service: config.name,
@@ -328,23 +331,12 @@ async function attemptLoop(
       const deadlineLeftMs = config.timeoutMs - (deps.now() - request.startedAt);
       // Never retry past the deadline, and never beyond the budget.
       if (delayMs < deadlineLeftMs && service.retryBudget.tryAcquireRetry()) {
-        // A failure a retry may still absorb is outlier detection's business (onAttempt), not
-        // the service-wide breaker's: it sees each request's final attempt only.
         await response?.body?.cancel().catch(() => {});
         deps.observer.retry(config.name);
-        if (delayMs > 0 && !(await sleep(delayMs, signal))) {
-          const failed = failedFrom(signal, endpoint);
-          deps.breaker.record(
-            config.name,
-            admission,
-            failed.error === "aborted" ? { error: "aborted", durationMs } : outcome,
-          );
-          return failed;
-        }
+        if (delayMs > 0 && !(await sleep(delayMs, signal))) return failedFrom(signal, endpoint);
         continue;
       }
     }
-    deps.breaker.record(config.name, admission, outcome);
     if (response !== null) return { kind: "response", response, endpoint };
     return { kind: "failed", error: failure!.kind, message: failure!.message, endpoint };
   }

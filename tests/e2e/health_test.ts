@@ -130,7 +130,9 @@ Deno.test("passive ejection: a resetting upstream of two is ejected before the b
       mixed: {
         prefix: "/mixed",
         upstreams: [good.origin, bad.origin],
-        breaker: { failureThreshold: 3 },
+        // Every attempt counts for the breaker, so ejection (3 in a row) must act before it
+        // would trip (5): the service-wide breaker never has to open for one bad upstream.
+        breaker: { failureThreshold: 5 },
         retry: { attempts: 1, baseDelayMs: 1, maxDelayMs: 5 },
         outlierDetection: { consecutiveFailures: 3, baseEjectionMs: 5000 },
       },
