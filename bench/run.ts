@@ -694,17 +694,27 @@ type FleetMode = typeof FLEET_MODES[number];
 interface FleetRow {
   mode: FleetMode;
   instances: number;
+  /** Requests per second the load generator sends to each loaded instance. */
+  ratePerS: number;
   failedCalls: number[];
   probes: number[];
   allRejectMs: number[];
 }
 
 interface PropagationRow {
+  mode: FleetMode;
   rep: number;
   lagsMs: number[];
 }
 
 const RECOVERY_MS = 2000;
+/** Instances under load and the request rate each receives. */
+const FLEET_SCENARIOS = [
+  { size: 1, rate: 50 },
+  { size: 3, rate: 50 },
+  { size: 10, rate: 50 },
+  { size: 10, rate: 10 },
+];
 const FAILURE_THRESHOLD = 5;
 
 /** The in-runner upstream for the fleet: healthy or dark (503), logs every request's time. */
@@ -781,7 +791,7 @@ async function fleetOutage(dir: string): Promise<{
   const upstream = fleetUpstream();
   const rows: FleetRow[] = [];
   const propagation: PropagationRow[] = [];
-  const sizes = [1, 3, 10];
+  const scenarios = FLEET_SCENARIOS;
   const services: Record<string, unknown> = {};
   const breaker = {
     failureThreshold: FAILURE_THRESHOLD,
@@ -790,10 +800,10 @@ async function fleetOutage(dir: string): Promise<{
     halfOpenProbes: 1,
   };
   // One service (own breaker) per scenario, so the fleet is started once per mode.
-  for (const size of sizes) {
+  for (const { size, rate } of scenarios) {
     for (let rep = 0; rep < REPS; rep++) {
-      services[`n${size}r${rep}`] = {
-        prefix: `/n${size}r${rep}`,
+      services[`n${size}q${rate}r${rep}`] = {
+        prefix: `/n${size}q${rate}r${rep}`,
         upstreams: [upstream.origin],
         breaker,
       };
@@ -806,19 +816,20 @@ async function fleetOutage(dir: string): Promise<{
     for (const mode of FLEET_MODES) {
       log(`fleet: starting 10 gateways (${mode})`);
       const gateways = await startFleet(dir, mode, 10, services);
-      for (const size of sizes) {
+      for (const { size, rate } of scenarios) {
         const row: FleetRow = {
           mode,
           instances: size,
+          ratePerS: rate,
           failedCalls: [],
           probes: [],
           allRejectMs: [],
         };
         rows.push(row);
         for (let rep = 0; rep < REPS; rep++) {
-          const service = `n${size}r${rep}`;
+          const service = `n${size}q${rate}r${rep}`;
           const loads = gateways.slice(0, size).map((gateway) =>
-            loadInstance(`${gateway.url}/${service}/x`, 50)
+            loadInstance(`${gateway.url}/${service}/x`, rate)
           );
           await sleep(1500);
           const darkAt = performance.now();
@@ -844,7 +855,7 @@ async function fleetOutage(dir: string): Promise<{
           row.probes.push(probes);
           row.allRejectMs.push(allOpenAt - darkAt);
           log(
-            `fleet ${mode} N=${size} rep ${
+            `fleet ${mode} N=${size} @${rate}/s rep ${
               rep + 1
             }: failed ${failed}, probes ${probes}, all rejecting after ${
               (allOpenAt - darkAt).toFixed(0)
@@ -852,9 +863,9 @@ async function fleetOutage(dir: string): Promise<{
           );
         }
       }
-      if (mode === "shared KV file") {
+      if (mode.startsWith("shared")) {
         for (let rep = 0; rep < REPS; rep++) {
-          propagation.push(await propagate(gateways, upstream, `prop${rep}`, rep));
+          propagation.push(await propagate(gateways, upstream, `prop${rep}`, rep, mode));
         }
       }
       await stopAll();
@@ -876,6 +887,7 @@ async function propagate(
   upstream: ReturnType<typeof fleetUpstream>,
   service: string,
   rep: number,
+  mode: FleetMode,
 ): Promise<PropagationRow> {
   const load = loadInstance(`${gateways[0].url}/${service}/x`, 200);
   await sleep(500);
@@ -902,8 +914,10 @@ async function propagate(
   upstream.state.dark = false;
   const tripAt = load.control.firstOpenAt;
   const lags = seenOpen.slice(1).map((at) => at - tripAt);
-  log(`propagation rep ${rep + 1}: lags ${lags.map((lag) => lag.toFixed(0)).join(", ")} ms`);
-  return { rep, lagsMs: lags };
+  log(
+    `propagation ${mode} rep ${rep + 1}: lags ${lags.map((lag) => lag.toFixed(0)).join(", ")} ms`,
+  );
+  return { mode, rep, lagsMs: lags };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -988,12 +1002,14 @@ function targetsSection(
     const worst = Math.max(...shared.flatMap((row) => row.failedCalls));
     add(
       `fleet outage: failed calls <= ${FAILURE_THRESHOLD + 3} for every N`,
-      shared.map((row) => `N=${row.instances}: ${fmt(median(row.failedCalls))}`).join(", "),
+      shared.map((row) => `N=${row.instances}@${row.ratePerS}/s: ${fmt(median(row.failedCalls))}`)
+        .join(", "),
       worst <= FAILURE_THRESHOLD + 3,
     );
   }
-  if (propagation.length > 0) {
-    const worst = Math.max(...propagation.flatMap((row) => row.lagsMs));
+  const defaultSync = propagation.filter((row) => row.mode === "shared KV file");
+  if (defaultSync.length > 0) {
+    const worst = Math.max(...defaultSync.flatMap((row) => row.lagsMs));
     add("propagation < 1 s on a shared file", `max ${fmt(worst)} ms`, worst < 1000);
   }
   const gatewayBodies = bodies.find((row) => row.target.includes("access log off"));
@@ -1034,30 +1050,32 @@ function report(
   lines.push(...targetsSection(throughput, bodies, micro, fleet, propagation));
   lines.push("## Fleet outage cost (the headline)", "");
   lines.push(
-    `The upstream turns dark (every call answers 503) while a load generator sends ~50 req/s to ` +
-      `each of N gateway processes (failureThreshold ${FAILURE_THRESHOLD}, recoveryTimeoutMs ${RECOVERY_MS}, ` +
+    `The upstream turns dark (every call answers 503) while a load generator sends the given ` +
+      `rate to each of N gateway processes (failureThreshold ${FAILURE_THRESHOLD}, recoveryTimeoutMs ${RECOVERY_MS}, ` +
       "halfOpenProbes 1). Counted on the upstream: failed calls it received until every " +
       "instance answered `breaker_open`, and probes it received in the first half-open round " +
       "(the upstream is still dark). Median (min-max) over the repetitions.",
     "",
   );
   lines.push(
-    "| instances | breakers | failed calls | target <= threshold+3 | probes at recovery | all instances rejecting after |",
+    "| instances | req/s each | breakers | failed calls | target <= threshold+3 | probes at recovery | all instances rejecting after |",
   );
-  lines.push("| ---: | --- | ---: | --- | ---: | ---: |");
+  lines.push("| ---: | ---: | --- | ---: | --- | ---: | ---: |");
   const range = (values: number[]) =>
     `${fmt(median(values))} (${fmt(Math.min(...values))}-${fmt(Math.max(...values))})`;
-  for (const size of [1, 3, 10]) {
+  for (const { size, rate } of FLEET_SCENARIOS) {
     for (const mode of FLEET_MODES) {
-      const row = fleet.find((each) => each.instances === size && each.mode === mode);
+      const row = fleet.find((each) =>
+        each.instances === size && each.ratePerS === rate && each.mode === mode
+      );
       if (!row) continue;
       const met = mode.startsWith("shared")
         ? (Math.max(...row.failedCalls) <= FAILURE_THRESHOLD + 3 ? "met" : "missed")
         : "(baseline)";
       lines.push(
-        `| ${size} | ${mode} | ${range(row.failedCalls)} | ${met} | ${range(row.probes)} | ${
-          fmt(median(row.allRejectMs))
-        } ms |`,
+        `| ${size} | ${rate} | ${mode} | ${range(row.failedCalls)} | ${met} | ${
+          range(row.probes)
+        } | ${fmt(median(row.allRejectMs))} ms |`,
       );
     }
   }
@@ -1073,14 +1091,16 @@ function report(
     lines.push(
       "Load on instance 0 only; the 9 other instances are polled on `/admin/breakers` every " +
         "~20 ms. Lag = first `open` seen on a watcher minus instance 0's first `breaker_open` " +
-        "answer (syncIntervalMs 250, the default). Target: < 1 s.",
+        "answer. Target: < 1 s.",
       "",
     );
-    lines.push("| repetition | median lag | max lag |");
-    lines.push("| ---: | ---: | ---: |");
+    lines.push("| KV | repetition | median lag | max lag |");
+    lines.push("| --- | ---: | ---: | ---: |");
     for (const row of propagation) {
       lines.push(
-        `| ${row.rep + 1} | ${fmt(median(row.lagsMs))} ms | ${fmt(Math.max(...row.lagsMs))} ms |`,
+        `| ${row.mode} | ${row.rep + 1} | ${fmt(median(row.lagsMs))} ms | ${
+          fmt(Math.max(...row.lagsMs))
+        } ms |`,
       );
     }
     lines.push("");
