@@ -109,7 +109,8 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-function median(values: number[]): number {
+function median(all: number[]): number {
+  const values = all.filter(Number.isFinite);
   if (values.length === 0) return NaN;
   const sorted = [...values].sort((a, b) => a - b);
   const middle = Math.floor(sorted.length / 2);
@@ -280,8 +281,9 @@ async function wrk(
     (socketErrors ? socketErrors.slice(1).reduce((sum, value) => sum + Number(value), 0) : 0);
   const result = {
     rps,
-    p50Ms: toMs(text.match(/50%\s+(\S+)/)?.[1] ?? ""),
-    p99Ms: toMs(text.match(/99%\s+(\S+)/)?.[1] ?? ""),
+    // Anchored: "91.50%" in the thread-stats columns must not match.
+    p50Ms: toMs(text.match(/^\s+50%\s+(\S+)/m)?.[1] ?? ""),
+    p99Ms: toMs(text.match(/^\s+99%\s+(\S+)/m)?.[1] ?? ""),
     requests,
     errors,
     cpuUsPerRequest: proxyPid === null ? NaN : (cpuAfter - cpuBefore) * 1e6 / requests,
@@ -291,7 +293,7 @@ async function wrk(
         capacitySeconds,
     ),
   };
-  if (!Number.isFinite(result.p99Ms) || !Number.isFinite(result.rps)) {
+  if (![result.p50Ms, result.p99Ms, result.rps].every(Number.isFinite)) {
     await Deno.writeTextFile(`${RESULTS_DIR}/wrk-unparsed.log`, `${url}\n${text}\n`, {
       append: true,
     });
@@ -308,10 +310,11 @@ interface Target {
   pid: number;
 }
 
-function gatewayArgs(dir: string, configPath: string): string[] {
+function gatewayArgs(dir: string, configPath: string, denoFlags: string[] = []): string[] {
   return [
     Deno.execPath(),
     "run",
+    ...denoFlags,
     `--config=${ROOT}deno.json`,
     "--allow-net",
     "--allow-env",
@@ -333,6 +336,7 @@ interface GatewayOptions {
   logPath: string;
   extraEnv?: Record<string, string>;
   kvSyncMs?: number;
+  denoFlags?: string[];
 }
 
 async function startGateway(options: GatewayOptions): Promise<Target & { adminUrl: string }> {
@@ -352,7 +356,7 @@ async function startGateway(options: GatewayOptions): Promise<Target & { adminUr
       services: options.services,
     }),
   );
-  const proc = spawn(options.name, gatewayArgs(options.dir, configPath), {
+  const proc = spawn(options.name, gatewayArgs(options.dir, configPath, options.denoFlags), {
     logPath: options.logPath,
     env: { BREAKWATER_LOG_LEVEL: options.logLevel, ...options.extraEnv },
   });
@@ -518,12 +522,13 @@ async function throughputAndBodies(
   tools: Tools,
   dir: string,
   notes: string[],
-): Promise<{ rows: ThroughputRow[]; bodies: BodyRow[] }> {
+): Promise<{ rows: ThroughputRow[]; bodies: BodyRow[]; profile: ProfileRow[] }> {
   const rows: ThroughputRow[] = [];
   const bodies: BodyRow[] = [];
+  let profile: ProfileRow[] = [];
   if (!tools.wrk) {
     notes.push("wrk missing: throughput skipped");
-    return { rows, bodies };
+    return { rows, bodies, profile };
   }
   const upstreamPort = freePort();
   const upstreamProc = spawn("upstream", [
@@ -645,8 +650,128 @@ async function throughputAndBodies(
       log(`bodies ${target.name}: ${JSON.stringify(bodies.at(-1))}`);
     }
   } else notes.push("curl missing: large bodies skipped");
+  // Everything but the upstream stops: profile one more Breakwater under the same load.
+  for (const proc of [...running]) {
+    if (proc === upstreamProc) continue;
+    await proc.stop();
+    if (Deno.env.get("BENCH_DEBUG")) {
+      const alive = await fetch(`${upstream}/item`).then((r) => r.text()).catch((e) => String(e));
+      log(`after stopping ${proc.name}: upstream ${alive.slice(0, 30)}`);
+    }
+  }
+  try {
+    const probe = await fetch(`${upstream}/item`).then(async (response) => {
+      await response.body?.cancel();
+      return response.status;
+    }, (error) => String(error));
+    log(`upstream before profiling: ${probe}`);
+    profile = await profileGateway(dir, services);
+  } catch (error) {
+    notes.push(`profile failed: ${error}`);
+  }
   await stopAll();
-  return { rows, bodies };
+  return { rows, bodies, profile };
+}
+
+interface ProfileRow {
+  kind: "self" | "inclusive";
+  frame: string;
+  /** Share of the non-idle samples. */
+  percent: number;
+}
+
+/**
+ * Runs Breakwater (access log off) with `--cpu-prof` under wrk -c32 and summarises the
+ * profile: top frames by self time and the request path's own functions by inclusive time,
+ * as shares of the samples where the main thread was not idle.
+ */
+async function profileGateway(
+  dir: string,
+  services: Record<string, unknown>,
+): Promise<ProfileRow[]> {
+  log("profiling Breakwater under wrk -c32");
+  const profileDir = `${dir}/profile`;
+  const gateway = await startGateway({
+    name: "profiled",
+    dir,
+    services,
+    kvPath: `${dir}/profiled.kv`,
+    logLevel: "warn",
+    logPath: `${dir}/profiled.log`,
+    denoFlags: ["--cpu-prof", `--cpu-prof-dir=${profileDir}`],
+  });
+  try {
+    await waitHttp(`${gateway.url}/healthz`);
+  } catch (error) {
+    throw new Error(`${error}: ${(await Deno.readTextFile(`${dir}/profiled.log`)).slice(-500)}`);
+  }
+  await wrk(`${gateway.url}/item`, 32, 2, null);
+  await waitQuiet();
+  const measured = await wrk(`${gateway.url}/item`, 32, DURATION_S, gateway.pid);
+  log(`profiled run: ${measured.rps.toFixed(0)} req/s, ${measured.errors} errors`);
+  for (const proc of [...running]) if (proc.pid === gateway.pid) await proc.stop();
+  let file = "";
+  for await (const entry of Deno.readDir(profileDir)) file = `${profileDir}/${entry.name}`;
+  const profile = JSON.parse(await Deno.readTextFile(file)) as {
+    nodes: {
+      id: number;
+      callFrame: { functionName: string; url: string; lineNumber: number };
+      children?: number[];
+    }[];
+    samples: number[];
+  };
+  const byId = new Map(profile.nodes.map((node) => [node.id, node]));
+  const parent = new Map<number, number>();
+  for (const node of profile.nodes) {
+    for (const child of node.children ?? []) parent.set(child, node.id);
+  }
+  const name = (id: number) => {
+    const frame = byId.get(id)!.callFrame;
+    const where = frame.url.replace(/^.*\/(src|node_modules\/\.deno)\//, "$1/")
+      .replace(/^.*\/(hono|@opentelemetry)/, "$1").replace(/^file:\/\//, "");
+    return `${frame.functionName || "(anonymous)"}${
+      where ? ` ${where}:${frame.lineNumber + 1}` : ""
+    }`;
+  };
+  const counts = new Map<number, number>();
+  for (const sample of profile.samples) counts.set(sample, (counts.get(sample) ?? 0) + 1);
+  const self = new Map<string, number>();
+  const inclusive = new Map<string, number>();
+  let busy = 0;
+  for (const [id, count] of counts) {
+    const key = name(id);
+    if (key === "(idle)") continue;
+    busy += count;
+    self.set(key, (self.get(key) ?? 0) + count);
+    const seen = new Set<string>();
+    for (let at: number | undefined = id; at !== undefined; at = parent.get(at)) {
+      const frame = name(at);
+      if (seen.has(frame)) continue;
+      seen.add(frame);
+      inclusive.set(frame, (inclusive.get(frame) ?? 0) + count);
+    }
+  }
+  const rows: ProfileRow[] = [];
+  const top = (map: Map<string, number>, keep: (frame: string) => boolean, n: number) =>
+    [...map].filter(([frame]) => keep(frame)).sort((a, b) => b[1] - a[1]).slice(0, n);
+  for (const [frame, count] of top(self, () => true, 15)) {
+    rows.push({ kind: "self", frame, percent: 100 * count / busy });
+  }
+  const ours = (frame: string) =>
+    / src\/|hono|@opentelemetry|fetch|Headers|serve/.test(frame) && !frame.startsWith("(root)");
+  for (const [frame, count] of top(inclusive, ours, 25)) {
+    rows.push({ kind: "inclusive", frame, percent: 100 * count / busy });
+  }
+  const idle = [...counts].filter(([id]) => name(id) === "(idle)").reduce(
+    (sum, [, c]) => sum + c,
+    0,
+  );
+  rows.push({
+    kind: "self",
+    frame: "(main thread idle, share of all samples)",
+    percent: 100 * idle / profile.samples.length,
+  });
+  return rows;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1034,6 +1159,7 @@ function report(
   micro: MicroRow[],
   fleet: FleetRow[],
   propagation: PropagationRow[],
+  profile: ProfileRow[],
   notes: string[],
 ): string {
   const lines: string[] = [];
@@ -1168,6 +1294,21 @@ function report(
     lines.push("");
   }
 
+  if (profile.length > 0) {
+    lines.push("## Where Breakwater's CPU goes (--cpu-prof under wrk -c32)", "");
+    lines.push(
+      "Shares of the main thread's non-idle samples. Self = time in the frame itself (ops " +
+        "such as `op_fetch` are the Rust side of a call); inclusive = time in the frame and " +
+        "everything it called.",
+      "",
+    );
+    lines.push("| kind | frame | share |", "| --- | --- | ---: |");
+    for (const row of profile) {
+      lines.push(`| ${row.kind} | \`${row.frame}\` | ${fmt(row.percent, 1)}% |`);
+    }
+    lines.push("");
+  }
+
   if (micro.length > 0) {
     lines.push("## Per-request costs (deno bench)", "");
     lines.push("| file | bench | avg ns/op | p99 ns/op |");
@@ -1197,12 +1338,13 @@ async function main(): Promise<void> {
   const notes = [...tools.notes];
   let throughput: ThroughputRow[] = [];
   let bodies: BodyRow[] = [];
+  let profile: ProfileRow[] = [];
   let micro: MicroRow[] = [];
   let fleet: FleetRow[] = [];
   let propagation: PropagationRow[] = [];
   try {
     if (only.includes("throughput")) {
-      ({ rows: throughput, bodies } = await throughputAndBodies(tools, dir, notes));
+      ({ rows: throughput, bodies, profile } = await throughputAndBodies(tools, dir, notes));
     }
     if (only.includes("micro")) micro = await microBenches(notes);
     if (only.includes("fleet")) ({ rows: fleet, propagation } = await fleetOutage(dir));
@@ -1211,7 +1353,7 @@ async function main(): Promise<void> {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
   const durationS = (Date.now() - startedAt) / 1000;
-  const raw = { throughput, bodies, micro, fleet, propagation, notes, durationS };
+  const raw = { throughput, bodies, profile, micro, fleet, propagation, notes, durationS };
   const stamp = new Date().toISOString().replace(/[:.]/g, "-");
   await Deno.writeTextFile(`${RESULTS_DIR}/run-${stamp}.json`, JSON.stringify(raw, null, 2));
   const markdown = report(
@@ -1221,6 +1363,7 @@ async function main(): Promise<void> {
     micro,
     fleet,
     propagation,
+    profile,
     notes,
   );
   const out = Deno.env.get("BENCH_OUT") ?? `${ROOT}bench/RESULTS.md`;
