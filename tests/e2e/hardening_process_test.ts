@@ -1,0 +1,233 @@
+/**
+ * Hardening at process level, against real `deno run src/main.ts` gateways: a KV Connect server
+ * that is not there, SIGTERM under a load generator, and the admin token's secrecy.
+ */
+import assert from "node:assert/strict";
+import { type GatewayProcess, startGatewayProcess } from "../_helpers/gateway.ts";
+import { freePort, startRawUpstream, startUpstream } from "../_helpers/upstream.ts";
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function json(response: Response): Promise<Record<string, unknown>> {
+  return await response.json();
+}
+
+async function waitFor(check: () => Promise<boolean>, ms: number): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await check().catch(() => false)) return true;
+    await sleep(50);
+  }
+  return false;
+}
+
+for (
+  const variant of [
+    { name: "refuses connections (closed port)", hang: false },
+    { name: "accepts but never answers", hang: true },
+  ]
+) {
+  Deno.test(`lost KV: a KV Connect URL that ${variant.name} -> degraded, traffic flows, breaker trips locally`, async () => {
+    const blackhole = variant.hang
+      ? startRawUpstream(async (conn) => {
+        // Read and never answer, until the test closes the listener.
+        const buffer = new Uint8Array(4096);
+        while ((await conn.read(buffer).catch(() => null)) !== null) { /* swallow */ }
+      })
+      : null;
+    const kvUrl = blackhole?.origin ?? `http://127.0.0.1:${freePort()}`;
+    let fail = false;
+    const upstream = startUpstream(() =>
+      new Response(fail ? "boom" : "ok", { status: fail ? 500 : 200 })
+    );
+    let gateway: GatewayProcess | null = null;
+    try {
+      gateway = await startGatewayProcess({
+        kv: { path: kvUrl },
+        services: {
+          s: {
+            prefix: "/s",
+            upstreams: [upstream.origin],
+            breaker: { failureThreshold: 3, windowMs: 10_000, recoveryTimeoutMs: 30_000 },
+          },
+        },
+      }, { env: { DENO_KV_ACCESS_TOKEN: "test-token-not-a-secret" }, timeoutMs: 20_000 });
+      const url = gateway.url;
+      // Degraded, and still ready: it serves with local breakers.
+      assert.ok(
+        await waitFor(async () => {
+          const r = await fetch(`${url}/readyz`);
+          const body = await json(r);
+          return r.status === 200 && body.status === "degraded";
+        }, 5000),
+        "readyz never said degraded",
+      );
+      for (let i = 0; i < 5; i++) {
+        const r = await fetch(`${url}/s/${i}`);
+        assert.equal(r.status, 200);
+        assert.equal(await r.text(), "ok");
+      }
+      fail = true;
+      const statuses: number[] = [];
+      for (let i = 0; i < 6; i++) {
+        const r = await fetch(`${url}/s/f${i}`);
+        statuses.push(r.status);
+        await r.body?.cancel();
+      }
+      assert.deepEqual(statuses, [500, 500, 500, 503, 503, 503]);
+      const hitsBefore = upstream.requests.length;
+      const r = await fetch(`${url}/s/again`);
+      assert.equal(r.headers.get("x-breakwater-error"), "breaker_open");
+      await r.body?.cancel();
+      assert.equal(upstream.requests.length, hitsBefore);
+      const ready = await json(await fetch(`${url}/readyz`));
+      assert.equal(ready.status, "degraded");
+      const status = await gateway.stop();
+      assert.equal(status.code, 0, gateway.stderr());
+      assert.ok(gateway.lines.some((line) => line.msg === "shutdown complete"));
+    } finally {
+      await gateway?.stop("SIGKILL");
+      await upstream.close();
+      await blackhole?.close();
+    }
+  });
+}
+
+// A file-based "lost KV" at process level is not tested here: making the KV file's directory
+// read-only or deleting the file does not affect a SQLite handle that is already open (the fd
+// stays valid), so the process would simply not notice. KV loss while running is covered
+// in-process by tests/breaker/* (closed handle, slow KV).
+
+Deno.test("SIGTERM under load: every answer is complete, the rest are refused cleanly, exit 0", async () => {
+  const BODY = "x".repeat(32 * 1024);
+  const upstream = startUpstream(async () => {
+    await sleep(15);
+    return new Response(BODY);
+  });
+  const gateway = await startGatewayProcess({
+    shutdown: { drainDelayMs: 0, timeoutMs: 5000 },
+    services: { s: { prefix: "/s", upstreams: [upstream.origin], timeoutMs: 5000 } },
+  });
+  const outcomes = { ok: 0, draining: 0, refused: 0, bad: [] as string[] };
+  try {
+    const runUntil = Date.now() + 1500;
+    let signalledAt = 0;
+    const signaller = (async () => {
+      await sleep(600);
+      signalledAt = Date.now();
+      gateway.child.kill("SIGTERM");
+    })();
+    const loops = Array.from({ length: 16 }, async (_, loop) => {
+      for (let i = 0; i < 2000 && Date.now() < runUntil; i++) {
+        let response: Response;
+        try {
+          response = await fetch(`${gateway.url}/s/${loop}/${i}`);
+        } catch {
+          // Refused or reset before any byte of an answer: clean.
+          outcomes.refused++;
+          await sleep(10);
+          continue;
+        }
+        let body: string;
+        try {
+          body = await response.text();
+        } catch (error) {
+          outcomes.bad.push(`cut mid-response after ${response.status}: ${error}`);
+          continue;
+        }
+        if (response.status === 200 && body === BODY) outcomes.ok++;
+        else if (
+          response.status === 503 && response.headers.get("x-breakwater-error") === "draining"
+        ) outcomes.draining++;
+        else outcomes.bad.push(`${response.status} with ${body.length} bytes`);
+      }
+    });
+    await Promise.all([signaller, ...loops]);
+    const status = await gateway.stop();
+    const exitedAfterMs = Date.now() - signalledAt;
+    assert.deepEqual(outcomes.bad, [], JSON.stringify(outcomes));
+    assert.ok(outcomes.ok > 50, JSON.stringify(outcomes));
+    assert.ok(outcomes.refused + outcomes.draining > 0, JSON.stringify(outcomes));
+    assert.equal(status.code, 0, gateway.stderr());
+    assert.ok(exitedAfterMs < 5000 + 1000, `exit ${exitedAfterMs} ms after SIGTERM`);
+    assert.ok(gateway.lines.some((line) => line.msg === "shutdown complete"));
+    const complete = gateway.lines.find((line) => line.msg === "shutdown complete");
+    assert.equal(complete?.clean, true, JSON.stringify(complete));
+  } finally {
+    await gateway.stop("SIGKILL");
+    await upstream.close();
+  }
+});
+
+Deno.test("admin security: token, Authorization and cookies never logged; 401 / 403", async () => {
+  const token = `tok-${crypto.randomUUID()}`;
+  const cookie = `sess-${crypto.randomUUID()}`;
+  const querySecret = `qs-${crypto.randomUUID()}`;
+  const upstream = startUpstream(() => new Response("ok"));
+  const services = { s: { prefix: "/s", upstreams: [upstream.origin] } };
+  const withToken = await startGatewayProcess({ services }, {
+    env: { BREAKWATER_ADMIN_TOKEN: token, BREAKWATER_LOG_LEVEL: "debug" },
+  });
+  const withoutToken = await startGatewayProcess({ services }, {
+    env: { BREAKWATER_LOG_LEVEL: "debug" },
+  });
+  try {
+    const post = (base: string, auth: string | null, action = "open") =>
+      fetch(`${base}/admin/breakers/s`, {
+        method: "POST",
+        headers: {
+          "content-type": "application/json",
+          ...(auth === null ? {} : { authorization: auth }),
+          cookie: `session=${cookie}`,
+        },
+        body: JSON.stringify({ action }),
+      }).then(async (r) => ({ status: r.status, body: await r.text() }));
+
+    assert.equal((await post(withToken.adminUrl, null)).status, 401);
+    assert.equal((await post(withToken.adminUrl, "Bearer wrong")).status, 401);
+    assert.equal((await post(withToken.adminUrl, `Bearer ${token}x`)).status, 401);
+    assert.equal((await post(withToken.adminUrl, `Basic ${btoa(`a:${token}`)}`)).status, 401);
+    assert.equal((await post(withToken.adminUrl, token)).status, 401);
+    const ok = await post(withToken.adminUrl, `Bearer ${token}`);
+    assert.equal(ok.status, 200, ok.body);
+    assert.equal((await post(withToken.adminUrl, `Bearer ${token}`, "reset")).status, 200);
+    assert.equal((await post(withToken.adminUrl, `Bearer ${token}`, "bogus")).status, 400);
+    for (const auth of [null, `Bearer ${token}`, "Bearer anything"]) {
+      assert.equal((await post(withoutToken.adminUrl, auth)).status, 403);
+    }
+    // The public port: secrets in Authorization, cookies and the query string.
+    for (const gw of [withToken, withoutToken]) {
+      const r = await fetch(`${gw.url}/s/x?token=${querySecret}`, {
+        headers: { authorization: `Bearer ${token}`, cookie: `session=${cookie}` },
+      });
+      assert.equal(r.status, 200);
+      await r.text();
+      const missing = await fetch(`${gw.url}/nope?token=${querySecret}`, {
+        headers: { authorization: `Bearer ${token}`, cookie: `session=${cookie}` },
+      });
+      assert.equal(missing.status, 404);
+      await missing.text();
+    }
+    const metrics = await (await fetch(`${withToken.adminUrl}/metrics`)).text();
+    const breakers = await (await fetch(`${withToken.adminUrl}/admin/breakers`)).text();
+    await withToken.stop();
+    await withoutToken.stop();
+    const everything = [
+      JSON.stringify(withToken.lines),
+      withToken.stderr(),
+      JSON.stringify(withoutToken.lines),
+      withoutToken.stderr(),
+      metrics,
+      breakers,
+    ].join("\n");
+    assert.ok(withToken.lines.some((line) => line.msg === "request"), "no access log at all");
+    for (const secret of [token, cookie, querySecret]) {
+      assert.ok(!everything.includes(secret), `${secret.slice(0, 4)}... leaked`);
+    }
+    assert.ok(!/authorization|cookie/i.test(JSON.stringify(withToken.lines)));
+  } finally {
+    await withToken.stop("SIGKILL");
+    await withoutToken.stop("SIGKILL");
+    await upstream.close();
+  }
+});
