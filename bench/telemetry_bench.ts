@@ -72,11 +72,6 @@ Deno.bench("clientAttempt only", { group: "request" }, () => {
   });
 });
 
-Deno.bench("poolActive +1/-1 (one request)", { group: "request" }, () => {
-  telemetry.poolActive("users", 1);
-  telemetry.poolActive("users", -1);
-});
-
 const silent = createLogger({ level: "info", write: () => {} });
 Deno.bench("access log line (JSON, discarded)", { group: "log" }, () => {
   silent.info(

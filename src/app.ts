@@ -110,8 +110,6 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
         limit: service.pool.maxConnections,
         maxPending: service.pool.maxPending,
         queueTimeoutMs: service.pool.queueTimeoutMs,
-        onActiveChange: (delta) => telemetry.poolActive(service.name, delta),
-        onPendingChange: (delta) => telemetry.poolPending(service.name, delta),
       }),
       retryBudget: createRetryBudget({
         budgetPercent: service.retry.budgetPercent,
@@ -214,10 +212,12 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
   telemetry.observe({
     breakerStates: () =>
       breaker.views().map((view) => ({ service: view.service, state: view.state })),
-    poolUsage: () =>
+    pools: () =>
       [...services.values()].map((runtime) => ({
         service: runtime.config.name,
-        usage: runtime.limiter.active() / runtime.limiter.limit(),
+        active: runtime.limiter.active(),
+        pending: runtime.limiter.pending(),
+        max: runtime.limiter.limit(),
       })),
   });
 

@@ -59,7 +59,7 @@ export function wireServiceResilience(
         origin,
         pathAndQuery: path,
         method: "GET",
-        headers: new Headers({ "user-agent": "breakwater-health-check" }),
+        headers: [["user-agent", "breakwater-health-check"]],
         body: null,
         signal,
       });

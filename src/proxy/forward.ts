@@ -16,8 +16,8 @@ import {
 import type { Balancer, UpstreamEndpoint } from "./balancer.ts";
 import { limitBody } from "./body_limit.ts";
 import {
-  clientResponseHeaders,
   type ForwardingContext,
+  rewriteResponseHeaders,
   upstreamRequestHeaders,
 } from "./headers.ts";
 import { type Limiter, LimiterRejectedError, type Release } from "./limiter.ts";
@@ -397,18 +397,21 @@ function streamResponse(
   finish: () => void,
   completed: Promise<void> | undefined,
 ): Response {
-  const headers = clientResponseHeaders(upstream.headers, requestId);
-  const init = { status: upstream.status, statusText: upstream.statusText, headers };
+  const init = {
+    status: upstream.status,
+    statusText: upstream.statusText,
+    headers: upstream.headers,
+  };
   const source = upstream.body;
   if (source === null) {
     finish();
-    return new Response(null, init);
+    return rehead(new Response(null, init), requestId);
   }
   if (completed !== undefined) {
     // Measured: 100 MiB through a JS pull wrapper raised RSS by ~25-75 MiB (every chunk
     // becomes a JS buffer awaiting GC); handed over untouched it stayed flat.
     completed.then(finish, finish);
-    return new Response(source, init);
+    return rehead(new Response(source, init), requestId);
   }
   const reader = source.getReader();
   const body = new ReadableStream<Uint8Array>({
@@ -431,5 +434,10 @@ function streamResponse(
       return reader.cancel(reason);
     },
   }, { highWaterMark: 0 });
-  return new Response(body, init);
+  return rehead(new Response(body, init), requestId);
+}
+
+function rehead(response: Response, requestId: string): Response {
+  rewriteResponseHeaders(response.headers, requestId);
+  return response;
 }

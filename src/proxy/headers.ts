@@ -18,6 +18,20 @@ export const HOP_BY_HOP_HEADERS: readonly string[] = [
   "upgrade",
 ];
 
+const HOP_BY_HOP = new Set(HOP_BY_HOP_HEADERS);
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+/** The header names a `Connection` value lists (lower-cased; malformed tokens dropped). */
+function connectionTokens(connection: string): Set<string> {
+  const names = new Set<string>();
+  for (const name of connection.split(",")) {
+    const trimmed = name.trim();
+    // A malformed token names nothing we could forward.
+    if (trimmed !== "" && TOKEN.test(trimmed)) names.add(trimmed.toLowerCase());
+  }
+  return names;
+}
+
 /** The `Via` token this gateway adds (RFC 9110 §7.6.3). */
 export const VIA_TOKEN = "1.1 breakwater";
 
@@ -25,11 +39,7 @@ export const VIA_TOKEN = "1.1 breakwater";
 export function stripHopByHop(headers: Headers): void {
   const connection = headers.get("connection");
   if (connection) {
-    for (const name of connection.split(",")) {
-      const trimmed = name.trim();
-      // A malformed token would make Headers.delete throw; it names nothing we could forward.
-      if (trimmed !== "" && /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(trimmed)) headers.delete(trimmed);
-    }
+    for (const name of connectionTokens(connection)) headers.delete(name);
   }
   for (const name of HOP_BY_HOP_HEADERS) headers.delete(name);
 }
@@ -46,41 +56,85 @@ export interface ForwardingContext {
   requestId: string;
 }
 
+/** Header name/value pairs, a form `fetch` takes without another `Headers` copy. */
+export type HeaderPairs = [string, string][];
+
 /**
  * The headers to send upstream: the client's minus hop-by-hop and `Host`, plus
- * `X-Forwarded-For` (appended), `X-Forwarded-Proto`, `X-Forwarded-Host`, `Via` and
- * `X-Request-Id`. `traceparent`/`tracestate` pass through untouched.
+ * `X-Forwarded-For` (appended), `X-Forwarded-Proto`, `X-Forwarded-Host` (the client's own
+ * values of the last two are replaced, never trusted), `Via` and `X-Request-Id`.
+ * `traceparent`/`tracestate` pass through untouched.
+ *
+ * Built in one pass into pairs: copying into a `Headers` and deleting hop-by-hop names, which
+ * `fetch` then converts again, measured about twice as slow on the request path.
  *
  * `Accept-Encoding: identity` is set when the client sent none: Deno's `fetch` would otherwise
  * ask for gzip/br on the client's behalf and decompress the answer while its headers still say
  * it is compressed. With an explicit value fetch neither adds nor decodes anything.
  */
-export function upstreamRequestHeaders(incoming: Headers, context: ForwardingContext): Headers {
-  const headers = new Headers(incoming);
-  stripHopByHop(headers);
-  headers.delete("host");
-  if (context.clientIp !== null) {
-    const prior = headers.get("x-forwarded-for");
-    headers.set("x-forwarded-for", prior ? `${prior}, ${context.clientIp}` : context.clientIp);
+export function upstreamRequestHeaders(incoming: Headers, context: ForwardingContext): HeaderPairs {
+  const connection = incoming.get("connection");
+  const named = connection ? connectionTokens(connection) : null;
+  const out: HeaderPairs = [];
+  let forwardedFor: string | null = null;
+  let via: string | null = null;
+  let hasAcceptEncoding = false;
+  // Headers iterates lower-cased names, repeated fields joined (set-cookie aside).
+  for (const [name, value] of incoming) {
+    if (HOP_BY_HOP.has(name) || (named !== null && named.has(name))) continue;
+    switch (name) {
+      case "host":
+      case "x-forwarded-proto":
+      case "x-forwarded-host":
+      case "x-request-id":
+        continue;
+      case "x-forwarded-for":
+        forwardedFor = value;
+        continue;
+      case "via":
+        via = value;
+        continue;
+      case "accept-encoding":
+        hasAcceptEncoding = true;
+    }
+    out.push([name, value]);
   }
-  headers.set("x-forwarded-proto", context.proto);
-  if (context.host !== null) headers.set("x-forwarded-host", context.host);
-  const via = headers.get("via");
-  headers.set("via", via ? `${via}, ${VIA_TOKEN}` : VIA_TOKEN);
-  headers.set("x-request-id", context.requestId);
-  if (!headers.has("accept-encoding")) headers.set("accept-encoding", "identity");
-  return headers;
+  if (context.clientIp !== null) {
+    out.push([
+      "x-forwarded-for",
+      forwardedFor ? `${forwardedFor}, ${context.clientIp}` : context.clientIp,
+    ]);
+  } else if (forwardedFor !== null) {
+    out.push(["x-forwarded-for", forwardedFor]);
+  }
+  out.push(["x-forwarded-proto", context.proto]);
+  if (context.host !== null) out.push(["x-forwarded-host", context.host]);
+  out.push(["via", via ? `${via}, ${VIA_TOKEN}` : VIA_TOKEN]);
+  out.push(["x-request-id", context.requestId]);
+  if (!hasAcceptEncoding) out.push(["accept-encoding", "identity"]);
+  return out;
 }
 
 /**
- * The headers to send back to the client: the upstream's minus hop-by-hop, plus `Via` and the
- * request id. Repeated headers (several `Set-Cookie`) survive because `Headers` keeps them.
+ * Rewrites, in place, the headers of the response going back to the client: hop-by-hop out,
+ * `Via` and the request id in. Repeated headers (several `Set-Cookie`) survive.
+ *
+ * Callers build the client's `Response` with the upstream's headers as its init (one copy the
+ * constructor makes anyway) and then fix that copy: measured ~1.6 us against ~5-9 us for a
+ * separate `new Headers` copy.
  */
-export function clientResponseHeaders(upstream: Headers, requestId: string): Headers {
-  const headers = new Headers(upstream);
+export function rewriteResponseHeaders(headers: Headers, requestId: string): void {
   stripHopByHop(headers);
   const via = headers.get("via");
   headers.set("via", via ? `${via}, ${VIA_TOKEN}` : VIA_TOKEN);
   headers.set("x-request-id", requestId);
+}
+
+/**
+ * The headers to send back to the client as a new `Headers` (for callers that need a copy).
+ */
+export function clientResponseHeaders(upstream: Headers, requestId: string): Headers {
+  const headers = new Headers(upstream);
+  rewriteResponseHeaders(headers, requestId);
   return headers;
 }

@@ -36,8 +36,8 @@ export interface UpstreamRequest {
   pathAndQuery: string;
   /** Method as the client sent it. */
   method: string;
-  /** Headers already rewritten for the upstream. */
-  headers: Headers;
+  /** Headers already rewritten for the upstream (pairs, so `fetch` copies them only once). */
+  headers: [string, string][];
   /** The body: streamed, buffered (for retries), or none. */
   body: ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer> | null;
   /** Aborts the attempt: the client went away, or the deadline passed. */

@@ -93,8 +93,11 @@ export function breakerStateValue(state: string): number | null {
 export interface ObservedSources {
   /** Every service's breaker state (`closed`, `open`, `half_open`, `forced_open`, `forced_closed`). */
   breakerStates: () => Array<{ service: string; state: string }>;
-  /** Every service's pool usage: active / maxConnections. */
-  poolUsage: () => Array<{ service: string; usage: number }>;
+  /**
+   * Every service's pool: requests in flight (`active`), waiting (`pending`) and the in-flight
+   * limit (`max`). Read at collection time, so the request path pays nothing for pool metrics.
+   */
+  pools: () => Array<{ service: string; active: number; pending: number; max: number }>;
 }
 
 /** What the request path calls; every function is synchronous and allocation-light. */
@@ -120,11 +123,10 @@ export interface GatewayRecorders {
   retry(service: string): void;
   /** A breaker state change (`breakwater.breaker.transitions`). */
   breakerTransition(service: string, from: string, to: string): void;
-  /** Requests in flight to upstreams (`breakwater.pool.active`), +1 / -1. */
-  poolActive(service: string, delta: number): void;
-  /** Requests waiting for a pool slot (`breakwater.pool.pending`), +1 / -1. */
-  poolPending(service: string, delta: number): void;
-  /** Sets (or replaces) the sources of `breakwater.breaker.state` and `breakwater.pool.usage`. */
+  /**
+   * Sets (or replaces) the sources of `breakwater.breaker.state`, `breakwater.pool.active`,
+   * `breakwater.pool.pending` and `breakwater.pool.usage`.
+   */
   observe(sources: ObservedSources): void;
 }
 
@@ -179,15 +181,25 @@ export function createGatewayRecorders(meter: Meter, serviceNames: string[]): Ga
     unit: "{transition}",
     description: "Breaker state changes seen by this instance",
   });
-  const poolActiveCounter = meter.createUpDownCounter("breakwater.pool.active", {
+  let sources: ObservedSources | null = null;
+  // Asynchronous up-down counters: the limiter already knows these numbers, so they are read at
+  // collection time instead of being counted on every request (measured ~0.8 us per request).
+  meter.createObservableUpDownCounter("breakwater.pool.active", {
     unit: "{request}",
     description: "Requests in flight to the service's upstreams",
+  }).addCallback((result) => {
+    for (const pool of sources?.pools() ?? []) {
+      result.observe(pool.active, forService(pool.service));
+    }
   });
-  const poolPendingCounter = meter.createUpDownCounter("breakwater.pool.pending", {
+  meter.createObservableUpDownCounter("breakwater.pool.pending", {
     unit: "{request}",
     description: "Requests waiting for a free slot in the service's pool",
+  }).addCallback((result) => {
+    for (const pool of sources?.pools() ?? []) {
+      result.observe(pool.pending, forService(pool.service));
+    }
   });
-  let sources: ObservedSources | null = null;
   meter.createObservableGauge("breakwater.breaker.state", {
     unit: "{state}",
     description: "Breaker state: 0 closed, 1 half-open, 2 open",
@@ -203,8 +215,8 @@ export function createGatewayRecorders(meter: Meter, serviceNames: string[]): Ga
     description: "Requests in flight / pool.maxConnections",
   }).addCallback((result) => {
     if (sources === null) return;
-    for (const { service, usage } of sources.poolUsage()) {
-      if (Number.isFinite(usage)) result.observe(usage, forService(service));
+    for (const { service, active, max } of sources.pools()) {
+      if (max > 0) result.observe(active / max, forService(service));
     }
   });
 
@@ -270,8 +282,6 @@ export function createGatewayRecorders(meter: Meter, serviceNames: string[]): Ga
   }
 
   for (const service of serviceNames) {
-    poolActiveCounter.add(0, forService(service));
-    poolPendingCounter.add(0, forService(service));
     retriesCounter.add(0, forService(service));
   }
 
@@ -290,12 +300,6 @@ export function createGatewayRecorders(meter: Meter, serviceNames: string[]): Ga
     },
     breakerTransition(service, from, to) {
       transitionsCounter.add(1, transitionAttributes(service, from, to));
-    },
-    poolActive(service, delta) {
-      poolActiveCounter.add(delta, forService(service));
-    },
-    poolPending(service, delta) {
-      poolPendingCounter.add(delta, forService(service));
     },
     observe(next) {
       sources = next;

@@ -29,12 +29,12 @@ Deno.test("upstream request headers carry forwarding facts", () => {
     traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
     cookie: "a=b",
   });
-  const out = upstreamRequestHeaders(incoming, {
+  const out = new Headers(upstreamRequestHeaders(incoming, {
     clientIp: "127.0.0.1",
     proto: "http",
     host: "gw.example",
     requestId: "req-1",
-  });
+  }));
   assert.equal(out.get("host"), null);
   assert.equal(out.get("x-forwarded-for"), "10.0.0.1, 127.0.0.1");
   assert.equal(out.get("x-forwarded-proto"), "http");
@@ -47,12 +47,12 @@ Deno.test("upstream request headers carry forwarding facts", () => {
 });
 
 Deno.test("a client's Accept-Encoding is kept as sent", () => {
-  const out = upstreamRequestHeaders(new Headers({ "accept-encoding": "gzip" }), {
+  const out = new Headers(upstreamRequestHeaders(new Headers({ "accept-encoding": "gzip" }), {
     clientIp: null,
     proto: "https",
     host: null,
     requestId: "r",
-  });
+  }));
   assert.equal(out.get("accept-encoding"), "gzip");
   assert.equal(out.has("x-forwarded-for"), false);
   assert.equal(out.has("x-forwarded-host"), false);
@@ -69,4 +69,32 @@ Deno.test("response headers keep every Set-Cookie", () => {
   assert.equal(out.has("connection"), false);
   assert.equal(out.get("via"), "1.1 breakwater");
   assert.equal(out.get("x-request-id"), "rid");
+});
+
+Deno.test("headers named in Connection, spoofed forwarding headers and Host never go upstream", () => {
+  const out = new Headers(upstreamRequestHeaders(
+    new Headers({
+      connection: "X-Secret, keep-alive",
+      "x-secret": "1",
+      "keep-alive": "timeout=1",
+      "transfer-encoding": "chunked",
+      "x-forwarded-host": "evil.example",
+      "x-forwarded-proto": "https",
+      "x-request-id": "spoofed",
+      host: "gw",
+      "x-kept": "yes",
+    }),
+    { clientIp: null, proto: "http", host: "gw", requestId: "real" },
+  ));
+  assert.deepEqual([...out.keys()].sort(), [
+    "accept-encoding",
+    "via",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-kept",
+    "x-request-id",
+  ]);
+  assert.equal(out.get("x-forwarded-host"), "gw");
+  assert.equal(out.get("x-forwarded-proto"), "http");
+  assert.equal(out.get("x-request-id"), "real");
 });

@@ -40,15 +40,15 @@ function driveOutage(telemetry: ReturnType<typeof createTelemetry>) {
   }
   telemetry.serverRequest({ method: "GET", status: 404, service: null, durationS: 0.0001 });
   telemetry.rejected(null, "no_route");
-  telemetry.poolActive("users", 3);
-  telemetry.poolActive("users", -1);
-  telemetry.poolPending("users", 1);
   telemetry.observe({
     breakerStates: () => [{ service: "users", state: "open" }, {
       service: "orders",
       state: "half_open",
     }],
-    poolUsage: () => [{ service: "users", usage: 0.1 }, { service: "orders", usage: 0 }],
+    pools: () => [
+      { service: "users", active: 2, pending: 1, max: 20 },
+      { service: "orders", active: 0, pending: 0, max: 20 },
+    ],
   });
 }
 

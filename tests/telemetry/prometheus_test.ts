@@ -29,14 +29,15 @@ function telemetryWithTraffic(cgroupRoot?: string) {
   telemetry.breakerTransition("users", "open", "half_open");
   telemetry.rejected("users", "pool_saturated");
   telemetry.retry("users");
-  telemetry.poolActive("users", 4);
-  telemetry.poolPending("orders", 2);
   telemetry.observe({
     breakerStates: () => [
       { service: "users", state: "forced_open" },
       { service: "orders", state: "forced_closed" },
     ],
-    poolUsage: () => [{ service: "users", usage: 0.2 }],
+    pools: () => [
+      { service: "users", active: 4, pending: 0, max: 20 },
+      { service: "orders", active: 0, pending: 2, max: 20 },
+    ],
   });
   return telemetry;
 }
