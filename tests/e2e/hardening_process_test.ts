@@ -93,10 +93,96 @@ for (
   });
 }
 
-// A file-based "lost KV" at process level is not tested here: making the KV file's directory
-// read-only or deleting the file does not affect a SQLite handle that is already open (the fd
-// stays valid), so the process would simply not notice. KV loss while running is covered
-// in-process by tests/breaker/* (closed handle, slow KV).
+// Deleting the KV file or making its folder read-only is not tested at process level: a SQLite
+// handle that is already open keeps its fd, so the process would not notice either. What a file
+// KV can do to a running process is be locked by another writer; that is tested below. A closed
+// handle and slow KV are covered in-process by tests/breaker/*.
+
+Deno.test("lost KV: the KV file locked by another writer -> requests flow, breaker trips locally, recovery", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "breakwater-kvlock-" });
+  const kvPath = `${dir}/shared.kv`;
+  let fail = false;
+  const upstream = startUpstream(() =>
+    new Response(fail ? "boom" : "ok", { status: fail ? 500 : 200 })
+  );
+  let gateway: GatewayProcess | null = null;
+  let db: { exec(sql: string): void; close(): void } | null = null;
+  try {
+    gateway = await startGatewayProcess({
+      services: {
+        s: {
+          prefix: "/s",
+          upstreams: [upstream.origin],
+          breaker: { failureThreshold: 3, windowMs: 10_000, recoveryTimeoutMs: 30_000 },
+        },
+      },
+    }, { sharedKvPath: kvPath });
+    const url = gateway.url;
+    assert.equal((await json(await fetch(`${url}/readyz`))).status, "ready");
+    // Another process-like writer takes the write lock and holds it.
+    const { DatabaseSync } = await import("node:sqlite");
+    db = new DatabaseSync(kvPath);
+    db.exec("PRAGMA busy_timeout = 0");
+    db.exec("BEGIN EXCLUSIVE");
+    const latencies: number[] = [];
+    const statuses: number[] = [];
+    const timed = async (path: string) => {
+      const t0 = performance.now();
+      const r = await fetch(`${url}${path}`);
+      await r.body?.cancel();
+      latencies.push(performance.now() - t0);
+      return r.status;
+    };
+    for (let i = 0; i < 5; i++) assert.equal(await timed(`/s/ok${i}`), 200);
+    fail = true;
+    for (let i = 0; i < 6; i++) statuses.push(await timed(`/s/f${i}`));
+    // The failures' KV writes hit the lock; the local breaker opens on its own evidence.
+    assert.deepEqual(statuses, [500, 500, 500, 503, 503, 503]);
+    const readyDuringLock = await fetch(`${url}/readyz`);
+    assert.equal(readyDuringLock.status, 200);
+    const during = await json(readyDuringLock);
+    assert.ok(["ready", "degraded"].includes(String(during.status)), JSON.stringify(during));
+    // The request path never waits for the locked store.
+    const slowest = Math.max(...latencies);
+    assert.ok(slowest < 250, `a request took ${slowest.toFixed(0)} ms while KV was locked`);
+    // Release the lock: the instance rejoins and is ready again.
+    // The writes that hit the lock time out (1 s): /readyz says degraded, and stays 200.
+    const seenStates = new Set<string>();
+    const deadline = Date.now() + 4000;
+    while (!seenStates.has("degraded") && Date.now() < deadline) {
+      const r = await fetch(`${url}/readyz`);
+      assert.equal(r.status, 200);
+      seenStates.add(String((await json(r)).status));
+      await sleep(50);
+    }
+    assert.ok(seenStates.has("degraded"), JSON.stringify([...seenStates]));
+    db.exec("COMMIT");
+    db.close();
+    db = null;
+    assert.ok(
+      await waitFor(async () => {
+        const body = await json(await fetch(`${url}/readyz`));
+        return body.status === "ready";
+      }, 8000),
+      "never recovered from the lock",
+    );
+    const still = await fetch(`${url}/s/after`);
+    assert.equal(still.status, 503, "the open breaker was forgotten on recovery");
+    await still.body?.cancel();
+    const status = await gateway.stop();
+    assert.equal(status.code, 0, gateway.stderr());
+  } finally {
+    try {
+      db?.exec("ROLLBACK");
+      db?.close();
+    } catch {
+      // closed
+    }
+    await gateway?.stop("SIGKILL");
+    await upstream.close();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
 
 Deno.test("SIGTERM under load: every answer is complete, the rest are refused cleanly, exit 0", async () => {
   const BODY = "x".repeat(32 * 1024);
