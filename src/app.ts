@@ -15,6 +15,7 @@ import { problemResponse } from "./problem.ts";
 import { createBalancer, type UpstreamEndpoint } from "./proxy/balancer.ts";
 import { forward, type ForwardDeps, type ServiceRuntime } from "./proxy/forward.ts";
 import { createLimiter } from "./proxy/limiter.ts";
+import { createDeadlineScheduler } from "./proxy/deadlines.ts";
 import { createFetchClient, type UpstreamClient } from "./proxy/upstream_client.ts";
 import { createRetryBudget } from "./retry/policy.ts";
 import { normalizeTarget } from "./routing/normalize_path.ts";
@@ -190,6 +191,7 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
     queueTimeoutMs: Math.max(...[...services.values()].map((s) => s.config.pool.queueTimeoutMs)),
   });
 
+  const deadlines = createDeadlineScheduler({ now });
   const deps: ForwardDeps = {
     client,
     breaker,
@@ -197,6 +199,7 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
     observer: telemetry,
     maxBodyBytes: config.limits.maxBodyBytes,
     now,
+    deadlines,
     random: Math.random,
   };
 
@@ -383,6 +386,7 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
         await breaker.close();
         await telemetry.shutdown();
         client.close();
+        deadlines.close();
         kvHandle.close();
       })();
       return closing;

@@ -15,6 +15,7 @@ import {
 } from "../retry/policy.ts";
 import type { Balancer, UpstreamEndpoint } from "./balancer.ts";
 import { limitBody } from "./body_limit.ts";
+import type { DeadlineScheduler } from "./deadlines.ts";
 import {
   type ForwardingContext,
   rewriteResponseHeaders,
@@ -95,6 +96,8 @@ export interface ForwardDeps {
   maxBodyBytes: number;
   /** Monotonic milliseconds (default `performance.now`). */
   now: () => number;
+  /** Request deadlines, on the `now` clock. */
+  deadlines: DeadlineScheduler;
   /** Uniform draw in [0, 1) for jitter (default `Math.random`). */
   random: () => number;
 }
@@ -183,11 +186,10 @@ export async function forward(
   }
 
   // 4. The deadline covers every attempt and the streaming of the answer.
-  const remainingMs = service.config.timeoutMs - (deps.now() - request.startedAt);
   const controller = new AbortController();
-  const timer = setTimeout(
+  const cancelDeadline = deps.deadlines.schedule(
+    request.startedAt + service.config.timeoutMs,
     () => controller.abort(new DeadlineExceeded()),
-    Math.max(0, remainingMs),
   );
   const onClientGone = () => controller.abort(new UpstreamError("aborted", "the client went away"));
   raw.signal.addEventListener("abort", onClientGone, { once: true });
@@ -195,7 +197,7 @@ export async function forward(
   const finish = () => {
     if (finished) return;
     finished = true;
-    clearTimeout(timer);
+    cancelDeadline();
     raw.signal.removeEventListener("abort", onClientGone);
     release();
   };
