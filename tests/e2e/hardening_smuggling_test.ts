@@ -230,3 +230,53 @@ Deno.test("X-Forwarded-Host spoofing and encoded traversal never reach admin or 
     await canary.close();
   }
 });
+
+Deno.test("CONNECT and Upgrade never open a tunnel past the gateway", async () => {
+  const seen: { method: string; upgrade: string | null; connection: string | null }[] = [];
+  const users = startUpstream((request) => {
+    seen.push({
+      method: request.method,
+      upgrade: request.headers.get("upgrade"),
+      connection: request.headers.get("connection"),
+    });
+    return new Response("users");
+  });
+  const canary = startUpstream(() => new Response("canary"));
+  const canaryHost = new URL(canary.origin).host;
+  const gw = await startTestGateway({
+    services: { users: { prefix: "/api/users", upstreams: [users.origin] } },
+  });
+  try {
+    for (
+      const target of [canaryHost, `${canaryHost}:443`, `http://${canaryHost}/`, "/api/users/1"]
+    ) {
+      const raw = await sendRaw(
+        gw.port,
+        `CONNECT ${target} HTTP/1.1\r\nHost: ${canaryHost}\r\nConnection: close\r\n\r\n`,
+        3000,
+      );
+      const status = responseStatuses(raw)[0] ?? 0;
+      assert.ok(status === 0 || status >= 400, `CONNECT ${target}: ${raw.split("\r\n")[0]}`);
+    }
+    const raw = await sendRaw(
+      gw.port,
+      `GET /api/users/ws HTTP/1.1\r\nHost: ${canaryHost}\r\nUpgrade: websocket\r\n` +
+        `Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n` +
+        `Sec-WebSocket-Version: 13\r\n\r\nGET /api/users/after HTTP/1.1\r\nHost: x\r\n` +
+        `Connection: close\r\n\r\n`,
+      3000,
+    );
+    // No 101: the upgrade is not relayed, and the bytes after it are an ordinary request.
+    assert.ok(!responseStatuses(raw).includes(101), raw);
+    assert.equal(canary.requests.length, 0);
+    for (const request of seen) {
+      assert.notEqual(request.method, "CONNECT");
+      assert.equal(request.upgrade, null);
+      assert.ok(!/upgrade/i.test(request.connection ?? ""), JSON.stringify(request));
+    }
+  } finally {
+    await gw.close();
+    await users.close();
+    await canary.close();
+  }
+});
