@@ -126,6 +126,12 @@ export interface FleetBreakerOptions {
   random?: () => number;
   /** How often every breaker record is re-read with `getMany`. Default 250. */
   syncIntervalMs?: number;
+  /**
+   * The re-sync interval while this instance has seen failures within a service's `windowMs`
+   * (default 10): an outage is when other instances' trips must reach us fast, and a
+   * `getMany` every 10 ms during one costs little. Quiet instances keep `syncIntervalMs`.
+   */
+  alertSyncIntervalMs?: number;
   /** A KV call slower than this counts as KV trouble -> degraded. Default 1000. */
   kvTimeoutMs?: number;
   /** Called for every state change this instance observes (metrics, logs). Must not throw. */
@@ -231,6 +237,9 @@ export function createFleetBreaker(options: FleetBreakerOptions): FleetBreaker {
   const now = options.now ?? Date.now;
   const random = options.random ?? Math.random;
   const syncIntervalMs = options.syncIntervalMs ?? 250;
+  const alertSyncIntervalMs = Math.min(syncIntervalMs, options.alertSyncIntervalMs ?? 10);
+  let alertUntilMs = -Infinity;
+  let syncDueAtMs = Infinity;
   const kvTimeoutMs = options.kvTimeoutMs ?? 1000;
   const probeLeaseMs = options.probeLeaseMs ?? 15000;
   const reopenIntervalMs = options.reopenIntervalMs ?? 1000;
@@ -690,6 +699,10 @@ export function createFleetBreaker(options: FleetBreakerOptions): FleetBreaker {
       return;
     }
     if (kind !== "failure") return;
+    if (atMs + service.policy.windowMs > alertUntilMs) {
+      alertUntilMs = atMs + service.policy.windowMs;
+      expediteSync();
+    }
     countLocalFailure(service, localGeneration, atMs);
     if (
       fleetActive() && service.fleet.state === "closed" &&
@@ -824,12 +837,24 @@ export function createFleetBreaker(options: FleetBreakerOptions): FleetBreaker {
 
   function scheduleSync(): void {
     if (closed) return;
+    const delayMs = now() < alertUntilMs ? alertSyncIntervalMs : syncIntervalMs;
+    syncDueAtMs = now() + delayMs;
     syncTimer = setTimeout(() => {
       syncTimer = undefined;
+      syncDueAtMs = Infinity;
       const task = sync().finally(scheduleSync);
       background.add(task);
       task.finally(() => background.delete(task));
-    }, syncIntervalMs);
+    }, delayMs);
+  }
+
+  /** Moves a pending slow re-sync forward once failures start (alert mode). */
+  function expediteSync(): void {
+    if (closed || syncTimer === undefined) return;
+    if (syncDueAtMs - now() <= alertSyncIntervalMs) return;
+    clearTimeout(syncTimer);
+    syncTimer = undefined;
+    scheduleSync();
   }
 
   async function start(): Promise<void> {
