@@ -260,3 +260,40 @@ Deno.test({
     }
   },
 });
+
+Deno.test("200 slowloris connections (heads never finished) do not slow other clients", async () => {
+  const upstream = startUpstream(() => new Response("ok"));
+  const gw = await startTestGateway({
+    limits: { maxConnections: 10 },
+    services: { a: { prefix: "/a", upstreams: [upstream.origin], pool: { maxConnections: 5 } } },
+  });
+  const conns: Deno.TcpConn[] = [];
+  try {
+    for (let i = 0; i < 200; i++) {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: gw.port });
+      conns.push(conn);
+      await conn.write(encoder.encode(`GET /a/${i} HTTP/1.1\r\nHost: x\r\nX-Slow: `));
+    }
+    // A byte more on each, a few times over: a head that is never finished.
+    for (let round = 0; round < 3; round++) {
+      for (const conn of conns) await conn.write(encoder.encode("z")).catch(() => 0);
+    }
+    const latencies = await fastLatencies(gw, 600);
+    const sorted = [...latencies].sort((a, b) => a - b);
+    assert.ok(sorted.length >= 5, `only ${sorted.length} fast requests`);
+    assert.ok(sorted[Math.floor(sorted.length * 0.9)] < 150, JSON.stringify(sorted));
+    // No slot is held by a request that never finished its head.
+    assert.equal(gw.gateway.poolUsage().a.active, 0);
+    assert.equal(upstream.requests.length, sorted.length);
+  } finally {
+    for (const conn of conns) {
+      try {
+        conn.close();
+      } catch {
+        // closed by the server
+      }
+    }
+    await gw.close();
+    await upstream.close();
+  }
+});
