@@ -13,6 +13,8 @@ export type GatewayErrorCode =
   | "upstream_unreachable"
   | "upstream_timeout"
   | "body_too_large"
+  | "bad_request"
+  | "request_timeout"
   | "draining";
 
 /** The HTTP status and human title of each gateway error code. */
@@ -24,6 +26,8 @@ export const GATEWAY_ERRORS: Readonly<Record<GatewayErrorCode, { status: number;
     upstream_unreachable: { status: 502, title: "The upstream could not be reached" },
     upstream_timeout: { status: 504, title: "The upstream did not answer in time" },
     body_too_large: { status: 413, title: "The request body is too large" },
+    bad_request: { status: 400, title: "The request body could not be read" },
+    request_timeout: { status: 408, title: "The request body did not arrive in time" },
     draining: { status: 503, title: "The gateway is shutting down" },
   };
 

@@ -14,7 +14,7 @@ import {
   type RetryBudget,
 } from "../retry/policy.ts";
 import type { Balancer, UpstreamEndpoint } from "./balancer.ts";
-import { limitBody } from "./body_limit.ts";
+import { monitorBody, MONITORED_BODY_BYTES } from "./body_limit.ts";
 import type { DeadlineScheduler } from "./deadlines.ts";
 import {
   type ForwardingContext,
@@ -212,6 +212,12 @@ export async function forward(
     if (result.kind === "too_large") {
       return reject("body_too_large", `the body is over ${deps.maxBodyBytes} bytes`);
     }
+    if (result.kind === "client_broke_body") {
+      return reject("bad_request", "the request body ended before its declared end");
+    }
+    if (result.kind === "client_stalled") {
+      return reject("request_timeout", "the client did not send its body within timeoutMs");
+    }
     const origin = result.endpoint?.origin ?? null;
     if (result.error === "aborted") {
       // The client is gone; nobody reads this, but the handler must return something.
@@ -229,6 +235,8 @@ export async function forward(
 type LoopResult =
   | { kind: "response"; response: Response; endpoint: UpstreamEndpoint }
   | { kind: "too_large" }
+  | { kind: "client_broke_body" }
+  | { kind: "client_stalled" }
   | {
     kind: "failed";
     error: "unreachable" | "timeout" | "aborted";
@@ -252,19 +260,34 @@ async function attemptLoop(
   // stream through a byte counter and are never retried.
   let body: ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer> | null = raw.body;
   let exceeded = () => false;
+  let clientFailed = () => false;
+  let waitingOnClient = () => false;
+  let nativeBody = false;
   let canRetry = config.retry.attempts > 0 && isRetryableRequest(raw.method, raw.headers) &&
     admission.probe === false;
   if (raw.body !== null) {
     const declared = raw.headers.get("content-length");
     const small = declared !== null && Number(declared) <= config.retry.maxBufferedBodyBytes;
     if (canRetry && small) {
-      body = new Uint8Array(await raw.arrayBuffer());
+      const buffered = await readWithin(raw, signal);
+      if (buffered.kind !== "ok") {
+        deps.breaker.record(config.name, admission, { error: "aborted", durationMs: 0 });
+        return buffered;
+      }
+      body = buffered.body;
     } else {
       canRetry = false;
-      if (declared === null) {
-        const limited = limitBody(raw.body, deps.maxBodyBytes);
-        body = limited.stream;
-        exceeded = limited.exceeded;
+      // Chunked bodies get our cap; declared lengths are enforced by Deno's server. Large
+      // declared bodies stream natively (see MONITORED_BODY_BYTES): for them a client that
+      // leaves mid-body is told apart by the request's abort signal (checked below).
+      if (declared === null || Number(declared) <= MONITORED_BODY_BYTES) {
+        const monitored = monitorBody(raw.body, declared === null ? deps.maxBodyBytes : null);
+        body = monitored.stream;
+        exceeded = monitored.exceeded;
+        clientFailed = monitored.clientFailed;
+        waitingOnClient = monitored.waitingOnClient;
+      } else {
+        nativeBody = true;
       }
     }
   }
@@ -300,6 +323,16 @@ async function attemptLoop(
       // Our own cap cut the body: the caller's fault, not the upstream's.
       deps.breaker.record(config.name, admission, { error: "aborted", durationMs });
       return { kind: "too_large" };
+    }
+    if (failure !== null && nativeBody && failure.kind === "unreachable") {
+      // A broken client body and the client's disconnect race; give the signal a moment.
+      await clientGoneWithin(raw.signal, 50);
+      if (raw.signal.aborted) clientFailed = () => true;
+    }
+    if (failure !== null && (clientFailed() || (failure.kind === "timeout" && waitingOnClient()))) {
+      // The client broke off or stalled its body: not the upstream's fault either.
+      deps.breaker.record(config.name, admission, { error: "aborted", durationMs });
+      return clientFailed() ? { kind: "client_broke_body" } : { kind: "client_stalled" };
     }
 
     const outcome: AttemptOutcome = response !== null
@@ -341,6 +374,49 @@ async function attemptLoop(
     }
     if (response !== null) return { kind: "response", response, endpoint };
     return { kind: "failed", error: failure!.kind, message: failure!.message, endpoint };
+  }
+}
+
+/** Resolves once `signal` aborts or `ms` passed, whichever is first. */
+function clientGoneWithin(signal: AbortSignal, ms: number): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
+
+/** Buffers a small body for retries, giving up when the deadline passes or the client leaves. */
+async function readWithin(
+  raw: Request,
+  signal: AbortSignal,
+): Promise<
+  | { kind: "ok"; body: Uint8Array<ArrayBuffer> }
+  | { kind: "client_broke_body" }
+  | { kind: "client_stalled" }
+> {
+  let onAbort = () => {};
+  const aborted = new Promise<"aborted">((resolve) => {
+    onAbort = () => resolve("aborted");
+    if (signal.aborted) resolve("aborted");
+    else signal.addEventListener("abort", onAbort, { once: true });
+  });
+  try {
+    const result = await Promise.race([raw.arrayBuffer(), aborted]);
+    if (result === "aborted") {
+      raw.body?.cancel().catch(() => {});
+      return { kind: "client_stalled" };
+    }
+    return { kind: "ok", body: new Uint8Array(result) };
+  } catch {
+    return { kind: "client_broke_body" };
+  } finally {
+    signal.removeEventListener("abort", onAbort);
   }
 }
 

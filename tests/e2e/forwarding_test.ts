@@ -392,3 +392,32 @@ Deno.test("healthz and readyz", async () => {
     await upstream.close();
   }
 });
+
+Deno.test("an upstream that hangs without reading the body is the upstream's timeout, not the client's", async () => {
+  const hung = startRawUpstream(async (conn) => {
+    await readRequestHead(conn); // never reads the body, never answers
+    await conn.read(new Uint8Array(1));
+  });
+  const gw = await startTestGateway({
+    services: {
+      s: {
+        prefix: "/s",
+        upstreams: [hung.origin],
+        timeoutMs: 300,
+        breaker: { failureThreshold: 2 },
+      },
+    },
+  });
+  try {
+    for (let i = 0; i < 2; i++) {
+      const response = await fetch(`${gw.url}/s`, { method: "POST", body: "x".repeat(100) });
+      assert.equal(response.status, 504);
+      assert.equal(response.headers.get("x-breakwater-error"), "upstream_timeout");
+      await response.body?.cancel();
+    }
+    assert.equal(gw.gateway.breaker.view("s").state, "open");
+  } finally {
+    await gw.close();
+    await hung.close();
+  }
+});
