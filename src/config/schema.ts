@@ -118,7 +118,22 @@ const defaultsSchema = z.strictObject({
   adaptiveConcurrency: adaptiveConcurrencySchema.partial().optional(),
 });
 
-const kvPath = z.string().min(1).nullable();
+/**
+ * A file path, `:memory:`, or the http(s) URL of a KV Connect server. Only the form is checked
+ * here: a server that does not answer at start-up is not a config error; the gateway starts on
+ * local breakers (`/readyz` says degraded) and joins the fleet when KV answers, because a KV
+ * outage must not take the edge down with it.
+ */
+const kvPath = z.string().min(1).refine((value) => {
+  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(value)) return true; // a file path or :memory:
+  try {
+    const url = new URL(value);
+    return (url.protocol === "http:" || url.protocol === "https:") && url.hostname !== "";
+  } catch {
+    return false;
+  }
+}, { error: 'must be a file path, ":memory:", or the http(s) URL of a KV Connect server' })
+  .nullable();
 
 /** The top level of the file, before the `defaults` are merged into each service. */
 export const configFileSchema = z.strictObject({

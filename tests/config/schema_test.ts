@@ -123,6 +123,8 @@ Deno.test("plausible mistakes are caught with a clear message", () => {
     [{ services: { a: { prefix: "/a/../b", upstreams: ["http://h"] } } }, "services.a.prefix"],
     [{ services: { "bad name": { prefix: "/a", upstreams: ["http://h"] } } }, "services.bad name"],
     [{ kv: { path: 7 }, services: minimal.services }, "kv.path"],
+    [{ kv: { path: "redis://kv:6379" }, services: minimal.services }, "kv.path: must be a file"],
+    [{ kv: { path: "https://" }, services: minimal.services }, "kv.path: must be a file"],
     [
       { telemetry: { otlp: { endpoint: "not a url" } }, services: minimal.services },
       "telemetry.otlp.endpoint",
