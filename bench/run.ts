@@ -85,11 +85,19 @@ async function has(binary: string): Promise<boolean> {
   return (await run("sh", ["-c", `command -v ${binary}`])).success;
 }
 
+/** Ports handed out in this run: the OS may give a just-released port again, and two
+ * gateways of one fleet on the same port made one instance silently missing. */
+const handedOutPorts = new Set<number>();
+
 function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
+  for (;;) {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (listener.addr as Deno.NetAddr).port;
+    listener.close();
+    if (handedOutPorts.has(port)) continue;
+    handedOutPorts.add(port);
+    return port;
+  }
 }
 
 async function waitHttp(url: string, timeoutMs = 30_000): Promise<void> {
