@@ -24,6 +24,7 @@ try {
   if (error instanceof ConfigError) {
     console.error(`breakwater: invalid config ${configPath}`);
     for (const problem of error.problems) console.error(formatProblem(problem));
+    logger.flush();
     Deno.exit(2);
   }
   throw error;
@@ -86,6 +87,7 @@ async function shutdown(signal: Deno.Signal): Promise<void> {
   await gateway.close();
   await adminServer.shutdown();
   logger.info("shutdown complete", { clean: finished });
+  logger.flush();
   Deno.exit(0);
 }
 

@@ -6,6 +6,8 @@
  * @module
  */
 
+import { createLineWriter } from "./line_writer.ts";
+
 /** Log levels, most verbose first; `off` silences everything. */
 export type LogLevel = "debug" | "info" | "warn" | "error" | "off";
 
@@ -21,13 +23,15 @@ export interface Logger {
   warn(msg: string, fields?: Record<string, unknown>): void;
   /** Logs at `error`. */
   error(msg: string, fields?: Record<string, unknown>): void;
+  /** Writes out lines still buffered (call before exit). */
+  flush(): void;
 }
 
 /** Options of {@link createLogger}. */
 export interface LoggerOptions {
   /** Default: env `BREAKWATER_LOG_LEVEL`, else `info`. */
   level?: LogLevel;
-  /** Where each JSON line goes (without a newline). Default: stdout via `console.log`. */
+  /** Where each JSON line goes (without a newline). Default: stdout, batched. */
   write?: (line: string) => void;
 }
 
@@ -67,13 +71,15 @@ const RESERVED_FIELDS = new Set(["time", "level", "msg"]);
  * ```
  */
 export function createLogger(options: LoggerOptions = {}): Logger {
-  const write = options.write ?? ((line: string) => console.log(line));
+  const batched = options.write === undefined ? createLineWriter() : null;
+  const write = options.write ?? ((line: string) => batched!.write(line));
   const logger: Logger = {
     level: options.level ?? levelFromEnv(),
     debug: (msg, fields) => emit("debug", msg, fields),
     info: (msg, fields) => emit("info", msg, fields),
     warn: (msg, fields) => emit("warn", msg, fields),
     error: (msg, fields) => emit("error", msg, fields),
+    flush: () => batched?.flush(),
   };
   function emit(level: Exclude<LogLevel, "off">, msg: string, fields?: Record<string, unknown>) {
     if (RANK[level] < RANK[logger.level]) return;
