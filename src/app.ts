@@ -16,7 +16,8 @@ import { createBalancer, type UpstreamEndpoint } from "./proxy/balancer.ts";
 import { forward, type ForwardDeps, type ServiceRuntime } from "./proxy/forward.ts";
 import { createLimiter } from "./proxy/limiter.ts";
 import { createDeadlineScheduler } from "./proxy/deadlines.ts";
-import { createFetchClient, type UpstreamClient } from "./proxy/upstream_client.ts";
+import { type UpstreamClient } from "./proxy/upstream_client.ts";
+import { createUpstreamClient } from "./proxy/_http1_choice.ts";
 import { createRetryBudget } from "./retry/policy.ts";
 import { normalizeTarget } from "./routing/normalize_path.ts";
 import { buildRouteTable, upstreamPath } from "./routing/route_table.ts";
@@ -135,10 +136,7 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
       });
     }
   }
-  const client = options.client ??
-    createFetchClient((origin) =>
-      poolByOrigin.get(origin) ?? { maxIdlePerHost: 20, idleTimeoutMs: 30000 }
-    );
+  const client = options.client ?? createUpstreamClient(services.values(), poolByOrigin);
 
   // Health checks, outlier ejection and adaptive limits watch each service's attempts.
   const resilience = new Map<string, ServiceResilience>();

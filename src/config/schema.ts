@@ -90,6 +90,8 @@ const policyShape = {
   healthCheck: healthCheckSchema.nullable().default(null),
   outlierDetection: outlierSchema.nullable().default(null),
   adaptiveConcurrency: adaptiveConcurrencySchema.prefault({}),
+  /** `fetch` (default) or the HTTP/1.1 client over `Deno.connect` (src/proxy/http1_client.ts). */
+  upstreamClient: z.enum(["fetch", "http1"]).default("fetch"),
 };
 
 /** A path prefix: starts with `/`, no dot segments, no empty segments, no encoded bytes. */
@@ -116,6 +118,7 @@ const defaultsSchema = z.strictObject({
   healthCheck: healthCheckSchema.partial().nullable().optional(),
   outlierDetection: outlierSchema.partial().nullable().optional(),
   adaptiveConcurrency: adaptiveConcurrencySchema.partial().optional(),
+  upstreamClient: z.enum(["fetch", "http1"]).optional(),
 });
 
 /**
