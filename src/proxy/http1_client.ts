@@ -166,18 +166,20 @@ function connect(origin: Origin, signal: AbortSignal): Promise<Deno.Conn> {
   return new Promise((resolve, reject) => {
     const onAbort = () => {
       reject(signal.reason);
-      connecting.then((conn) => conn.close(), () => {});
+      connecting.then((conn) => {
+        try {
+          conn.close();
+        } catch {
+          // closed already
+        }
+      }, () => {});
     };
     if (signal.aborted) return onAbort();
     signal.addEventListener("abort", onAbort, { once: true });
     connecting.then((conn) => {
+      // When aborted, onAbort already rejected and closes this socket.
       signal.removeEventListener("abort", onAbort);
-      if (signal.aborted) {
-        conn.close();
-        reject(signal.reason);
-      } else {
-        resolve(conn);
-      }
+      if (!signal.aborted) resolve(conn);
     }, (error) => {
       signal.removeEventListener("abort", onAbort);
       reject(error);
@@ -299,7 +301,9 @@ async function readHead(connection: Connection): Promise<ResponseHead> {
     try {
       more = await connection.fill();
     } catch (error) {
-      if (empty && !connection.closed) throw new NoResponseError("connection broke", { cause: error });
+      if (empty && !connection.closed) {
+        throw new NoResponseError("connection broke", { cause: error });
+      }
       throw error;
     }
     if (!more) {
@@ -631,6 +635,7 @@ export function createHttp1Client(
           connection.pending.length === 0 && !connection.closed;
         if (reuse) pool.release(connection, closed);
         else connection.destroy();
+        if (!requestSent) bodyReader?.cancel().catch(() => {});
       };
 
       const init = { status, statusText: responseHead.statusText, headers: responseHead.headers };

@@ -74,16 +74,19 @@ async function withUpstream(
 }
 
 Deno.test("content-length body; the connection is reused", async () => {
-  await withUpstream("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello", async (o, c) => {
-    for (let i = 0; i < 3; i++) {
-      const response = await c.send(request(o));
-      assert.equal(response.status, 200);
-      assert.equal(response.statusText, "OK");
-      assert.equal(response.headers.get("x-a"), "b");
-      assert.equal(await response.text(), "hello");
-    }
-    assert.equal(c.openConnections(), 1);
-  });
+  await withUpstream(
+    "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello",
+    async (o, c) => {
+      for (let i = 0; i < 3; i++) {
+        const response = await c.send(request(o));
+        assert.equal(response.status, 200);
+        assert.equal(response.statusText, "OK");
+        assert.equal(response.headers.get("x-a"), "b");
+        assert.equal(await response.text(), "hello");
+      }
+      assert.equal(c.openConnections(), 1);
+    },
+  );
 });
 
 Deno.test("chunked body with extensions and trailers (discarded)", async () => {
@@ -207,7 +210,8 @@ Deno.test("malformed heads are refused as unreachable", async () => {
 });
 
 Deno.test("a head over 64 KiB is refused; one just under is accepted", async () => {
-  const big = "HTTP/1.1 200 OK\r\nX-Big: " + "a".repeat(70 * 1024) + "\r\nContent-Length: 0\r\n\r\n";
+  const big = "HTTP/1.1 200 OK\r\nX-Big: " + "a".repeat(70 * 1024) +
+    "\r\nContent-Length: 0\r\n\r\n";
   const upstream = answering(big);
   const client = newClient();
   try {
@@ -216,7 +220,8 @@ Deno.test("a head over 64 KiB is refused; one just under is accepted", async () 
     client.close();
     await upstream.close();
   }
-  const fits = "HTTP/1.1 200 OK\r\nX-Big: " + "a".repeat(60 * 1024) + "\r\nContent-Length: 0\r\n\r\n";
+  const fits = "HTTP/1.1 200 OK\r\nX-Big: " + "a".repeat(60 * 1024) +
+    "\r\nContent-Length: 0\r\n\r\n";
   await withUpstream(fits, async (o, c) => {
     const response = await c.send(request(o));
     assert.equal(response.headers.get("x-big")?.length, 60 * 1024);
