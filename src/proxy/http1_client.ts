@@ -313,8 +313,11 @@ async function readHead(connection: Connection): Promise<ResponseHead> {
   }
 }
 
-/** Pulls body bytes in the response's framing; null at its exact end. */
-type BodyReader = () => Promise<Uint8Array | null>;
+/**
+ * Pulls body bytes in the response's framing; null at its exact end. `atEnd` (when set) tells
+ * that the end was reached with the bytes just returned, so the stream can close at once.
+ */
+type BodyReader = (() => Promise<Uint8Array | null>) & { atEnd?: () => boolean };
 
 function takePending(connection: Connection, max: number): Uint8Array {
   const pending = connection.pending;
@@ -328,7 +331,7 @@ function takePending(connection: Connection, max: number): Uint8Array {
 
 function lengthReader(connection: Connection, length: number): BodyReader {
   let left = length;
-  return async () => {
+  const read: BodyReader = async () => {
     if (left === 0) return null;
     if (connection.pending.length === 0 && !(await connection.fill())) {
       throw new ProtocolError("connection closed before the end of the body");
@@ -337,6 +340,8 @@ function lengthReader(connection: Connection, length: number): BodyReader {
     left -= bytes.length;
     return bytes;
   };
+  read.atEnd = () => left === 0;
+  return read;
 }
 
 function closeDelimitedReader(connection: Connection): BodyReader {
@@ -445,6 +450,8 @@ function declaredLength(headers: [string, string][]): number | null {
   return null;
 }
 
+/** Origin-form: a `/` and then visible ASCII only (no spaces, controls or raw non-ASCII). */
+const REQUEST_TARGET = /^\/[\x21-\x7e]*$/;
 const WITH_EMPTY_BODY = new Set(["POST", "PUT", "PATCH"]);
 
 function encodeHead(head: string): Uint8Array {
@@ -498,12 +505,8 @@ export function createHttp1Client(
     return connection;
   }
 
-  async function exchange(
-    connection: Connection,
-    request: UpstreamRequest,
-  ): Promise<Response> {
-    const { signal } = request;
-    const pool = connection.pool;
+  /** The request head and body framing; throws before any connection is taken. */
+  function prepare(request: UpstreamRequest, origin: Origin) {
     const body = request.body;
     let framing: string | null = null;
     let fixedLength: number | null = null;
@@ -517,7 +520,21 @@ export function createHttp1Client(
     } else if (WITH_EMPTY_BODY.has(request.method)) {
       framing = "content-length: 0\r\n";
     }
-    const head = encodeHead(serializeHead(request, pool.origin, framing));
+    if (!TOKEN.test(request.method) || !REQUEST_TARGET.test(request.pathAndQuery)) {
+      throw new UpstreamError("unreachable", "invalid method or request target");
+    }
+    return { head: encodeHead(serializeHead(request, origin, framing)), fixedLength };
+  }
+
+  async function exchange(
+    connection: Connection,
+    request: UpstreamRequest,
+    prepared: { head: Uint8Array; fixedLength: number | null },
+  ): Promise<Response> {
+    const { signal } = request;
+    const pool = connection.pool;
+    const body = request.body;
+    const { head, fixedLength } = prepared;
 
     // From here on an abort destroys the socket; every pending read or write then fails.
     let settled = false;
@@ -656,6 +673,10 @@ export function createHttp1Client(
               return;
             }
             controller.enqueue(bytes);
+            if (reader.atEnd?.()) {
+              controller.close();
+              finish(true);
+            }
           } catch (error) {
             finish(false);
             controller.error(classify(error, signal));
@@ -683,6 +704,7 @@ export function createHttp1Client(
       const { signal } = request;
       if (signal.aborted) throw classify(signal.reason, signal);
       const pool = poolOf(request.origin);
+      const prepared = prepare(request, pool.origin);
       const replayable = request.body === null || request.body instanceof Uint8Array;
       let retried = false;
       while (true) {
@@ -694,7 +716,7 @@ export function createHttp1Client(
           throw classify(error, signal);
         }
         try {
-          return await exchange(connection, request);
+          return await exchange(connection, request, prepared);
         } catch (error) {
           if (
             error instanceof NoResponseError && pooled !== null && replayable && !signal.aborted &&

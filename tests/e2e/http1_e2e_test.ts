@@ -443,7 +443,7 @@ function startTestGateway(
   const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
   /** fetch with a hard bound: a hang fails the test instead of stalling the suite. */
-  async function boundedFetch(
+  const boundedFetch = async (
     url: string,
     ms = 4000,
   ): Promise<{ status: number; body: string | null; error: string | null; tookMs: number }> {
@@ -465,7 +465,7 @@ function startTestGateway(
     } finally {
       clearTimeout(timer);
     }
-  }
+  };
 
   Deno.test("http1: malformed upstream answers -> 502; truncated bodies reach the client cut, never complete", async () => {
     const scripts: Record<string, string> = {

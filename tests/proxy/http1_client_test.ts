@@ -3,6 +3,9 @@
  * TCP upstreams.
  */
 import assert from "node:assert/strict";
+import { parseConfig } from "../../src/config/schema.ts";
+import { createUpstreamClient } from "../../src/proxy/_http1_choice.ts";
+import type { ServiceRuntime } from "../../src/proxy/forward.ts";
 import { createHttp1Client } from "../../src/proxy/http1_client.ts";
 import { UpstreamError, type UpstreamRequest } from "../../src/proxy/upstream_client.ts";
 import { startRecordingUpstream } from "../_helpers/raw_http.ts";
@@ -338,5 +341,59 @@ Deno.test("close() destroys idle connections and refuses new requests", async ()
   } finally {
     client.close();
     await upstream.close();
+  }
+});
+
+Deno.test("an invalid request target or header is refused before any connection", async () => {
+  const upstream = startRecordingUpstream();
+  const client = newClient();
+  try {
+    await expectKind(
+      client.send(request(upstream.origin, { pathAndQuery: "/a b" })),
+      "unreachable",
+    );
+    await expectKind(
+      client.send(request(upstream.origin, { headers: [["x-a", "b\r\nx-evil: 1"]] })),
+      "unreachable",
+    );
+    assert.equal(upstream.accepted(), 0);
+  } finally {
+    client.close();
+    await upstream.close();
+  }
+});
+
+Deno.test("config: upstreamClient defaults to fetch; http1 per service or in defaults", () => {
+  const base = { prefix: "/a", upstreams: ["http://127.0.0.1:1"] };
+  assert.equal(parseConfig({ services: { a: base } }).services.a.upstreamClient, "fetch");
+  const viaDefaults = parseConfig({ defaults: { upstreamClient: "http1" }, services: { a: base } });
+  assert.equal(viaDefaults.services.a.upstreamClient, "http1");
+  assert.throws(() => parseConfig({ services: { a: { ...base, upstreamClient: "h2" } } }));
+});
+
+Deno.test("dispatch: http1 only for origins all of whose services chose it", async () => {
+  const upstreams = [startRecordingUpstream(), startRecordingUpstream()];
+  const [only, shared] = upstreams;
+  const service = (choice: string, origins: string[]) =>
+    ({
+      config: { upstreamClient: choice },
+      balancer: { endpoints: origins.map((origin) => ({ origin })) },
+    }) as unknown as ServiceRuntime;
+  const client = createUpstreamClient(
+    [service("http1", [only.origin, shared.origin]), service("fetch", [shared.origin])],
+    new Map(),
+  );
+  try {
+    for (const upstream of upstreams) {
+      await (await client.send(request(upstream.origin))).text();
+    }
+    // fetch adds a user-agent of its own; the http1 client sends the headers as given.
+    const agent = (upstream: typeof only) =>
+      upstream.requests[0].headers.some(([name]) => name === "user-agent");
+    assert.equal(agent(only), false);
+    assert.equal(agent(shared), true);
+  } finally {
+    client.close();
+    for (const upstream of upstreams) await upstream.close();
   }
 });
