@@ -446,7 +446,7 @@ function startTestGateway(
   const boundedFetch = async (
     url: string,
     ms = 4000,
-  ): Promise<{ status: number; body: string | null; error: string | null; tookMs: number }> {
+  ): Promise<{ status: number; body: string | null; error: string | null; tookMs: number }> => {
     const t0 = performance.now();
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(new Error("hung")), ms);
