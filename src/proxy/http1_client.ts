@@ -662,6 +662,14 @@ export function createHttp1Client(
         finish(true);
         return new Response(null, init);
       }
+      const length = responseHead.contentLength;
+      if (!responseHead.chunked && length !== null && length <= connection.pending.length) {
+        // The whole body came with the head: hand it over as bytes, which Deno.serve writes
+        // without a JavaScript stream, and free the connection at once.
+        const bytes = takePending(connection, length);
+        finish(true);
+        return new Response(bytes as Uint8Array<ArrayBuffer>, init);
+      }
       const reader = read;
       const stream = new ReadableStream<Uint8Array>({
         async pull(controller) {

@@ -283,3 +283,25 @@ Deno.test("multiple Set-Cookie headers stay separate; obs-text values pass throu
     await upstream.close();
   }
 });
+
+Deno.test("a content-length body that arrives after the head streams; reused at its end", async () => {
+  const upstream = startRawUpstream(async (conn) => {
+    while (true) {
+      if ((await readRequestHead(conn)) === "") return;
+      await conn.write(encoder.encode("HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhel"));
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      await conn.write(encoder.encode("lo world"));
+    }
+  });
+  const client = newClient();
+  try {
+    for (let i = 0; i < 3; i++) {
+      const response = await client.send(request(upstream.origin));
+      assert.equal(await response.text(), "hello world");
+    }
+    assert.equal(upstream.accepted(), 1);
+  } finally {
+    client.close();
+    await upstream.close();
+  }
+});
