@@ -159,9 +159,13 @@ class OriginPool {
 }
 
 /** Connects, giving up (and closing the late socket) when `signal` aborts first. */
-function connect(origin: Origin, signal: AbortSignal): Promise<Deno.Conn> {
+function connect(
+  origin: Origin,
+  signal: AbortSignal,
+  caCerts: string[] | undefined,
+): Promise<Deno.Conn> {
   const connecting: Promise<Deno.Conn> = origin.tls
-    ? Deno.connectTls({ hostname: origin.hostname, port: origin.port })
+    ? Deno.connectTls({ hostname: origin.hostname, port: origin.port, caCerts })
     : Deno.connect({ hostname: origin.hostname, port: origin.port });
   return new Promise((resolve, reject) => {
     const onAbort = () => {
@@ -463,10 +467,17 @@ function encodeHead(head: string): Uint8Array {
   return out;
 }
 
+/** Options of {@link createHttp1Client}. */
+export interface Http1ClientOptions {
+  /** Extra trusted CA certificates (PEM) for https origins; the system roots otherwise. */
+  caCerts?: string[];
+}
+
 /**
  * The HTTP/1.1 client.
  *
  * @param poolFor the pool settings of an origin (its service's `pool`)
+ * @param options TLS trust for https origins
  * @example
  * ```ts
  * const client = createHttp1Client(() => ({ maxIdlePerHost: 20, idleTimeoutMs: 30000 }));
@@ -474,6 +485,7 @@ function encodeHead(head: string): Uint8Array {
  */
 export function createHttp1Client(
   poolFor: (origin: string) => OriginPoolOptions,
+  options: Http1ClientOptions = {},
 ): UpstreamClient & { openConnections(): number } {
   const pools = new Map<string, OriginPool>();
   let closed = false;
@@ -488,7 +500,7 @@ export function createHttp1Client(
   }
 
   async function fresh(pool: OriginPool, signal: AbortSignal): Promise<Connection> {
-    const conn = await connect(pool.origin, signal);
+    const conn = await connect(pool.origin, signal, options.caCerts);
     if (!pool.origin.tls) {
       try {
         (conn as Deno.TcpConn).setNoDelay(true);

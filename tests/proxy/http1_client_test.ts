@@ -397,3 +397,61 @@ Deno.test("dispatch: http1 only for origins all of whose services chose it", asy
     for (const upstream of upstreams) await upstream.close();
   }
 });
+
+Deno.test("https origins: TLS via Deno.connectTls, keep-alive reuse", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const made = await new Deno.Command("openssl", {
+      args: [
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-addext",
+        "subjectAltName=DNS:localhost",
+        "-addext",
+        "basicConstraints=critical,CA:FALSE",
+        "-days",
+        "1",
+        "-keyout",
+        `${dir}/key.pem`,
+        "-out",
+        `${dir}/cert.pem`,
+      ],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    assert.ok(made.success, "openssl failed");
+    const cert = await Deno.readTextFile(`${dir}/cert.pem`);
+    const key = await Deno.readTextFile(`${dir}/key.pem`);
+    const ports = new Set<number>();
+    const server = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, cert, key, onListen: () => {} },
+      (req, info) => {
+        ports.add(info.remoteAddr.port);
+        return new Response(`tls ${new URL(req.url).pathname}`);
+      },
+    );
+    const client = createHttp1Client(() => ({ maxIdlePerHost: 4, idleTimeoutMs: 5000 }), {
+      caCerts: [cert],
+    });
+    try {
+      const origin = `https://localhost:${server.addr.port}`;
+      for (let i = 0; i < 3; i++) {
+        const response = await client.send(request(origin, { pathAndQuery: "/secure" }));
+        assert.equal(await response.text(), "tls /secure");
+      }
+      assert.equal(ports.size, 1);
+    } finally {
+      client.close();
+      await server.shutdown();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
