@@ -74,8 +74,57 @@ class Connection {
     this.pool = pool;
   }
 
+  /** True while the connection sits in the pool. */
+  idle = false;
+  /** A read started while idle, which the next exchange takes over. */
+  private watch: Promise<Uint8Array | null> | null = null;
+
   /** Reads what the socket has (owned bytes), or null at the end of the stream. */
-  async read(): Promise<Uint8Array | null> {
+  read(): Promise<Uint8Array | null> {
+    const watch = this.watch;
+    if (watch !== null) {
+      this.watch = null;
+      return watch;
+    }
+    return this.readSocket();
+  }
+
+  /**
+   * Parks the connection: a read stays posted (unref'd, so it keeps no process alive) and
+   * destroys the connection if the peer closes it or sends anything while it is idle; taken
+   * back, that read becomes the first read of the next response.
+   */
+  park(): void {
+    this.idle = true;
+    this.unref();
+    if (this.watch !== null) return;
+    const watch = this.readSocket();
+    this.watch = watch;
+    watch.then(() => {
+      if (this.idle) this.destroy();
+    }, () => {
+      if (this.idle) this.destroy();
+    });
+  }
+
+  unpark(): void {
+    this.idle = false;
+    try {
+      (this.conn as Deno.TcpConn).ref?.();
+    } catch {
+      // closed
+    }
+  }
+
+  private unref(): void {
+    try {
+      (this.conn as Deno.TcpConn).unref?.();
+    } catch {
+      // closed
+    }
+  }
+
+  private async readSocket(): Promise<Uint8Array | null> {
     const n = await this.conn.read(this.buffer);
     if (n === null) return null;
     if (n < COPY_BELOW) return this.buffer.slice(0, n);
@@ -140,6 +189,7 @@ class OriginPool {
       return;
     }
     this.idle.push(connection);
+    connection.park();
     const timer = setTimeout(() => connection.destroy(), this.options.idleTimeoutMs);
     Deno.unrefTimer(timer);
     connection.idleTimer = timer;
@@ -150,6 +200,7 @@ class OriginPool {
     if (connection === undefined) return null;
     if (connection.idleTimer !== undefined) clearTimeout(connection.idleTimer);
     connection.idleTimer = undefined;
+    connection.unpark();
     return connection;
   }
 

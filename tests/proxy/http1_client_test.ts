@@ -151,7 +151,7 @@ Deno.test("idle connections close after idleTimeoutMs", async () => {
   }
 });
 
-Deno.test("a stale idle connection (peer closed it) is retried once on a fresh one", async () => {
+Deno.test("an idle connection the peer closed is dropped from the pool at once", async () => {
   // Each connection answers one request and then closes without saying so.
   const upstream = startRawUpstream(async (conn) => {
     await readRequestHead(conn);
@@ -159,11 +159,37 @@ Deno.test("a stale idle connection (peer closed it) is retried once on a fresh o
   });
   const client = newClient();
   try {
-    for (const body of [null, encoder.encode("again")]) {
+    for (const body of [null, encoder.encode("again"), streamOf("streamed")]) {
       const response = await client.send(request(upstream.origin, { method: "POST", body }));
       assert.equal(await response.text(), "ok");
       await new Promise((resolve) => setTimeout(resolve, 20));
+      assert.equal(client.openConnections(), 0);
     }
+    assert.equal(upstream.accepted(), 3);
+  } finally {
+    client.close();
+    await upstream.close();
+  }
+});
+
+/** Answers the first request of each connection; takes the second and closes unanswered. */
+function closingOnSecond() {
+  return startRawUpstream(async (conn) => {
+    await readRequestHead(conn);
+    await conn.write(encoder.encode(OK));
+    await readRequestHead(conn);
+  });
+}
+
+Deno.test("a reused connection closed before any answer: retried once on a fresh one", async () => {
+  const upstream = closingOnSecond();
+  const client = newClient();
+  try {
+    assert.equal(await (await client.send(request(upstream.origin))).text(), "ok");
+    const response = await client.send(
+      request(upstream.origin, { method: "POST", body: encoder.encode("again") }),
+    );
+    assert.equal(await response.text(), "ok");
     assert.equal(upstream.accepted(), 2);
   } finally {
     client.close();
@@ -171,15 +197,11 @@ Deno.test("a stale idle connection (peer closed it) is retried once on a fresh o
   }
 });
 
-Deno.test("a streamed body is not retried on a stale connection", async () => {
-  const upstream = startRawUpstream(async (conn) => {
-    await readRequestHead(conn);
-    await conn.write(encoder.encode(OK));
-  });
+Deno.test("a streamed body is not retried when a reused connection closes", async () => {
+  const upstream = closingOnSecond();
   const client = newClient();
   try {
     await (await client.send(request(upstream.origin))).text();
-    await new Promise((resolve) => setTimeout(resolve, 20));
     await expectKind(
       client.send(request(upstream.origin, { method: "POST", body: streamOf("x") })),
       "unreachable",
