@@ -25,6 +25,10 @@ interface Entry {
   live: boolean;
 }
 
+/** Entries of one tick; a cancelled entry leaves its set at once, so nothing it holds (the
+ * request's abort controller) stays reachable until its bucket would have come due. */
+type Bucket = Set<Entry>;
+
 /** Options of {@link createDeadlineScheduler}. */
 export interface DeadlineSchedulerOptions {
   /** Resolution in milliseconds (default 10): deadlines fire up to this late. */
@@ -49,7 +53,7 @@ export function createDeadlineScheduler(
 ): DeadlineScheduler {
   const tickMs = options.tickMs ?? 10;
   const now = options.now ?? (() => performance.now());
-  const buckets = new Map<number, Entry[]>();
+  const buckets = new Map<number, Bucket>();
   let live = 0;
   let nextBucket = Math.floor(now() / tickMs);
   let timer: ReturnType<typeof setInterval> | undefined;
@@ -85,17 +89,22 @@ export function createDeadlineScheduler(
       // Never file a deadline behind the cursor: it would be skipped.
       const bucket = Math.max(Math.ceil(atMs / tickMs), nextBucket);
       const entry: Entry = { fire, live: true };
-      const entries = buckets.get(bucket);
-      if (entries === undefined) buckets.set(bucket, [entry]);
-      else entries.push(entry);
+      let entries = buckets.get(bucket);
+      if (entries === undefined) {
+        entries = new Set();
+        buckets.set(bucket, entries);
+      }
+      entries.add(entry);
       live++;
       if (timer === undefined) {
         nextBucket = Math.min(nextBucket, Math.floor(now() / tickMs));
         timer = setInterval(tick, tickMs);
       }
+      const owner = entries;
       return () => {
         if (!entry.live) return;
         entry.live = false;
+        owner.delete(entry);
         live--;
         if (live === 0) stop();
       };
