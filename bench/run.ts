@@ -620,6 +620,16 @@ async function throughputAndBodies(
       logPath: "/dev/null",
     }),
   );
+  targets.push(
+    await startGateway({
+      name: "Breakwater (http1 client, log off)",
+      dir,
+      services: { api: { ...services.api, upstreamClient: "http1" } },
+      kvPath: `${dir}/throughput-http1.kv`,
+      logLevel: "warn",
+      logPath: `${dir}/gateway-http1.log`,
+    }),
+  );
   if (tools.node) {
     const fastify = await startFastify(upstream);
     if (typeof fastify === "string") notes.push(`Node peer skipped: ${fastify}`);
