@@ -214,3 +214,15 @@ export async function runGatewayExpectingExit(
     stdout: new TextDecoder().decode(output.stdout),
   };
 }
+
+/** Which upstream client a test gateway's services use. */
+export type UpstreamClientChoice = "fetch" | "http1";
+
+/** `config` with every service on `client` (through `defaults`, so services can still override). */
+export function withUpstreamClient(
+  config: Record<string, unknown>,
+  client: UpstreamClientChoice,
+): Record<string, unknown> {
+  const defaults = (config.defaults ?? {}) as Record<string, unknown>;
+  return { ...config, defaults: { ...defaults, upstreamClient: client } };
+}
