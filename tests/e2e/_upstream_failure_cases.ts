@@ -125,7 +125,7 @@ export function upstreamFailureCases(client: UpstreamClientChoice): void {
       { name: "closes each connection right after one keep-alive answer", closeAfterMs: 0 },
     ]
   ) {
-    Deno.test(`an upstream that ${variant.name}: the next request succeeds or 502s, never hangs`, async () => {
+    Deno.test(`${prefix}an upstream that ${variant.name}: the next request succeeds or 502s, never hangs`, async () => {
       let served = 0;
       const upstream = startRawUpstream(async (conn) => {
         // One request per connection, advertised as keep-alive, then the connection is dropped.
