@@ -16,29 +16,11 @@
 import assert from "node:assert/strict";
 import { startGatewayProcess } from "../_helpers/gateway.ts";
 import { startUpstream } from "../_helpers/upstream.ts";
+import { memoryKiB, seededRandom } from "../_helpers/process.ts";
 
 const SEED = 0x5eed_b1a5;
 const REQUESTS = 1500;
 const WORKERS = 8;
-
-/** mulberry32: small, fast, deterministic. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function rssKiB(pid: number): number {
-  // Deno gates /proc/<pid> behind --allow-all; `cat` under --allow-run reads it just as well.
-  const output = new Deno.Command("cat", { args: [`/proc/${pid}/status`] }).outputSync();
-  const status = new TextDecoder().decode(output.stdout);
-  return Number(/^VmRSS:\s+(\d+) kB/m.exec(status)?.[1]);
-}
 
 const PREFIXES: Record<string, string> = { users: "/api/users", orders: "/api/orders" };
 
@@ -222,10 +204,10 @@ Deno.test("fuzz: generated requests never escape the config, crash the gateway o
   const answeredBy = new Map<string, string>();
   const statuses: Record<number, number> = {};
   try {
-    const next = generator(prng(SEED), canaryHost);
+    const next = generator(seededRandom(SEED), canaryHost);
     // Warm up, then take the baseline RSS.
     for (let i = 0; i < 50; i++) await (await fetch(`${gateway.url}/api/users/warm`)).text();
-    const rssStart = rssKiB(pid);
+    const rssStart = memoryKiB(pid).rss;
     let rssMax = rssStart;
     const queue = Array.from({ length: REQUESTS }, () => next());
     for (const g of queue) generated.set(g.id, g);
@@ -233,7 +215,7 @@ Deno.test("fuzz: generated requests never escape the config, crash the gateway o
     const worker = async () => {
       while (index < queue.length) {
         const g = queue[index++];
-        if (index % 250 === 0) rssMax = Math.max(rssMax, rssKiB(pid));
+        if (index % 250 === 0) rssMax = Math.max(rssMax, memoryKiB(pid).rss);
         let status: number;
         let body = "";
         if (g.viaFetch) {
@@ -303,7 +285,7 @@ Deno.test("fuzz: generated requests never escape the config, crash the gateway o
       }
     };
     await Promise.all(Array.from({ length: WORKERS }, worker));
-    rssMax = Math.max(rssMax, rssKiB(pid));
+    rssMax = Math.max(rssMax, memoryKiB(pid).rss);
 
     // The gateway is alive and well.
     const health = await fetch(`${gateway.url}/healthz`);

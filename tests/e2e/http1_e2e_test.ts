@@ -12,6 +12,7 @@ import {
 import { startUpstream } from "../_helpers/upstream.ts";
 import { forwardingCases } from "./_forwarding_cases.ts";
 import { upstreamFailureCases } from "./_upstream_failure_cases.ts";
+import { memoryKiB, streamedBody } from "../_helpers/process.ts";
 
 forwardingCases("http1");
 upstreamFailureCases("http1");
@@ -44,32 +45,11 @@ Deno.test("http1: multiple Set-Cookie headers reach the client separately", asyn
   }
 });
 
-function rssKiB(pid: number): { rss: number; peak: number } {
-  const output = new Deno.Command("cat", { args: [`/proc/${pid}/status`] }).outputSync();
-  const status = new TextDecoder().decode(output.stdout);
-  const field = (name: string) =>
-    Number(new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(status)?.[1]);
-  return { rss: field("VmRSS"), peak: field("VmHWM") };
-}
-
 Deno.test("http1: 256 MiB download streams through a gateway process in bounded memory", async () => {
   // Every chunk passes through JavaScript (unlike fetch's native body), so RSS rises by what
   // the GC has not collected yet (~70 MiB measured), but it must not grow with the body.
   const size = 256 * 1024 * 1024;
-  const chunk = new Uint8Array(64 * 1024).fill(7);
-  const upstream = startUpstream(() => {
-    let sent = 0;
-    return new Response(
-      new ReadableStream({
-        pull(controller) {
-          if (sent >= size) return controller.close();
-          controller.enqueue(chunk);
-          sent += chunk.byteLength;
-        },
-      }),
-      { headers: { "content-length": String(size) } },
-    );
-  });
+  const upstream = startUpstream(() => streamedBody(size));
   const gateway = await startGatewayProcess({
     defaults: { upstreamClient: "http1" },
     services: { big: { prefix: "/big", upstreams: [upstream.origin], timeoutMs: 60_000 } },
@@ -77,12 +57,12 @@ Deno.test("http1: 256 MiB download streams through a gateway process in bounded 
   try {
     const pid = gateway.child.pid;
     await (await fetch(`${gateway.url}/big`)).body?.cancel(); // warm the code path
-    const before = rssKiB(pid);
+    const before = memoryKiB(pid);
     const download = await fetch(`${gateway.url}/big`);
     let received = 0;
     for await (const part of download.body!) received += part.byteLength;
     assert.equal(received, size);
-    const after = rssKiB(pid);
+    const after = memoryKiB(pid);
     const growthMiB = (after.peak - before.rss) / 1024;
     console.log(`http1 download: gateway peak RSS +${growthMiB.toFixed(1)} MiB`);
     assert.ok(growthMiB < 128, `peak RSS grew ${growthMiB.toFixed(1)} MiB for a 256 MiB download`);

@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { runGatewayExpectingExit, startGatewayProcess } from "../_helpers/gateway.ts";
 import { startUpstream } from "../_helpers/upstream.ts";
+import { memoryKiB, streamedBody } from "../_helpers/process.ts";
 
 Deno.test("an invalid config stops start-up with exit code 2 and one line per problem", async () => {
   const result = await runGatewayExpectingExit(JSON.stringify({
@@ -70,43 +71,21 @@ Deno.test("SIGTERM: in-flight slow requests finish with 200, new ones are refuse
   }
 });
 
-function rssKiB(pid: number): { rss: number; peak: number } {
-  // Deno gates /proc/<pid> behind --allow-all; `cat` under --allow-run reads it just as well.
-  const output = new Deno.Command("cat", { args: [`/proc/${pid}/status`] }).outputSync();
-  const status = new TextDecoder().decode(output.stdout);
-  const field = (name: string) =>
-    Number(new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(status)?.[1]);
-  return { rss: field("VmRSS"), peak: field("VmHWM") };
-}
-
 Deno.test("100 MiB download streams through with flat memory", async () => {
   const size = 100 * 1024 * 1024;
-  const chunk = new Uint8Array(64 * 1024).fill(7);
-  const upstream = startUpstream(() => {
-    let sent = 0;
-    return new Response(
-      new ReadableStream({
-        pull(controller) {
-          if (sent >= size) return controller.close();
-          controller.enqueue(chunk);
-          sent += chunk.byteLength;
-        },
-      }),
-      { headers: { "content-length": String(size) } },
-    );
-  });
+  const upstream = startUpstream(() => streamedBody(size));
   const gateway = await startGatewayProcess({
     services: { big: { prefix: "/big", upstreams: [upstream.origin], timeoutMs: 60_000 } },
   });
   try {
     const pid = gateway.child.pid;
     await (await fetch(`${gateway.url}/big`)).body?.cancel(); // warm the code path
-    const before = rssKiB(pid);
+    const before = memoryKiB(pid);
     const download = await fetch(`${gateway.url}/big`);
     let received = 0;
     for await (const part of download.body!) received += part.byteLength;
     assert.equal(received, size);
-    const after = rssKiB(pid);
+    const after = memoryKiB(pid);
     const growthMiB = (after.peak - before.rss) / 1024;
     console.log(
       `download: gateway RSS ${before.rss} KiB -> peak ${after.peak} KiB (+${
@@ -139,7 +118,7 @@ Deno.test("100 MiB upload streams: the upstream reads before the client has fini
   });
   try {
     const pid = gateway.child.pid;
-    const before = rssKiB(pid);
+    const before = memoryKiB(pid);
     let sent = 0;
     const upload = fetch(`${gateway.url}/big`, {
       method: "POST",
@@ -156,7 +135,7 @@ Deno.test("100 MiB upload streams: the upstream reads before the client has fini
     });
     const response = await upload;
     assert.equal(await response.text(), String(size));
-    const after = rssKiB(pid);
+    const after = memoryKiB(pid);
     // Reported, not asserted: Deno's fetch keeps request-body chunks longer than it needs
     // to (a bare Deno.serve + fetch proxy grows the same way); see the README.
     console.log(

@@ -5,18 +5,7 @@
 import assert from "node:assert/strict";
 import { startTestGateway } from "../_helpers/gateway.ts";
 import { readRequestHead, startRawUpstream, startUpstream } from "../_helpers/upstream.ts";
-
-/** mulberry32: a small seeded PRNG, so the failure pattern is the same on every run. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seededRandom } from "../_helpers/process.ts";
 
 /** Runs `count` requests, `concurrency` at a time; returns their statuses. */
 async function load(
@@ -39,7 +28,7 @@ async function load(
 const FAST_RETRY = { baseDelayMs: 1, maxDelayMs: 5 };
 
 Deno.test("a 30%-failing upstream behind 2 retries: success near 1 - 0.3^3, load within budget", async () => {
-  const random = seeded(42);
+  const random = seededRandom(42);
   const upstream = startUpstream(() =>
     random() < 0.3 ? new Response("flaky", { status: 503 }) : new Response("ok")
   );
