@@ -11,15 +11,22 @@ import type { GatewayConfig } from "./config/schema.ts";
 import { createAdminApp } from "./admin/admin_app.ts";
 import { createTrafficStats, type TrafficStats } from "./admin/traffic_stats.ts";
 import { createFleetBreaker, type FleetBreaker } from "./breaker/mod.ts";
-import { problemResponse } from "./problem.ts";
+import { type GatewayErrorCode, problemResponse } from "./problem.ts";
 import { createBalancer, type UpstreamEndpoint } from "./proxy/balancer.ts";
-import { forward, type ForwardDeps, type ServiceRuntime } from "./proxy/forward.ts";
+import {
+  forward,
+  type ForwardDeps,
+  type ForwardResult,
+  type ServiceRuntime,
+} from "./proxy/forward.ts";
+import { checkRequest } from "./proxy/edge_checks.ts";
 import { createLimiter } from "./proxy/limiter.ts";
 import { createDeadlineScheduler } from "./proxy/deadlines.ts";
 import { type UpstreamClient } from "./proxy/upstream_client.ts";
 import { createUpstreamClient } from "./proxy/_http1_choice.ts";
 import { createRetryBudget } from "./retry/policy.ts";
-import { normalizeTarget } from "./routing/normalize_path.ts";
+import { applyEscapedSlashes, normalizeTarget } from "./routing/normalize_path.ts";
+import { targetOfUrl } from "./routing/request_target.ts";
 import { buildRouteTable, upstreamPath } from "./routing/route_table.ts";
 import {
   accessLogEntry,
@@ -43,6 +50,23 @@ export interface GatewayOptions {
   client?: UpstreamClient;
   /** Monotonic clock in milliseconds for the request path (default `performance.now`). */
   now?: () => number;
+}
+
+/**
+ * What the server knows about a request beyond the `Request` (the gateway's own server passes
+ * all of it; `Deno.serve` passes `remoteAddr` and `completed`).
+ */
+export interface ConnectionFacts {
+  /** The peer. */
+  remoteAddr?: Deno.NetAddr;
+  /** Settles when the response was fully written (or the connection died). */
+  completed?: Promise<void>;
+  /** The request target exactly as sent; the path is taken from it, never from `Host`. */
+  target?: string;
+  /** The method exactly as sent (a `Request` normalises some and refuses others). */
+  method?: string;
+  /** The body exactly as sent (a `Request` refuses one on GET and HEAD). */
+  body?: ReadableStream<Uint8Array> | null;
 }
 
 /** Pool usage of one service, for `/readyz` and metrics. */
@@ -260,59 +284,104 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
     return c.json(body, started && !draining ? 200 : 503);
   });
 
+  const defaultEscapedSlashes = config.escapedSlashes ?? "reject";
+  const answer = (
+    code: GatewayErrorCode,
+    service: string | null,
+    id: string,
+    detail: string,
+  ): ForwardResult => {
+    telemetry.rejected(service, code);
+    return {
+      response: problemResponse(code, { requestId: id, detail, service }),
+      upstream: null,
+      error: code,
+    };
+  };
+
+  /**
+   * Route: the owner of the request target (never of the Host header), after the edge checks
+   * and the owner's path policy. Returns the owner and the path to forward, or an answer.
+   */
+  const route = (
+    raw: Request,
+    facts: ConnectionFacts | undefined,
+    method: string,
+    id: string,
+  ): { runtime: ServiceRuntime; pathAndQuery: string; path: string } | ForwardResult => {
+    const refused = checkRequest(method, raw.headers, config.limits.maxBodyBytes);
+    if (refused !== null) return answer(refused.code, null, id, refused.message);
+    const target = normalizeTarget(facts?.target ?? targetOfUrl(raw.url));
+    if ("error" in target) return answer("bad_request", null, id, target.error);
+    let path = target.path;
+    let found = match(path);
+    if (target.escapedSlash) {
+      const policy = found?.target.config.escapedSlashes ?? defaultEscapedSlashes;
+      const decided = applyEscapedSlashes(path, policy);
+      if ("error" in decided) {
+        return answer("bad_request", found?.target.config.name ?? null, id, decided.error);
+      }
+      if (decided.path !== path) {
+        path = decided.path;
+        found = match(path);
+      }
+    }
+    if (found === null) return answer("no_route", null, id, `${method} ${path}`);
+    const runtime = found.target;
+    const upstream = upstreamPath(path, found.prefix, runtime.config.stripPrefix);
+    return { runtime, path, pathAndQuery: upstream + target.search };
+  };
+
   app.all("*", async (c) => {
     const startedAt = now();
     const raw = c.req.raw;
     const id = c.get("requestId");
-    const target = normalizeTarget(raw.url);
-    const found = match(target.path);
-    const runtime = found?.target ?? null;
-    let result;
+    const facts = c.env as ConnectionFacts | undefined;
+    const method = facts?.method ?? raw.method;
+    let result: ForwardResult;
+    let runtime: ServiceRuntime | null = null;
+    let path = "";
     if (draining) {
-      telemetry.rejected(runtime?.config.name ?? null, "draining");
-      const response = problemResponse("draining", { requestId: id, retryAfterS: 1 });
-      response.headers.set("connection", "close");
-      result = { response, upstream: null, error: "draining" };
-    } else if (found === null || runtime === null) {
-      telemetry.rejected(null, "no_route");
-      result = {
-        response: problemResponse("no_route", {
-          requestId: id,
-          detail: `${raw.method} ${target.path}`,
-        }),
-        upstream: null,
-        error: "no_route",
-      };
+      result = answer("draining", null, id, "the gateway is shutting down");
+      result.response.headers.set("retry-after", "1");
+      result.response.headers.set("connection", "close");
     } else {
-      inFlight++;
-      try {
-        const path = upstreamPath(target.path, found.prefix, runtime.config.stripPrefix);
-        const info = c.env as Deno.ServeHandlerInfo<Deno.NetAddr> | undefined;
-        result = await forward(
-          {
-            raw,
-            pathAndQuery: path + target.search,
-            startedAt,
-            completed: info?.completed,
-            forwarding: {
-              clientIp: info?.remoteAddr?.hostname ?? null,
-              proto: raw.url.startsWith("https:") ? "https" : "http",
-              host: raw.headers.get("host"),
-              requestId: id,
+      const routed = route(raw, facts, method, id);
+      if ("response" in routed) {
+        result = routed;
+      } else {
+        runtime = routed.runtime;
+        path = routed.path;
+        inFlight++;
+        try {
+          result = await forward(
+            {
+              raw,
+              method,
+              body: facts?.body !== undefined ? facts.body : raw.body,
+              pathAndQuery: routed.pathAndQuery,
+              startedAt,
+              completed: facts?.completed,
+              forwarding: {
+                clientIp: facts?.remoteAddr?.hostname ?? null,
+                proto: raw.url.startsWith("https:") ? "https" : "http",
+                host: raw.headers.get("host"),
+                requestId: id,
+              },
             },
-          },
-          runtime,
-          deps,
-        );
-      } finally {
-        inFlight--;
+            runtime,
+            deps,
+          );
+        } finally {
+          inFlight--;
+        }
       }
     }
     const durationMs = now() - startedAt;
     const serviceName = runtime?.config.name ?? null;
     if (serviceName !== null) traffic.record(serviceName, result.response.status, durationMs);
     telemetry.serverRequest({
-      method: raw.method,
+      method,
       status: result.response.status,
       service: serviceName,
       durationS: durationMs / 1000,
@@ -321,8 +390,8 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
       logger.info(
         "request",
         accessLogEntry({
-          method: raw.method,
-          path: target.path,
+          method,
+          path,
           service: serviceName,
           status: result.response.status,
           durationMs,

@@ -15,6 +15,7 @@ export type GatewayErrorCode =
   | "body_too_large"
   | "bad_request"
   | "request_timeout"
+  | "method_not_allowed"
   | "draining";
 
 /** The HTTP status and human title of each gateway error code. */
@@ -26,8 +27,9 @@ export const GATEWAY_ERRORS: Readonly<Record<GatewayErrorCode, { status: number;
     upstream_unreachable: { status: 502, title: "The upstream could not be reached" },
     upstream_timeout: { status: 504, title: "The upstream did not answer in time" },
     body_too_large: { status: 413, title: "The request body is too large" },
-    bad_request: { status: 400, title: "The request body could not be read" },
-    request_timeout: { status: 408, title: "The request body did not arrive in time" },
+    bad_request: { status: 400, title: "The request is malformed or was broken off" },
+    request_timeout: { status: 408, title: "The request did not arrive in time" },
+    method_not_allowed: { status: 405, title: "The gateway does not forward this method" },
     draining: { status: 503, title: "The gateway is shutting down" },
   };
 

@@ -90,8 +90,24 @@ const policyShape = {
   healthCheck: healthCheckSchema.nullable().default(null),
   outlierDetection: outlierSchema.nullable().default(null),
   adaptiveConcurrency: adaptiveConcurrencySchema.prefault({}),
-  /** `fetch` (default) or the HTTP/1.1 client over `Deno.connect` (src/proxy/http1_client.ts). */
-  upstreamClient: z.enum(["fetch", "http1"]).default("fetch"),
+  /**
+   * `http1` (default): the byte-transparent HTTP/1.1 client over `Deno.connect`
+   * (src/proxy/http1_client.ts); `fetch`: Deno's fetch with a pooled `Deno.createHttpClient`,
+   * which the README lists with the deviations it keeps.
+   */
+  upstreamClient: z.enum(["fetch", "http1"]).default("http1"),
+  /**
+   * A response body that delivers no bytes for this long is cut (nginx's `proxy_read_timeout`);
+   * `timeoutMs` bounds the wait for the response head, so a body that keeps flowing (server-sent
+   * events, a long download) is never cut.
+   */
+  bodyIdleTimeoutMs: positiveMs.default(60000),
+  /**
+   * `%2F` / `%5C` in a request path (Envoy's `path_with_escaped_slashes_action`): `reject` (400),
+   * `decode` (decode them, normalise, then route), `keep` (forward as sent, for upstreams that
+   * need encoded slashes in IDs; a `..` or `.` hidden behind an encoded slash is still a 400).
+   */
+  escapedSlashes: z.enum(["reject", "decode", "keep"]).default("reject"),
 };
 
 /** A path prefix: starts with `/`, no dot segments, no empty segments, no encoded bytes. */
@@ -119,6 +135,8 @@ const defaultsSchema = z.strictObject({
   outlierDetection: outlierSchema.partial().nullable().optional(),
   adaptiveConcurrency: adaptiveConcurrencySchema.partial().optional(),
   upstreamClient: z.enum(["fetch", "http1"]).optional(),
+  bodyIdleTimeoutMs: positiveMs.optional(),
+  escapedSlashes: z.enum(["reject", "decode", "keep"]).optional(),
 });
 
 /**
@@ -138,15 +156,25 @@ const kvPath = z.string().min(1).refine((value) => {
 }, { error: 'must be a file path, ":memory:", or the http(s) URL of a KV Connect server' })
   .nullable();
 
+/**
+ * Names that JavaScript objects carry on their prototype: a service called `__proto__` would be
+ * dropped by an object assignment, and `constructor` would be found by a lookup of a service
+ * that does not exist. Refused with a clear error rather than half-supported.
+ */
+const RESERVED_NAMES = new Set(Object.getOwnPropertyNames(Object.prototype));
+
 /** The top level of the file, before the `defaults` are merged into each service. */
 export const configFileSchema = z.strictObject({
+  /** An editor's pointer to `breakwater.schema.json`; ignored by the gateway. */
+  $schema: z.string().optional(),
   listen: z.strictObject({
     hostname: z.string().min(1).default("0.0.0.0"),
     port: port.default(8080),
   }).prefault({}),
   admin: z.strictObject({
     hostname: z.string().min(1).default("127.0.0.1"),
-    port: port.default(9090),
+    // Envoy's admin port: 9090 is Prometheus's own default, and both often share a host.
+    port: port.default(9901),
   }).prefault({}),
   kv: z.strictObject({
     path: kvPath.default("./data/breakwater.kv"),
@@ -163,6 +191,12 @@ export const configFileSchema = z.strictObject({
   limits: z.strictObject({
     maxBodyBytes: z.number().int().positive().default(10485760),
     maxConnections: z.number().int().positive().default(100),
+    /** A request head must arrive whole within this, from its first byte. */
+    headerTimeoutMs: positiveMs.default(10000),
+    /** A keep-alive connection with no request in progress is closed after this. */
+    idleTimeoutMs: positiveMs.default(60000),
+    /** A request body that delivers no bytes for this long is answered 408. */
+    bodyIdleTimeoutMs: positiveMs.default(60000),
   }).prefault({}),
   shutdown: z.strictObject({
     drainDelayMs: nonNegativeMs.default(0),
@@ -199,6 +233,8 @@ export type AdaptiveConcurrencyConfig = ServiceConfig["adaptiveConcurrency"];
 /** The whole, validated configuration with every default filled. */
 export type GatewayConfig = Omit<z.output<typeof configFileSchema>, "services" | "defaults"> & {
   services: Record<string, ServiceConfig>;
+  /** `defaults.escapedSlashes`: the policy for a path no service owns until it is decoded. */
+  escapedSlashes: "reject" | "decode" | "keep";
 };
 
 /** A configuration problem: where in the JSON, and what is wrong. */
@@ -244,7 +280,10 @@ function problemsOf(error: z.ZodError, base: readonly PropertyKey[] = []): Confi
         message: "unknown key",
       }));
     }
-    return [{ path: jsonPath(path), message: issue.message.replace(/^Invalid input: /, "") }];
+    return [{
+      path: jsonPath(path),
+      message: issue.message.replace(/^Invalid (?:input|option): /, ""),
+    }];
   }).flat();
 }
 
@@ -257,11 +296,13 @@ function mergeDefaults(
   defaults: Record<string, unknown>,
   service: Record<string, unknown>,
 ): Record<string, unknown> {
-  const merged: Record<string, unknown> = { ...defaults };
+  // Null-prototype copies: a key such as `__proto__` (JSON.parse makes it an own property)
+  // stays a key that strict validation reports, instead of silently becoming a prototype.
+  const merged: Record<string, unknown> = Object.assign(Object.create(null), defaults);
   for (const [key, value] of Object.entries(service)) {
     const inherited = merged[key];
     merged[key] = isPlainObject(inherited) && isPlainObject(value)
-      ? { ...inherited, ...value }
+      ? Object.assign(Object.create(null), inherited, value)
       : value;
   }
   return merged;
@@ -309,10 +350,11 @@ function routingProblems(services: Record<string, ServiceConfig>): ConfigProblem
  * ```
  */
 export function parseConfig(input: unknown): GatewayConfig {
+  const reserved = reservedNameProblems(input);
   const top = configFileSchema.safeParse(input);
-  if (!top.success) {
+  if (!top.success || reserved.length > 0) {
     // Still check the services so one run reports every problem, not the first layer only.
-    const problems = problemsOf(top.error);
+    const problems = [...reserved, ...(top.success ? [] : problemsOf(top.error))];
     if (isPlainObject(input) && isPlainObject(input.services)) {
       const defaults = isPlainObject(input.defaults) ? input.defaults : {};
       problems.push(...serviceProblems(defaults, input.services).problems);
@@ -322,7 +364,16 @@ export function parseConfig(input: unknown): GatewayConfig {
   const { defaults, services: rawServices, ...rest } = top.data;
   const { services, problems } = serviceProblems(defaults, rawServices);
   if (problems.length > 0) throw new ConfigError(problems);
-  return { ...rest, services };
+  return { ...rest, services, escapedSlashes: defaults.escapedSlashes ?? "reject" };
+}
+
+/** Service names that are Object.prototype properties (zod's record would drop `__proto__`). */
+function reservedNameProblems(input: unknown): ConfigProblem[] {
+  if (!isPlainObject(input) || !isPlainObject(input.services)) return [];
+  return Object.keys(input.services).filter((name) => RESERVED_NAMES.has(name)).map((name) => ({
+    path: `services.${name}`,
+    message: "is a reserved name (every JavaScript object has a property of that name)",
+  }));
 }
 
 function dedupe(problems: ConfigProblem[]): ConfigProblem[] {
@@ -340,7 +391,8 @@ function serviceProblems(
   rawServices: Record<string, unknown>,
 ): { services: Record<string, ServiceConfig>; problems: ConfigProblem[] } {
   const problems: ConfigProblem[] = [];
-  const services: Record<string, ServiceConfig> = {};
+  // Null prototype: a lookup of a name that is not a service never finds an Object method.
+  const services: Record<string, ServiceConfig> = Object.create(null);
   if (Object.keys(rawServices).length === 0) {
     problems.push({ path: "services", message: "needs at least one service" });
   }
@@ -360,6 +412,7 @@ function serviceProblems(
         message: "must not be below retry.baseDelayMs",
       });
     }
+    if (RESERVED_NAMES.has(name)) continue; // reported by the file schema
     services[name] = { ...parsed.data, name };
   }
   problems.push(...routingProblems(services));

@@ -13,8 +13,11 @@ import {
   retryAfterMs,
   type RetryBudget,
 } from "../retry/policy.ts";
+import type { Admission, AttemptOutcome } from "../breaker/types.ts";
 import type { Balancer, UpstreamEndpoint } from "./balancer.ts";
-import { monitorBody, MONITORED_BODY_BYTES } from "./body_limit.ts";
+import { type AttemptVerdict, blameAttempt } from "./blame.ts";
+import { watchRequestBody } from "./body_limit.ts";
+import { ClientError } from "./client_error.ts";
 import type { DeadlineScheduler } from "./deadlines.ts";
 import {
   type ForwardingContext,
@@ -24,20 +27,7 @@ import {
 import { type Limiter, LimiterRejectedError, type Release } from "./limiter.ts";
 import { type UpstreamClient, UpstreamError, type UpstreamRequest } from "./upstream_client.ts";
 
-/** The breaker's answer to "may this request go upstream?" (see src/breaker). */
-export type Admission =
-  | { allowed: true; probe: boolean; generation: number }
-  | { allowed: false; retryAfterMs: number; state: string };
-
-/** What one upstream attempt came to, as the breaker classifies it. */
-export interface AttemptOutcome {
-  /** The upstream's status, when it answered. */
-  status?: number;
-  /** Why there was no answer. `aborted` (the client left, or the gateway gave up) is no failure. */
-  error?: "unreachable" | "timeout" | "aborted";
-  /** From sending the request to the response head, in milliseconds. */
-  durationMs: number;
-}
+export type { Admission, AttemptOutcome };
 
 /** The breaker as the request path sees it: synchronous and memory-only. */
 export interface AdmissionControl {
@@ -104,8 +94,12 @@ export interface ForwardDeps {
 
 /** The request, reduced to what forwarding needs. */
 export interface ForwardRequest {
-  /** The client's request (method, headers, body, abort signal). */
+  /** The client's request (headers and abort signal). */
   raw: Request;
+  /** The method exactly as the client sent it (`Request.method` may have normalised it). */
+  method: string;
+  /** The body exactly as the client sent it (also for GET/HEAD), or null. */
+  body: ReadableStream<Uint8Array> | null;
   /** Path to send upstream (already prefix-stripped when configured) plus the query. */
   pathAndQuery: string;
   /** Facts for the forwarding headers. */
@@ -113,10 +107,9 @@ export interface ForwardRequest {
   /** When the gateway received it, on `deps.now`'s clock. */
   startedAt: number;
   /**
-   * Settles once the response was fully sent (`Deno.ServeHandlerInfo.completed`). With it the
-   * upstream's body is handed to the server untouched, which keeps Deno's native streaming
-   * path (no chunk passes through JavaScript); without it (embedded use) the body is wrapped
-   * to learn when it ends.
+   * Settles once the response was fully sent (`ServeInfo.completed`). With it the upstream's
+   * body is handed to the server untouched; without it (embedded use) the body is wrapped to
+   * learn when it ends.
    */
   completed?: Promise<void>;
 }
@@ -132,13 +125,25 @@ export interface ForwardResult {
 }
 
 class DeadlineExceeded extends UpstreamError {
-  constructor() {
-    super("timeout", "the service's timeoutMs passed");
+  /**
+   * @param clientStalled the request body was waiting on the client when the deadline passed
+   * (read at that moment: aborting cancels the body read, which would erase the evidence)
+   */
+  constructor(readonly clientStalled: boolean) {
+    super("timeout", "the service's timeoutMs passed before the response head");
   }
 }
 
+/** A response to a client that is gone: nobody reads it, but a handler must return one. */
+function clientGoneResult(upstream: string | null): ForwardResult {
+  return { response: new Response(null, { status: 499 }), upstream };
+}
+
 /**
- * Forwards `request` to `service`. Never throws: every failure becomes a problem response.
+ * Forwards `request` to `service` in named phases: admit (breaker) -> acquire (connection
+ * slots) -> send (attempts, retries inside the deadline) -> respond (stream the answer back).
+ * Whose fault each outcome is, is decided once, by {@link blameAttempt}. Never throws: every
+ * failure becomes a problem response.
  */
 export async function forward(
   request: ForwardRequest,
@@ -146,7 +151,6 @@ export async function forward(
   deps: ForwardDeps,
 ): Promise<ForwardResult> {
   const name = service.config.name;
-  const raw = request.raw;
   const requestId = request.forwarding.requestId;
   const reject = (code: GatewayErrorCode, detail: string, retryAfterS?: number): ForwardResult => {
     deps.observer.rejected(name, code);
@@ -157,13 +161,7 @@ export async function forward(
     };
   };
 
-  // 1. Body size, declared: refuse before anything is read or any slot taken.
-  const declaredLength = raw.headers.get("content-length");
-  if (declaredLength !== null && Number(declaredLength) > deps.maxBodyBytes) {
-    return reject("body_too_large", `the body is over ${deps.maxBodyBytes} bytes`);
-  }
-
-  // 2. Breaker: memory only.
+  // Admit: the breaker, memory only.
   const admission = deps.breaker.admit(name);
   if (!admission.allowed) {
     return reject(
@@ -173,24 +171,28 @@ export async function forward(
     );
   }
 
-  // 3. Connection slots: the service's, then the gateway's.
+  // Acquire: the service's connection slot, then the gateway's. A request that never reached
+  // the upstream hands a probe slot back unjudged.
   let release: Release;
   try {
-    release = await acquireBoth(service.limiter, deps.globalLimiter, raw.signal);
+    release = await acquireBoth(service.limiter, deps.globalLimiter, request.raw.signal);
   } catch (error) {
-    deps.breaker.record(name, admission, { error: "aborted", durationMs: 0 });
+    deps.breaker.record(name, admission, NO_VERDICT);
     if (error instanceof LimiterRejectedError && error.reason === "aborted") {
-      return { response: new Response(null, { status: 499 }), upstream: null, error: undefined };
+      return clientGoneResult(null);
     }
     return reject("pool_saturated", `"${name}" has no free connection slot`);
   }
 
-  // 4. The deadline covers every attempt and the streaming of the answer.
+  // Send: `timeoutMs` bounds everything up to the response head; a body that keeps flowing is
+  // bounded by `bodyIdleTimeoutMs` in the client instead, so streams are never cut mid-flow.
   const controller = new AbortController();
+  const clientSide = { waitingOnClient: () => false };
   const cancelDeadline = deps.deadlines.schedule(
     request.startedAt + service.config.timeoutMs,
-    () => controller.abort(new DeadlineExceeded()),
+    () => controller.abort(new DeadlineExceeded(clientSide.waitingOnClient())),
   );
+  const raw = request.raw;
   const onClientGone = () => controller.abort(new UpstreamError("aborted", "the client went away"));
   raw.signal.addEventListener("abort", onClientGone, { once: true });
   let finished = false;
@@ -203,46 +205,87 @@ export async function forward(
   };
 
   try {
-    const result = await attemptLoop(request, service, deps, admission, controller.signal);
+    const result = await attemptLoop(
+      request,
+      service,
+      deps,
+      admission,
+      controller.signal,
+      clientSide,
+    );
+    cancelDeadline();
+    // Respond: stream the upstream's answer, or make the gateway's own.
     if (result.kind === "response") {
       const response = streamResponse(result.response, requestId, finish, request.completed);
       return { response, upstream: result.endpoint.origin };
     }
     finish();
-    if (result.kind === "too_large") {
-      return reject("body_too_large", `the body is over ${deps.maxBodyBytes} bytes`);
-    }
-    if (result.kind === "client_broke_body") {
-      return reject("bad_request", "the request body ended before its declared end");
-    }
-    if (result.kind === "client_stalled") {
-      return reject("request_timeout", "the client did not send its body within timeoutMs");
-    }
     const origin = result.endpoint?.origin ?? null;
-    if (result.error === "aborted") {
-      // The client is gone; nobody reads this, but the handler must return something.
-      return { response: new Response(null, { status: 499 }), upstream: origin };
-    }
-    const code = result.error === "timeout" ? "upstream_timeout" : "upstream_unreachable";
-    const outcome = reject(code, result.message);
-    return { ...outcome, upstream: origin };
+    if (result.verdict.answer === null) return clientGoneResult(origin);
+    return { ...reject(result.verdict.answer, result.verdict.message), upstream: origin };
   } catch (error) {
     finish();
     throw error;
   }
 }
 
+/** What the breaker hears of a request that says nothing about the upstream. */
+const NO_VERDICT: AttemptOutcome = { error: "aborted", durationMs: 0 };
+
 type LoopResult =
   | { kind: "response"; response: Response; endpoint: UpstreamEndpoint }
-  | { kind: "too_large" }
-  | { kind: "client_broke_body" }
-  | { kind: "client_stalled" }
-  | {
-    kind: "failed";
-    error: "unreachable" | "timeout" | "aborted";
-    message: string;
-    endpoint: UpstreamEndpoint | null;
+  | { kind: "failed"; verdict: AttemptVerdict; endpoint: UpstreamEndpoint | null };
+
+/** The request body as the attempts send it, and what is known of the client's side. */
+interface PreparedBody {
+  body: ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer> | null;
+  /** A buffered body can be sent again. */
+  replayable: boolean;
+  waitingOnClient: () => boolean;
+  clientError: () => ClientError | null;
+}
+
+/**
+ * Small bodies are buffered when a retry could resend them; the rest stream through
+ * {@link watchRequestBody} (cap for bodies of undeclared length, client faults, backpressure).
+ */
+async function prepareBody(
+  request: ForwardRequest,
+  deps: ForwardDeps,
+  bufferUpToBytes: number | null,
+  signal: AbortSignal,
+): Promise<PreparedBody | AttemptVerdict> {
+  const notWaiting = () => false;
+  const noError = () => null;
+  const fixed = { replayable: true, waitingOnClient: notWaiting, clientError: noError };
+  if (request.body === null) return { body: null, ...fixed };
+  const declared = request.raw.headers.get("content-length");
+  const declaredBytes = declared === null ? null : Number(declared);
+  if (declaredBytes === 0) {
+    request.body.cancel().catch(() => {});
+    return { body: new Uint8Array(0), ...fixed };
+  }
+  if (bufferUpToBytes !== null && declaredBytes !== null && declaredBytes <= bufferUpToBytes) {
+    const buffered = await readWithin(request.body, signal);
+    if (buffered instanceof Uint8Array) {
+      return { body: buffered as Uint8Array<ArrayBuffer>, ...fixed };
+    }
+    return blameAttempt({
+      status: null,
+      error: buffered,
+      durationMs: 0,
+      clientGone: request.raw.signal.aborted,
+      waitingOnClient: true,
+    });
+  }
+  const watched = watchRequestBody(request.body, declaredBytes === null ? deps.maxBodyBytes : null);
+  return {
+    body: watched.stream,
+    replayable: false,
+    waitingOnClient: watched.waitingOnClient,
+    clientError: watched.clientError,
   };
+}
 
 async function attemptLoop(
   request: ForwardRequest,
@@ -250,47 +293,27 @@ async function attemptLoop(
   deps: ForwardDeps,
   admission: Admission & { allowed: true },
   signal: AbortSignal,
+  clientSide: { waitingOnClient: () => boolean },
 ): Promise<LoopResult> {
   const { config } = service;
   const raw = request.raw;
   const headers = upstreamRequestHeaders(raw.headers, request.forwarding);
   service.retryBudget.recordRequest();
 
-  // Bodies: small ones are buffered when retries are on, so a retry can resend them; the rest
-  // stream through a byte counter and are never retried.
-  let body: ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer> | null = raw.body;
-  let exceeded = () => false;
-  let clientFailed = () => false;
-  let waitingOnClient = () => false;
-  let nativeBody = false;
-  let canRetry = config.retry.attempts > 0 && isRetryableRequest(raw.method, raw.headers) &&
-    admission.probe === false;
-  if (raw.body !== null) {
-    const declared = raw.headers.get("content-length");
-    const small = declared !== null && Number(declared) <= config.retry.maxBufferedBodyBytes;
-    if (canRetry && small) {
-      const buffered = await readWithin(raw, signal);
-      if (buffered.kind !== "ok") {
-        deps.breaker.record(config.name, admission, { error: "aborted", durationMs: 0 });
-        return buffered;
-      }
-      body = buffered.body;
-    } else {
-      canRetry = false;
-      // Chunked bodies get our cap; declared lengths are enforced by Deno's server. Large
-      // declared bodies stream natively (see MONITORED_BODY_BYTES): for them a client that
-      // leaves mid-body is told apart by the request's abort signal (checked below).
-      if (declared === null || Number(declared) <= MONITORED_BODY_BYTES) {
-        const monitored = monitorBody(raw.body, declared === null ? deps.maxBodyBytes : null);
-        body = monitored.stream;
-        exceeded = monitored.exceeded;
-        clientFailed = monitored.clientFailed;
-        waitingOnClient = monitored.waitingOnClient;
-      } else {
-        nativeBody = true;
-      }
-    }
+  const wantsRetries = config.retry.attempts > 0 &&
+    isRetryableRequest(request.method, raw.headers) && admission.probe === false;
+  const prepared = await prepareBody(
+    request,
+    deps,
+    wantsRetries ? config.retry.maxBufferedBodyBytes : null,
+    signal,
+  );
+  if (!("body" in prepared)) {
+    deps.breaker.record(config.name, admission, prepared.outcome);
+    return { kind: "failed", verdict: prepared, endpoint: null };
   }
+  const canRetry = wantsRetries && prepared.replayable;
+  clientSide.waitingOnClient = prepared.waitingOnClient;
 
   let lastEndpoint: UpstreamEndpoint | null = null;
   for (let attempt = 0;; attempt++) {
@@ -299,62 +322,53 @@ async function attemptLoop(
     const upstreamRequest: UpstreamRequest = {
       origin: endpoint.origin,
       pathAndQuery: request.pathAndQuery,
-      method: raw.method,
+      method: request.method,
       headers,
-      body,
+      body: prepared.body,
       signal,
+      bodyIdleTimeoutMs: config.bodyIdleTimeoutMs,
     };
     const sentAt = deps.now();
     endpoint.inFlight++;
     let response: Response | null = null;
-    let failure: UpstreamError | null = null;
+    let thrown: unknown = null;
     try {
       response = await deps.client.send(upstreamRequest);
     } catch (error) {
-      failure = error instanceof UpstreamError
-        ? error
-        : new UpstreamError("unreachable", String(error), error);
+      thrown = error;
     } finally {
       endpoint.inFlight--;
     }
     const durationMs = deps.now() - sentAt;
+    const verdict = blameAttempt({
+      status: response?.status ?? null,
+      error: response === null ? (prepared.clientError() ?? thrown) : null,
+      durationMs,
+      clientGone: raw.signal.aborted,
+      waitingOnClient: prepared.waitingOnClient() ||
+        (signal.reason instanceof DeadlineExceeded && signal.reason.clientStalled),
+    });
 
-    if (failure !== null && exceeded()) {
-      // Our own cap cut the body: the caller's fault, not the upstream's.
-      deps.breaker.record(config.name, admission, { error: "aborted", durationMs });
-      return { kind: "too_large" };
-    }
-    if (failure !== null && nativeBody && failure.kind === "unreachable") {
-      // A broken client body and the client's disconnect race; give the signal a moment.
-      await clientGoneWithin(raw.signal, 50);
-      if (raw.signal.aborted) clientFailed = () => true;
-    }
-    if (failure !== null && (clientFailed() || (failure.kind === "timeout" && waitingOnClient()))) {
-      // The client broke off or stalled its body: not the upstream's fault either.
-      deps.breaker.record(config.name, admission, { error: "aborted", durationMs });
-      return clientFailed() ? { kind: "client_broke_body" } : { kind: "client_stalled" };
-    }
-
-    const outcome: AttemptOutcome = response !== null
-      ? { status: response.status, durationMs }
-      : { error: failure!.kind, durationMs };
-    // The breaker sees every attempt (issue 3): a retry that hides a failure from the client
-    // still cost the upstream a failed call, and that is what the breaker protects it from.
-    deps.breaker.record(config.name, admission, outcome);
-    service.onAttempt?.(endpoint, outcome);
+    // The breaker sees every attempt: a retry that hides a failure from the client still cost
+    // the upstream a failed call, and that is what the breaker protects it from.
+    deps.breaker.record(config.name, admission, verdict.outcome);
+    if (verdict.source === "upstream") service.onAttempt?.(endpoint, verdict.outcome);
     deps.observer.clientAttempt({
       service: config.name,
       address: endpoint.address,
       port: endpoint.port,
-      status: outcome.status,
-      errorType: outcome.error,
+      status: response?.status,
+      errorType: response === null
+        ? (verdict.outcome.error ?? verdict.answer ?? "error")
+        : undefined,
       durationS: durationMs / 1000,
     });
 
-    const retryable = canRetry && attempt < config.retry.attempts && !signal.aborted &&
+    const retryable = canRetry && verdict.source === "upstream" &&
+      attempt < config.retry.attempts && !signal.aborted &&
       (response !== null
         ? config.retry.retryOn.includes(response.status)
-        : failure!.kind === "unreachable");
+        : verdict.outcome.error === "unreachable");
     if (retryable) {
       const retryAfter = response !== null
         ? retryAfterMs(response.headers.get("retry-after"), Date.now())
@@ -368,38 +382,25 @@ async function attemptLoop(
       if (delayMs < deadlineLeftMs && service.retryBudget.tryAcquireRetry()) {
         await response?.body?.cancel().catch(() => {});
         deps.observer.retry(config.name);
-        if (delayMs > 0 && !(await sleep(delayMs, signal))) return failedFrom(signal, endpoint);
+        if (delayMs > 0 && !(await sleep(delayMs, signal))) {
+          return { kind: "failed", verdict: verdictOfAbort(signal), endpoint };
+        }
         continue;
       }
     }
-    if (response !== null) return { kind: "response", response, endpoint };
-    return { kind: "failed", error: failure!.kind, message: failure!.message, endpoint };
+    if (response !== null && verdict.answer === null) {
+      return { kind: "response", response, endpoint };
+    }
+    await response?.body?.cancel().catch(() => {});
+    return { kind: "failed", verdict, endpoint };
   }
 }
 
-/** Resolves once `signal` aborts or `ms` passed, whichever is first. */
-function clientGoneWithin(signal: AbortSignal, ms: number): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
-}
-
-/** Buffers a small body for retries, giving up when the deadline passes or the client leaves. */
+/** Buffers a small body for retries; the client's failure or the deadline ends it. */
 async function readWithin(
-  raw: Request,
+  body: ReadableStream<Uint8Array>,
   signal: AbortSignal,
-): Promise<
-  | { kind: "ok"; body: Uint8Array<ArrayBuffer> }
-  | { kind: "client_broke_body" }
-  | { kind: "client_stalled" }
-> {
+): Promise<Uint8Array<ArrayBuffer> | unknown> {
   let onAbort = () => {};
   const aborted = new Promise<"aborted">((resolve) => {
     onAbort = () => resolve("aborted");
@@ -407,26 +408,29 @@ async function readWithin(
     else signal.addEventListener("abort", onAbort, { once: true });
   });
   try {
-    const result = await Promise.race([raw.arrayBuffer(), aborted]);
+    const result = await Promise.race([new Response(body).arrayBuffer(), aborted]);
     if (result === "aborted") {
-      raw.body?.cancel().catch(() => {});
-      return { kind: "client_stalled" };
+      body.cancel().catch(() => {});
+      return signal.reason;
     }
-    return { kind: "ok", body: new Uint8Array(result) };
-  } catch {
-    return { kind: "client_broke_body" };
+    return new Uint8Array(result);
+  } catch (error) {
+    return error instanceof ClientError
+      ? error
+      : new ClientError("bad_request", "the request body was broken off", error);
   } finally {
     signal.removeEventListener("abort", onAbort);
   }
 }
 
-function failedFrom(
-  signal: AbortSignal,
-  endpoint: UpstreamEndpoint,
-): LoopResult & { kind: "failed" } {
-  const reason = signal.reason;
-  const kind = reason instanceof UpstreamError ? reason.kind : "aborted";
-  return { kind: "failed", error: kind, message: String(reason?.message ?? kind), endpoint };
+function verdictOfAbort(signal: AbortSignal): AttemptVerdict {
+  return blameAttempt({
+    status: null,
+    error: signal.reason,
+    durationMs: 0,
+    clientGone: false,
+    waitingOnClient: false,
+  });
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<boolean> {

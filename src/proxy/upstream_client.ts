@@ -42,6 +42,11 @@ export interface UpstreamRequest {
   body: ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer> | null;
   /** Aborts the attempt: the client went away, or the deadline passed. */
   signal: AbortSignal;
+  /**
+   * After the response head: a response body that delivers no bytes for this long is cut with
+   * `UpstreamError("timeout")` (nginx's `proxy_read_timeout`). Unset: no idle bound.
+   */
+  bodyIdleTimeoutMs?: number;
 }
 
 /** Sends requests to upstreams; the response body is streamed, never buffered. */

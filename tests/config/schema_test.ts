@@ -20,10 +20,17 @@ function problemLines(input: unknown): string[] {
 Deno.test("defaults of INTERFACE.md are filled", () => {
   const config = parseConfig(minimal);
   assert.deepEqual(config.listen, { hostname: "0.0.0.0", port: 8080 });
-  assert.deepEqual(config.admin, { hostname: "127.0.0.1", port: 9090 });
+  // Envoy's admin port: 9090 is Prometheus's default.
+  assert.deepEqual(config.admin, { hostname: "127.0.0.1", port: 9901 });
   assert.equal(config.kv.path, "./data/breakwater.kv");
-  assert.equal(config.limits.maxBodyBytes, 10485760);
-  assert.equal(config.limits.maxConnections, 100);
+  assert.deepEqual(config.limits, {
+    maxBodyBytes: 10485760,
+    maxConnections: 100,
+    headerTimeoutMs: 10000,
+    idleTimeoutMs: 60000,
+    bodyIdleTimeoutMs: 60000,
+  });
+  assert.equal(config.escapedSlashes, "reject");
   assert.deepEqual(config.shutdown, { drainDelayMs: 0, timeoutMs: 25000 });
   const users = config.services.users;
   assert.equal(users.timeoutMs, 10000);
@@ -45,6 +52,46 @@ Deno.test("defaults of INTERFACE.md are filled", () => {
     { ...users.retry, attempts: 0, baseDelayMs: 50, maxDelayMs: 1000, budgetPercent: 20 },
   );
   assert.equal(users.healthCheck, null);
+  assert.equal(users.upstreamClient, "http1");
+  assert.equal(users.bodyIdleTimeoutMs, 60000);
+  assert.equal(users.escapedSlashes, "reject");
+});
+
+Deno.test("service names that are Object.prototype properties are refused, not dropped", () => {
+  for (const name of ["__proto__", "constructor", "hasOwnProperty"]) {
+    const text = `{"services":{"${name}":{"prefix":"/a","upstreams":["http://127.0.0.1:1"]}}}`;
+    assert.deepEqual(problemLines(JSON.parse(text)), [
+      `services.${name}: is a reserved name (every JavaScript object has a property of that name)`,
+    ]);
+  }
+  // As a key inside a service it is an unknown key, not a prototype.
+  const nested = JSON.parse(
+    '{"services":{"a":{"prefix":"/a","upstreams":["http://127.0.0.1:1"],"__proto__":{"x":1}}}}',
+  );
+  assert.deepEqual(problemLines(nested), ["services.a.__proto__: unknown key"]);
+  // A lookup of a name that is no service finds nothing.
+  const config = parseConfig(minimal);
+  assert.equal(config.services["constructor"], undefined);
+});
+
+Deno.test("escapedSlashes: gateway-wide in defaults, per service, and a $schema key", () => {
+  const config = parseConfig({
+    $schema: "./breakwater.schema.json",
+    defaults: { escapedSlashes: "decode" },
+    services: {
+      a: { prefix: "/a", upstreams: ["http://127.0.0.1:1"] },
+      b: { prefix: "/b", upstreams: ["http://127.0.0.1:2"], escapedSlashes: "keep" },
+    },
+  });
+  assert.equal(config.escapedSlashes, "decode");
+  assert.equal(config.services.a.escapedSlashes, "decode");
+  assert.equal(config.services.b.escapedSlashes, "keep");
+  assert.deepEqual(
+    problemLines({ services: { a: { ...minimal.services.users, escapedSlashes: "x" } } }),
+    [
+      'services.a.escapedSlashes: expected one of "reject"|"decode"|"keep"',
+    ],
+  );
 });
 
 Deno.test("services inherit defaults key by key; their own values win", () => {

@@ -49,8 +49,18 @@ Deno.test("hostile paths and hosts never leave the configured services", async (
       { target: "http://evil.example/", status: 404 },
       { target: "/api/users/1", host: "evil.example", status: 200, body: "users" },
       { target: "/api/users/1", host: "127.0.0.1:1", status: 200, body: "users" },
-      { target: "/api/users/..%2f..%2finternal", status: 200, body: "users" },
-      { target: "/api/users/%252e%252e/internal", status: 200, body: "users" },
+      // Encoded separators: refused by the default escapedSlashes "reject" (an upstream that
+      // decodes %2F / %5C would otherwise serve /internal).
+      { target: "/api/users/..%2f..%2finternal", status: 400 },
+      { target: "/api/users/..%5C..%5Cinternal", status: 400 },
+      { target: "/api/users/%252e%252e/internal", status: 400 },
+      // A dot segment with ;parameters is a dot segment (Tomcat and Spring strip them).
+      { target: "/api/users/..;/..;/internal/x", status: 200, body: "admin" },
+      { target: "/api/users/..;x/admin", status: 404 },
+      // Host never steers routing; one that is not host[:port] is refused.
+      { target: "/api/users/1", host: "x/internal/admin#", status: 400 },
+      { target: "/nothing-here", host: "127.0.0.1:8080/api/users", status: 400 },
+      { target: "/nothing-here", host: "127.0.0.1:8080", status: 404 },
     ];
     for (const { target, host, status, body } of cases) {
       const raw = await sendRaw(
