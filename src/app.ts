@@ -22,7 +22,7 @@ import {
 import { checkRequest } from "./proxy/edge_checks.ts";
 import { createLimiter } from "./proxy/limiter.ts";
 import { createDeadlineScheduler } from "./proxy/deadlines.ts";
-import { type UpstreamClient } from "./proxy/upstream_client.ts";
+import type { UpstreamClient } from "./proxy/upstream_client.ts";
 import { createUpstreamClient } from "./proxy/_http1_choice.ts";
 import { createRetryBudget } from "./retry/policy.ts";
 import { applyEscapedSlashes, normalizeTarget } from "./routing/normalize_path.ts";
