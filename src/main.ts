@@ -1,68 +1,259 @@
 /**
- * The gateway process: read the config, build the gateway, listen on the public and admin
- * ports, drain on SIGTERM/SIGINT.
+ * The gateway process: parse the command line, read and validate the config, build the
+ * gateway, listen on the public and admin ports, drain on SIGTERM, SIGINT or SIGHUP.
  *
- * Exit codes: 0 after a clean shutdown, 2 for an invalid config (nothing was listened on),
- * 1 for anything else that stops start-up (a port in use, say).
+ * Exit codes: 0 after a clean shutdown (and for `--help`, `--version`, a valid `--check`),
+ * 2 for an invalid config or command line (nothing was listened on), 1 for anything else that
+ * stops start-up (a port in use, a missing permission).
+ *
+ * @example
+ * ```ts
+ * // What `deno task demo` does: run the gateway in this process on another config.
+ * import { main } from "./src/main.ts";
+ * Deno.exit(await main(["--config", "demo/breakwater.json"]));
+ * ```
  *
  * @module
  */
-import { createGateway } from "./app.ts";
+import type { Gateway } from "./app.ts";
+import {
+  configPathFor,
+  explainMissingPermission,
+  explainPermissionError,
+  isPermissionError,
+  parseArgs,
+  USAGE,
+  UsageError,
+  VERSION,
+} from "./cli.ts";
 import { readCgroupLimits } from "./config/cgroup.ts";
-import { loadConfig, readConfigJson, resolveConfigPath } from "./config/load.ts";
-import { ConfigError, formatProblem } from "./config/schema.ts";
-import { createLogger } from "./telemetry/mod.ts";
+import { loadConfig, type LoadNotes, readConfigJson } from "./config/load.ts";
+import { ConfigError, formatProblem, type GatewayConfig } from "./config/schema.ts";
+import { createLogger, type Logger } from "./telemetry/access_log.ts";
 
-const env = Deno.env.toObject();
-const logger = createLogger();
-const configPath = resolveConfigPath(Deno.args, env);
+type Env = Record<string, string | undefined>;
+type Loaded = { config: GatewayConfig; notes: LoadNotes };
 
-let loaded;
-try {
-  loaded = loadConfig(readConfigJson(configPath), env, readCgroupLimits());
-} catch (error) {
-  if (error instanceof ConfigError) {
+/**
+ * Runs the gateway as the command line asks and resolves with the process's exit code: at
+ * once for `--help`, `--version`, `--check` and start-up failures, after the drain for a
+ * gateway that ran.
+ *
+ * @param args the arguments after the script (`Deno.args`)
+ * @param env the environment; read from `Deno.env` when omitted
+ */
+export async function main(args: readonly string[], env?: Env): Promise<number> {
+  let command;
+  try {
+    command = parseArgs(args);
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    console.error(`breakwater: ${error.message}\n\n${USAGE}`);
+    return 2;
+  }
+  if (command.kind === "help") {
+    console.log(USAGE);
+    return 0;
+  }
+  if (command.kind === "version") {
+    console.log(`breakwater ${VERSION}`);
+    return 0;
+  }
+  try {
+    env ??= Deno.env.toObject();
+  } catch (error) {
+    if (!isPermissionError(error)) throw error;
+    console.error(
+      "breakwater: Deno was not granted env access; add --allow-env (the gateway reads PORT, " +
+        "BREAKWATER_*, DENO_KV_ACCESS_TOKEN and OTEL_*)",
+    );
+    return 1;
+  }
+  const configPath = configPathFor(command.configFlag, env);
+  const loaded = load(configPath, env);
+  if (typeof loaded === "number") return loaded;
+  if (command.check) {
+    console.log(summary(configPath, loaded));
+    return 0;
+  }
+  return await run(configPath, loaded, env);
+}
+
+/** Reads and validates the config as start-up does; an exit code when that fails. */
+function load(configPath: string, env: Env): Loaded | number {
+  // Opened once up front so a refused read is reported as the permission problem it is, not
+  // as "invalid config" (the loader turns every read failure into a config problem).
+  try {
+    Deno.openSync(configPath).close();
+  } catch (error) {
+    if (isPermissionError(error)) {
+      console.error(explainPermissionError(error, "read", configPath, "the config"));
+      return 1;
+    }
+    // Not found and the like: the loader reports them with the config's other problems.
+  }
+  let loaded: Loaded;
+  try {
+    loaded = loadConfig(readConfigJson(configPath), env, readCgroupLimits());
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
     console.error(`breakwater: invalid config ${configPath}`);
     for (const problem of error.problems) console.error(formatProblem(problem));
-    logger.flush();
-    Deno.exit(2);
+    return 2;
   }
-  throw error;
+  const refused = kvPermissionProblem(loaded.config.kv.path);
+  if (refused !== null) {
+    console.error(refused);
+    return 1;
+  }
+  return loaded;
 }
-const { config, notes } = loaded;
-logger.info("config loaded", {
-  path: configPath,
-  services: Object.keys(config.services),
-  cgroup: notes.cgroup,
-  capped: notes.capped,
-});
 
-const gateway = createGateway(config, { env, logger });
+/**
+ * A KV file needs read and write access to itself and its folder (SQLite keeps `-wal` and
+ * `-shm` files beside it, and the gateway creates the folder). Without them the gateway would
+ * start degraded forever, which hides a deployment mistake behind the KV-outage fallback.
+ */
+function kvPermissionProblem(kvPath: string | null): string | null {
+  if (kvPath === null || kvPath === ":memory:" || /^https?:\/\//i.test(kvPath)) return null;
+  const slash = kvPath.lastIndexOf("/");
+  const folder = slash > 0 ? kvPath.slice(0, slash) : slash === 0 ? "/" : ".";
+  const granted = (name: "read" | "write") =>
+    Deno.permissions.querySync({ name, path: kvPath }).state === "granted";
+  if (!granted("read") || !granted("write")) {
+    return explainMissingPermission(["read", "write"], folder, "the KV folder of kv.path");
+  }
+  return null;
+}
 
-const publicServer = Deno.serve({
-  hostname: config.listen.hostname,
-  port: config.listen.port,
-  onListen: () => {},
-}, gateway.app.fetch);
-const adminServer = Deno.serve({
-  hostname: config.admin.hostname,
-  port: config.admin.port,
-  onListen: () => {},
-}, gateway.adminApp.fetch);
+/** `breakwater: config ./breakwater.json OK: 2 services (catalog /api/catalog, …), …`. */
+function summary(configPath: string, { config, notes }: Loaded): string {
+  const services = Object.values(config.services).map((service) =>
+    `${service.name} ${service.prefix}`
+  );
+  const kv = config.kv.path ?? "default (Deno.openKv())";
+  const capped = notes.capped.length > 0
+    ? `, capped by cgroup limits: ${notes.capped.join("; ")}`
+    : "";
+  return `breakwater: config ${configPath} OK: ${services.length} service${
+    services.length === 1 ? "" : "s"
+  } (${services.join(", ")}), listen ${config.listen.hostname}:${config.listen.port}, ` +
+    `admin ${config.admin.hostname}:${config.admin.port}, kv ${kv}${capped}`;
+}
 
-await gateway.ready;
-logger.info("listening", {
-  hostname: publicServer.addr.hostname,
-  port: publicServer.addr.port,
-  adminHostname: adminServer.addr.hostname,
-  adminPort: adminServer.addr.port,
-  degraded: gateway.breaker.degraded(),
-});
+/** A listening server, whichever HTTP server implementation serves it. */
+interface Listener {
+  /** The bound address (port 0 in the config becomes the real port here). */
+  addr: { hostname: string; port: number };
+  /** Stops accepting and resolves once the requests in flight finished. */
+  shutdown(): Promise<void>;
+}
 
-let shuttingDown = false;
-async function shutdown(signal: Deno.Signal): Promise<void> {
-  if (shuttingDown) return;
-  shuttingDown = true;
+/** Binding `which` to `hostname:port` failed. */
+class ListenError extends Error {
+  constructor(which: string, hostname: string, port: number, cause: unknown) {
+    const reason = cause instanceof Deno.errors.AddrInUse
+      ? "the address is already in use"
+      : cause instanceof Deno.errors.NotCapable
+      ? "Deno was not granted net access; add --allow-net"
+      : String((cause as Error)?.message ?? cause);
+    super(`breakwater: cannot listen on ${hostname}:${port} (${which}): ${reason}`, { cause });
+  }
+}
+
+/**
+ * Listens on the public and admin ports. The one place that picks the HTTP server, so
+ * swapping `Deno.serve` for another server with the same handler shape is a local edit.
+ */
+function listen(config: GatewayConfig, gateway: Gateway): { public: Listener; admin: Listener } {
+  const serve = (
+    which: string,
+    address: { hostname: string; port: number },
+    handler: Deno.ServeHandler,
+  ) => {
+    try {
+      return Deno.serve({ ...address, onListen: () => {} }, handler);
+    } catch (error) {
+      throw new ListenError(which, address.hostname, address.port, error);
+    }
+  };
+  const publicServer = serve("public", config.listen, gateway.app.fetch);
+  try {
+    return { public: publicServer, admin: serve("admin", config.admin, gateway.adminApp.fetch) };
+  } catch (error) {
+    void publicServer.shutdown();
+    throw error;
+  }
+}
+
+/** Resolves with the first of SIGTERM, SIGINT or SIGHUP; later ones are ignored (one drain). */
+function nextShutdownSignal(): { signal: Promise<Deno.Signal>; remove(): void } {
+  const signals = ["SIGTERM", "SIGINT", "SIGHUP"] as const;
+  const handlers: [Deno.Signal, () => void][] = [];
+  const signal = new Promise<Deno.Signal>((resolve) => {
+    for (const name of signals) {
+      const handler = () => resolve(name);
+      handlers.push([name, handler]);
+      Deno.addSignalListener(name, handler);
+    }
+  });
+  return {
+    signal,
+    remove: () => {
+      for (const [name, handler] of handlers) Deno.removeSignalListener(name, handler);
+    },
+  };
+}
+
+async function run(configPath: string, { config, notes }: Loaded, env: Env): Promise<number> {
+  const logger = createLogger();
+  logger.info("config loaded", {
+    path: configPath,
+    version: VERSION,
+    services: Object.keys(config.services),
+    cgroup: notes.cgroup,
+    capped: notes.capped,
+  });
+  // Loaded here rather than at the top so --help, --version and --check answer without
+  // loading Hono and OpenTelemetry (about 0.3 s of start-up).
+  const { createGateway } = await import("./app.ts");
+  const gateway = createGateway(config, { env, logger });
+
+  let servers;
+  try {
+    servers = listen(config, gateway);
+  } catch (error) {
+    if (!(error instanceof ListenError)) throw error;
+    logger.flush();
+    console.error(error.message);
+    await gateway.close();
+    return 1;
+  }
+  // Registered before `ready` so a signal during start-up drains too instead of killing.
+  const shutdownSignal = nextShutdownSignal();
+
+  await gateway.ready;
+  logger.info("listening", {
+    hostname: servers.public.addr.hostname,
+    port: servers.public.addr.port,
+    adminHostname: servers.admin.addr.hostname,
+    adminPort: servers.admin.addr.port,
+    degraded: gateway.breaker.degraded(),
+  });
+
+  const signal = await shutdownSignal.signal;
+  await shutdown(signal, config, gateway, servers, logger);
+  shutdownSignal.remove();
+  return 0;
+}
+
+async function shutdown(
+  signal: Deno.Signal,
+  config: GatewayConfig,
+  gateway: Gateway,
+  servers: { public: Listener; admin: Listener },
+  logger: Logger,
+): Promise<void> {
   logger.info("shutdown started", { signal, inFlight: gateway.inFlight() });
   gateway.drain();
   const deadline = Date.now() + config.shutdown.timeoutMs;
@@ -73,7 +264,7 @@ async function shutdown(signal: Deno.Signal): Promise<void> {
   const remainingMs = Math.max(0, deadline - Date.now());
   let timer: ReturnType<typeof setTimeout> | undefined;
   const finished = await Promise.race([
-    publicServer.shutdown().then(() => true),
+    servers.public.shutdown().then(() => true),
     new Promise<boolean>((resolve) => {
       timer = setTimeout(() => resolve(false), remainingMs);
     }),
@@ -85,12 +276,12 @@ async function shutdown(signal: Deno.Signal): Promise<void> {
     });
   }
   await gateway.close();
-  await adminServer.shutdown();
+  await servers.admin.shutdown();
   logger.info("shutdown complete", { clean: finished });
   logger.flush();
-  Deno.exit(0);
 }
 
-for (const signal of ["SIGTERM", "SIGINT"] as const) {
-  Deno.addSignalListener(signal, () => void shutdown(signal));
+if (import.meta.main) {
+  // Deno.exit: timers and sockets of a drained gateway must not keep the process alive.
+  Deno.exit(await main(Deno.args));
 }
