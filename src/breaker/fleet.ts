@@ -7,81 +7,49 @@
  * - the **fleet record**: this instance's copy of `["breakwater", "breaker", service]`. It only
  *   changes by reading KV (start-up, `kv.watch`, a `getMany` every `syncIntervalMs`, the result
  *   of our own compare-and-set). While it is not `closed` it decides alone.
- * - the **local breaker**: this instance's own breaker over its own failures. It decides while
- *   the fleet record is closed, and alone while KV is unavailable (degraded) or absent. It lets
- *   an instance open at once on its own failures without waiting for KV, and it is what
- *   `minInstances` leaves open when only this instance sees failures (a bad network path). Every
- *   new fleet generation resets it: a fleet-wide close or an operator reset ends local outages.
+ * - the **local breaker** (`local_breaker.ts`): this instance's own breaker over its own
+ *   failures. It decides while the fleet record is closed, and alone while KV is unavailable
+ *   (degraded) or absent.
+ *
+ * As in cockatiel (github.com/connor4312/cockatiel), the rule for opening is kept apart from
+ * the breaker's lifecycle: `local_breaker.ts` (own failures in a sliding window) and
+ * `fleet_counts.ts` (every instance's counts in KV, and how far past the threshold a fleet can
+ * go) only say "trip"; `probe_leases.ts` runs the half-open round across the fleet;
+ * `kv_session.ts` connects, re-syncs, watches, and decides when KV is degraded. This module
+ * composes them and owns the lifecycle: `admit`, `record`, `view`, `force`, and adopting
+ * records read from KV.
  *
  * `admit()` reads those two records and two small arrays; it never awaits. KV work (failure
  * reports, trip and probe CAS, lease races, re-sync) runs in the background, each call limited
  * to `kvTimeoutMs`; any failure flips the instance to degraded, and a later successful re-sync
  * rejoins the fleet.
  *
- * ## How far past `failureThreshold` a fleet can go (the overshoot)
- *
- * Let T = `failureThreshold`, instances i = 1..N, C_i = calls instance i has in flight to the
- * service (at most its `pool.maxConnections`), r_i = its rate of calls, R = one report round
- * trip to KV (write the instance's bucket count, list the window). R is ~1 ms for a lone
- * process on a local file and 5-20 ms (up to ~50 ms right after start-up) with three processes
- * contending for one SQLite file's write lock. The upstream starts failing every call.
- *
- * 1. Calls already in flight fail whatever anyone decides: up to C_i per instance. A failure
- *    counts when its outcome arrives (a timeout arrives `timeoutMs` after the call was sent), so
- *    this term is inherent to every breaker.
- * 2. Counting lag. Each instance reports failures asynchronously, coalesced to one report in
- *    flight per service, and reads the whole window after each report. What it knows of the
- *    fleet total (the others' counts as of its last read, plus its own exact count) is a lower
- *    bound of the truth that lags by at most what the others recorded during about one round
- *    trip. It opens its own breaker the moment that known total reaches T — on recording a
- *    failure, or when a read shows it — without waiting for the compare-and-set, which follows
- *    in the background and puts the fleet record (one `probeAt` for everyone) in charge.
- * 3. Propagation. So an instance that keeps sending stops within about 2R of the true total
- *    reaching T (the report in flight, then one more). An instance that is not sending adds no
- *    failures, and learns of the open record through `kv.watch` (same process, or a KV Connect
- *    server: at once) or the next re-sync (<= `syncIntervalMs` + one `getMany` on a shared
- *    SQLite file, where watch does not see other processes' writes).
- * 4. The local cap. Each instance's local breaker also opens at T of its own failures in the
- *    window, whatever KV does, so no instance ever sends more than T + C_i failing calls.
- *
- * So the failed calls the upstream sees before every instance rejects are at most
- *
- *     T + sum over i of min(T, C_i + ceil(r_i * 2R))
- *
- * i.e. T plus, per instance, its calls in flight plus the calls it sends during about two KV
- * round trips, never more than N * (T + C) (what N independent breakers give). Measured
- * (tests/breaker/fleet_processes_test.ts, 3 processes on one file, T = 5, one call at a time
- * each): at ~40 calls/s per instance the upstream saw 7 failing calls (T + 2) in 10 of 10
- * runs; at ~100 calls/s per instance 7-12 (T + 2 to T + 7) where independent breakers allow 15.
- * The fleet window counts in buckets of `windowMs / 10` and counts a bucket while any part of
- * it is in the window, so the fleet may count a failure up to 10% longer than `windowMs`: it
- * trips early, never late. With `minInstances` > 1 the fleet trip also waits for that many
- * distinct reporters; an instance alone with failures is stopped by its local breaker (point 4).
- *
- * ## Half-open: leases
- *
- * An `open` record whose `probeAt` passed is half-open for every instance at once (derived, no
- * write). A request that finds it so, with no lease in hand, is rejected and starts (single
- * flight) a lease race: the slots `["breakwater", "probe", service, generation, 0..halfOpenProbes-1]`
- * are claimed by compare-and-set, each holding `{ instanceId, expiresAtMs }`. Only a caller that
- * got a slot gets `probe: true`, so exactly `halfOpenProbes` requests reach the upstream per
- * round across the fleet. A slot expires `probeLeaseMs` after it was taken (so a prober that
- * crashed cannot wedge the fleet half-open); a probe whose client went away hands its slot back.
- * A probe's success closes the breaker (new generation); its failure re-opens it for
- * `recoveryTimeoutMs * 2^k` (jittered, capped); a result that arrives after another probe
- * already moved the generation on is ignored.
- *
  * @module
  */
 import type { BreakerConfig } from "../config/schema.ts";
-import { withTimeout } from "./_kv_retry.ts";
 import {
-  type BreakerStore,
-  createKvBreakerStore,
-  type Lease,
-  type RecordWatch,
-  type StoredEntry,
-} from "./kv_store.ts";
+  addOwnFailure,
+  createFleetCounts,
+  dropUnreported,
+  type FleetCounts,
+  fleetFailuresInWindow,
+  knownTotalReached,
+  noteWindowRead,
+  reportRound,
+  resetFleetCounts,
+} from "./fleet_counts.ts";
+import { createKvSession, type KvSession } from "./kv_session.ts";
+import type { BreakerStore, Lease, StoredEntry, TransitionResult } from "./kv_store.ts";
+import {
+  countLocalFailure,
+  createLocalBreaker,
+  finishLocalProbe,
+  type LocalBreaker,
+  localFailuresInWindow,
+  restartLocal,
+  setLocalRecord,
+  startLocalProbe,
+} from "./local_breaker.ts";
 import { classifyOutcome, type OutcomeKind } from "./outcome.ts";
 import {
   type BreakerEvent,
@@ -95,6 +63,15 @@ import {
   stateAt,
   transition,
 } from "./policy.ts";
+import {
+  createProbeLeases,
+  dropLeases,
+  keepLeasesOf,
+  type ProbeLeases,
+  releaseLease,
+  requestLease,
+  takeLease,
+} from "./probe_leases.ts";
 import type {
   Admission,
   AttemptOutcome,
@@ -102,15 +79,6 @@ import type {
   BreakerView,
   TransitionEvent,
 } from "./types.ts";
-import {
-  addFailure,
-  type BucketCount,
-  bucketIndex,
-  bucketWidthMs,
-  countFailures,
-  sumWindow,
-  windowBuckets,
-} from "./window.ts";
 
 /** Options of {@link createFleetBreaker}. */
 export interface FleetBreakerOptions {
@@ -187,35 +155,38 @@ const GRANT: unique symbol = Symbol("breakwater.breaker.grant");
 
 type Granted = Admission & { allowed: true; [GRANT]?: Grant };
 
+const TRIP: BreakerEvent = Object.freeze({ type: "trip" });
+
 /** Everything one service's breaker keeps in memory. */
 interface ServiceBreaker {
   readonly name: string;
   readonly policy: BreakerConfig;
-  readonly bucketWidthMs: number;
   /** Our copy of the fleet record, and the versionstamp it was read at. */
   fleet: BreakerRecord;
   fleetVersion: string | null;
-  /** This instance's own breaker and its failure stamps. */
-  local: BreakerRecord;
-  localFailures: number[];
-  /** Start times of local half-open probes still running. */
-  localProbeStartsMs: number[];
+  /** This instance's own breaker. */
+  readonly local: LocalBreaker;
+  /** Our failure counts for the fleet, and the fleet's as last read. */
+  readonly counts: FleetCounts;
   /** Fleet probe slots we won and have not handed to a request yet. */
-  leases: Lease[];
-  leaseRequested: boolean;
-  leaseRetryAtMs: number;
-  /** Our own failure counts per bucket of the fleet generation `ownGeneration`. */
-  ownGeneration: number;
-  ownBuckets: Map<number, number>;
-  dirtyBuckets: Set<number>;
-  reporting: boolean;
-  /** The fleet's counts as last read (for the view). */
-  fleetCounts: BucketCount[];
-  fleetCountsGeneration: number;
+  readonly leases: ProbeLeases;
   /** The state last reported through onTransition. */
   lastState: BreakerState;
   /** The admission every non-probe request gets (allocated once per change). */
   pass: Granted;
+}
+
+/** One gateway instance's breaker: its services, its KV session, its settings. */
+interface Fleet {
+  readonly instanceId: string;
+  readonly now: () => number;
+  readonly random: () => number;
+  readonly probeLeaseMs: number;
+  readonly onTransition: ((event: TransitionEvent) => void) | undefined;
+  readonly services: Map<string, ServiceBreaker>;
+  /** Service names in configuration order. */
+  readonly names: readonly string[];
+  readonly session: KvSession;
 }
 
 /**
@@ -237,685 +208,421 @@ export function createFleetBreaker(options: FleetBreakerOptions): FleetBreaker {
   const now = options.now ?? Date.now;
   const random = options.random ?? Math.random;
   const syncIntervalMs = options.syncIntervalMs ?? 250;
-  const alertSyncIntervalMs = Math.min(syncIntervalMs, options.alertSyncIntervalMs ?? 10);
-  let alertUntilMs = -Infinity;
-  let syncDueAtMs = Infinity;
-  const kvTimeoutMs = options.kvTimeoutMs ?? 1000;
   const probeLeaseMs = options.probeLeaseMs ?? 15000;
-  const reopenIntervalMs = options.reopenIntervalMs ?? 1000;
-  const onTransition = options.onTransition;
-
   const services = new Map<string, ServiceBreaker>();
   for (const [name, policy] of Object.entries(options.services)) {
-    const service: ServiceBreaker = {
-      name,
-      policy,
-      bucketWidthMs: bucketWidthMs(policy),
-      fleet: INITIAL_RECORD,
-      fleetVersion: null,
-      local: INITIAL_RECORD,
-      localFailures: [],
-      localProbeStartsMs: [],
-      leases: [],
-      leaseRequested: false,
-      leaseRetryAtMs: 0,
-      ownGeneration: 0,
-      ownBuckets: new Map(),
-      dirtyBuckets: new Set(),
-      reporting: false,
-      fleetCounts: [],
-      fleetCountsGeneration: -1,
-      lastState: "closed",
-      pass: { allowed: true, probe: false, generation: 0 },
-    };
-    services.set(name, service);
+    services.set(name, createServiceBreaker(name, policy, probeLeaseMs, syncIntervalMs));
   }
   const names = [...services.keys()];
+  const session = createKvSession({
+    kv: options.kv,
+    reopenKv: options.reopenKv,
+    names,
+    instanceId: options.instanceId,
+    now,
+    random,
+    syncIntervalMs,
+    alertSyncIntervalMs: Math.min(syncIntervalMs, options.alertSyncIntervalMs ?? 10),
+    kvTimeoutMs: options.kvTimeoutMs ?? 1000,
+    reopenIntervalMs: options.reopenIntervalMs ?? 1000,
+    wrapStore: options.wrapStore,
+    onEntry: (name, entry) => adopt(fleet, services.get(name)!, entry),
+    onDegraded: () => carryOutagesLocally(fleet),
+    onRejoin: () => {
+      // Versionstamps from before the trouble may come from another handle (or another store
+      // behind the same path): accept whatever KV says now.
+      for (const service of services.values()) service.fleetVersion = null;
+    },
+  });
+  const fleet: Fleet = {
+    instanceId: options.instanceId,
+    now,
+    random,
+    probeLeaseMs,
+    onTransition: options.onTransition,
+    services,
+    names,
+    session,
+  };
+  for (const service of services.values()) refresh(fleet, service);
+  return {
+    start: () => session.start(),
+    admit: (name) => admit(fleet, name),
+    record: (name, admission, outcome) => record(fleet, name, admission, outcome),
+    view: (name) => view(fleet, name),
+    views: () => names.map((name) => view(fleet, name)),
+    force: (name, action) => force(fleet, name, action),
+    degraded: () => session.degraded(),
+    close: () => session.close(),
+  };
+}
 
-  let kv = options.kv;
-  let ownedKv: Deno.Kv | null = null;
-  let store: BreakerStore | null = null;
-  let isDegraded = false;
-  let reopenNeeded = false;
-  let nextReopenAtMs = 0;
-  let started = false;
-  let closed = false;
-  let closing: Promise<void> | null = null;
-  let watch: RecordWatch | null = null;
-  let syncTimer: ReturnType<typeof setTimeout> | undefined;
-  const background = new Set<Promise<unknown>>();
+function createServiceBreaker(
+  name: string,
+  policy: BreakerConfig,
+  probeLeaseMs: number,
+  syncIntervalMs: number,
+): ServiceBreaker {
+  return {
+    name,
+    policy,
+    fleet: INITIAL_RECORD,
+    fleetVersion: null,
+    local: createLocalBreaker(),
+    counts: createFleetCounts(policy),
+    // A lost lease race is retried after a re-sync, not on every rejected request.
+    leases: createProbeLeases(name, policy.halfOpenProbes, probeLeaseMs, syncIntervalMs),
+    lastState: "closed",
+    pass: { allowed: true, probe: false, generation: 0 },
+  };
+}
 
-  function makeStore(handle: Deno.Kv): BreakerStore {
-    const kvStore = createKvBreakerStore(handle, { instanceId: options.instanceId, random });
-    return options.wrapStore ? options.wrapStore(kvStore) : kvStore;
+// ---- the records and what follows a change ---------------------------------------------
+
+function serviceOf(fleet: Fleet, name: string): ServiceBreaker {
+  const service = fleet.services.get(name);
+  if (service === undefined) throw new Error(`breaker: unknown service "${name}"`);
+  return service;
+}
+
+/** The record admission decides with: the fleet's while KV is in charge and it is not closed. */
+function governing(fleet: Fleet, service: ServiceBreaker): BreakerRecord {
+  return fleet.session.active() && service.fleet.state !== "closed"
+    ? service.fleet
+    : service.local.record;
+}
+
+function observe(fleet: Fleet, service: ServiceBreaker, state: BreakerState, atMs: number): void {
+  if (state === service.lastState) return;
+  const event: TransitionEvent = {
+    service: service.name,
+    from: service.lastState,
+    to: state,
+    atMs,
+  };
+  service.lastState = state;
+  if (fleet.onTransition === undefined) return;
+  try {
+    fleet.onTransition(event);
+  } catch {
+    // A metrics hook must never break admission.
   }
+}
 
-  /** KV is in charge (configured, reachable). Otherwise the local breakers decide. */
-  function fleetActive(): boolean {
-    return store !== null && !isDegraded;
+/** Rebuilds the cached pass admission and reports the state, after any record changed. */
+function refresh(fleet: Fleet, service: ServiceBreaker): void {
+  const localGeneration = service.local.record.generation;
+  service.pass = {
+    allowed: true,
+    probe: false,
+    generation: fleet.session.active() ? service.fleet.generation : localGeneration,
+    [GRANT]: { scope: "none", localGeneration, lease: null },
+  };
+  const atMs = fleet.now();
+  observe(fleet, service, stateAt(governing(fleet, service), atMs), atMs);
+}
+
+function applyLocal(
+  fleet: Fleet,
+  service: ServiceBreaker,
+  event: BreakerEvent,
+  atMs: number,
+): void {
+  const next = transition(service.policy, service.local.record, event, atMs, fleet.random());
+  if (setLocalRecord(service.local, next)) refresh(fleet, service);
+}
+
+/** Takes a record read from KV if it is newer than ours. */
+function adopt(fleet: Fleet, service: ServiceBreaker, entry: StoredEntry): void {
+  // A missing record is the initial one, which we start from anyway.
+  if (entry.versionstamp === null) return;
+  if (service.fleetVersion !== null && entry.versionstamp <= service.fleetVersion) return;
+  const previous = service.fleet;
+  service.fleet = entry.record;
+  service.fleetVersion = entry.versionstamp;
+  if (entry.record.generation !== previous.generation) {
+    // A new fleet generation: counts start from zero, and a fleet-wide close or an operator
+    // action ends whatever this instance's local breaker was doing.
+    restartLocal(service.local, INITIAL_RECORD);
+    keepLeasesOf(service.leases, entry.record.generation);
+    resetFleetCounts(service.counts, entry.record.generation);
   }
+  refresh(fleet, service);
+}
 
-  function serviceOf(name: string): ServiceBreaker {
-    const service = services.get(name);
-    if (service === undefined) throw new Error(`breaker: unknown service "${name}"`);
-    return service;
+/** KV just went away: the local breakers take over. */
+function carryOutagesLocally(fleet: Fleet): void {
+  for (const service of fleet.services.values()) {
+    // The fleet's outage (or an operator's force) goes on locally: KV trouble must not
+    // close a breaker that the fleet holds open.
+    if (service.fleet.state !== "closed") restartLocal(service.local, service.fleet);
+    dropLeases(service.leases);
+    dropUnreported(service.counts);
+    refresh(fleet, service);
   }
+}
 
-  function governing(service: ServiceBreaker): BreakerRecord {
-    return fleetActive() && service.fleet.state !== "closed" ? service.fleet : service.local;
-  }
+/** A compare-and-set of the fleet record with the state machine, within the KV time limit. */
+function fleetTransition(
+  fleet: Fleet,
+  service: ServiceBreaker,
+  event: BreakerEvent,
+  expectGeneration?: number,
+): Promise<TransitionResult> {
+  return fleet.session.call((store) =>
+    store.transition(
+      service.name,
+      (current) => transition(service.policy, current, event, fleet.now(), fleet.random()),
+      expectGeneration,
+    )
+  );
+}
 
-  function observe(service: ServiceBreaker, state: BreakerState, atMs: number): void {
-    if (state === service.lastState) return;
-    const event: TransitionEvent = {
-      service: service.name,
-      from: service.lastState,
-      to: state,
-      atMs,
-    };
-    service.lastState = state;
-    if (onTransition === undefined) return;
-    try {
-      onTransition(event);
-    } catch {
-      // A metrics hook must never break admission.
-    }
-  }
+// ---- admission -------------------------------------------------------------------------
 
-  /** Rebuilds the cached pass admission and reports the state, after any record changed. */
-  function refresh(service: ServiceBreaker): void {
-    service.pass = {
-      allowed: true,
-      probe: false,
-      generation: fleetActive() ? service.fleet.generation : service.local.generation,
-      [GRANT]: { scope: "none", localGeneration: service.local.generation, lease: null },
-    };
-    const atMs = now();
-    observe(service, stateAt(governing(service), atMs), atMs);
-  }
+function reject(
+  service: ServiceBreaker,
+  record: BreakerRecord,
+  state: BreakerState,
+  atMs: number,
+): Admission {
+  return { allowed: false, retryAfterMs: retryAfterMs(service.policy, record, atMs), state };
+}
 
-  function setLocal(service: ServiceBreaker, next: BreakerRecord): void {
-    if (next === service.local) return;
-    if (next.generation !== service.local.generation) {
-      service.localFailures = [];
-      service.localProbeStartsMs = [];
-    }
-    service.local = next;
-    refresh(service);
-  }
+function halfOpenBusy(): Admission {
+  return { allowed: false, retryAfterMs: HALF_OPEN_RETRY_AFTER_MS, state: "half_open" };
+}
 
-  function applyLocal(service: ServiceBreaker, event: BreakerEvent, atMs: number): void {
-    setLocal(service, transition(service.policy, service.local, event, atMs, random()));
-  }
-
-  /** Takes a record read from KV if it is newer than ours. */
-  function adopt(service: ServiceBreaker, entry: StoredEntry): void {
-    // A missing record is the initial one, which we start from anyway.
-    if (entry.versionstamp === null) return;
-    if (service.fleetVersion !== null && entry.versionstamp <= service.fleetVersion) return;
-    const previous = service.fleet;
-    service.fleet = entry.record;
-    service.fleetVersion = entry.versionstamp;
-    if (entry.record.generation !== previous.generation) {
-      // A new fleet generation: counts start from zero, and a fleet-wide close or an operator
-      // action ends whatever this instance's local breaker was doing.
-      service.local = { ...INITIAL_RECORD, generation: service.local.generation + 1 };
-      service.localFailures = [];
-      service.localProbeStartsMs = [];
-      service.leases = service.leases.filter((lease) =>
-        lease.generation === entry.record.generation
-      );
-      service.leaseRetryAtMs = 0;
-      service.ownGeneration = entry.record.generation;
-      service.ownBuckets.clear();
-      service.dirtyBuckets.clear();
-      service.fleetCounts = [];
-    }
-    refresh(service);
-  }
-
-  function enterDegraded(): void {
-    if (isDegraded || closed) return;
-    isDegraded = true;
-    for (const service of services.values()) {
-      // The fleet's outage (or an operator's force) goes on locally: KV trouble must not
-      // close a breaker that the fleet holds open.
-      if (service.fleet.state !== "closed") {
-        service.local = { ...service.fleet, generation: service.local.generation + 1 };
-        service.localFailures = [];
-        service.localProbeStartsMs = [];
-      }
-      service.leases = [];
-      service.dirtyBuckets.clear();
-      refresh(service);
-    }
-  }
-
-  function rejoin(): void {
-    isDegraded = false;
-    // Versionstamps from before the trouble may come from another handle (or another store
-    // behind the same path): accept whatever KV says now.
-    for (const service of services.values()) service.fleetVersion = null;
-  }
-
-  /** A KV call with the time limit; any failure makes the instance degraded. */
-  async function kvCall<T>(call: (store: BreakerStore) => Promise<T>): Promise<T> {
-    const current = store;
-    if (current === null || closed) throw new Error("breaker: no KV store");
-    try {
-      return await withTimeout(call(current), kvTimeoutMs);
-    } catch (error) {
-      if (current === store) {
-        enterDegraded();
-        if (!(error instanceof Error && error.name === "KvTimeoutError")) reopenNeeded = true;
-      }
-      throw error;
-    }
-  }
-
-  /** Fire-and-forget work: tracked so close() can wait for it, errors swallowed. */
-  function inBackground(work: () => Promise<void>): void {
-    const task = work().catch(() => {
-      // Already handled: kvCall turned it into degraded mode.
-    });
-    background.add(task);
-    task.finally(() => background.delete(task));
-  }
-
-  // ---- admission -------------------------------------------------------------------------
-
-  function reject(
-    service: ServiceBreaker,
-    record: BreakerRecord,
-    state: BreakerState,
-    atMs: number,
-  ): Admission {
-    return { allowed: false, retryAfterMs: retryAfterMs(service.policy, record, atMs), state };
-  }
-
-  function takeLease(service: ServiceBreaker, generation: number, atMs: number): Lease | null {
-    while (service.leases.length > 0) {
-      const lease = service.leases.shift()!;
-      if (lease.generation === generation && lease.expiresAtMs > atMs) return lease;
-    }
-    return null;
-  }
-
-  function requestLease(service: ServiceBreaker, generation: number, atMs: number): void {
-    if (service.leaseRequested || atMs < service.leaseRetryAtMs || !started) return;
-    service.leaseRequested = true;
-    inBackground(async () => {
-      try {
-        const lease = await kvCall((kvStore) =>
-          kvStore.acquireLease(
-            service.name,
-            generation,
-            service.policy.halfOpenProbes,
-            now(),
-            probeLeaseMs,
-          )
-        );
-        if (lease === null) {
-          // Every slot is taken: ask again after a re-sync, not on every rejected request.
-          service.leaseRetryAtMs = now() + syncIntervalMs;
-        } else if (fleetActive() && service.fleet.generation === lease.generation) {
-          service.leases.push(lease);
-        } else {
-          await kvCall((kvStore) => kvStore.releaseLease(service.name, lease));
-        }
-      } finally {
-        service.leaseRequested = false;
-      }
-    });
-  }
-
-  function admitLocal(service: ServiceBreaker, atMs: number): Admission {
-    const local = service.local;
-    switch (local.state) {
-      case "closed":
+function admit(fleet: Fleet, name: string): Admission {
+  const service = serviceOf(fleet, name);
+  const atMs = fleet.now();
+  if (fleet.session.active()) {
+    const record = service.fleet;
+    switch (record.state) {
       case "forced_closed":
         return service.pass;
       case "forced_open":
-        return reject(service, local, "forced_open", atMs);
-      case "open": {
-        if (!isProbeDue(local, atMs)) return reject(service, local, "open", atMs);
-        observe(service, "half_open", atMs);
-        const running = service.localProbeStartsMs;
-        // A probe whose outcome never came (a bug upstream of us) frees its slot in time.
-        while (running.length > 0 && running[0] <= atMs - probeLeaseMs) running.shift();
-        if (running.length >= service.policy.halfOpenProbes) {
-          return { allowed: false, retryAfterMs: HALF_OPEN_RETRY_AFTER_MS, state: "half_open" };
-        }
-        running.push(atMs);
-        const admission: Granted = {
-          allowed: true,
-          probe: true,
-          generation: service.pass.generation,
-          [GRANT]: { scope: "local", localGeneration: local.generation, lease: null },
-        };
-        return admission;
-      }
+        return reject(service, record, "forced_open", atMs);
+      case "open":
+        return admitFleetOpen(fleet, service, atMs);
     }
   }
+  return admitLocal(fleet, service, atMs);
+}
 
-  function admit(name: string): Admission {
-    const service = serviceOf(name);
-    const atMs = now();
-    if (fleetActive()) {
-      const fleet = service.fleet;
-      switch (fleet.state) {
-        case "forced_closed":
-          return service.pass;
-        case "forced_open":
-          return reject(service, fleet, "forced_open", atMs);
-        case "open": {
-          if (!isProbeDue(fleet, atMs)) return reject(service, fleet, "open", atMs);
-          observe(service, "half_open", atMs);
-          const lease = takeLease(service, fleet.generation, atMs);
-          if (lease === null) {
-            requestLease(service, fleet.generation, atMs);
-            return { allowed: false, retryAfterMs: HALF_OPEN_RETRY_AFTER_MS, state: "half_open" };
-          }
-          const admission: Granted = {
-            allowed: true,
-            probe: true,
-            generation: fleet.generation,
-            [GRANT]: { scope: "fleet", localGeneration: service.local.generation, lease },
-          };
-          return admission;
-        }
-      }
-    }
-    return admitLocal(service, atMs);
-  }
-
-  // ---- outcomes --------------------------------------------------------------------------
-
-  function recordLocalProbe(
-    service: ServiceBreaker,
-    localGeneration: number,
-    kind: OutcomeKind,
-    atMs: number,
-  ): void {
-    service.localProbeStartsMs.shift();
-    if (kind === "ignored") return;
-    const type = kind === "success" ? "probe_success" : "probe_failure";
-    applyLocal(service, { type, generation: localGeneration }, atMs);
-  }
-
-  function recordFleetProbe(
-    service: ServiceBreaker,
-    generation: number,
-    lease: Lease,
-    kind: OutcomeKind,
-  ): void {
-    if (kind === "ignored") {
-      // The client went away: nothing learned, so let the next request probe instead.
-      inBackground(async () => {
-        await kvCall((kvStore) => kvStore.releaseLease(service.name, lease));
-      });
-      return;
-    }
-    if (generation !== service.fleet.generation) return;
-    const type = kind === "success" ? "probe_success" : "probe_failure";
-    inBackground(async () => {
-      const result = await kvCall((kvStore) =>
-        kvStore.transition(
-          service.name,
-          (current) => transition(service.policy, current, { type, generation }, now(), random()),
-          generation,
-        )
-      );
-      adopt(service, result);
-    });
-  }
-
-  function countLocalFailure(
-    service: ServiceBreaker,
-    localGeneration: number,
-    atMs: number,
-  ): void {
-    if (service.local.state !== "closed" || localGeneration !== service.local.generation) return;
-    service.localFailures = addFailure(service.localFailures, service.policy, atMs);
-    // The local breaker ignores minInstances: it is the one that stops a lone bad path.
-    if (
-      countFailures(service.localFailures, service.policy, atMs) >= service.policy.failureThreshold
-    ) {
-      applyLocal(service, { type: "trip" }, atMs);
-    }
-  }
-
-  function countFleetFailure(service: ServiceBreaker, atMs: number): void {
-    if (service.ownGeneration !== service.fleet.generation) {
-      service.ownGeneration = service.fleet.generation;
-      service.ownBuckets.clear();
-      service.dirtyBuckets.clear();
-    }
-    const bucket = bucketIndex(atMs, service.bucketWidthMs);
-    const oldest = windowBuckets(service.policy, atMs).first;
-    for (const known of service.ownBuckets.keys()) {
-      if (known < oldest) service.ownBuckets.delete(known);
-    }
-    service.ownBuckets.set(bucket, (service.ownBuckets.get(bucket) ?? 0) + 1);
-    service.dirtyBuckets.add(bucket);
-    openOnKnownTotal(service, atMs);
-    if (!service.reporting) {
-      service.reporting = true;
-      inBackground(() => reportFailures(service).finally(() => service.reporting = false));
-    }
-  }
-
-  /**
-   * Opens the local breaker at once when the fleet total this instance knows of reaches the
-   * threshold: the other instances' counts as of our last window read plus our own exact count.
-   * Others' counts only grow, so this is a lower bound of the true total — it never opens
-   * early — and it saves the KV round trips of the fleet trip (our report, then the CAS) on
-   * the request path. The fleet trip follows in the background; adopting it resets the local
-   * breaker, so the fleet's record (one probeAt for everyone) takes over.
-   */
-  function openOnKnownTotal(service: ServiceBreaker, atMs: number): void {
-    if (service.local.state !== "closed") return;
-    if (service.fleetCountsGeneration !== service.fleet.generation) return;
-    const known: BucketCount[] = service.fleetCounts.filter((count) =>
-      count.instanceId !== options.instanceId
+/** An open fleet record: rejected until the probe time, then only lease holders probe. */
+function admitFleetOpen(fleet: Fleet, service: ServiceBreaker, atMs: number): Admission {
+  const record = service.fleet;
+  if (!isProbeDue(record, atMs)) return reject(service, record, "open", atMs);
+  observe(fleet, service, "half_open", atMs);
+  const lease = takeLease(service.leases, record.generation, atMs);
+  if (lease === null) {
+    requestLease(
+      service.leases,
+      fleet.session,
+      record.generation,
+      atMs,
+      fleet.now,
+      (generation) => fleet.session.active() && service.fleet.generation === generation,
     );
-    for (const [bucket, count] of service.ownBuckets) {
-      known.push({ bucket, instanceId: options.instanceId, count });
-    }
-    const totals = sumWindow(known, service.policy, atMs);
-    if (shouldTrip(service.policy, totals.failures, totals.reportingInstances)) {
-      applyLocal(service, { type: "trip" }, atMs);
-    }
+    return halfOpenBusy();
   }
-
-  /** Writes our dirty bucket counts, reads the fleet window, trips if it reached the threshold. */
-  async function reportFailures(service: ServiceBreaker): Promise<void> {
-    // Failures that arrive while a report is in flight are taken by the next round: at most one
-    // report per service in flight, however fast failures come.
-    while (service.dirtyBuckets.size > 0 && fleetActive() && !closed) {
-      const generation = service.ownGeneration;
-      const writes = [...service.dirtyBuckets].map((bucket) => ({
-        bucket,
-        count: service.ownBuckets.get(bucket) ?? 0,
-      }));
-      service.dirtyBuckets.clear();
-      // Keys outlive the window; expiry is only garbage collection (see kv_store.ts).
-      const expireInMs = 2 * service.policy.windowMs + 2 * service.bucketWidthMs;
-      for (const { bucket, count } of writes) {
-        await kvCall((kvStore) =>
-          kvStore.reportFailures(service.name, generation, bucket, count, expireInMs)
-        );
-      }
-      const atMs = now();
-      const { first, last } = windowBuckets(service.policy, atMs);
-      const counts = await kvCall((kvStore) =>
-        kvStore.readWindow(service.name, generation, first, last)
-      );
-      if (generation !== service.fleet.generation) return;
-      service.fleetCounts = counts;
-      service.fleetCountsGeneration = generation;
-      const totals = sumWindow(counts, service.policy, atMs);
-      if (
-        service.fleet.state === "closed" &&
-        shouldTrip(service.policy, totals.failures, totals.reportingInstances)
-      ) {
-        // Stop sending now; the compare-and-set below costs another round trip.
-        if (service.local.state === "closed") applyLocal(service, { type: "trip" }, atMs);
-        const result = await kvCall((kvStore) =>
-          kvStore.transition(
-            service.name,
-            (current) => transition(service.policy, current, { type: "trip" }, now(), random()),
-            generation,
-          )
-        );
-        // Won or lost, this is the record now: a loser learns of the winner's open here.
-        adopt(service, result);
-      }
-    }
-  }
-
-  function record(
-    name: string,
-    admission: Admission & { allowed: true },
-    outcome: AttemptOutcome,
-  ): void {
-    const service = services.get(name);
-    if (service === undefined) return;
-    const kind = classifyOutcome(service.policy, outcome);
-    const atMs = now();
-    const grant = (admission as Granted)[GRANT];
-    const localGeneration = grant?.localGeneration ?? service.local.generation;
-    if (admission.probe) {
-      if (grant?.scope === "fleet" && grant.lease !== null) {
-        if (fleetActive()) {
-          recordFleetProbe(service, admission.generation, grant.lease, kind);
-        } else {
-          // KV went away during the probe: the local breaker carries the fleet's outage on.
-          recordLocalProbe(service, service.local.generation, kind, atMs);
-        }
-      } else {
-        recordLocalProbe(service, localGeneration, kind, atMs);
-      }
-      return;
-    }
-    if (kind !== "failure") return;
-    if (atMs + service.policy.windowMs > alertUntilMs) {
-      alertUntilMs = atMs + service.policy.windowMs;
-      expediteSync();
-    }
-    countLocalFailure(service, localGeneration, atMs);
-    if (
-      fleetActive() && service.fleet.state === "closed" &&
-      admission.generation === service.fleet.generation
-    ) {
-      countFleetFailure(service, atMs);
-    }
-  }
-
-  // ---- views and operator actions --------------------------------------------------------
-
-  function view(name: string): BreakerView {
-    const service = serviceOf(name);
-    const atMs = now();
-    const record = governing(service);
-    const state = stateAt(record, atMs);
-    observe(service, state, atMs);
-    let failuresInWindow = countFailures(service.localFailures, service.policy, atMs);
-    if (fleetActive() && service.fleetCountsGeneration === service.fleet.generation) {
-      const fleetFailures = sumWindow(service.fleetCounts, service.policy, atMs).failures;
-      failuresInWindow = Math.max(failuresInWindow, fleetFailures);
-    }
-    return {
-      service: name,
-      state,
-      failuresInWindow,
-      failureThreshold: service.policy.failureThreshold,
-      openedAt: record.openedAt,
-      nextProbeAt: record.state === "open" ? record.probeAt : null,
-      generation: fleetActive() ? service.fleet.generation : service.local.generation,
-      openCount: record.openCount,
-      degraded: isDegraded,
-    };
-  }
-
-  async function force(name: string, action: ForceAction): Promise<BreakerView> {
-    const service = serviceOf(name);
-    const event: BreakerEvent = { type: "force", action };
-    if (fleetActive()) {
-      try {
-        const result = await kvCall((kvStore) =>
-          kvStore.transition(
-            name,
-            (current) => transition(service.policy, current, event, now(), random()),
-          )
-        );
-        if (result.outcome === "committed") {
-          adopt(service, result);
-          return view(name);
-        }
-      } catch {
-        // Degraded now: fall through and act on this instance at least.
-      }
-    }
-    applyLocal(service, event, now());
-    return view(name);
-  }
-
-  // ---- sync, watch, lifecycle ------------------------------------------------------------
-
-  function startWatch(): void {
-    if (store === null || watch !== null || closed || names.length === 0) return;
-    const watched = store;
-    const handle = watched.watchRecords(
-      names,
-      (name, entry) => {
-        if (store === watched && fleetActive()) adopt(services.get(name)!, entry);
-      },
-      () => {
-        if (store !== watched) return;
-        if (watch === handle) watch = null;
-        enterDegraded();
-        reopenNeeded = true;
-      },
-    );
-    watch = handle;
-  }
-
-  async function stopWatch(): Promise<void> {
-    const running = watch;
-    watch = null;
-    await running?.close();
-  }
-
-  async function reopen(): Promise<void> {
-    if (options.reopenKv === undefined || !reopenNeeded) return;
-    const atMs = now();
-    if (atMs < nextReopenAtMs) return;
-    nextReopenAtMs = atMs + reopenIntervalMs;
-    let fresh: Deno.Kv;
-    try {
-      fresh = await withTimeout(options.reopenKv(), kvTimeoutMs);
-    } catch {
-      return;
-    }
-    if (closed) {
-      fresh.close();
-      return;
-    }
-    await stopWatch();
-    const previous = ownedKv;
-    kv = fresh;
-    ownedKv = fresh;
-    store = makeStore(fresh);
-    reopenNeeded = false;
-    if (previous !== null) {
-      try {
-        previous.close();
-      } catch {
-        // Already closed.
-      }
-    }
-  }
-
-  /** Re-reads every record; the way back from degraded mode. Never throws. */
-  async function sync(): Promise<void> {
-    if (closed) return;
-    if (isDegraded) await reopen();
-    const current = store;
-    if (current === null || closed) return;
-    let entries: StoredEntry[];
-    try {
-      entries = await kvCall((kvStore) => kvStore.readRecords(names));
-    } catch {
-      return;
-    }
-    if (closed || current !== store) return;
-    if (isDegraded) rejoin();
-    entries.forEach((entry, index) => adopt(services.get(names[index])!, entry));
-    startWatch();
-  }
-
-  function scheduleSync(): void {
-    if (closed) return;
-    const delayMs = now() < alertUntilMs ? alertSyncIntervalMs : syncIntervalMs;
-    syncDueAtMs = now() + delayMs;
-    syncTimer = setTimeout(() => {
-      syncTimer = undefined;
-      syncDueAtMs = Infinity;
-      const task = sync().finally(scheduleSync);
-      background.add(task);
-      task.finally(() => background.delete(task));
-    }, delayMs);
-  }
-
-  /** Moves a pending slow re-sync forward once failures start (alert mode). */
-  function expediteSync(): void {
-    if (closed || syncTimer === undefined) return;
-    if (syncDueAtMs - now() <= alertSyncIntervalMs) return;
-    clearTimeout(syncTimer);
-    syncTimer = undefined;
-    scheduleSync();
-  }
-
-  async function start(): Promise<void> {
-    if (started || closed) return;
-    started = true;
-    if (kv === null && options.reopenKv !== undefined) {
-      // The owner hands over an opener instead of a handle: open it now, and when that fails
-      // (file locked, server down) serve degraded and keep trying in the background.
-      try {
-        const opened = await withTimeout(options.reopenKv(), kvTimeoutMs);
-        if (closed) {
-          opened.close();
-          return;
-        }
-        kv = opened;
-        ownedKv = opened;
-      } catch {
-        enterDegraded();
-        reopenNeeded = true;
-        scheduleSync();
-        return;
-      }
-    }
-    if (kv !== null) {
-      store = makeStore(kv);
-      await sync();
-      scheduleSync();
-    }
-  }
-
-  async function shutdown(): Promise<void> {
-    closed = true;
-    clearTimeout(syncTimer);
-    syncTimer = undefined;
-    await stopWatch();
-    // Loops re-check `closed`; wait until every background KV call settled.
-    while (background.size > 0) await Promise.allSettled([...background]);
-    clearTimeout(syncTimer);
-    if (ownedKv !== null) {
-      try {
-        ownedKv.close();
-      } catch {
-        // Already closed.
-      }
-      ownedKv = null;
-    }
-  }
-
-  for (const service of services.values()) refresh(service);
-
-  return {
-    start,
-    admit,
-    record,
-    view,
-    views: () => names.map(view),
-    force,
-    degraded: () => isDegraded,
-    close() {
-      closing ??= shutdown();
-      return closing;
-    },
+  const admission: Granted = {
+    allowed: true,
+    probe: true,
+    generation: record.generation,
+    [GRANT]: { scope: "fleet", localGeneration: service.local.record.generation, lease },
   };
+  return admission;
+}
+
+function admitLocal(fleet: Fleet, service: ServiceBreaker, atMs: number): Admission {
+  const local = service.local.record;
+  switch (local.state) {
+    case "closed":
+    case "forced_closed":
+      return service.pass;
+    case "forced_open":
+      return reject(service, local, "forced_open", atMs);
+    case "open": {
+      if (!isProbeDue(local, atMs)) return reject(service, local, "open", atMs);
+      observe(fleet, service, "half_open", atMs);
+      if (!startLocalProbe(service.local, service.policy, atMs, fleet.probeLeaseMs)) {
+        return halfOpenBusy();
+      }
+      const admission: Granted = {
+        allowed: true,
+        probe: true,
+        generation: service.pass.generation,
+        [GRANT]: { scope: "local", localGeneration: local.generation, lease: null },
+      };
+      return admission;
+    }
+  }
+}
+
+// ---- outcomes --------------------------------------------------------------------------
+
+function record(
+  fleet: Fleet,
+  name: string,
+  admission: Admission & { allowed: true },
+  outcome: AttemptOutcome,
+): void {
+  const service = fleet.services.get(name);
+  if (service === undefined) return;
+  const kind = classifyOutcome(service.policy, outcome);
+  const atMs = fleet.now();
+  const grant = (admission as Granted)[GRANT];
+  const localGeneration = grant?.localGeneration ?? service.local.record.generation;
+  if (admission.probe) {
+    if (grant?.scope === "fleet" && grant.lease !== null) {
+      if (fleet.session.active()) {
+        recordFleetProbe(fleet, service, admission.generation, grant.lease, kind);
+      } else {
+        // KV went away during the probe: the local breaker carries the fleet's outage on.
+        recordLocalProbe(fleet, service, service.local.record.generation, kind, atMs);
+      }
+    } else {
+      recordLocalProbe(fleet, service, localGeneration, kind, atMs);
+    }
+    return;
+  }
+  if (kind !== "failure") return;
+  fleet.session.alertUntil(atMs + service.policy.windowMs);
+  if (countLocalFailure(service.local, service.policy, localGeneration, atMs)) {
+    applyLocal(fleet, service, TRIP, atMs);
+  }
+  if (
+    fleet.session.active() && service.fleet.state === "closed" &&
+    admission.generation === service.fleet.generation
+  ) {
+    countFleetFailure(fleet, service, atMs);
+  }
+}
+
+function recordLocalProbe(
+  fleet: Fleet,
+  service: ServiceBreaker,
+  localGeneration: number,
+  kind: OutcomeKind,
+  atMs: number,
+): void {
+  finishLocalProbe(service.local);
+  if (kind === "ignored") return;
+  const type = kind === "success" ? "probe_success" : "probe_failure";
+  applyLocal(fleet, service, { type, generation: localGeneration }, atMs);
+}
+
+function recordFleetProbe(
+  fleet: Fleet,
+  service: ServiceBreaker,
+  generation: number,
+  lease: Lease,
+  kind: OutcomeKind,
+): void {
+  if (kind === "ignored") {
+    // The client went away: nothing learned, so let the next request probe instead.
+    releaseLease(service.leases, fleet.session, lease);
+    return;
+  }
+  if (generation !== service.fleet.generation) return;
+  const type = kind === "success" ? "probe_success" : "probe_failure";
+  fleet.session.inBackground(async () => {
+    adopt(fleet, service, await fleetTransition(fleet, service, { type, generation }, generation));
+  });
+}
+
+/** Counts a failure for the fleet; opens locally at once when the known total reached it. */
+function countFleetFailure(fleet: Fleet, service: ServiceBreaker, atMs: number): void {
+  const { counts, policy } = service;
+  const generation = service.fleet.generation;
+  addOwnFailure(counts, policy, generation, atMs);
+  // Opening on the known total saves the report and the CAS on the request path. The fleet
+  // trip follows in the background; adopting it restarts the local breaker, so the fleet's
+  // record (one probeAt for everyone) takes over.
+  if (
+    service.local.record.state === "closed" &&
+    knownTotalReached(counts, policy, fleet.instanceId, generation, atMs)
+  ) {
+    applyLocal(fleet, service, TRIP, atMs);
+  }
+  if (!counts.reporting) {
+    counts.reporting = true;
+    fleet.session.inBackground(() =>
+      reportFailures(fleet, service).finally(() => counts.reporting = false)
+    );
+  }
+}
+
+/** Reports our failures round after round; trips the fleet when a read reaches the threshold. */
+async function reportFailures(fleet: Fleet, service: ServiceBreaker): Promise<void> {
+  const { counts, policy } = service;
+  // Failures that arrive while a report is in flight are taken by the next round: at most one
+  // report per service in flight, however fast failures come.
+  while (counts.dirty.size > 0 && fleet.session.active() && !fleet.session.closed()) {
+    const read = await reportRound(counts, policy, service.name, fleet.session.call, fleet.now);
+    if (read.generation !== service.fleet.generation) return;
+    const totals = noteWindowRead(counts, policy, read);
+    if (
+      service.fleet.state === "closed" &&
+      shouldTrip(policy, totals.failures, totals.reportingInstances)
+    ) {
+      // Stop sending now; the compare-and-set below costs another round trip.
+      if (service.local.record.state === "closed") applyLocal(fleet, service, TRIP, read.atMs);
+      const result = await fleetTransition(fleet, service, TRIP, read.generation);
+      // Won or lost, this is the record now: a loser learns of the winner's open here.
+      adopt(fleet, service, result);
+    }
+  }
+}
+
+// ---- views and operator actions --------------------------------------------------------
+
+function view(fleet: Fleet, name: string): BreakerView {
+  const service = serviceOf(fleet, name);
+  const atMs = fleet.now();
+  const record = governing(fleet, service);
+  const state = stateAt(record, atMs);
+  observe(fleet, service, state, atMs);
+  const active = fleet.session.active();
+  let failuresInWindow = localFailuresInWindow(service.local, service.policy, atMs);
+  if (active) {
+    const fleetFailures = fleetFailuresInWindow(
+      service.counts,
+      service.policy,
+      service.fleet.generation,
+      atMs,
+    );
+    if (fleetFailures !== null) failuresInWindow = Math.max(failuresInWindow, fleetFailures);
+  }
+  return {
+    service: name,
+    state,
+    failuresInWindow,
+    failureThreshold: service.policy.failureThreshold,
+    openedAt: record.openedAt,
+    nextProbeAt: record.state === "open" ? record.probeAt : null,
+    generation: active ? service.fleet.generation : service.local.record.generation,
+    openCount: record.openCount,
+    degraded: fleet.session.degraded(),
+  };
+}
+
+async function force(fleet: Fleet, name: string, action: ForceAction): Promise<BreakerView> {
+  const service = serviceOf(fleet, name);
+  const event: BreakerEvent = { type: "force", action };
+  if (fleet.session.active()) {
+    try {
+      const result = await fleetTransition(fleet, service, event);
+      if (result.outcome === "committed") {
+        adopt(fleet, service, result);
+        return view(fleet, name);
+      }
+    } catch {
+      // Degraded now: fall through and act on this instance at least.
+    }
+  }
+  applyLocal(fleet, service, event, fleet.now());
+  return view(fleet, name);
 }

@@ -176,6 +176,13 @@ function isLeaseValue(value: unknown): value is LeaseValue {
     Number.isFinite((value as LeaseValue).expiresAtMs);
 }
 
+/** What every store call needs: the handle, who we are, and the lock-retry wrapper. */
+interface StoreContext {
+  readonly kv: Deno.Kv;
+  readonly instanceId: string;
+  readonly locked: <T>(operation: () => Promise<T>) => Promise<T>;
+}
+
 /**
  * A {@link BreakerStore} on a Deno KV handle (`:memory:`, a file, or a KV Connect URL).
  * The handle stays the caller's: the store never closes it.
@@ -189,175 +196,204 @@ function isLeaseValue(value: unknown): value is LeaseValue {
  */
 export function createKvBreakerStore(kv: Deno.Kv, options: KvBreakerStoreOptions): BreakerStore {
   const random = options.random ?? Math.random;
-  const locked = <T>(operation: () => Promise<T>) => retryWhenLocked(operation, random);
-
-  async function readRecords(services: readonly string[]): Promise<StoredEntry[]> {
-    const out: StoredEntry[] = [];
-    for (const group of chunks(services, KV_KEYS_PER_CALL)) {
-      const entries = await locked(() => kv.getMany(group.map(recordKey)));
-      for (const entry of entries) out.push(toStoredEntry(entry));
-    }
-    return out;
-  }
-
-  async function transition(
-    service: string,
-    update: (current: BreakerRecord) => BreakerRecord,
-    expectGeneration?: number,
-  ): Promise<TransitionResult> {
-    const key = recordKey(service);
-    let current: StoredEntry = { record: INITIAL_RECORD, versionstamp: null };
-    for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
-      const result = await locked(async (): Promise<TransitionResult | null> => {
-        current = toStoredEntry(await kv.get(key));
-        if (expectGeneration !== undefined && current.record.generation !== expectGeneration) {
-          return { outcome: "unchanged", ...current };
-        }
-        const next = update(current.record);
-        if (next === current.record) return { outcome: "unchanged", ...current };
-        const commit = await kv.atomic()
-          .check({ key, versionstamp: current.versionstamp })
-          .set(key, { ...next, updatedBy: options.instanceId })
-          .commit();
-        return commit.ok
-          ? { outcome: "committed", record: next, versionstamp: commit.versionstamp }
-          : null;
-      });
-      if (result !== null) return result;
-    }
-    return { outcome: "conflict", ...current };
-  }
-
-  async function reportFailures(
-    service: string,
-    generation: number,
-    bucket: number,
-    count: number,
-    expireInMs: number,
-  ): Promise<void> {
-    const key = failureKey(service, generation, bucket, options.instanceId);
-    await locked(() => kv.set(key, count, { expireIn: expireInMs }));
-  }
-
-  function readWindow(
-    service: string,
-    generation: number,
-    firstBucket: number,
-    lastBucket: number,
-  ): Promise<BucketCount[]> {
-    const prefix = [KEY_ROOT, "failures", service, generation];
-    return locked(async () => {
-      const counts: BucketCount[] = [];
-      const entries = kv.list<number>({
-        start: [...prefix, firstBucket],
-        end: [...prefix, lastBucket + 1],
-      });
-      for await (const entry of entries) {
-        const bucket = entry.key[4];
-        const instanceId = entry.key[5];
-        if (typeof bucket !== "number" || typeof instanceId !== "string") continue;
-        if (!Number.isFinite(entry.value)) continue;
-        counts.push({ bucket, instanceId, count: entry.value });
-      }
-      return counts;
-    });
-  }
-
-  async function acquireLease(
-    service: string,
-    generation: number,
-    slots: number,
-    nowMs: number,
-    leaseMs: number,
-  ): Promise<Lease | null> {
-    const slotNumbers = Array.from({ length: slots }, (_, slot) => slot);
-    for (const group of chunks(slotNumbers, KV_KEYS_PER_CALL)) {
-      const keys = group.map((slot) => leaseKey(service, generation, slot));
-      const entries = await locked(() => kv.getMany(keys));
-      for (const [index, entry] of entries.entries()) {
-        if (isLeaseValue(entry.value) && entry.value.expiresAtMs > nowMs) continue;
-        const expiresAtMs = nowMs + leaseMs;
-        const value: LeaseValue = { instanceId: options.instanceId, expiresAtMs };
-        // The check makes the slot a CAS: of all instances that saw it free, one wins. A locked
-        // database retries the same check, which fails if someone else got in meanwhile.
-        const commit = await locked(() =>
-          kv.atomic()
-            .check(entry)
-            .set(keys[index], value, { expireIn: leaseMs })
-            .commit()
-        );
-        if (commit.ok) {
-          return { generation, slot: group[index], versionstamp: commit.versionstamp, expiresAtMs };
-        }
-      }
-    }
-    return null;
-  }
-
-  async function releaseLease(service: string, lease: Lease): Promise<boolean> {
-    const key = leaseKey(service, lease.generation, lease.slot);
-    const commit = await locked(() =>
-      kv.atomic().check({ key, versionstamp: lease.versionstamp }).delete(key).commit()
-    );
-    return commit.ok;
-  }
-
-  function watchRecords(
-    services: readonly string[],
-    onChange: (service: string, entry: StoredEntry) => void,
-    onError: (error: unknown) => void,
-  ): RecordWatch {
-    let closing = false;
-    const readers: ReadableStreamDefaultReader<Deno.KvEntryMaybe<unknown>[]>[] = [];
-    const loops: Promise<void>[] = [];
-    let failed = false;
-    const fail = (error: unknown) => {
-      if (closing || failed) return;
-      failed = true;
-      onError(error);
-    };
-    for (const group of chunks(services, KV_KEYS_PER_CALL)) {
-      let reader: ReadableStreamDefaultReader<Deno.KvEntryMaybe<unknown>[]>;
-      try {
-        reader = kv.watch(group.map(recordKey)).getReader();
-      } catch (error) {
-        fail(error);
-        break;
-      }
-      readers.push(reader);
-      loops.push((async () => {
-        try {
-          while (true) {
-            const { value, done } = await reader.read();
-            if (done) break;
-            for (const [index, entry] of value.entries()) {
-              onChange(group[index], toStoredEntry(entry));
-            }
-          }
-          // A watch that ends without being asked to has lost its store.
-          if (!closing) fail(new Error("KV watch ended"));
-        } catch (error) {
-          fail(error);
-        }
-      })());
-    }
-    return {
-      async close() {
-        if (closing) return;
-        closing = true;
-        await Promise.allSettled(readers.map((reader) => reader.cancel()));
-        await Promise.allSettled(loops);
-      },
-    };
-  }
-
+  const context: StoreContext = {
+    kv,
+    instanceId: options.instanceId,
+    locked: (operation) => retryWhenLocked(operation, random),
+  };
   return {
-    readRecords,
-    transition,
-    reportFailures,
-    readWindow,
-    acquireLease,
-    releaseLease,
-    watchRecords,
+    readRecords: (services) => readRecords(context, services),
+    transition: (service, update, expectGeneration) =>
+      transitionRecord(context, service, update, expectGeneration),
+    reportFailures: (service, generation, bucket, count, expireInMs) =>
+      reportFailures(context, service, generation, bucket, count, expireInMs),
+    readWindow: (service, generation, firstBucket, lastBucket) =>
+      readWindow(context, service, generation, firstBucket, lastBucket),
+    acquireLease: (service, generation, slots, nowMs, leaseMs) =>
+      acquireLease(context, service, generation, slots, nowMs, leaseMs),
+    releaseLease: (service, lease) => releaseLease(context, service, lease),
+    watchRecords: (services, onChange, onError) =>
+      watchRecords(context, services, onChange, onError),
+  };
+}
+
+async function readRecords(
+  { kv, locked }: StoreContext,
+  services: readonly string[],
+): Promise<StoredEntry[]> {
+  const out: StoredEntry[] = [];
+  for (const group of chunks(services, KV_KEYS_PER_CALL)) {
+    const entries = await locked(() => kv.getMany(group.map(recordKey)));
+    for (const entry of entries) out.push(toStoredEntry(entry));
+  }
+  return out;
+}
+
+async function transitionRecord(
+  { kv, locked, instanceId }: StoreContext,
+  service: string,
+  update: (current: BreakerRecord) => BreakerRecord,
+  expectGeneration?: number,
+): Promise<TransitionResult> {
+  const key = recordKey(service);
+  let current: StoredEntry = { record: INITIAL_RECORD, versionstamp: null };
+  for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
+    const result = await locked(async (): Promise<TransitionResult | null> => {
+      current = toStoredEntry(await kv.get(key));
+      if (expectGeneration !== undefined && current.record.generation !== expectGeneration) {
+        return { outcome: "unchanged", ...current };
+      }
+      const next = update(current.record);
+      if (next === current.record) return { outcome: "unchanged", ...current };
+      const commit = await kv.atomic()
+        .check({ key, versionstamp: current.versionstamp })
+        .set(key, { ...next, updatedBy: instanceId })
+        .commit();
+      return commit.ok
+        ? { outcome: "committed", record: next, versionstamp: commit.versionstamp }
+        : null;
+    });
+    if (result !== null) return result;
+  }
+  return { outcome: "conflict", ...current };
+}
+
+async function reportFailures(
+  { kv, locked, instanceId }: StoreContext,
+  service: string,
+  generation: number,
+  bucket: number,
+  count: number,
+  expireInMs: number,
+): Promise<void> {
+  const key = failureKey(service, generation, bucket, instanceId);
+  await locked(() => kv.set(key, count, { expireIn: expireInMs }));
+}
+
+function readWindow(
+  { kv, locked }: StoreContext,
+  service: string,
+  generation: number,
+  firstBucket: number,
+  lastBucket: number,
+): Promise<BucketCount[]> {
+  const prefix = [KEY_ROOT, "failures", service, generation];
+  return locked(async () => {
+    const counts: BucketCount[] = [];
+    const entries = kv.list<number>({
+      start: [...prefix, firstBucket],
+      end: [...prefix, lastBucket + 1],
+    });
+    for await (const entry of entries) {
+      const bucket = entry.key[4];
+      const instanceId = entry.key[5];
+      if (typeof bucket !== "number" || typeof instanceId !== "string") continue;
+      if (!Number.isFinite(entry.value)) continue;
+      counts.push({ bucket, instanceId, count: entry.value });
+    }
+    return counts;
+  });
+}
+
+async function acquireLease(
+  { kv, locked, instanceId }: StoreContext,
+  service: string,
+  generation: number,
+  slots: number,
+  nowMs: number,
+  leaseMs: number,
+): Promise<Lease | null> {
+  const slotNumbers = Array.from({ length: slots }, (_, slot) => slot);
+  for (const group of chunks(slotNumbers, KV_KEYS_PER_CALL)) {
+    const keys = group.map((slot) => leaseKey(service, generation, slot));
+    const entries = await locked(() => kv.getMany(keys));
+    for (const [index, entry] of entries.entries()) {
+      if (isLeaseValue(entry.value) && entry.value.expiresAtMs > nowMs) continue;
+      const expiresAtMs = nowMs + leaseMs;
+      const value: LeaseValue = { instanceId, expiresAtMs };
+      // The check makes the slot a CAS: of all instances that saw it free, one wins. A locked
+      // database retries the same check, which fails if someone else got in meanwhile.
+      const commit = await locked(() =>
+        kv.atomic()
+          .check(entry)
+          .set(keys[index], value, { expireIn: leaseMs })
+          .commit()
+      );
+      if (commit.ok) {
+        return { generation, slot: group[index], versionstamp: commit.versionstamp, expiresAtMs };
+      }
+    }
+  }
+  return null;
+}
+
+async function releaseLease(
+  { kv, locked }: StoreContext,
+  service: string,
+  lease: Lease,
+): Promise<boolean> {
+  const key = leaseKey(service, lease.generation, lease.slot);
+  const commit = await locked(() =>
+    kv.atomic().check({ key, versionstamp: lease.versionstamp }).delete(key).commit()
+  );
+  return commit.ok;
+}
+
+type RecordReader = ReadableStreamDefaultReader<Deno.KvEntryMaybe<unknown>[]>;
+
+/** Reads one watch stream until it ends; an end nobody asked for is the store going away. */
+async function readWatch(
+  reader: RecordReader,
+  group: readonly string[],
+  onChange: (service: string, entry: StoredEntry) => void,
+  isClosing: () => boolean,
+  fail: (error: unknown) => void,
+): Promise<void> {
+  try {
+    while (true) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      for (const [index, entry] of value.entries()) onChange(group[index], toStoredEntry(entry));
+    }
+    // A watch that ends without being asked to has lost its store.
+    if (!isClosing()) fail(new Error("KV watch ended"));
+  } catch (error) {
+    fail(error);
+  }
+}
+
+function watchRecords(
+  { kv }: StoreContext,
+  services: readonly string[],
+  onChange: (service: string, entry: StoredEntry) => void,
+  onError: (error: unknown) => void,
+): RecordWatch {
+  let closing = false;
+  let failed = false;
+  const readers: RecordReader[] = [];
+  const loops: Promise<void>[] = [];
+  const fail = (error: unknown) => {
+    if (closing || failed) return;
+    failed = true;
+    onError(error);
+  };
+  for (const group of chunks(services, KV_KEYS_PER_CALL)) {
+    let reader: RecordReader;
+    try {
+      reader = kv.watch(group.map(recordKey)).getReader();
+    } catch (error) {
+      fail(error);
+      break;
+    }
+    readers.push(reader);
+    loops.push(readWatch(reader, group, onChange, () => closing, fail));
+  }
+  return {
+    async close() {
+      if (closing) return;
+      closing = true;
+      await Promise.allSettled(readers.map((reader) => reader.cancel()));
+      await Promise.allSettled(loops);
+    },
   };
 }
