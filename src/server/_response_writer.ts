@@ -1,0 +1,487 @@
+/**
+ * Writes a `Response` to an HTTP/1.1 connection (RFC 9112 §4-§7, §9): status line and fields
+ * as the handler gave them (names lower-cased as `Headers` yields them, every `Set-Cookie` on
+ * its own line, no `date` or `server` added), then the body framed by its declared
+ * `Content-Length`, else chunked for HTTP/1.1 and close-delimited for HTTP/1.0.
+ *
+ * A body that is complete at once (a small static body, say) goes out with a computed
+ * `Content-Length` in one write with the head. Streaming bodies are read one chunk at a time
+ * and each write is awaited before the next read, so memory stays flat whatever the size; byte
+ * streams are read with a BYOB reader into one pooled buffer, framed in place.
+ *
+ * @module
+ */
+import type { Connection } from "./_connection.ts";
+import type { RequestBody } from "./_request_body.ts";
+
+/** What the exchange needs from the request to frame the response. */
+export interface ResponseTarget {
+  /** The request method, upper-cased (HEAD gets no body). */
+  methodUpper: string;
+  /** The request's HTTP minor version. */
+  minor: number;
+  /** The server would keep the connection open after this response. */
+  keepAlive: boolean;
+  /** The request body, if any: its `100 Continue` must not follow the response head. */
+  body: RequestBody | null;
+  /** Aborts when the client goes away: the response body is then cancelled. */
+  signal: AbortSignal;
+}
+
+/** How the write went. */
+export interface WriteOutcome {
+  /** The whole response went out as framed. */
+  complete: boolean;
+  /** The connection may carry another request. */
+  keepAlive: boolean;
+}
+
+/** The pooled buffer size, and the most a complete body may be to go out with its head. */
+const BUFFER_BYTES = 64 * 1024;
+/** Room kept before a chunk's data for its size line (`ffff\r\n` fits a 64 KiB buffer). */
+const CHUNK_PREFIX_BYTES = 8;
+/** A default-reader chunk this big suggests a long stream: switch to a BYOB reader if possible. */
+const BYOB_SWITCH_BYTES = 16 * 1024;
+const MAX_POOLED_BUFFERS = 64;
+
+const encoder = new TextEncoder();
+const LAST_CHUNK = encoder.encode("0\r\n\r\n");
+const DECIMAL = /^[0-9]{1,15}$/;
+const noop = () => {};
+const toNull = () => null;
+
+/**
+ * Resolves null a few microtask ticks from now. A stream read that settles before it had its
+ * data ready (Deno's streams for static bodies need one tick for the first read); one that
+ * waits for I/O has not.
+ */
+function soon(): Promise<null> {
+  return Promise.resolve().then(noop).then(noop).then(toNull);
+}
+
+const REASONS: Record<number, string> = {
+  101: "Switching Protocols",
+  200: "OK",
+  201: "Created",
+  202: "Accepted",
+  204: "No Content",
+  206: "Partial Content",
+  301: "Moved Permanently",
+  302: "Found",
+  303: "See Other",
+  304: "Not Modified",
+  307: "Temporary Redirect",
+  308: "Permanent Redirect",
+  400: "Bad Request",
+  401: "Unauthorized",
+  403: "Forbidden",
+  404: "Not Found",
+  405: "Method Not Allowed",
+  408: "Request Timeout",
+  409: "Conflict",
+  410: "Gone",
+  413: "Content Too Large",
+  415: "Unsupported Media Type",
+  422: "Unprocessable Content",
+  429: "Too Many Requests",
+  431: "Request Header Fields Too Large",
+  500: "Internal Server Error",
+  501: "Not Implemented",
+  502: "Bad Gateway",
+  503: "Service Unavailable",
+  504: "Gateway Timeout",
+  505: "HTTP Version Not Supported",
+};
+
+/** Free 64 KiB buffers: taken while a response streams, so idle connections hold none. */
+const pool: ArrayBuffer[] = [];
+
+function takeBuffer(): ArrayBuffer {
+  return pool.pop() ?? new ArrayBuffer(BUFFER_BYTES);
+}
+
+function giveBuffer(buffer: ArrayBuffer | null): void {
+  if (
+    buffer !== null && buffer.byteLength === BUFFER_BYTES && !buffer.detached &&
+    pool.length < MAX_POOLED_BUFFERS
+  ) {
+    pool.push(buffer);
+  }
+}
+
+/** The reason phrase for a status the handler gave no text for. */
+export function reasonPhrase(status: number): string {
+  return REASONS[status] ?? "";
+}
+
+/**
+ * Writes `text` at `into[0]`, one byte per character (header values may carry obs-text, which
+ * UTF-8 would turn into two bytes). `into` has room for `text.length` bytes.
+ */
+function encodeLatin1Into(text: string, into: Uint8Array): void {
+  const { read, written } = encoder.encodeInto(text, into);
+  if (read === text.length && written === read) return;
+  for (let i = 0; i < text.length; i++) into[i] = text.charCodeAt(i);
+}
+
+function encodeLatin1(text: string): Uint8Array {
+  const bytes = encoder.encode(text);
+  if (bytes.length === text.length) return bytes;
+  const out = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i++) out[i] = text.charCodeAt(i);
+  return out;
+}
+
+function hasCloseToken(value: string): boolean {
+  for (const part of value.split(",")) {
+    if (part.trim().toLowerCase() === "close") return true;
+  }
+  return false;
+}
+
+/** Chunks gathered before the head goes out. */
+interface Gathered {
+  chunks: Uint8Array[];
+  total: number;
+  /** The stream ended within the gathered chunks. */
+  ended: boolean;
+  /** A read that had not resolved yet (its result comes next). */
+  pending: Promise<ReadableStreamReadResult<Uint8Array>> | null;
+}
+
+/**
+ * Reads whatever the stream has ready without waiting, up to one buffer: a body that is
+ * already complete can then go out with a `Content-Length` and its head in one write, and a
+ * streaming body does not hold its head back.
+ */
+async function gather(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<Gathered> {
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  while (total < BUFFER_BYTES) {
+    const read = reader.read();
+    // A read that is pending after a few ticks waits for I/O: it is kept for later.
+    const result = await Promise.race([read, soon()]);
+    if (result === null) return { chunks, total, ended: false, pending: read };
+    if (result.done) return { chunks, total, ended: true, pending: null };
+    if (result.value.length === 0) continue;
+    chunks.push(result.value);
+    total += result.value.length;
+  }
+  return { chunks, total, ended: false, pending: null };
+}
+
+/**
+ * Writes `response` for the request described by `target`. Never throws: a failed write or a
+ * broken response body comes back as `complete: false`, and the caller closes the connection.
+ */
+export async function writeResponse(
+  connection: Connection,
+  response: Response,
+  target: ResponseTarget,
+): Promise<WriteOutcome> {
+  const status = response.status;
+  let head = `HTTP/1.1 ${status} ${response.statusText || reasonPhrase(status)}\r\n`;
+  let declared = -1;
+  let declaredText: string | null = null;
+  let handlerConnection: string | null = null;
+  for (const [name, value] of response.headers) {
+    switch (name) {
+      case "content-length":
+        // An invalid length is dropped rather than passed on: the framing is ours to get right.
+        if (DECIMAL.test(value)) {
+          declared = Number(value);
+          declaredText = value;
+        }
+        continue;
+      case "transfer-encoding":
+        continue;
+      case "connection":
+        handlerConnection = value;
+        break;
+    }
+    head += `${name}: ${value}\r\n`;
+  }
+  let keepAlive = target.keepAlive &&
+    (handlerConnection === null || !hasCloseToken(handlerConnection));
+  // A client still waiting for `100 Continue` may send its body or not: it cannot carry on.
+  if (target.body !== null && target.body.continueWithheld) keepAlive = false;
+
+  const bodyless = target.methodUpper === "HEAD" || status < 200 || status === 204 ||
+    status === 304;
+  const body = response.body;
+  if (status === 101) keepAlive = false;
+  if (bodyless || body === null) {
+    if (body !== null) body.cancel().catch(() => {});
+    if (bodyless) {
+      if (declaredText !== null) head += `content-length: ${declaredText}\r\n`;
+    } else {
+      // No body at all: a declared length cannot be honoured, so the connection ends after it.
+      head += `content-length: ${declared > 0 ? declaredText : "0"}\r\n`;
+      if (declared > 0) keepAlive = false;
+    }
+    const complete = await writeHead(connection, head, keepAlive, handlerConnection, target);
+    return { complete: complete && !(declared > 0 && !bodyless), keepAlive: complete && keepAlive };
+  }
+
+  let reader: ReadableStreamDefaultReader<Uint8Array>;
+  try {
+    reader = body.getReader();
+  } catch {
+    // A locked or used body: nothing sensible can be sent after a head, so send none.
+    return { complete: false, keepAlive: false };
+  }
+  let gathered: Gathered;
+  try {
+    gathered = await gather(reader);
+  } catch {
+    return { complete: false, keepAlive: false };
+  }
+
+  // Reading the body may have sent a `100 Continue` (the handler streams the request body
+  // back) or not: decide now.
+  if (target.body !== null && target.body.continueWithheld) keepAlive = false;
+  if (gathered.ended) {
+    // The whole body is here: one write, with a length we know.
+    const { chunks } = gathered;
+    let total = gathered.total;
+    if (declared >= 0 && total > declared) total = declared;
+    const short = declared >= 0 && total < declared;
+    if (short) keepAlive = false;
+    head += `content-length: ${declared >= 0 ? declaredText : total}\r\n`;
+    head += connectionField(keepAlive, handlerConnection, target.minor) + "\r\n";
+    const complete = await writeHeadAndChunks(connection, head, chunks, total, target);
+    return { complete: complete && !short, keepAlive: complete && !short && keepAlive };
+  }
+
+  // A streaming body.
+  const closeDelimited = declared < 0 && target.minor === 0;
+  const chunked = declared < 0 && !closeDelimited;
+  if (closeDelimited) keepAlive = false;
+  if (declared >= 0) head += `content-length: ${declaredText}\r\n`;
+  else if (chunked) head += "transfer-encoding: chunked\r\n";
+  head += connectionField(keepAlive, handlerConnection, target.minor) + "\r\n";
+
+  const onAbort = () => {
+    reader.cancel().catch(() => {});
+  };
+  target.signal.addEventListener("abort", onAbort, { once: true });
+  try {
+    return await streamBody(connection, body, reader, head, gathered, {
+      chunked,
+      declared,
+      keepAlive,
+      target,
+    });
+  } finally {
+    target.signal.removeEventListener("abort", onAbort);
+  }
+}
+
+function connectionField(
+  keepAlive: boolean,
+  handlerConnection: string | null,
+  minor: number,
+): string {
+  if (handlerConnection !== null) return "";
+  if (!keepAlive && minor === 1) return "connection: close\r\n";
+  if (keepAlive && minor === 0) return "connection: keep-alive\r\n";
+  return "";
+}
+
+async function beforeHead(connection: Connection, target: ResponseTarget): Promise<void> {
+  // A `100 Continue` the body pull started must be out before the final head.
+  if (connection.pendingWrite !== null) await connection.pendingWrite;
+  target.body?.startResponse();
+}
+
+async function writeHead(
+  connection: Connection,
+  head: string,
+  keepAlive: boolean,
+  handlerConnection: string | null,
+  target: ResponseTarget,
+): Promise<boolean> {
+  const text = head + connectionField(keepAlive, handlerConnection, target.minor) + "\r\n";
+  try {
+    await beforeHead(connection, target);
+    await connection.write(encodeLatin1(text));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function writeHeadAndChunks(
+  connection: Connection,
+  head: string,
+  chunks: Uint8Array[],
+  total: number,
+  target: ResponseTarget,
+): Promise<boolean> {
+  try {
+    await beforeHead(connection, target);
+    // One exact-size array: cheaper than a pooled 64 KiB buffer for the usual small body.
+    const out = new Uint8Array(head.length + total);
+    encodeLatin1Into(head, out);
+    let offset = head.length;
+    let left = total;
+    for (const chunk of chunks) {
+      if (left === 0) break;
+      const part = chunk.length > left ? chunk.subarray(0, left) : chunk;
+      out.set(part, offset);
+      offset += part.length;
+      left -= part.length;
+    }
+    await connection.write(out);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+interface StreamFraming {
+  chunked: boolean;
+  declared: number;
+  keepAlive: boolean;
+  target: ResponseTarget;
+}
+
+/** Frames `data` as one chunk into a fresh array (default-reader chunks). */
+function frameChunk(data: Uint8Array): Uint8Array {
+  const prefix = encoder.encode(data.length.toString(16) + "\r\n");
+  const out = new Uint8Array(prefix.length + data.length + 2);
+  out.set(prefix);
+  out.set(data, prefix.length);
+  out[out.length - 2] = 13;
+  out[out.length - 1] = 10;
+  return out;
+}
+
+/**
+ * Frames the `length` data bytes at `CHUNK_PREFIX_BYTES` in `buffer` as one chunk, in place:
+ * the size line goes in the room kept before the data, the CRLF right after it.
+ */
+function frameInPlace(buffer: ArrayBuffer, length: number): Uint8Array {
+  const whole = new Uint8Array(buffer);
+  const size = length.toString(16);
+  const start = CHUNK_PREFIX_BYTES - size.length - 2;
+  for (let i = 0; i < size.length; i++) whole[start + i] = size.charCodeAt(i);
+  whole[CHUNK_PREFIX_BYTES - 2] = 13;
+  whole[CHUNK_PREFIX_BYTES - 1] = 10;
+  whole[CHUNK_PREFIX_BYTES + length] = 13;
+  whole[CHUNK_PREFIX_BYTES + length + 1] = 10;
+  return whole.subarray(start, CHUNK_PREFIX_BYTES + length + 2);
+}
+
+async function streamBody(
+  connection: Connection,
+  body: ReadableStream<Uint8Array>,
+  firstReader: ReadableStreamDefaultReader<Uint8Array>,
+  head: string,
+  gathered: Gathered,
+  framing: StreamFraming,
+): Promise<WriteOutcome> {
+  const { chunked, declared, target } = framing;
+  let reader: ReadableStreamDefaultReader<Uint8Array> | ReadableStreamBYOBReader = firstReader;
+  let left = declared >= 0 ? declared : Infinity;
+  const fail = (): WriteOutcome => {
+    reader.cancel().catch(() => {});
+    return { complete: false, keepAlive: false };
+  };
+  /** Bytes of `data` that fit the declared length, framed for the wire. */
+  const framed = (data: Uint8Array): Uint8Array => {
+    if (chunked) return frameChunk(data);
+    if (data.length > left) data = data.subarray(0, left);
+    left -= data.length;
+    return data;
+  };
+
+  try {
+    await beforeHead(connection, target);
+    let first = encodeLatin1(head);
+    if (gathered.total > 0) {
+      const parts = gathered.chunks.map(framed);
+      let size = first.length;
+      for (const part of parts) size += part.length;
+      const out = new Uint8Array(size);
+      out.set(first);
+      let offset = first.length;
+      for (const part of parts) {
+        out.set(part, offset);
+        offset += part.length;
+      }
+      first = out;
+    }
+    await connection.write(first);
+  } catch {
+    return fail();
+  }
+
+  let pending = gathered.pending;
+  let triedByob = false;
+  let buffer: ArrayBuffer | null = null;
+  try {
+    while (left > 0) {
+      if (reader instanceof ReadableStreamDefaultReader) {
+        const result = await (pending ?? reader.read());
+        pending = null;
+        if (result.done) break;
+        const data = result.value;
+        if (data.length === 0) continue;
+        if (chunked && data.length <= BUFFER_BYTES - CHUNK_PREFIX_BYTES - 2) {
+          // Framed in the pooled buffer: a copy, but no allocation per chunk.
+          buffer ??= takeBuffer();
+          new Uint8Array(buffer).set(data, CHUNK_PREFIX_BYTES);
+          await connection.write(frameInPlace(buffer, data.length));
+        } else {
+          await connection.write(framed(data));
+        }
+        if (!triedByob && data.length >= BYOB_SWITCH_BYTES) {
+          // A long stream: read the rest into one reused buffer if it is a byte stream.
+          triedByob = true;
+          reader.releaseLock();
+          try {
+            reader = body.getReader({ mode: "byob" });
+          } catch {
+            reader = body.getReader();
+          }
+        }
+        continue;
+      }
+      buffer ??= takeBuffer();
+      const offset = chunked ? CHUNK_PREFIX_BYTES : 0;
+      const room = BUFFER_BYTES - offset - (chunked ? 2 : 0);
+      const view = new Uint8Array(buffer, offset, Math.min(room, left));
+      const result = await reader.read(view);
+      if (result.done) {
+        buffer = result.value?.buffer ?? null;
+        break;
+      }
+      const data = result.value;
+      buffer = data.buffer as ArrayBuffer;
+      if (data.length === 0) continue;
+      if (chunked) {
+        await connection.write(frameInPlace(buffer, data.length));
+      } else {
+        left -= data.length;
+        await connection.write(data);
+      }
+    }
+  } catch {
+    giveBuffer(buffer);
+    return fail();
+  }
+  giveBuffer(buffer);
+
+  if (left > 0 && left !== Infinity) return fail(); // shorter than its Content-Length
+  if (left === 0) reader.cancel().catch(() => {}); // anything past the declared length is dropped
+  if (connection.eof && target.signal.aborted) return { complete: false, keepAlive: false };
+  if (chunked) {
+    try {
+      await connection.write(LAST_CHUNK);
+    } catch {
+      return { complete: false, keepAlive: false };
+    }
+  }
+  return { complete: true, keepAlive: framing.keepAlive };
+}

@@ -1,0 +1,550 @@
+/**
+ * Breakwater's own HTTP/1.1 server for the public port, over `Deno.listen`.
+ *
+ * Why not `Deno.serve`: it has no request-head timeout and no idle keep-alive timeout (a partial
+ * head, an idle connection, a byte every 2 s all stay open forever), lets the `Host` header
+ * steer `Request.url`, accepts a repeated identical `Content-Length`, and its `Request` refuses
+ * or rewrites some methods. An edge gateway must bound all of that itself:
+ *
+ * - strict parsing (RFC 9112): origin-form targets only, one valid `Host`, no obs-fold, bare
+ *   CR/LF or controls, no repeated `Content-Length`, `Transfer-Encoding` exactly `chunked` and
+ *   never with a length; every refusal is a problem+json answer and the connection closes;
+ * - timeouts: the whole head within `headerTimeoutMs` of its first byte (a slowloris client is
+ *   cut, not kept alive byte by byte), idle keep-alive connections closed after
+ *   `idleTimeoutMs`, a request body stalled for `bodyIdleTimeoutMs` errors its stream;
+ * - bodies streamed both ways with backpressure (see `_request_body.ts`, `_response_writer.ts`);
+ * - keep-alive and pipelining, one request at a time per connection, in order;
+ * - the client going away aborts `request.signal` and cancels the response body.
+ *
+ * Timers: one coarse sweep over all connections (every `tickMs`, by default a tenth of the
+ * shortest timeout, at most 1 s) instead of a timer per connection: a keep-alive request then
+ * costs one clock read, not a `setTimeout` and a `clearTimeout`, and 10k idle connections cost
+ * one loop over an array each tick. Timeouts fire up to one tick late.
+ *
+ * Measured (2 cores, Deno 2.9.6, loopback): see the bottom of this comment block's README
+ * section "HTTP/1.1 server"; in short, 10,000 idle keep-alive connections held MEASURE_RSS of
+ * resident memory and 10,0xx file descriptors in the server process.
+ *
+ * @module
+ */
+import { ClientError, findClientError } from "../proxy/client_error.ts";
+import {
+  Connection,
+  PHASE_ACTIVE,
+  PHASE_HEAD,
+  PHASE_IDLE,
+  PHASE_LINGER,
+  PHASE_NEW,
+} from "./_connection.ts";
+import { serverProblem } from "./_problem.ts";
+import { RequestBody } from "./_request_body.ts";
+import {
+  findHeadEnd,
+  HEAD_BARE_LF,
+  HEAD_INCOMPLETE,
+  parseRequestHead,
+  type RequestHead,
+  skipLeadingEmptyLines,
+} from "./_request_head.ts";
+import { writeResponse } from "./_response_writer.ts";
+
+/** What the server knows about a request beyond the fetch `Request`. */
+export interface ServeInfo {
+  /** The peer. */
+  remoteAddr: Deno.NetAddr;
+  /** The request-target exactly as sent (origin-form `/a?b`, or `*`). */
+  target: string;
+  /** The method token exactly as sent (case kept: `get` stays `get`). */
+  method: string;
+  /** The request body as sent, for any method (a GET body is here, not on the `Request`). */
+  body: ReadableStream<Uint8Array> | null;
+  /** Settles (never rejects) when the response was fully written or the connection died. */
+  completed: Promise<void>;
+}
+
+/** A request handler: Hono's `app.fetch` fits. */
+export type Handler = (request: Request, info: ServeInfo) => Response | Promise<Response>;
+
+/** Options of {@link serveHttp1}. */
+export interface Http1ServerOptions {
+  /** The address to listen on (default `0.0.0.0`). */
+  hostname?: string;
+  /** The port (default 8000; 0 picks a free one). */
+  port?: number;
+  /** `SO_REUSEPORT`, so several processes share the port (needs `--unstable-net`). */
+  reusePort?: boolean;
+  /**
+   * The whole request head must arrive within this, from the first byte of a request (or from
+   * the accept, for a connection's first request). Default 10000. Past it: 408 if any byte
+   * came, else the connection is closed silently.
+   */
+  headerTimeoutMs?: number;
+  /** A keep-alive connection with no request in progress is closed after this. Default 60000. */
+  idleTimeoutMs?: number;
+  /**
+   * A request body read that waits this long for a byte errors the body stream with
+   * `ClientError("request_timeout")`. Default 60000.
+   */
+  bodyIdleTimeoutMs?: number;
+  /** A request head over this many bytes is answered 431. Default 65536. */
+  maxHeadBytes?: number;
+  /** Connections accepted beyond this many open ones are closed at once. Default null: none. */
+  maxConnections?: number | null;
+  /** Called with what a handler threw (the client gets a 500). Default `console.error`. */
+  onError?: (error: unknown) => void;
+  /** The clock for timeouts, in ms. Default `performance.now`. */
+  now?: () => number;
+  /** How often the timeout sweep runs. Default: a tenth of the shortest timeout, 5-1000 ms. */
+  tickMs?: number;
+}
+
+/** A running server. */
+export interface Http1Server {
+  /** The address it listens on. */
+  addr: Deno.NetAddr;
+  /** Open connections. */
+  connections(): number;
+  /**
+   * Stops accepting, closes idle keep-alive connections now, lets requests in flight finish
+   * (their connections close after the response) and resolves when no connection is left.
+   */
+  shutdown(): Promise<void>;
+  /** Closes the listener and every connection now (requests in flight see their signal abort). */
+  close(): void;
+}
+
+/** Bytes of an unread request body drained after the response so the connection can be kept. */
+const DRAIN_MAX_BYTES = 64 * 1024;
+/** How long a closing connection reads and drops what the client still sends (lingering close). */
+const LINGER_MS = 2000;
+const LINGER_MAX_BYTES = 1024 * 1024;
+
+interface ResolvedOptions {
+  headerTimeoutMs: number;
+  idleTimeoutMs: number;
+  bodyIdleTimeoutMs: number;
+  maxHeadBytes: number;
+  maxConnections: number | null;
+  onError: (error: unknown) => void;
+  now: () => number;
+  tickMs: number;
+}
+
+function resolveOptions(options: Http1ServerOptions): ResolvedOptions {
+  const headerTimeoutMs = options.headerTimeoutMs ?? 10_000;
+  const idleTimeoutMs = options.idleTimeoutMs ?? 60_000;
+  const bodyIdleTimeoutMs = options.bodyIdleTimeoutMs ?? 60_000;
+  const shortest = Math.min(headerTimeoutMs, idleTimeoutMs, bodyIdleTimeoutMs);
+  return {
+    headerTimeoutMs,
+    idleTimeoutMs,
+    bodyIdleTimeoutMs,
+    maxHeadBytes: options.maxHeadBytes ?? 65_536,
+    maxConnections: options.maxConnections ?? null,
+    onError: options.onError ?? ((error) => console.error("breakwater: handler failed", error)),
+    now: options.now ?? (() => performance.now()),
+    tickMs: options.tickMs ?? Math.max(5, Math.min(1000, Math.floor(shortest / 10))),
+  };
+}
+
+/**
+ * Starts the server.
+ *
+ * The handler gets a fetch `Request` whose url is `http://{Host}{target}` (`localhost` when
+ * the Host is absent or no URL parser takes it: route on `info.target`, never on the url's
+ * host), whose method is the method as sent (fetch upper-cases the six standard ones; the
+ * exact token is `info.method`), with every field as sent, the body unless fetch refuses one
+ * for the method (GET, HEAD: then it is only in `info.body`), and a `signal` that aborts when
+ * the client goes away.
+ *
+ * @example
+ * ```ts
+ * const server = serveHttp1({ port: 8080, headerTimeoutMs: 10_000 }, (request, info) =>
+ *   new Response(`${info.method} ${info.target}\n`));
+ * // ...
+ * await server.shutdown();
+ * ```
+ */
+export function serveHttp1(options: Http1ServerOptions, handler: Handler): Http1Server {
+  const config = resolveOptions(options);
+  const { now } = config;
+  const listenOptions: Deno.TcpListenOptions & { transport?: "tcp"; reusePort?: boolean } = {
+    hostname: options.hostname ?? "0.0.0.0",
+    port: options.port ?? 8000,
+  };
+  if (options.reusePort) listenOptions.reusePort = true;
+  const listener = Deno.listen(listenOptions);
+  const connections = new Set<Connection>();
+  let accepting = true;
+  let draining = false;
+  let sweepTimer: ReturnType<typeof setInterval> | null = null;
+  const emptyWaiters: (() => void)[] = [];
+
+  function onConnectionClosed(connection: Connection): void {
+    connections.delete(connection);
+    if (connections.size === 0) {
+      if (sweepTimer !== null) {
+        clearInterval(sweepTimer);
+        sweepTimer = null;
+      }
+      for (const resolve of emptyWaiters.splice(0)) resolve();
+    }
+  }
+
+  function sweep(): void {
+    const time = now();
+    for (const connection of connections) {
+      const elapsed = time - connection.phaseSince;
+      switch (connection.phase) {
+        case PHASE_NEW:
+          if (elapsed >= config.headerTimeoutMs) connection.close();
+          break;
+        case PHASE_IDLE:
+          if (elapsed >= config.idleTimeoutMs) connection.close();
+          break;
+        case PHASE_HEAD:
+          if (elapsed >= config.headerTimeoutMs && !connection.timedOut) {
+            connection.timedOut = true;
+            connection.wake();
+          }
+          break;
+        case PHASE_ACTIVE:
+          if (
+            connection.bodyWaitSince >= 0 && !connection.bodyTimedOut &&
+            time - connection.bodyWaitSince >= config.bodyIdleTimeoutMs
+          ) {
+            connection.bodyTimedOut = true;
+            connection.wake();
+          }
+          break;
+        case PHASE_LINGER:
+          if (elapsed >= LINGER_MS) connection.close();
+          break;
+      }
+    }
+  }
+
+  const acceptLoop = (async () => {
+    while (accepting) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await listener.accept();
+      } catch (error) {
+        if (!accepting || error instanceof Deno.errors.BadResource) return;
+        // Out of file descriptors or the like: back off briefly instead of spinning.
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        continue;
+      }
+      if (
+        !accepting ||
+        (config.maxConnections !== null && connections.size >= config.maxConnections)
+      ) {
+        try {
+          conn.close();
+        } catch {
+          // closed
+        }
+        continue;
+      }
+      try {
+        conn.setNoDelay(true);
+      } catch {
+        // not a TCP socket
+      }
+      const connection = new Connection(conn, now(), onConnectionClosed);
+      connections.add(connection);
+      if (sweepTimer === null) sweepTimer = setInterval(sweep, config.tickMs);
+      serveConnection(connection).catch((error) => config.onError(error));
+    }
+  })();
+
+  async function serveConnection(connection: Connection): Promise<void> {
+    let linger = false;
+    try {
+      while (true) {
+        const head = await readHead(connection);
+        if (head === null) {
+          linger = connection.phase === PHASE_LINGER;
+          break;
+        }
+        const keep = await exchange(connection, head);
+        if (!keep) {
+          linger = !connection.eof;
+          break;
+        }
+        if (draining) {
+          linger = true;
+          break;
+        }
+      }
+    } finally {
+      // While draining, the response went out with `connection: close` and its request body
+      // was read: close at once rather than keep shutdown waiting on a slow client.
+      if (linger && !draining && !connection.closed) await lingerAndClose(connection);
+      connection.close();
+    }
+  }
+
+  /** Answers a request the server refuses itself, then the connection lingers and closes. */
+  async function refuse(
+    connection: Connection,
+    status: number,
+    code: "bad_request" | "request_timeout" | "method_not_allowed",
+    detail: string,
+  ): Promise<null> {
+    connection.enter(PHASE_LINGER, now());
+    await writeResponse(connection, serverProblem(status, code, detail), {
+      methodUpper: "GET",
+      minor: 1,
+      keepAlive: false,
+      body: null,
+      signal: new AbortController().signal,
+    });
+    connection.enter(PHASE_LINGER, now());
+    return null;
+  }
+
+  /** Reads and parses the next request head; null when the connection is to end. */
+  async function readHead(connection: Connection): Promise<RequestHead | null> {
+    const first = connection.requests === 0;
+    if (connection.buffered === 0) {
+      connection.shrink();
+      if (!first) connection.enter(PHASE_IDLE, now());
+    } else if (!first) connection.enter(PHASE_HEAD, now());
+    // How far into the buffered bytes the scan for the head's end got (relative to `start`,
+    // which stays put while a head is incomplete, so compaction cannot invalidate it).
+    let scanned = 0;
+    while (true) {
+      if (connection.buffered > 0) {
+        if (connection.phase !== PHASE_HEAD) {
+          // The head timer runs from the first byte (from the accept for a first request).
+          if (first) connection.phase = PHASE_HEAD;
+          else connection.enter(PHASE_HEAD, now());
+        }
+        const start = skipLeadingEmptyLines(connection.input, connection.start, connection.end);
+        if (start !== connection.start) connection.take(start - connection.start);
+        const headEnd = findHeadEnd(
+          connection.input,
+          connection.start,
+          connection.start + scanned,
+          connection.end,
+        );
+        if (headEnd === HEAD_BARE_LF) {
+          return refuse(connection, 400, "bad_request", "bare LF in the request head");
+        }
+        if (headEnd !== HEAD_INCOMPLETE) {
+          if (headEnd - connection.start > config.maxHeadBytes) {
+            return refuse(connection, 431, "bad_request", headTooLarge());
+          }
+          const parsed = parseRequestHead(connection.input, connection.start, headEnd);
+          connection.take(headEnd - connection.start);
+          if ("status" in parsed) {
+            return refuse(connection, parsed.status, parsed.code, parsed.detail);
+          }
+          return parsed;
+        }
+        if (connection.buffered >= config.maxHeadBytes) {
+          return refuse(connection, 431, "bad_request", headTooLarge());
+        }
+        // Scanning resumes at the new bytes (findHeadEnd looks back for the CR LF before).
+        scanned = connection.end - connection.start;
+      }
+      if (connection.closed) return null;
+      if (connection.timedOut) {
+        if (connection.phase !== PHASE_HEAD) return null;
+        return refuse(
+          connection,
+          408,
+          "request_timeout",
+          `the request head did not arrive within ${config.headerTimeoutMs} ms`,
+        );
+      }
+      const before = connection.end - connection.start;
+      // +4: the final CRLF CRLF of a head of exactly maxHeadBytes.
+      const waited = await connection.fill(config.maxHeadBytes + 4);
+      if (!waited || (connection.eof && connection.end - connection.start === before)) {
+        // The client closed (before a request, or inside a head: there is no one to answer).
+        return null;
+      }
+    }
+  }
+
+  function headTooLarge(): string {
+    return `the request head is over ${config.maxHeadBytes} bytes`;
+  }
+
+  /** Handles one request and writes its response; true when the connection carries on. */
+  async function exchange(connection: Connection, head: RequestHead): Promise<boolean> {
+    connection.requests++;
+    connection.enter(PHASE_ACTIVE, now());
+    connection.bodyTimedOut = false;
+    const hasBody = head.chunked || head.contentLength > 0;
+    const body = hasBody
+      ? new RequestBody(
+        connection,
+        {
+          contentLength: head.chunked ? -1 : head.contentLength,
+          expectContinue: head.expectContinue,
+        },
+        now,
+        config.bodyIdleTimeoutMs,
+      )
+      : null;
+    const abort = new AbortController();
+    let resolveCompleted!: () => void;
+    const completed = new Promise<void>((resolve) => {
+      resolveCompleted = resolve;
+    });
+    connection.onPeerGone = () => {
+      abort.abort(new ClientError("bad_request", "the client closed the connection"));
+      resolveCompleted();
+    };
+
+    let request: Request;
+    try {
+      request = buildRequest(connection, head, body, abort.signal);
+    } catch (error) {
+      connection.onPeerGone = null;
+      resolveCompleted();
+      const detail = error instanceof Error ? error.message : String(error);
+      await refuse(connection, 400, "bad_request", detail);
+      return false;
+    }
+    const info: ServeInfo = {
+      remoteAddr: connection.remoteAddr,
+      target: head.target,
+      method: head.method,
+      body: body === null ? null : body.stream,
+      completed,
+    };
+    // Keep a read posted while the handler runs, so a client that goes away is noticed.
+    connection.watch();
+
+    let response: Response;
+    try {
+      response = await handler(request, info);
+      if (!(response instanceof Response)) {
+        throw new TypeError("the handler did not return a Response");
+      }
+    } catch (error) {
+      const clientError = findClientError(error);
+      if (clientError === null) {
+        config.onError(error);
+        response = serverProblem(500, "internal_error", "the request handler failed");
+      } else {
+        const status = clientError.code === "request_timeout"
+          ? 408
+          : clientError.code === "body_too_large"
+          ? 413
+          : clientError.code === "method_not_allowed"
+          ? 405
+          : 400;
+        response = serverProblem(status, clientError.code, clientError.message);
+      }
+    }
+
+    const outcome = await writeResponse(connection, response, {
+      methodUpper: head.methodUpper,
+      minor: head.minor,
+      keepAlive: head.keepAlive && !draining && !connection.eof && !(body?.failed ?? false),
+      body,
+      signal: abort.signal,
+    });
+    connection.onPeerGone = null;
+    resolveCompleted();
+    let keep = outcome.keepAlive && !connection.eof;
+    if (body !== null) {
+      if (keep && !body.done) keep = await body.drain(DRAIN_MAX_BYTES);
+      body.detached = true;
+      if (body.failed) keep = false;
+    }
+    return keep && !connection.closed;
+  }
+
+  /** Reads and drops what the client still sends after our FIN, for a while, then closes. */
+  async function lingerAndClose(connection: Connection): Promise<void> {
+    // Closing a socket with unread input sends a reset, which can destroy the response before
+    // the client read it (RFC 9112 §9.6): half-close first and drain (nginx's lingering close).
+    connection.enter(PHASE_LINGER, now());
+    try {
+      await connection.conn.closeWrite();
+    } catch {
+      return;
+    }
+    let dropped = 0;
+    while (!connection.closed && !connection.timedOut && dropped < LINGER_MAX_BYTES) {
+      dropped += connection.buffered;
+      connection.take(connection.buffered);
+      if (!(await connection.fill(connection.input.length))) break;
+    }
+  }
+
+  return {
+    addr: listener.addr as Deno.NetAddr,
+    connections: () => connections.size,
+    shutdown() {
+      draining = true;
+      if (accepting) {
+        accepting = false;
+        try {
+          listener.close();
+        } catch {
+          // closed
+        }
+      }
+      for (const connection of connections) {
+        const phase = connection.phase;
+        if (
+          phase === PHASE_NEW || phase === PHASE_LINGER ||
+          (phase === PHASE_IDLE && connection.buffered === 0)
+        ) {
+          connection.close();
+        }
+      }
+      const empty = connections.size === 0
+        ? Promise.resolve()
+        : new Promise<void>((resolve) => emptyWaiters.push(resolve));
+      return Promise.all([empty, acceptLoop]).then(() => {});
+    },
+    close() {
+      draining = true;
+      if (accepting) {
+        accepting = false;
+        try {
+          listener.close();
+        } catch {
+          // closed
+        }
+      }
+      for (const connection of [...connections]) connection.close();
+    },
+  };
+}
+
+/** `http://` + a Host the URL parser takes, cached per connection (clients repeat theirs). */
+function urlPrefix(connection: Connection, host: string | null): string {
+  if (host === connection.lastHost) return connection.lastUrlPrefix;
+  let prefix = "http://localhost";
+  if (host !== null && host !== "" && URL.canParse(`http://${host}/`)) prefix = `http://${host}`;
+  connection.lastHost = host;
+  connection.lastUrlPrefix = prefix;
+  return prefix;
+}
+
+function buildRequest(
+  connection: Connection,
+  head: RequestHead,
+  body: RequestBody | null,
+  signal: AbortSignal,
+): Request {
+  const url = urlPrefix(connection, head.host) + (head.target === "*" ? "/*" : head.target);
+  // fetch refuses a body on GET and HEAD: there it travels in `info.body` only.
+  const upper = head.methodUpper;
+  const withBody = body !== null && upper !== "GET" && upper !== "HEAD";
+  return new Request(url, {
+    method: head.method,
+    headers: head.fields,
+    body: withBody ? body.stream : null,
+    signal,
+  });
+}
