@@ -7,7 +7,7 @@
  */
 import type { Histogram, Meter } from "@opentelemetry/api";
 import process from "node:process";
-import { type CgroupLimits, readCgroupLimits } from "./cgroup.ts";
+import { type CgroupLimits, readCgroupLimits } from "../config/cgroup.ts";
 
 /** Bucket boundaries (seconds) of `breakwater.event_loop.delay`: 1 ms to 5 s. */
 export const EVENT_LOOP_DELAY_BUCKETS_S: readonly number[] = [
@@ -61,18 +61,18 @@ export function registerProcessMetrics(
   }).addCallback((result) => result.observe(Deno.memoryUsage().rss));
 
   const limits = readCgroupLimits(options.cgroupRoot);
-  const { cpuLimitCores, memoryLimitBytes } = limits;
-  if (cpuLimitCores !== null) {
+  const { cpuCores, memoryBytes } = limits;
+  if (cpuCores !== null) {
     meter.createObservableGauge("breakwater.cgroup.cpu.limit", {
       unit: "{cpu}",
       description: "CPU quota of the container in cores (cgroup v2 cpu.max)",
-    }).addCallback((result) => result.observe(cpuLimitCores));
+    }).addCallback((result) => result.observe(cpuCores));
   }
-  if (memoryLimitBytes !== null) {
+  if (memoryBytes !== null) {
     meter.createObservableGauge("breakwater.cgroup.memory.limit", {
       unit: "By",
       description: "Memory limit of the container (cgroup v2 memory.max)",
-    }).addCallback((result) => result.observe(memoryLimitBytes));
+    }).addCallback((result) => result.observe(memoryBytes));
   }
 
   const delay = meter.createHistogram("breakwater.event_loop.delay", {

@@ -89,15 +89,12 @@ Deno.test("cgroup files: cpu.max and memory.max parsing", async () => {
   assert.equal(parseMemoryMax("1073741824\n"), 1073741824);
   assert.equal(parseMemoryMax("max\n"), null);
   assert.equal(parseMemoryMax("-1"), null);
-  assert.deepEqual(readCgroupLimits("/nonexistent"), {
-    cpuLimitCores: null,
-    memoryLimitBytes: null,
-  });
+  assert.deepEqual(readCgroupLimits("/nonexistent"), { cpuCores: null, memoryBytes: null });
   const root = await Deno.makeTempDir();
   try {
     await Deno.writeTextFile(`${root}/cpu.max`, "max 100000\n");
     await Deno.writeTextFile(`${root}/memory.max`, "268435456\n");
-    assert.deepEqual(readCgroupLimits(root), { cpuLimitCores: null, memoryLimitBytes: 268435456 });
+    assert.deepEqual(readCgroupLimits(root), { cpuCores: null, memoryBytes: 268435456 });
   } finally {
     await Deno.remove(root, { recursive: true });
   }
