@@ -121,6 +121,10 @@ export interface AccessLogInput {
   breakerState: string | null;
   /** The `x-breakwater-error` value or a short error description. */
   error?: string;
+  /** The request's trace id (`trace_id`), when tracing is on. */
+  traceId?: string;
+  /** The gateway's server span id (`span_id`), when tracing is on. */
+  spanId?: string;
 }
 
 const MAX_PATH_CHARS = 2048;
@@ -147,6 +151,9 @@ export function pathWithoutQuery(path: string): string {
   }
   return truncate(bare, MAX_PATH_CHARS);
 }
+
+const TRACE_ID = /^[0-9a-f]{32}$/;
+const SPAN_ID = /^[0-9a-f]{16}$/;
 
 /** `http://host:port` with no credentials, path, query or fragment. */
 const PLAIN_ORIGIN = /^https?:\/\/[^/?#@\s]+$/;
@@ -189,6 +196,9 @@ export function accessLogEntry(a: AccessLogInput): Record<string, unknown> {
     breakerState: a.breakerState,
   };
   if (a.error !== undefined) entry.error = truncate(String(a.error), 256);
+  // Field names of the OpenTelemetry spec for trace context in non-OTLP log formats.
+  if (a.traceId !== undefined && TRACE_ID.test(a.traceId)) entry.trace_id = a.traceId;
+  if (a.spanId !== undefined && SPAN_ID.test(a.spanId)) entry.span_id = a.spanId;
   return entry;
 }
 

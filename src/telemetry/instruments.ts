@@ -1,5 +1,6 @@
 /**
- * The gateway's instruments (INTERFACE.md, "Metrics") and cheap functions to record them.
+ * The gateway's request-path instruments (README, "Telemetry") and cheap functions to record
+ * them.
  *
  * Recording sits on the request path, so attribute objects are built once per distinct
  * combination and reused: the SDK then only hashes them, with no allocation of ours.
@@ -36,7 +37,7 @@ export const REQUEST_DURATION_BUCKETS_S: readonly number[] = [
   60,
 ];
 
-/** Attribute names, as in the OpenTelemetry HTTP semantic conventions and INTERFACE.md. */
+/** Attribute names: the OpenTelemetry HTTP semantic conventions' and the gateway's own. */
 export const ATTR = {
   method: "http.request.method",
   status: "http.response.status_code",
@@ -44,6 +45,9 @@ export const ATTR = {
   serverAddress: "server.address",
   serverPort: "server.port",
   errorType: "error.type",
+  scheme: "url.scheme",
+  route: "http.route",
+  upstream: "breakwater.upstream",
   reason: "reason",
   from: "from",
   to: "to",
@@ -70,20 +74,23 @@ export function normalizeMethod(method: string): string {
 }
 
 /**
- * `breakwater.breaker.state` value of a breaker state: 0 closed, 1 half-open, 2 open
- * (`forced_open` counts as open, `forced_closed` as closed); null for an unknown state.
+ * `breakwater.breaker.state` value of a breaker state: 0 closed, 1 half-open, 2 open,
+ * 3 forced_open, 4 forced_closed (an operator's override is visible as such); null for an
+ * unknown state.
  */
 export function breakerStateValue(state: string): number | null {
   switch (state) {
     case "closed":
-    case "forced_closed":
       return 0;
     case "half_open":
     case "half-open":
       return 1;
     case "open":
-    case "forced_open":
       return 2;
+    case "forced_open":
+      return 3;
+    case "forced_closed":
+      return 4;
     default:
       return null;
   }
@@ -98,25 +105,61 @@ export interface ObservedSources {
    * limit (`max`). Read at collection time, so the request path pays nothing for pool metrics.
    */
   pools: () => Array<{ service: string; active: number; pending: number; max: number }>;
+  /** `breakwater.kv.degraded`: true while this instance runs on local breakers (KV trouble). */
+  kvDegraded?: () => boolean;
+  /**
+   * `breakwater.upstream.available`: every upstream of every service, by its configured
+   * origin, and whether the balancer may pick it (health checks, outlier ejection).
+   */
+  upstreams?: () => Array<{ service: string; upstream: string; available: boolean }>;
+}
+
+/** One finished request on the public port. */
+export interface ServerRequestRecord {
+  /** The method as received (normalised to the semantic conventions' set, else `_OTHER`). */
+  method: string;
+  /** Status sent to the client. */
+  status: number;
+  /** The service that owned the path, or null (no route). */
+  service: string | null;
+  /** Time from request to response head, in seconds. */
+  durationS: number;
+  /** `url.scheme`: `http` or `https` as the client spoke to the gateway. */
+  scheme?: string;
+  /** `http.route`: the matched service prefix (e.g. `/api/users`); never the raw path. */
+  route?: string;
+  /**
+   * `error.type` of an answer the gateway made itself: its `x-breakwater-error` code
+   * (`breaker_open`, `pool_saturated`, ...). Unset when the upstream answered, whatever the
+   * status, so an upstream's own 503 and the gateway's breaker_open 503 stay apart.
+   */
+  errorType?: string;
+}
+
+/** One upstream attempt. */
+export interface ClientAttemptRecord {
+  /** The service the attempt was for. */
+  service: string;
+  /** `server.address` of the upstream. */
+  address: string;
+  /** `server.port` of the upstream. */
+  port: number;
+  /** `http.request.method` sent upstream (normalised like the server's). */
+  method?: string;
+  /** The upstream's status, when it answered. */
+  status?: number;
+  /** Why no usable answer came (`unreachable`, `timeout`, ...). */
+  errorType?: string;
+  /** Attempt duration in seconds. */
+  durationS: number;
 }
 
 /** What the request path calls; every function is synchronous and allocation-light. */
 export interface GatewayRecorders {
   /** One finished request on the public port (`http.server.request.duration`). */
-  serverRequest(
-    a: { method: string; status: number; service: string | null; durationS: number },
-  ): void;
+  serverRequest(a: ServerRequestRecord): void;
   /** One upstream attempt (`http.client.request.duration`): a status, or an error type. */
-  clientAttempt(
-    a: {
-      service: string;
-      address: string;
-      port: number;
-      status?: number;
-      errorType?: string;
-      durationS: number;
-    },
-  ): void;
+  clientAttempt(a: ClientAttemptRecord): void;
   /** A request the gateway answered itself (`breakwater.requests.rejected`). */
   rejected(service: string | null, reason: string): void;
   /** A retried upstream attempt (`breakwater.retries`). */
@@ -124,10 +167,13 @@ export interface GatewayRecorders {
   /** A breaker state change (`breakwater.breaker.transitions`). */
   breakerTransition(service: string, from: string, to: string): void;
   /**
-   * Sets (or replaces) the sources of `breakwater.breaker.state`, `breakwater.pool.active`,
-   * `breakwater.pool.pending` and `breakwater.pool.usage`.
+   * Sets (or replaces) the sources of the gauges read at collection time:
+   * `breakwater.breaker.state`, `breakwater.pool.active`, `.pending`, `.usage`, `.limit`,
+   * `breakwater.kv.degraded` and `breakwater.upstream.available`.
    */
   observe(sources: ObservedSources): void;
+  /** The sources last given to {@link GatewayRecorders.observe}, or null. */
+  sources(): ObservedSources | null;
 }
 
 /** Above this many cached attribute sets per cache, new combinations are built per call. */
@@ -154,8 +200,64 @@ function serviceAttributes(service: string | null): Attributes {
   return service === null ? {} : { [ATTR.service]: service };
 }
 
+/** One level of an {@link AttributeTree}: children by key, and the set cached at this path. */
+interface TreeNode {
+  children: Map<unknown, TreeNode>;
+  value: Attributes | undefined;
+}
+
+/** Attribute sets cached by a path of raw values, bounded like {@link attributeCache}. */
+interface AttributeTree {
+  root: TreeNode;
+  /** The child of `parent` at `key` (a detached, uncached node once the bound is reached). */
+  node(parent: TreeNode, key: unknown): TreeNode;
+}
+
+function createAttributeTree(): AttributeTree {
+  let entries = 0;
+  return {
+    root: { children: new Map(), value: undefined },
+    node(parent, key) {
+      let child = parent.children.get(key);
+      if (child === undefined) {
+        child = { children: new Map(), value: undefined };
+        if (entries < MAX_CACHED_ATTRIBUTE_SETS) {
+          parent.children.set(key, child);
+          entries++;
+        }
+      }
+      return child;
+    },
+  };
+}
+
+function buildServerAttributes(a: ServerRequestRecord): Attributes {
+  const attributes: Attributes = {
+    [ATTR.method]: normalizeMethod(a.method),
+    [ATTR.status]: a.status,
+    ...serviceAttributes(a.service),
+  };
+  if (a.scheme !== undefined) attributes[ATTR.scheme] = a.scheme;
+  if (a.route !== undefined) attributes[ATTR.route] = a.route;
+  if (a.errorType !== undefined) attributes[ATTR.errorType] = a.errorType;
+  return attributes;
+}
+
+function buildClientAttributes(a: ClientAttemptRecord): Attributes {
+  const attributes: Attributes = {
+    [ATTR.service]: a.service,
+    [ATTR.serverAddress]: a.address,
+    [ATTR.serverPort]: a.port,
+  };
+  if (a.method !== undefined) attributes[ATTR.method] = normalizeMethod(a.method);
+  if (a.status !== undefined) attributes[ATTR.status] = a.status;
+  if (a.errorType !== undefined) attributes[ATTR.errorType] = a.errorType;
+  else if (a.status === undefined) attributes[ATTR.errorType] = "_OTHER";
+  return attributes;
+}
+
 /**
- * Creates every instrument of INTERFACE.md's table on `meter` and returns the recorders.
+ * Creates the request-path instruments on `meter` and returns the recorders.
  * `serviceNames` get their zero-valued series up front, so `rate()` works from the first scrape.
  */
 export function createGatewayRecorders(meter: Meter, serviceNames: string[]): GatewayRecorders {
@@ -202,7 +304,7 @@ export function createGatewayRecorders(meter: Meter, serviceNames: string[]): Ga
   });
   meter.createObservableGauge("breakwater.breaker.state", {
     unit: "{state}",
-    description: "Breaker state: 0 closed, 1 half-open, 2 open",
+    description: "Breaker state: 0 closed, 1 half-open, 2 open, 3 forced open, 4 forced closed",
   }).addCallback((result) => {
     if (sources === null) return;
     for (const { service, state } of sources.breakerStates()) {
@@ -219,6 +321,12 @@ export function createGatewayRecorders(meter: Meter, serviceNames: string[]): Ga
       if (max > 0) result.observe(active / max, forService(service));
     }
   });
+  meter.createObservableGauge("breakwater.pool.limit", {
+    unit: "{request}",
+    description: "In-flight limit of the service's pool (moves with adaptive concurrency)",
+  }).addCallback((result) => {
+    for (const { service, max } of sources?.pools() ?? []) result.observe(max, forService(service));
+  });
 
   const forService = attributeCache((service: string) => service, serviceAttributes);
   const rejectedAttributes = attributeCache(
@@ -229,56 +337,31 @@ export function createGatewayRecorders(meter: Meter, serviceNames: string[]): Ga
     (service: string, from: string, to: string) => `${service}\n${from}\n${to}`,
     (service, from, to) => ({ [ATTR.service]: service, [ATTR.from]: from, [ATTR.to]: to }),
   );
-  const clientAttributes = attributeCache(
-    (service: string, address: string, port: number, status?: number, errorType?: string) =>
-      `${service}\n${address}\n${port}\n${status ?? ""}\n${errorType ?? ""}`,
-    (service, address, port, status, errorType) => {
-      const attributes: Attributes = {
-        [ATTR.service]: service,
-        [ATTR.serverAddress]: address,
-        [ATTR.serverPort]: port,
-      };
-      if (status !== undefined) attributes[ATTR.status] = status;
-      if (errorType !== undefined) attributes[ATTR.errorType] = errorType;
-      else if (status === undefined) attributes[ATTR.errorType] = "_OTHER";
-      return attributes;
-    },
-  );
-
-  // The hottest path: service -> raw method -> status, no string building per call.
-  const serverCache = new Map<string | null, Map<string, Attributes[]>>();
-  let serverCacheEntries = 0;
-  function serverAttributes(method: string, status: number, service: string | null): Attributes {
-    const cacheable = serverCacheEntries < MAX_CACHED_ATTRIBUTE_SETS;
-    let byMethod = serverCache.get(service);
-    if (byMethod === undefined) {
-      byMethod = new Map();
-      if (cacheable) {
-        serverCache.set(service, byMethod);
-        serverCacheEntries++;
-      }
-    }
-    let byStatus = byMethod.get(method);
-    if (byStatus === undefined) {
-      byStatus = [];
-      if (cacheable) {
-        byMethod.set(method, byStatus);
-        serverCacheEntries++;
-      }
-    }
-    let attributes = byStatus[status];
-    if (attributes === undefined) {
-      attributes = Object.freeze({
-        [ATTR.method]: normalizeMethod(method),
-        [ATTR.status]: status,
-        ...serviceAttributes(service),
-      });
-      if (cacheable && Number.isInteger(status) && status >= 100 && status <= 599) {
-        byStatus[status] = attributes;
-        serverCacheEntries++;
-      }
-    }
-    return attributes;
+  // The hottest paths: nested maps keyed by the raw values, so a recording builds no string
+  // and no object once its combination was seen.
+  const serverTree = createAttributeTree();
+  function serverAttributes(a: ServerRequestRecord): Attributes {
+    const { node } = serverTree;
+    const leaf = node(
+      node(
+        node(node(node(node(serverTree.root, a.service), a.method), a.status), a.errorType),
+        a.scheme,
+      ),
+      a.route,
+    );
+    return leaf.value ??= Object.freeze(buildServerAttributes(a));
+  }
+  const clientTree = createAttributeTree();
+  function clientAttributes(a: ClientAttemptRecord): Attributes {
+    const { node } = clientTree;
+    const leaf = node(
+      node(
+        node(node(node(node(clientTree.root, a.service), a.address), a.port), a.method),
+        a.status,
+      ),
+      a.errorType,
+    );
+    return leaf.value ??= Object.freeze(buildClientAttributes(a));
   }
 
   for (const service of serviceNames) {
@@ -286,11 +369,11 @@ export function createGatewayRecorders(meter: Meter, serviceNames: string[]): Ga
   }
 
   return {
-    serverRequest({ method, status, service, durationS }) {
-      serverDuration.record(durationS, serverAttributes(method, status, service));
+    serverRequest(a) {
+      serverDuration.record(a.durationS, serverAttributes(a));
     },
-    clientAttempt({ service, address, port, status, errorType, durationS }) {
-      clientDuration.record(durationS, clientAttributes(service, address, port, status, errorType));
+    clientAttempt(a) {
+      clientDuration.record(a.durationS, clientAttributes(a));
     },
     rejected(service, reason) {
       rejectedCounter.add(1, rejectedAttributes(service, reason));
@@ -304,5 +387,6 @@ export function createGatewayRecorders(meter: Meter, serviceNames: string[]): Ga
     observe(next) {
       sources = next;
     },
+    sources: () => sources,
   };
 }

@@ -1,23 +1,30 @@
 /**
  * `createTelemetry`: one MeterProvider for the whole gateway, read by a Prometheus pull
- * reader and, when an endpoint is configured, by a periodic OTLP/HTTP exporter.
+ * reader and, when OTLP export is configured, by a periodic OTLP/HTTP exporter; and the
+ * gateway's tracing, on the same resource.
  *
  * @module
  */
-import { OTLPMetricExporter } from "@opentelemetry/exporter-metrics-otlp-http";
 import {
   MeterProvider,
   type MetricReader,
   PeriodicExportingMetricReader,
 } from "@opentelemetry/sdk-metrics";
-import { processEnv } from "./_env.ts";
 import { createLogger } from "./access_log.ts";
-import { type LogSink, withFailureStreakLogging } from "./export_errors.ts";
+import {
+  type LogSink,
+  withFailureStreakLogging,
+  withSpanFailureStreakLogging,
+} from "./export_errors.ts";
 import { createGatewayRecorders, type GatewayRecorders } from "./instruments.ts";
-import { redactUrl, resolveOtlpSettings } from "./otlp_config.ts";
+import { createOperatorRecorders, type OperatorRecorders } from "./operator_metrics.ts";
+import { type OtlpFileConfig, redactUrl, resolveExportPlan } from "./otlp_config.ts";
+import { createOtlpExporter } from "./otlp_exporter.ts";
+import { registerProcessInfo } from "./process_info.ts";
 import { registerProcessMetrics } from "./process_metrics.ts";
 import { createPrometheusRenderer, createPullReader } from "./prometheus.ts";
 import { buildResource } from "./resource.ts";
+import { createTracing, type GatewayTracing, samplerFromEnv } from "./tracing.ts";
 
 /** The instrumentation scope name of every gateway instrument. */
 export const METER_NAME = "breakwater";
@@ -31,14 +38,19 @@ export interface TelemetryOptions {
   /** `telemetry.prometheus`: serve {@link GatewayTelemetry.prometheusText}. */
   prometheus: boolean;
   /**
-   * `telemetry.otlp`. The endpoint is a base URL (`/v1/metrics` is appended unless present);
-   * when null, `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` then `OTEL_EXPORTER_OTLP_ENDPOINT` are
-   * used; `OTEL_EXPORTER_OTLP_[METRICS_]HEADERS`, `_TIMEOUT` and `_PROTOCOL` are honoured.
+   * `telemetry.otlp`. The endpoint is a base URL for both signals (`/v1/metrics` and
+   * `/v1/traces` are appended); a value set here wins over the `OTEL_*` variables
+   * (README, "Telemetry"), which the OpenTelemetry SDK reads from the process environment.
    */
-  otlp: { endpoint: string | null; intervalMs: number };
+  otlp: OtlpFileConfig;
   /** `service.instance.id` of the resource. */
   instanceId: string;
-  /** Default `Deno.env.toObject()`: `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_EXPORTER_OTLP_*`. */
+  /** The gateway's version (`deno.json` `version`): `service.version`, `breakwater.build.info`. */
+  version?: string;
+  /**
+   * @deprecated Ignored: `OTEL_*` variables are read from the process environment by the
+   * OpenTelemetry SDK's own helpers, so what the gateway and its exporters see cannot differ.
+   */
   env?: Record<string, string | undefined>;
   /** Sink for telemetry's own log lines (export failures once per streak). Default: JSON on stdout. */
   logger?: LogSink;
@@ -50,14 +62,16 @@ export interface TelemetryOptions {
   shutdownTimeoutMs?: number;
 }
 
-/** The gateway's telemetry: recorders for the request path, a scrape, and shutdown. */
-export interface GatewayTelemetry extends GatewayRecorders {
+/** The gateway's telemetry: recorders for the request path, tracing, a scrape, and shutdown. */
+export interface GatewayTelemetry extends GatewayRecorders, OperatorRecorders {
+  /** Spans of the request path (off unless traces are exported: README, "Telemetry"). */
+  tracing: GatewayTracing;
   /**
    * Prometheus text exposition of the same MeterProvider the OTLP exporter reads; null when
    * `prometheus` is off. After shutdown it returns the last text rendered.
    */
   prometheusText(): Promise<string | null>;
-  /** Flushes the last metrics to OTLP (bounded in time) and shuts the provider down. Idempotent. */
+  /** Flushes the last metrics and spans (bounded in time) and shuts down. Idempotent. */
   shutdown(): Promise<void>;
 }
 
@@ -88,48 +102,52 @@ function defaultSink(): LogSink {
  * ```
  */
 export function createTelemetry(options: TelemetryOptions): GatewayTelemetry {
-  const env = options.env ?? processEnv();
   const log = options.logger ?? defaultSink();
   const readers: MetricReader[] = [];
 
   const pullReader = options.prometheus ? createPullReader() : null;
   if (pullReader !== null) readers.push(pullReader);
 
-  let otlp = null;
-  try {
-    otlp = resolveOtlpSettings(options.otlp, env);
-  } catch (error) {
-    log({
-      level: "error",
-      event: "otlp_config_invalid",
-      msg: "OTLP endpoint is not a valid URL; metrics are not exported",
-      error: error instanceof Error ? error.message : String(error),
-    });
-  }
-  if (otlp !== null) {
-    if (otlp.protocolWarning !== null) {
-      log({ level: "warn", event: "otlp_protocol_unsupported", msg: otlp.protocolWarning });
-    }
-    const exporter = new OTLPMetricExporter({
-      url: otlp.url,
-      headers: otlp.headers,
-      timeoutMillis: otlp.timeoutMs,
+  const plan = resolveExportPlan(options.otlp);
+  for (const notice of plan.notices) log(notice);
+  if (plan.metrics !== null) {
+    const { exporter, url } = createOtlpExporter("metrics", {
+      protocol: plan.metrics.protocol,
+      url: plan.metrics.configUrl,
+      timeoutMs: plan.metrics.requestTimeoutMs,
     });
     readers.push(
       new PeriodicExportingMetricReader({
-        exporter: withFailureStreakLogging(exporter, log, redactUrl(otlp.url)),
-        exportIntervalMillis: otlp.intervalMs,
-        exportTimeoutMillis: otlp.timeoutMs,
+        exporter: withFailureStreakLogging(exporter, log, redactUrl(url)),
+        exportIntervalMillis: plan.metrics.intervalMs,
+        exportTimeoutMillis: plan.metrics.exportTimeoutMs,
       }),
     );
   }
 
-  const provider = new MeterProvider({
-    resource: buildResource(env, options.instanceId),
-    readers,
-  });
-  const meter = provider.getMeter(METER_NAME);
+  const resource = buildResource(options.instanceId, options.version);
+  let tracing: GatewayTracing = createTracing({ exporter: null, resource });
+  if (plan.traces !== null) {
+    const { exporter, url } = createOtlpExporter("traces", {
+      protocol: plan.traces.protocol,
+      url: plan.traces.configUrl,
+    });
+    const samplerNotices: typeof plan.notices = [];
+    const sampler = samplerFromEnv(samplerNotices);
+    for (const notice of samplerNotices) log(notice);
+    tracing = createTracing({
+      exporter: withSpanFailureStreakLogging(exporter, log, redactUrl(url)),
+      resource,
+      sampler,
+      version: options.version,
+    });
+  }
+
+  const provider = new MeterProvider({ resource, readers });
+  const meter = provider.getMeter(METER_NAME, options.version);
   const recorders = createGatewayRecorders(meter, options.serviceNames);
+  const operator = createOperatorRecorders(meter, options.serviceNames, recorders.sources);
+  registerProcessInfo(meter, { version: options.version });
   // Nothing reads the resource metrics without a reader: no sampler timer then.
   const processMetrics = readers.length > 0
     ? registerProcessMetrics(meter, {
@@ -158,14 +176,14 @@ export function createTelemetry(options: TelemetryOptions): GatewayTelemetry {
     });
     try {
       const outcome = await Promise.race([
-        provider.shutdown().then(() => "done" as const),
+        Promise.all([provider.shutdown(), tracing.shutdown()]).then(() => "done" as const),
         deadline,
       ]);
       if (outcome === "timeout") {
         log({
           level: "warn",
           event: "telemetry_shutdown_timeout",
-          msg: "metrics flush did not finish in time; the last interval may be lost",
+          msg: "telemetry flush did not finish in time; the last metrics and spans may be lost",
           timeoutMs,
         });
       }
@@ -173,7 +191,7 @@ export function createTelemetry(options: TelemetryOptions): GatewayTelemetry {
       log({
         level: "warn",
         event: "telemetry_shutdown_failed",
-        msg: "metrics flush failed at shutdown",
+        msg: "telemetry flush failed at shutdown",
         error: error instanceof Error ? error.message : String(error),
       });
     } finally {
@@ -183,6 +201,8 @@ export function createTelemetry(options: TelemetryOptions): GatewayTelemetry {
 
   return {
     ...recorders,
+    ...operator,
+    tracing,
     prometheusText,
     shutdown() {
       shutdownPromise ??= shutdownOnce();

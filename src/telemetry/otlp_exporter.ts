@@ -1,0 +1,337 @@
+/**
+ * OTLP/HTTP exporters for metrics and traces, protobuf or JSON, assembled from the official
+ * OpenTelemetry JS parts — `convertLegacyHttpOptions` (endpoint, headers, timeout and
+ * compression from the config and the `OTEL_EXPORTER_OTLP_*` variables), the otlp-transformer
+ * serializers, the export delegate and the exporter base classes — exactly as the
+ * `@opentelemetry/exporter-{metrics,trace}-otlp-{proto,http}` packages assemble them, with one
+ * part swapped: the transport.
+ *
+ * The packages' transport is `node:http`, and Deno's built-in OpenTelemetry (`OTEL_DENO=true`)
+ * instruments it like `fetch`: every export became a span of its own, with a `traceparent` the
+ * collector never needed. This transport speaks HTTP/1.1 over `Deno.connect` with the
+ * gateway's own client (`src/proxy/http1_client.ts`), which the runtime does not instrument.
+ * It keeps the package transport's behaviour: 2xx succeeds, 429/502/503/504 and network errors
+ * are retried with backoff inside the export timeout (honouring `Retry-After`), anything else
+ * fails (OTLP/HTTP spec, "Failures"); response bodies are capped at 4 MiB; gzip when
+ * `OTEL_EXPORTER_OTLP_[<SIGNAL>_]COMPRESSION=gzip`.
+ *
+ * @module
+ */
+import {
+  ExporterMetrics,
+  type ExportResponse,
+  type IExporterTransport,
+  OTLPExporterBase,
+  OTLPExporterError,
+  createOtlpNetworkExportDelegate,
+} from "@opentelemetry/otlp-exporter-base";
+import { convertLegacyHttpOptions } from "@opentelemetry/otlp-exporter-base/node-http";
+import {
+  JsonMetricsSerializer,
+  JsonTraceSerializer,
+  MetricsExporterMetricsHelper,
+  ProtobufMetricsSerializer,
+  ProtobufTraceSerializer,
+  TraceExporterMetricsHelper,
+} from "@opentelemetry/otlp-transformer";
+import { OTLPMetricExporterBase } from "@opentelemetry/exporter-metrics-otlp-http";
+import { getStringFromEnv } from "@opentelemetry/core";
+import type { PushMetricExporter, ResourceMetrics } from "@opentelemetry/sdk-metrics";
+import type { ReadableSpan, SpanExporter } from "@opentelemetry/sdk-trace";
+import { createHttp1Client } from "../proxy/http1_client.ts";
+import type { UpstreamClient } from "../proxy/upstream_client.ts";
+import type { OtlpProtocol, OtlpSignal } from "./otlp_config.ts";
+
+/** Largest collector response read (the package transport's limit). */
+const MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
+/** Retry policy of the package's retrying transport. */
+const MAX_RETRIES = 5;
+const INITIAL_BACKOFF_MS = 1000;
+const MAX_BACKOFF_MS = 5000;
+const BACKOFF_MULTIPLIER = 1.5;
+const JITTER = 0.2;
+
+/** Options of {@link createOtlpExporter}. */
+export interface OtlpExporterOptions {
+  /** Encoding: `http/protobuf` (`application/x-protobuf`) or `http/json`. */
+  protocol: OtlpProtocol;
+  /** Full URL; undefined lets the package resolve it from the environment. */
+  url?: string;
+  /** Per-request timeout; undefined lets the package read `OTEL_EXPORTER_OTLP_*_TIMEOUT`. */
+  timeoutMs?: number;
+}
+
+/** An exporter and where it sends. */
+export interface OtlpExporter<E> {
+  exporter: E;
+  /** The resolved URL (for log lines; may carry credentials: redact before logging). */
+  url: string;
+}
+
+type Serializer<T> = {
+  serializeRequest(request: T): Uint8Array | undefined;
+  deserializeResponse(data: Uint8Array): unknown;
+};
+
+function serializerFor(signal: OtlpSignal, protocol: OtlpProtocol) {
+  if (signal === "metrics") {
+    return protocol === "http/json" ? JsonMetricsSerializer : ProtobufMetricsSerializer;
+  }
+  return protocol === "http/json" ? JsonTraceSerializer : ProtobufTraceSerializer;
+}
+
+/** A metrics exporter (push), for a `PeriodicExportingMetricReader`. */
+export function createOtlpExporter(
+  signal: "metrics",
+  options: OtlpExporterOptions,
+): OtlpExporter<PushMetricExporter>;
+/** A span exporter, for a `BatchSpanProcessor`. */
+export function createOtlpExporter(
+  signal: "traces",
+  options: OtlpExporterOptions,
+): OtlpExporter<SpanExporter>;
+/**
+ * Builds an OTLP/HTTP exporter for `signal`.
+ *
+ * @example
+ * ```ts
+ * const { exporter, url } = createOtlpExporter("traces", { protocol: "http/protobuf" });
+ * // url: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, or OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces, or
+ * // http://localhost:4318/v1/traces
+ * ```
+ */
+export function createOtlpExporter(
+  signal: OtlpSignal,
+  options: OtlpExporterOptions,
+): OtlpExporter<PushMetricExporter | SpanExporter> {
+  const signalEnv = signal === "metrics" ? "METRICS" : "TRACES";
+  const contentType = options.protocol === "http/json"
+    ? "application/json"
+    : "application/x-protobuf";
+  const config = convertLegacyHttpOptions(
+    { url: options.url, timeoutMillis: options.timeoutMs },
+    signalEnv,
+    `v1/${signal}`,
+    { "Content-Type": contentType },
+  );
+  const transport = withRetries(
+    createDenoConnectTransport(config.url, config.headers, config.compression, caCertsFor(signal)),
+  );
+  const helper = signal === "metrics" ? MetricsExporterMetricsHelper : TraceExporterMetricsHelper;
+  const metrics = new ExporterMetrics({
+    componentType: signal === "metrics" ? "otlp_http_metric_exporter" : "otlp_http_span_exporter",
+    // deno-lint-ignore no-explicit-any
+    metricsHelper: helper as any,
+    url: config.url,
+    // No self-observability meter: the gateway logs failed exports instead.
+    meterProvider: undefined,
+    responseAttributesFromError: (error) =>
+      error instanceof OTLPExporterError && error.code !== undefined
+        ? { "http.response.status_code": error.code }
+        : {},
+  });
+  const serializer = serializerFor(signal, options.protocol);
+  if (signal === "metrics") {
+    const delegate = createOtlpNetworkExportDelegate<ResourceMetrics, unknown>(
+      config,
+      serializer as Serializer<ResourceMetrics>,
+      metrics as ExporterMetrics<ResourceMetrics>,
+      transport,
+    );
+    return { exporter: new OTLPMetricExporterBase(delegate), url: config.url };
+  }
+  const delegate = createOtlpNetworkExportDelegate<ReadableSpan[], unknown>(
+    config,
+    serializer as Serializer<ReadableSpan[]>,
+    metrics as ExporterMetrics<ReadableSpan[]>,
+    transport,
+  );
+  return { exporter: new OTLPExporterBase(delegate), url: config.url };
+}
+
+/** `OTEL_EXPORTER_OTLP_[<SIGNAL>_]CERTIFICATE`: extra trusted CAs for an https collector. */
+function caCertsFor(signal: OtlpSignal): string[] | undefined {
+  const variable = `OTEL_EXPORTER_OTLP_${signal === "metrics" ? "METRICS" : "TRACES"}_CERTIFICATE`;
+  const path = getStringFromEnv(variable) ?? getStringFromEnv("OTEL_EXPORTER_OTLP_CERTIFICATE");
+  if (path === undefined) return undefined;
+  try {
+    return [Deno.readTextFileSync(path.trim())];
+  } catch {
+    return undefined; // the package's env reader already warned about an unreadable file
+  }
+}
+
+/**
+ * A transport that POSTs over the gateway's HTTP/1.1 client: one keep-alive connection per
+ * collector, closed on shutdown.
+ */
+export function createDenoConnectTransport(
+  url: string,
+  headers: () => Promise<Record<string, string>>,
+  compression: string,
+  caCerts?: string[],
+): IExporterTransport {
+  const target = new URL(url);
+  const origin = target.origin;
+  const pathAndQuery = target.pathname + target.search;
+  // Basic credentials in the URL become an Authorization header, as node:http does.
+  const basicAuth = target.username !== ""
+    ? `Basic ${
+      btoa(`${decodeURIComponent(target.username)}:${decodeURIComponent(target.password)}`)
+    }`
+    : null;
+  let client: UpstreamClient | null = null;
+  const clientOf = () =>
+    client ??= createHttp1Client(() => ({ maxIdlePerHost: 2, idleTimeoutMs: 30_000 }), {
+      caCerts,
+    });
+
+  return {
+    async send(data: Uint8Array, timeoutMillis: number): Promise<ExportResponse> {
+      const controller = new AbortController();
+      const timer = setTimeout(
+        () => controller.abort(new Error("Request timed out")),
+        timeoutMillis,
+      );
+      try {
+        const pairs: [string, string][] = Object.entries(await headers());
+        let body: Uint8Array<ArrayBuffer> = data as Uint8Array<ArrayBuffer>;
+        if (compression === "gzip") {
+          body = await gzip(data);
+          pairs.push(["Content-Encoding", "gzip"]);
+        }
+        pairs.push(["User-Agent", "breakwater OTel-OTLP-Exporter-JavaScript"]);
+        if (basicAuth !== null && !pairs.some(([name]) => name.toLowerCase() === "authorization")) {
+          pairs.push(["Authorization", basicAuth]);
+        }
+        const response = await clientOf().send({
+          origin,
+          pathAndQuery,
+          method: "POST",
+          headers: pairs,
+          body,
+          signal: controller.signal,
+        });
+        const bytes = await readCapped(response, controller.signal);
+        if (bytes === null) {
+          return {
+            status: "failure",
+            error: new Error(`OTLP export response body exceeded ${MAX_RESPONSE_BYTES} bytes`),
+          };
+        }
+        if (response.status >= 200 && response.status <= 299) {
+          return { status: "success", data: bytes };
+        }
+        if (isRetryableStatus(response.status)) {
+          return {
+            status: "retryable",
+            retryInMillis: retryAfterMs(response.headers.get("retry-after")),
+          };
+        }
+        return {
+          status: "failure",
+          error: new OTLPExporterError(
+            response.statusText || `HTTP ${response.status}`,
+            response.status,
+            new TextDecoder().decode(bytes),
+          ),
+        };
+      } catch (error) {
+        // Refused, reset, timed out: the collector may be back in a moment (as the package's
+        // transport treats network errors).
+        const reason = controller.signal.aborted ? controller.signal.reason : error;
+        return {
+          status: "retryable",
+          error: reason instanceof Error ? reason : new Error(String(reason)),
+        };
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+    shutdown() {
+      client?.close();
+      client = null;
+    },
+  };
+}
+
+/** OTLP/HTTP spec: only these statuses are retryable. */
+function isRetryableStatus(status: number): boolean {
+  return status === 429 || status === 502 || status === 503 || status === 504;
+}
+
+/** `Retry-After` as milliseconds (seconds or an HTTP date), or undefined. */
+function retryAfterMs(value: string | null): number | undefined {
+  if (value === null) return undefined;
+  const seconds = Number.parseInt(value, 10);
+  if (Number.isInteger(seconds)) return seconds > 0 ? seconds * 1000 : 0;
+  const delayMs = new Date(value).getTime() - Date.now();
+  return Number.isFinite(delayMs) ? Math.max(delayMs, 0) : undefined;
+}
+
+async function gzip(data: Uint8Array): Promise<Uint8Array<ArrayBuffer>> {
+  const stream = new Blob([data as Uint8Array<ArrayBuffer>]).stream()
+    .pipeThrough(new CompressionStream("gzip"));
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+/** The response body, or null when it is larger than {@link MAX_RESPONSE_BYTES}. */
+async function readCapped(
+  response: Response,
+  signal: AbortSignal,
+): Promise<Uint8Array<ArrayBuffer> | null> {
+  if (response.body === null) return new Uint8Array(0);
+  const reader = response.body.getReader();
+  const onAbort = () => reader.cancel(signal.reason).catch(() => {});
+  signal.addEventListener("abort", onAbort, { once: true });
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  try {
+    while (true) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      total += value.length;
+      if (total > MAX_RESPONSE_BYTES) {
+        await reader.cancel().catch(() => {});
+        return null;
+      }
+      chunks.push(value);
+    }
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+  }
+  const out = new Uint8Array(total);
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return out;
+}
+
+/**
+ * Retries `retryable` answers with exponential backoff and jitter while the export's time
+ * lasts, like the package's retrying transport (not exported by it).
+ */
+export function withRetries(inner: IExporterTransport): IExporterTransport {
+  return {
+    async send(data, timeoutMillis) {
+      const deadline = Date.now() + timeoutMillis;
+      let backoffMs = INITIAL_BACKOFF_MS;
+      let result = await inner.send(data, timeoutMillis);
+      for (let retries = 0; result.status === "retryable" && retries < MAX_RETRIES; retries++) {
+        const jitter = 1 + (Math.random() * 2 - 1) * JITTER;
+        const waitMs = result.retryInMillis ?? Math.min(backoffMs * jitter, MAX_BACKOFF_MS);
+        backoffMs *= BACKOFF_MULTIPLIER;
+        const leftMs = deadline - Date.now();
+        if (waitMs > leftMs) break;
+        await new Promise((resolve) => setTimeout(resolve, waitMs));
+        result = await inner.send(data, deadline - Date.now());
+      }
+      return result;
+    },
+    shutdown() {
+      inner.shutdown();
+    },
+  };
+}

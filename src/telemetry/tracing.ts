@@ -1,0 +1,392 @@
+/**
+ * Distributed tracing for the request path with the OpenTelemetry JS SDK: one SERVER span per
+ * request on the public port and one CLIENT span per upstream attempt (retries are sibling
+ * client spans with `http.request.resend_count`), W3C Trace Context (`traceparent`,
+ * `tracestate`) extracted from the client and injected upstream, batched OTLP/HTTP export.
+ *
+ * The gateway uses its own `TracerProvider` and passes every context explicitly; it never
+ * touches the global `@opentelemetry/api` registrations, which Deno's built-in OpenTelemetry
+ * takes over when `OTEL_DENO=true`.
+ *
+ * Cost: with tracing off, {@link GatewayTracing.startServer} returns null and nothing else runs.
+ * A request the sampler drops gets a non-recording span (ids only, no attributes, never
+ * exported), so its context still propagates with the sampled flag off.
+ *
+ * @module
+ */
+import {
+  type Attributes,
+  type Context,
+  defaultTextMapSetter,
+  ROOT_CONTEXT,
+  type Span,
+  SpanKind,
+  SpanStatusCode,
+  type TextMapGetter,
+  trace,
+  type Tracer,
+} from "@opentelemetry/api";
+import { getNumberFromEnv, getStringFromEnv, W3CTraceContextPropagator } from "@opentelemetry/core";
+import type { Resource } from "@opentelemetry/resources";
+import {
+  AlwaysOffSampler,
+  AlwaysOnSampler,
+  BatchSpanProcessor,
+  type BatchSpanProcessorOptions,
+  ParentBasedSampler,
+  type Sampler,
+  type SpanExporter,
+  TraceIdRatioBasedSampler,
+  TracerProvider,
+} from "@opentelemetry/sdk-trace";
+import { normalizeMethod } from "./instruments.ts";
+import type { ConfigNotice } from "./otlp_config.ts";
+
+/** The instrumentation scope name of the gateway's spans. */
+export const TRACER_NAME = "breakwater";
+
+/** What {@link GatewayTracing.startServer} needs to know about a request. */
+export interface ServerSpanStart {
+  /** The method as received. */
+  method: string;
+  /** The client's request headers (`traceparent`, `tracestate`, `user-agent` are read). */
+  headers: Headers;
+  /** `url.scheme`: `http` or `https`. */
+  scheme?: string;
+  /** `url.path`: the request path without its query (queries may hold secrets). */
+  path?: string;
+  /** `client.address`: the peer's address. */
+  clientAddress?: string | null;
+  /** `server.address` (and `server.port`): from the `Host` header, as received. */
+  host?: string | null;
+  /** The gateway's `X-Request-Id` for this request (`breakwater.request_id`). */
+  requestId?: string;
+}
+
+/** What {@link ServerSpanHandle.startClient} needs to know about an upstream attempt. */
+export interface ClientSpanStart {
+  /** The method sent upstream. */
+  method: string;
+  /** The upstream origin, e.g. `http://10.0.0.5:9001`. */
+  origin: string;
+  /** `server.address` of the upstream. */
+  address: string;
+  /** `server.port` of the upstream. */
+  port: number;
+  /** Path sent upstream (its query is dropped from `url.full`). */
+  path?: string;
+  /** 0 for the first attempt, 1 for the first retry... (`http.request.resend_count`). */
+  resendCount?: number;
+}
+
+/** How an upstream attempt ended. */
+export interface ClientSpanOutcome {
+  /** The upstream's status, when it answered. */
+  status?: number;
+  /** Why no usable answer came (`unreachable`, `timeout`, `aborted`, ...). */
+  errorType?: string;
+}
+
+/** How a request ended. */
+export interface ServerSpanOutcome {
+  /** Status sent to the client. */
+  status: number;
+  /** The gateway's own error code when it answered itself (`breaker_open`, ...). */
+  errorType?: string;
+  /** A human-readable detail for the span status (the problem's `detail`). */
+  message?: string;
+}
+
+/** One upstream attempt's span and the trace headers to send with it. */
+export interface ClientSpanHandle {
+  /** The `traceparent` to send upstream: the gateway's client span as parent. */
+  readonly traceparent: string;
+  /** The `tracestate` to send upstream, or null to send none. */
+  readonly tracestate: string | null;
+  /** Ends the span (idempotent). */
+  end(outcome: ClientSpanOutcome): void;
+}
+
+/** One request's span. */
+export interface ServerSpanHandle {
+  /** The trace id (32 hex digits), for the access log's `trace_id`. */
+  readonly traceId: string;
+  /** The server span's id (16 hex digits), for the access log's `span_id`. */
+  readonly spanId: string;
+  /** Whether the trace is sampled (recorded and exported). */
+  readonly sampled: boolean;
+  /** Names the span after its route once routing found the service (`GET /api/users`). */
+  setRoute(service: string, route: string): void;
+  /** Starts the span of one upstream attempt, a child of this one. */
+  startClient(attempt: ClientSpanStart): ClientSpanHandle;
+  /** Ends the span (idempotent). */
+  end(outcome: ServerSpanOutcome): void;
+}
+
+/** The gateway's tracing. */
+export interface GatewayTracing {
+  /** False when tracing is off: {@link GatewayTracing.startServer} then returns null. */
+  readonly enabled: boolean;
+  /**
+   * Starts a request's server span from the client's trace context; null when tracing is off
+   * (the client's trace headers should then pass through untouched).
+   */
+  startServer(request: ServerSpanStart): ServerSpanHandle | null;
+  /** Exports the spans ended so far. */
+  forceFlush(): Promise<void>;
+  /** Exports the last spans and stops; idempotent. */
+  shutdown(): Promise<void>;
+}
+
+/** Options of {@link createTracing}. */
+export interface TracingOptions {
+  /** Where finished spans go (batched); null turns tracing off. */
+  exporter: SpanExporter | null;
+  /** The resource every span carries (shared with the metrics). */
+  resource: Resource;
+  /** Default: from `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` ({@link samplerFromEnv}). */
+  sampler?: Sampler;
+  /** Default: from `OTEL_BSP_*` ({@link batchConfigFromEnv}). */
+  batch?: BatchSettings;
+  /** The gateway's version, recorded as the tracer's version. */
+  version?: string;
+}
+
+/** The batch span processor's settings. */
+export type BatchSettings = Omit<BatchSpanProcessorOptions, "exporter">;
+
+/** Reads `traceparent`/`tracestate` from a `Headers`. */
+const headersGetter: TextMapGetter<Headers> = {
+  get: (carrier, key) => carrier.get(key) ?? undefined,
+  keys: (carrier) => [...carrier.keys()],
+};
+
+const DISABLED: GatewayTracing = Object.freeze({
+  enabled: false,
+  startServer: () => null,
+  forceFlush: () => Promise.resolve(),
+  shutdown: () => Promise.resolve(),
+});
+
+/**
+ * The sampler the spec's `OTEL_TRACES_SAMPLER` names (default `parentbased_always_on`):
+ * `always_on`, `always_off`, `traceidratio`, `parentbased_always_on`, `parentbased_always_off`,
+ * `parentbased_traceidratio`; the ratio is `OTEL_TRACES_SAMPLER_ARG` (default 1). Anything else
+ * falls back to the default with a notice.
+ */
+export function samplerFromEnv(notices: ConfigNotice[] = []): Sampler {
+  const name = getStringFromEnv("OTEL_TRACES_SAMPLER")?.trim().toLowerCase() ??
+    "parentbased_always_on";
+  const ratio = () => {
+    const value = getNumberFromEnv("OTEL_TRACES_SAMPLER_ARG");
+    if (value === undefined) return 1;
+    if (value >= 0 && value <= 1) return value;
+    notices.push({
+      level: "warn",
+      event: "otel_env_invalid",
+      msg: "OTEL_TRACES_SAMPLER_ARG must be a ratio between 0 and 1; 1 is used",
+      variable: "OTEL_TRACES_SAMPLER_ARG",
+    });
+    return 1;
+  };
+  switch (name) {
+    case "always_on":
+      return new AlwaysOnSampler();
+    case "always_off":
+      return new AlwaysOffSampler();
+    case "traceidratio":
+      return new TraceIdRatioBasedSampler(ratio());
+    case "parentbased_always_off":
+      return new ParentBasedSampler({ root: new AlwaysOffSampler() });
+    case "parentbased_traceidratio":
+      return new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(ratio()) });
+    case "parentbased_always_on":
+      return new ParentBasedSampler({ root: new AlwaysOnSampler() });
+    default:
+      notices.push({
+        level: "warn",
+        event: "otel_sampler_unsupported",
+        msg: `OTEL_TRACES_SAMPLER "${name}" is not supported; parentbased_always_on is used`,
+        sampler: name,
+      });
+      return new ParentBasedSampler({ root: new AlwaysOnSampler() });
+  }
+}
+
+/** The batch span processor's settings (all but the exporter) from `OTEL_BSP_*` (unset: the SDK's defaults). */
+export function batchConfigFromEnv(): BatchSettings {
+  const positive = (variable: string) => {
+    const value = getNumberFromEnv(variable);
+    return value !== undefined && value > 0 ? value : undefined;
+  };
+  return {
+    scheduledDelayMillis: positive("OTEL_BSP_SCHEDULE_DELAY"),
+    exportTimeoutMillis: positive("OTEL_BSP_EXPORT_TIMEOUT"),
+    maxQueueSize: positive("OTEL_BSP_MAX_QUEUE_SIZE"),
+    maxExportBatchSize: positive("OTEL_BSP_MAX_EXPORT_BATCH_SIZE"),
+  };
+}
+
+/** `host:port` (or `[v6]:port`) -> address and port; null when there is no usable host. */
+function splitHost(host: string | null | undefined): { address: string; port?: number } | null {
+  if (host === null || host === undefined || host === "") return null;
+  const match = /^(\[[^\]]*\]|[^:]*)(?::(\d+))?$/.exec(host);
+  if (match === null) return null;
+  const address = match[1].startsWith("[") ? match[1].slice(1, -1) : match[1];
+  return match[2] === undefined ? { address } : { address, port: Number(match[2]) };
+}
+
+/** The path part of a path-and-query. */
+function pathOnly(pathAndQuery: string): string {
+  const query = pathAndQuery.indexOf("?");
+  return query < 0 ? pathAndQuery : pathAndQuery.slice(0, query);
+}
+
+/**
+ * Creates the gateway's tracing on its own `TracerProvider` with a `BatchSpanProcessor`.
+ *
+ * @example
+ * ```ts
+ * const tracing = createTracing({ exporter, resource });
+ * const server = tracing.startServer({ method: "GET", headers: request.headers, scheme: "http" });
+ * server?.setRoute("users", "/api/users");
+ * const attempt = server?.startClient({ method: "GET", origin, address, port, resendCount: 0 });
+ * headers.set("traceparent", attempt.traceparent); // replaces the client's: exactly one
+ * attempt?.end({ status: 200 });
+ * server?.end({ status: 200 });
+ * await tracing.shutdown();
+ * ```
+ */
+export function createTracing(options: TracingOptions): GatewayTracing {
+  if (options.exporter === null) return DISABLED;
+  const provider = new TracerProvider({
+    resource: options.resource,
+    sampler: options.sampler ?? samplerFromEnv(),
+    spanProcessors: [
+      new BatchSpanProcessor({
+        exporter: options.exporter,
+        ...(options.batch ?? batchConfigFromEnv()),
+      }),
+    ],
+  });
+  const tracer = provider.getTracer(TRACER_NAME, options.version);
+  const propagator = new W3CTraceContextPropagator();
+  let shutdownPromise: Promise<void> | null = null;
+
+  return {
+    enabled: true,
+    startServer(request) {
+      const parent = propagator.extract(ROOT_CONTEXT, request.headers, headersGetter);
+      const method = normalizeMethod(request.method);
+      const span = tracer.startSpan(method, { kind: SpanKind.SERVER }, parent);
+      if (span.isRecording()) {
+        const attributes: Attributes = { "http.request.method": method };
+        if (method === "_OTHER") attributes["http.request.method_original"] = request.method;
+        if (request.scheme !== undefined) attributes["url.scheme"] = request.scheme;
+        if (request.path !== undefined) attributes["url.path"] = pathOnly(request.path);
+        if (request.clientAddress) attributes["client.address"] = request.clientAddress;
+        const host = splitHost(request.host);
+        if (host !== null) {
+          attributes["server.address"] = host.address;
+          if (host.port !== undefined) attributes["server.port"] = host.port;
+        }
+        const userAgent = request.headers.get("user-agent");
+        if (userAgent !== null) attributes["user_agent.original"] = userAgent;
+        if (request.requestId !== undefined) attributes["breakwater.request_id"] = request.requestId;
+        span.setAttributes(attributes);
+      }
+      return createServerHandle(span, method, tracer, propagator);
+    },
+    async forceFlush() {
+      await provider.forceFlush();
+    },
+    shutdown() {
+      shutdownPromise ??= provider.shutdown();
+      return shutdownPromise;
+    },
+  };
+}
+
+function createServerHandle(
+  span: Span,
+  method: string,
+  tracer: Tracer,
+  propagator: W3CTraceContextPropagator,
+): ServerSpanHandle {
+  const spanContext = span.spanContext();
+  const recording = span.isRecording();
+  let context: Context | null = null;
+  let ended = false;
+  return {
+    traceId: spanContext.traceId,
+    spanId: spanContext.spanId,
+    sampled: (spanContext.traceFlags & 1) === 1,
+    setRoute(service, route) {
+      if (!recording || ended) return;
+      span.updateName(`${method} ${route}`);
+      span.setAttributes({ "http.route": route, "breakwater.service": service });
+    },
+    startClient(attempt) {
+      context ??= trace.setSpan(ROOT_CONTEXT, span);
+      const clientMethod = normalizeMethod(attempt.method);
+      const client = tracer.startSpan(clientMethod, { kind: SpanKind.CLIENT }, context);
+      const carrier: { traceparent?: string; tracestate?: string } = {};
+      propagator.inject(trace.setSpan(ROOT_CONTEXT, client), carrier, defaultTextMapSetter);
+      const clientRecording = client.isRecording();
+      if (clientRecording) {
+        const attributes: Attributes = {
+          "http.request.method": clientMethod,
+          "server.address": attempt.address,
+          "server.port": attempt.port,
+          "url.full": attempt.origin + (attempt.path === undefined ? "/" : pathOnly(attempt.path)),
+        };
+        if (clientMethod === "_OTHER") attributes["http.request.method_original"] = attempt.method;
+        if (attempt.resendCount !== undefined && attempt.resendCount > 0) {
+          attributes["http.request.resend_count"] = attempt.resendCount;
+        }
+        client.setAttributes(attributes);
+      }
+      let clientEnded = false;
+      return {
+        traceparent: carrier.traceparent!,
+        tracestate: carrier.tracestate ?? null,
+        end(outcome) {
+          if (clientEnded) return;
+          clientEnded = true;
+          if (clientRecording) {
+            if (outcome.status !== undefined) {
+              client.setAttribute("http.response.status_code", outcome.status);
+            }
+            // Client spans: every 4xx/5xx is an error of the call (semantic conventions).
+            const errorType = outcome.errorType ??
+              (outcome.status === undefined
+                ? "_OTHER"
+                : outcome.status >= 400
+                ? String(outcome.status)
+                : undefined);
+            if (errorType !== undefined) {
+              client.setAttribute("error.type", errorType);
+              client.setStatus({ code: SpanStatusCode.ERROR });
+            }
+          }
+          client.end();
+        },
+      };
+    },
+    end(outcome) {
+      if (ended) return;
+      ended = true;
+      if (recording) {
+        span.setAttribute("http.response.status_code", outcome.status);
+        // Server spans: only 5xx is the server's error; a gateway answer names its code.
+        const errorType = outcome.errorType ??
+          (outcome.status >= 500 ? String(outcome.status) : undefined);
+        if (errorType !== undefined) span.setAttribute("error.type", errorType);
+        if (outcome.status >= 500) {
+          span.setStatus({ code: SpanStatusCode.ERROR, message: outcome.message ?? errorType });
+        }
+      }
+      span.end();
+    },
+  };
+}
