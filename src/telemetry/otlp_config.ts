@@ -156,7 +156,12 @@ function exportWanted(
 
 /** An endpoint variable that is set but not a URL: the exporter would silently use localhost. */
 function invalidEndpointVariable(signal: OtlpSignal): string | null {
-  for (const variable of [`OTEL_EXPORTER_OTLP_${SIGNAL_ENV[signal]}_ENDPOINT`, "OTEL_EXPORTER_OTLP_ENDPOINT"]) {
+  for (
+    const variable of [
+      `OTEL_EXPORTER_OTLP_${SIGNAL_ENV[signal]}_ENDPOINT`,
+      "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ]
+  ) {
     const value = getStringFromEnv(variable)?.trim();
     if (value !== undefined) return URL.canParse(value) ? null : variable;
   }

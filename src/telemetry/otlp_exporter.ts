@@ -18,12 +18,12 @@
  * @module
  */
 import {
+  createOtlpNetworkExportDelegate,
   ExporterMetrics,
   type ExportResponse,
   type IExporterTransport,
   OTLPExporterBase,
   OTLPExporterError,
-  createOtlpNetworkExportDelegate,
 } from "@opentelemetry/otlp-exporter-base";
 import { convertLegacyHttpOptions } from "@opentelemetry/otlp-exporter-base/node-http";
 import {

@@ -292,7 +292,9 @@ export function createTracing(options: TracingOptions): GatewayTracing {
         }
         const userAgent = request.headers.get("user-agent");
         if (userAgent !== null) attributes["user_agent.original"] = userAgent;
-        if (request.requestId !== undefined) attributes["breakwater.request_id"] = request.requestId;
+        if (request.requestId !== undefined) {
+          attributes["breakwater.request_id"] = request.requestId;
+        }
         span.setAttributes(attributes);
       }
       return createServerHandle(span, method, tracer, propagator);

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { createTelemetry } from "../../src/telemetry/mod.ts";
 import { startOtlpReceiver } from "./_otlp_receiver.ts";
+import { withEnv } from "./_env.ts";
 
 function captureLog() {
   const lines: Array<Record<string, unknown>> = [];
@@ -42,14 +43,14 @@ function timeRecording(telemetry: ReturnType<typeof createTelemetry>, count: num
 Deno.test("a collector that is down: requests unaffected, one log line per streak, bounded shutdown", async () => {
   const log = captureLog();
   const port = closedPort();
-  const telemetry = createTelemetry({
-    serviceNames: ["users"],
-    prometheus: true,
-    otlp: { endpoint: `http://127.0.0.1:${port}`, intervalMs: 50 },
-    instanceId: "down",
-    env: { OTEL_EXPORTER_OTLP_TIMEOUT: "40" },
-    logger: log.sink,
-  });
+  const telemetry = await withEnv({ OTEL_EXPORTER_OTLP_TIMEOUT: "40" }, () =>
+    createTelemetry({
+      serviceNames: ["users"],
+      prometheus: true,
+      otlp: { endpoint: `http://127.0.0.1:${port}`, intervalMs: 50 },
+      instanceId: "down",
+      logger: log.sink,
+    }));
   try {
     assert.ok(timeRecording(telemetry, 1000) < 200, "recording does not wait for the exporter");
     await sleep(500); // several failed export rounds
@@ -72,14 +73,17 @@ Deno.test("a collector that is down: requests unaffected, one log line per strea
 Deno.test("a collector that hangs: recording and scrapes stay fast, shutdown bounded", async () => {
   const receiver = startOtlpReceiver({ kind: "hang" });
   const log = captureLog();
-  const telemetry = createTelemetry({
-    serviceNames: ["users"],
-    prometheus: true,
-    otlp: { endpoint: receiver.baseUrl, intervalMs: 300 },
-    instanceId: "hang",
-    env: { OTEL_EXPORTER_OTLP_METRICS_TIMEOUT: "250" },
-    logger: log.sink,
-  });
+  const telemetry = await withEnv(
+    { OTEL_EXPORTER_OTLP_METRICS_TIMEOUT: "250" },
+    () =>
+      createTelemetry({
+        serviceNames: ["users"],
+        prometheus: true,
+        otlp: { endpoint: receiver.baseUrl, intervalMs: 300 },
+        instanceId: "hang",
+        logger: log.sink,
+      }),
+  );
   try {
     await receiver.waitFor(1, 3000); // an export is now stuck on the collector
     assert.ok(timeRecording(telemetry, 1000) < 200);
@@ -101,15 +105,15 @@ Deno.test("a collector that hangs: recording and scrapes stay fast, shutdown bou
 Deno.test("shutdownTimeoutMs bounds shutdown even when the export deadline is longer", async () => {
   const receiver = startOtlpReceiver({ kind: "hang" });
   const log = captureLog();
-  const telemetry = createTelemetry({
-    serviceNames: [],
-    prometheus: false,
-    otlp: { endpoint: receiver.baseUrl, intervalMs: 60_000 },
-    instanceId: "slow",
-    env: { OTEL_EXPORTER_OTLP_TIMEOUT: "1500" },
-    logger: log.sink,
-    shutdownTimeoutMs: 200,
-  });
+  const telemetry = await withEnv({ OTEL_EXPORTER_OTLP_TIMEOUT: "1500" }, () =>
+    createTelemetry({
+      serviceNames: [],
+      prometheus: false,
+      otlp: { endpoint: receiver.baseUrl, intervalMs: 60_000 },
+      instanceId: "slow",
+      logger: log.sink,
+      shutdownTimeoutMs: 200,
+    }));
   telemetry.retry("users");
   const start = performance.now();
   await telemetry.shutdown();
@@ -124,14 +128,14 @@ Deno.test("shutdownTimeoutMs bounds shutdown even when the export deadline is lo
 Deno.test("failure streaks: failed, recovered, failed again, one line each", async () => {
   const receiver = startOtlpReceiver({ kind: "fail", status: 400 });
   const log = captureLog();
-  const telemetry = createTelemetry({
-    serviceNames: ["users"],
-    prometheus: false,
-    otlp: { endpoint: receiver.baseUrl, intervalMs: 50 },
-    instanceId: "streaks",
-    env: {},
-    logger: log.sink,
-  });
+  const telemetry = await withEnv({}, () =>
+    createTelemetry({
+      serviceNames: ["users"],
+      prometheus: false,
+      otlp: { endpoint: receiver.baseUrl, intervalMs: 50 },
+      instanceId: "streaks",
+      logger: log.sink,
+    }));
   try {
     telemetry.retry("users");
     await receiver.waitFor(3);
@@ -156,35 +160,41 @@ Deno.test("failure streaks: failed, recovered, failed again, one line each", asy
   assert.ok(Number(recovered.failedExports) >= 3);
 });
 
-Deno.test("protocols other than http/json are reported once and JSON is sent", async () => {
+Deno.test("grpc is reported once and http/protobuf is sent", async () => {
   const receiver = startOtlpReceiver();
   const log = captureLog();
-  const telemetry = createTelemetry({
-    serviceNames: [],
-    prometheus: false,
-    otlp: { endpoint: receiver.baseUrl, intervalMs: 60_000 },
-    instanceId: "proto",
-    env: { OTEL_EXPORTER_OTLP_PROTOCOL: "http/protobuf" },
-    logger: log.sink,
-  });
+  const telemetry = await withEnv({ OTEL_EXPORTER_OTLP_PROTOCOL: "grpc" }, () =>
+    createTelemetry({
+      serviceNames: [],
+      prometheus: false,
+      otlp: { endpoint: receiver.baseUrl, intervalMs: 60_000 },
+      instanceId: "proto",
+      logger: log.sink,
+    }));
   telemetry.retry("users");
   await telemetry.shutdown();
   await receiver.close();
-  assert.deepEqual(events(log.lines), ["otlp_protocol_unsupported"]);
-  assert.equal(receiver.received[0].contentType, "application/json");
+  // One line per signal (metrics and traces both use the general variable).
+  assert.deepEqual(events(log.lines), ["otlp_protocol_unsupported", "otlp_protocol_unsupported"]);
+  assert.deepEqual(log.lines.map((line) => line.signal), ["metrics", "traces"]);
+  assert.equal(receiver.received[0].contentType, "application/x-protobuf");
 });
 
-Deno.test("an invalid OTLP endpoint in the environment disables export with one error line", async () => {
+Deno.test("an invalid OTLP endpoint in the environment disables export with one error line per signal", async () => {
   const log = captureLog();
-  const telemetry = createTelemetry({
-    serviceNames: [],
-    prometheus: true,
-    otlp: { endpoint: null, intervalMs: 1000 },
-    instanceId: "bad",
-    env: { OTEL_EXPORTER_OTLP_ENDPOINT: "not a url" },
-    logger: log.sink,
-  });
-  assert.deepEqual(events(log.lines), ["otlp_config_invalid"]);
+  const telemetry = await withEnv(
+    { OTEL_EXPORTER_OTLP_ENDPOINT: "not a url" },
+    () =>
+      createTelemetry({
+        serviceNames: [],
+        prometheus: true,
+        otlp: { endpoint: null, intervalMs: 1000 },
+        instanceId: "bad",
+        logger: log.sink,
+      }),
+  );
+  assert.deepEqual(events(log.lines), ["otlp_config_invalid", "otlp_config_invalid"]);
+  assert.equal(log.lines[0].level, "error");
   assert.ok((await telemetry.prometheusText())?.includes("target_info"));
   await telemetry.shutdown();
 });

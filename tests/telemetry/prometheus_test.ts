@@ -2,18 +2,23 @@ import assert from "node:assert/strict";
 import { createTelemetry, PROMETHEUS_CONTENT_TYPE } from "../../src/telemetry/mod.ts";
 import { prometheusBaseName, prometheusUnitSuffix } from "../../src/telemetry/prometheus.ts";
 import { parsePrometheusText, samplesWhere } from "./_prom_parser.ts";
+import { withEnv } from "./_env.ts";
 
-function telemetryWithTraffic(cgroupRoot?: string) {
-  const telemetry = createTelemetry({
-    serviceNames: ["users", "orders"],
-    prometheus: true,
-    otlp: { endpoint: null, intervalMs: 10_000 },
-    instanceId: "prom-1",
-    env: { OTEL_SERVICE_NAME: "edge", OTEL_RESOURCE_ATTRIBUTES: 'note=say "hi"\\now' },
-    logger: () => {},
-    cgroupRoot: cgroupRoot ?? "/nonexistent",
-    eventLoopSampleIntervalMs: 20,
-  });
+async function telemetryWithTraffic(cgroupRoot?: string) {
+  const telemetry = await withEnv(
+    { OTEL_SERVICE_NAME: "edge", OTEL_RESOURCE_ATTRIBUTES: 'note=say "hi"\\now' },
+    () =>
+      createTelemetry({
+        serviceNames: ["users", "orders"],
+        prometheus: true,
+        otlp: { endpoint: null, intervalMs: 10_000 },
+        instanceId: "prom-1",
+        version: "1.2.3",
+        logger: () => {},
+        cgroupRoot: cgroupRoot ?? "/nonexistent",
+        eventLoopSampleIntervalMs: 20,
+      }),
+  );
   for (const durationS of [0.0003, 0.004, 0.004, 0.2, 12]) {
     telemetry.serverRequest({ method: "GET", status: 200, service: "users", durationS });
   }
@@ -38,12 +43,16 @@ function telemetryWithTraffic(cgroupRoot?: string) {
       { service: "users", active: 4, pending: 0, max: 20 },
       { service: "orders", active: 0, pending: 2, max: 20 },
     ],
+    kvDegraded: () => false,
+    upstreams: () => [{ service: "users", upstream: "http://10.0.0.5:8080", available: false }],
   });
+  telemetry.upstreamAvailability("users", "http://10.0.0.5:8080", false, "outlier_ejected");
+  telemetry.retryRefused("users", "budget");
   return telemetry;
 }
 
 Deno.test("prometheusText parses and uses the usual OpenTelemetry -> Prometheus names", async () => {
-  const telemetry = telemetryWithTraffic();
+  const telemetry = await telemetryWithTraffic();
   try {
     await new Promise((resolve) => setTimeout(resolve, 60)); // a few event-loop samples
     const text = await telemetry.prometheusText();
@@ -58,6 +67,14 @@ Deno.test("prometheusText parses and uses the usual OpenTelemetry -> Prometheus 
       breakwater_requests_rejected_total: "counter",
       breakwater_pool_active: "gauge",
       breakwater_pool_pending: "gauge",
+      breakwater_pool_limit: "gauge",
+      breakwater_kv_degraded: "gauge",
+      breakwater_upstream_available: "gauge",
+      breakwater_upstream_ejections_total: "counter",
+      breakwater_retries_refused_total: "counter",
+      breakwater_build_info: "gauge",
+      process_start_time_seconds: "gauge",
+      process_uptime_seconds: "gauge",
       breakwater_pool_usage_ratio: "gauge",
       breakwater_retries_total: "counter",
       process_cpu_time_seconds_total: "counter",
@@ -123,8 +140,8 @@ Deno.test("prometheusText parses and uses the usual OpenTelemetry -> Prometheus 
       samplesWhere(families, "breakwater_breaker_state", "breakwater_breaker_state", {
         breakwater_service: service,
       })[0].value;
-    assert.equal(state("users"), 2);
-    assert.equal(state("orders"), 0);
+    assert.equal(state("users"), 3, "forced_open");
+    assert.equal(state("orders"), 4, "forced_closed");
     assert.equal(
       samplesWhere(families, "breakwater_pool_usage_ratio", "breakwater_pool_usage_ratio")[0]
         .value,
@@ -164,7 +181,7 @@ Deno.test("prometheusText parses and uses the usual OpenTelemetry -> Prometheus 
 });
 
 Deno.test("the event-loop delay histogram sees a blocked loop", async () => {
-  const telemetry = telemetryWithTraffic();
+  const telemetry = await telemetryWithTraffic();
   try {
     await new Promise((resolve) => setTimeout(resolve, 30));
     const blockUntil = performance.now() + 150;
@@ -184,7 +201,7 @@ Deno.test("cgroup v2 limits become gauges when the files exist", async () => {
   const root = await Deno.makeTempDir();
   await Deno.writeTextFile(`${root}/cpu.max`, "150000 100000\n");
   await Deno.writeTextFile(`${root}/memory.max`, "536870912\n");
-  const telemetry = telemetryWithTraffic(root);
+  const telemetry = await telemetryWithTraffic(root);
   try {
     const families = parsePrometheusText((await telemetry.prometheusText())!);
     assert.equal(families.get("breakwater_cgroup_cpu_limit")?.samples[0].value, 1.5);
@@ -201,7 +218,6 @@ Deno.test("prometheus off: prometheusText is null", async () => {
     prometheus: false,
     otlp: { endpoint: null, intervalMs: 10_000 },
     instanceId: "off",
-    env: {},
   });
   telemetry.serverRequest({ method: "GET", status: 200, service: "users", durationS: 0.01 });
   assert.equal(await telemetry.prometheusText(), null);
@@ -209,7 +225,7 @@ Deno.test("prometheus off: prometheusText is null", async () => {
 });
 
 Deno.test("after shutdown a scrape returns the last text instead of failing", async () => {
-  const telemetry = telemetryWithTraffic();
+  const telemetry = await telemetryWithTraffic();
   const before = await telemetry.prometheusText();
   await telemetry.shutdown();
   assert.equal(await telemetry.prometheusText(), before);
