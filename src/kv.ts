@@ -37,6 +37,10 @@ async function ensureParentDirectory(path: string): Promise<void> {
 export function openGatewayKv(path: string | null, logger: Logger): GatewayKv {
   let current: Deno.Kv | null = null;
   let closed = false;
+  // The reason of the last failed open, logged once: the breaker reopens every second while KV
+  // is away, and a wrong token or a server that refuses connections must be visible in the
+  // log without one line per try.
+  let lastFailure: string | null = null;
   return {
     async open() {
       if (closed) throw new Error("KV is closed");
@@ -52,13 +56,30 @@ export function openGatewayKv(path: string | null, logger: Logger): GatewayKv {
       if (path !== null && path !== ":memory:" && !isRemote(path)) {
         await ensureParentDirectory(path);
       }
-      const kv = path === null ? await Deno.openKv() : await Deno.openKv(path);
+      let kv: Deno.Kv;
+      try {
+        kv = path === null ? await Deno.openKv() : await Deno.openKv(path);
+      } catch (error) {
+        // Deno.openKv of a KV Connect URL performs the metadata exchange, so this carries the
+        // server's answer ("... 401 Unauthorized: Invalid access token.") or the refused connect.
+        const reason = error instanceof Error ? error.message : String(error);
+        if (reason !== lastFailure && !closed) {
+          lastFailure = reason;
+          logger.warn("kv open failed", { path: path ?? "(default)", error: reason });
+        }
+        throw error;
+      }
       if (closed) {
         kv.close();
         throw new Error("KV is closed");
       }
       current = kv;
-      logger.debug("kv opened", { path: path ?? "(default)" });
+      if (lastFailure !== null) {
+        lastFailure = null;
+        logger.info("kv opened", { path: path ?? "(default)" });
+      } else {
+        logger.debug("kv opened", { path: path ?? "(default)" });
+      }
       return kv;
     },
     close() {

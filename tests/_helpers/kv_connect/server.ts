@@ -17,6 +17,7 @@
  * - `watch` streams `u32 little-endian length + WatchOutput` frames: the state of every key at
  *   once, then each change, and an empty frame every `watchPingIntervalMs` as a keep-alive.
  * - Enqueues are refused with 400 (KV Connect clients cannot listen to queues anyway).
+ * - `GET /_stats` (not KV Connect): the {@link KvConnectStats} counters as JSON.
  *
  * @module
  */
@@ -311,6 +312,9 @@ export async function startKvConnectServer(
     (request) => {
       if (closing !== null) return text(503, "The server is shutting down.");
       const { pathname } = new URL(request.url);
+      // Not part of KV Connect: lets a test that runs the server as a child process see how
+      // many watch streams its clients hold open.
+      if (request.method === "GET" && pathname === "/_stats") return Response.json(stats);
       if (request.method !== "POST") return text(405, "Only POST is served.");
       if (pathname === "/") return metadata(request);
       const route = pathname.match(/^\/v2\/(snapshot_read|atomic_write|watch)$/)?.[1];
