@@ -17,8 +17,18 @@ export const PHASE_ACTIVE = 3;
 /** Closing after a last response: reads are discarded until the peer closes or time is up. */
 export const PHASE_LINGER = 4;
 
-/** The initial read-ahead buffer: most request heads fit, and 10k idle connections stay small. */
-const INITIAL_INPUT_BYTES = 4096;
+/**
+ * The initial read-ahead buffer: most request heads fit (it grows for bigger ones, and shrinks
+ * back between requests), and each idle connection keeps a read posted into it.
+ */
+const INITIAL_INPUT_BYTES = 2048;
+
+/** {@link Connection.readInto}: append to the read-ahead buffer. */
+export const INTO_INPUT = 0;
+/** {@link Connection.readInto}: append to the read-ahead buffer and keep watching. */
+export const INTO_INPUT_WATCHING = 1;
+/** {@link Connection.readInto}: the bytes stay in the caller's view. */
+export const INTO_VIEW = 2;
 
 /** An accepted connection. */
 export class Connection {
@@ -46,6 +56,8 @@ export class Connection {
   requests = 0;
   /** Called once when a read sees EOF or an error (the client went away). */
   onPeerGone: (() => void) | null = null;
+  /** Bytes the last {@link INTO_VIEW} read got (0 when it got none). */
+  directBytes = 0;
   /** The last `Host` seen and the url prefix made of it (clients repeat their Host). */
   lastHost: string | null = null;
   lastUrlPrefix = "http://localhost";
@@ -76,16 +88,24 @@ export class Connection {
   }
 
   /**
-   * Starts a read into `view`; the one place that reads the socket. `onBytes` runs with the
-   * count before any waiter resumes, so a waiter sees the buffer up to date.
+   * Starts a read into `view`; the one place that reads the socket. `into` says where the
+   * bytes go: {@link INTO_INPUT} appends them to the read-ahead, {@link INTO_INPUT_WATCHING}
+   * also posts the next watch read, {@link INTO_VIEW} leaves them in `view` and their count in
+   * `directBytes`. That bookkeeping runs before any waiter resumes, so a waiter sees it done.
    */
-  readInto(view: Uint8Array, onBytes: (n: number) => void): void {
+  readInto(view: Uint8Array, into: number): void {
     this.reading = true;
     this.conn.read(view).then((n) => {
       this.reading = false;
       if (this.closed) return this.closeSettled();
       if (n === null) this.peerGone();
-      else onBytes(n);
+      else if (into === INTO_VIEW) this.directBytes = n;
+      else {
+        this.end += n;
+        if (into === INTO_INPUT_WATCHING && this.phase === PHASE_ACTIVE && this.waiter === null) {
+          this.watch();
+        }
+      }
       this.wake();
     }, () => {
       this.reading = false;
@@ -135,16 +155,12 @@ export class Connection {
       if (!this.makeRoom(maxBytes)) return Promise.resolve(false);
       // Growing or compacting while this read is outstanding would move the bytes it writes:
       // makeRoom only runs when no read is outstanding.
-      this.readInto(this.input.subarray(this.end), this.addBytes);
+      this.readInto(this.input.subarray(this.end), INTO_INPUT);
     }
     return new Promise<boolean>((resolve) => {
       this.waiter = () => resolve(true);
     });
   }
-
-  private readonly addBytes = (n: number): void => {
-    this.end += n;
-  };
 
   /** Resolves whoever waits in {@link fill} or {@link waitRead}. */
   wake(): void {
@@ -168,13 +184,8 @@ export class Connection {
   watch(): void {
     if (this.reading || this.eof || this.closed) return;
     if (this.end === this.input.length && !this.makeRoom(this.input.length)) return;
-    this.readInto(this.input.subarray(this.end), this.addWatched);
+    this.readInto(this.input.subarray(this.end), INTO_INPUT_WATCHING);
   }
-
-  private readonly addWatched = (n: number): void => {
-    this.end += n;
-    if (this.phase === PHASE_ACTIVE && this.waiter === null) this.watch();
-  };
 
   /** Takes up to `max` read-ahead bytes (a view into the buffer, valid until the next fill). */
   take(max: number): Uint8Array {

@@ -11,7 +11,7 @@
  * @module
  */
 import { ClientError } from "../proxy/client_error.ts";
-import type { Connection } from "./_connection.ts";
+import { type Connection, INTO_VIEW } from "./_connection.ts";
 
 /** The largest chunk-size line (size plus extensions) accepted. */
 const MAX_CHUNK_LINE_BYTES = 4096;
@@ -99,6 +99,11 @@ export class RequestBody {
   /** The client waits for a `100 Continue` that was never sent: its body may never come. */
   get continueWithheld(): boolean {
     return this.continueState === CONTINUE_WANTED || this.continueState === CONTINUE_WITHHELD;
+  }
+
+  /** True when more than `maxBytes` of a length-delimited body are still unread. */
+  unreadOver(maxBytes: number): boolean {
+    return !this.done && !this.chunked && this.left > maxBytes;
   }
 
   /** Marks the response as started: a pending `100 Continue` is withheld for good. */
@@ -289,13 +294,12 @@ export class RequestBody {
         this.scratch ??= new Uint8Array(READ_BYTES);
         view = max < this.scratch.length ? this.scratch.subarray(0, max) : this.scratch;
       }
-      let got = 0;
+      connection.directBytes = 0;
       connection.bodyWaitSince = this.now();
-      connection.readInto(view, (n) => {
-        got = n;
-      });
+      connection.readInto(view, INTO_VIEW);
       await connection.waitRead();
       connection.bodyWaitSince = -1;
+      const got = connection.directBytes;
       if (got === 0) throw this.readError();
       if (target !== null) return view.subarray(0, got);
       if (got < COPY_BELOW) return view.slice(0, got);

@@ -203,8 +203,6 @@ export async function writeResponse(
   }
   let keepAlive = target.keepAlive &&
     (handlerConnection === null || !hasCloseToken(handlerConnection));
-  // A client still waiting for `100 Continue` may send its body or not: it cannot carry on.
-  if (target.body !== null && target.body.continueWithheld) keepAlive = false;
 
   const bodyless = target.methodUpper === "HEAD" || status < 200 || status === 204 ||
     status === 304;
@@ -212,6 +210,8 @@ export async function writeResponse(
   if (status === 101) keepAlive = false;
   if (bodyless || body === null) {
     if (body !== null) body.cancel().catch(() => {});
+    // A client still waiting for `100 Continue` may send its body or not: it cannot carry on.
+    if (target.body !== null && target.body.continueWithheld) keepAlive = false;
     if (bodyless) {
       if (declaredText !== null) head += `content-length: ${declaredText}\r\n`;
     } else {

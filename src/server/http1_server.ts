@@ -47,6 +47,7 @@ import {
   skipLeadingEmptyLines,
 } from "./_request_head.ts";
 import { writeResponse } from "./_response_writer.ts";
+import { buildRequest } from "./_server_request.ts";
 
 /** What the server knows about a request beyond the fetch `Request`. */
 export interface ServeInfo {
@@ -155,7 +156,8 @@ function resolveOptions(options: Http1ServerOptions): ResolvedOptions {
  * host), whose method is the method as sent (fetch upper-cases the six standard ones; the
  * exact token is `info.method`), with every field as sent, the body unless fetch refuses one
  * for the method (GET, HEAD: then it is only in `info.body`), and a `signal` that aborts when
- * the client goes away.
+ * the client goes away (the server's own signal: `clone()` and `new Request(request)` do not
+ * carry it, pass `request.signal` on explicitly).
  *
  * @example
  * ```ts
@@ -446,7 +448,9 @@ export function serveHttp1(options: Http1ServerOptions, handler: Handler): Http1
     const outcome = await writeResponse(connection, response, {
       methodUpper: head.methodUpper,
       minor: head.minor,
-      keepAlive: head.keepAlive && !draining && !connection.eof && !(body?.failed ?? false),
+      // A body too long to drain afterwards means closing: say so in the response.
+      keepAlive: head.keepAlive && !draining && !connection.eof &&
+        (body === null || (!body.failed && !body.unreadOver(DRAIN_MAX_BYTES))),
       body,
       signal: abort.signal,
     });
@@ -519,32 +523,4 @@ export function serveHttp1(options: Http1ServerOptions, handler: Handler): Http1
       for (const connection of [...connections]) connection.close();
     },
   };
-}
-
-/** `http://` + a Host the URL parser takes, cached per connection (clients repeat theirs). */
-function urlPrefix(connection: Connection, host: string | null): string {
-  if (host === connection.lastHost) return connection.lastUrlPrefix;
-  let prefix = "http://localhost";
-  if (host !== null && host !== "" && URL.canParse(`http://${host}/`)) prefix = `http://${host}`;
-  connection.lastHost = host;
-  connection.lastUrlPrefix = prefix;
-  return prefix;
-}
-
-function buildRequest(
-  connection: Connection,
-  head: RequestHead,
-  body: RequestBody | null,
-  signal: AbortSignal,
-): Request {
-  const url = urlPrefix(connection, head.host) + (head.target === "*" ? "/*" : head.target);
-  // fetch refuses a body on GET and HEAD: there it travels in `info.body` only.
-  const upper = head.methodUpper;
-  const withBody = body !== null && upper !== "GET" && upper !== "HEAD";
-  return new Request(url, {
-    method: head.method,
-    headers: head.fields,
-    body: withBody ? body.stream : null,
-    signal,
-  });
 }

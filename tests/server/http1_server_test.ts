@@ -371,7 +371,30 @@ Deno.test("an unread body over the drain bound closes the connection after the r
     await client.send("POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n0123");
     const response = await client.response();
     assert.equal(response.status, 200);
+    assert.equal(field(response, "connection"), "close", "announced, since it cannot be drained");
     assert.equal(await client.closesWithin(3000), true);
+  });
+});
+
+Deno.test("a request body streamed straight back as the response body", async () => {
+  const handler: Handler = (request) => new Response(request.body);
+  await withServer({}, handler, async ({ open }) => {
+    const client = await open();
+    await client.send(
+      "POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
+    // The response streams the body, whose first read sends the 100 before the final head.
+    const interim = await client.response();
+    assert.equal(interim.status, 100);
+    await client.send("5\r\nhello\r\n");
+    await client.send("6\r\n world\r\n0\r\n\r\n");
+    const echoed = await client.response();
+    assert.equal(echoed.status, 200);
+    assert.equal(echoed.framing, "chunked");
+    assert.equal(echoed.body, "hello world");
+    // And the connection carries on.
+    await client.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc");
+    assert.equal((await client.response()).body, "abc");
   });
 });
 
@@ -459,7 +482,7 @@ Deno.test("a body that stalls errors with request_timeout after bodyIdleTimeoutM
     await client.send("POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc");
     const { error, elapsedMs } = await within(seen.promise, 2000, "body timeout");
     assert.equal(findClientError(error)?.code, "request_timeout", String(error));
-    assert.ok(elapsedMs >= 190 && elapsedMs < 700, `timed out after ${elapsedMs} ms`);
+    assert.ok(elapsedMs >= 190 && elapsedMs < 1500, `timed out after ${elapsedMs} ms`);
     await expectProblem(client, 408, "request_timeout", "stalled body");
   });
 });
@@ -526,6 +549,8 @@ Deno.test("a client that goes away aborts request.signal and settles completed",
     const client = await open();
     await client.send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
     const { request, info } = await within(started.promise, 2000, "handler start");
+    assert.ok(request instanceof Request);
+    assert.ok(request.signal instanceof AbortSignal);
     assert.equal(request.signal.aborted, false);
     client.close();
     await waitFor(() => request.signal.aborted, 2000, "signal aborted");
@@ -566,13 +591,13 @@ Deno.test("head timeouts: a partial head gets 408, a silent connection is closed
     await partial.send("GET /partial HTTP/1.1\r\nHost: x\r\n");
     await expectProblem(partial, 408, "request_timeout", "partial head");
     const elapsedMs = performance.now() - started;
-    assert.ok(elapsedMs >= 280 && elapsedMs < 900, `408 after ${elapsedMs} ms`);
+    assert.ok(elapsedMs >= 280 && elapsedMs < 1500, `408 after ${elapsedMs} ms`);
 
     const silent = await open();
     const openedAt = performance.now();
     assert.equal(await silent.closesWithin(2000), true, "closed without a byte");
     const silentMs = performance.now() - openedAt;
-    assert.ok(silentMs >= 280 && silentMs < 900, `closed after ${silentMs} ms`);
+    assert.ok(silentMs >= 280 && silentMs < 1500, `closed after ${silentMs} ms`);
   });
 });
 
@@ -599,7 +624,7 @@ Deno.test("slowloris: a head dribbled a byte at a time is cut at headerTimeoutMs
     const elapsedMs = performance.now() - started;
     assert.equal(response.status, 408);
     assert.equal(field(response, "x-breakwater-error"), "request_timeout");
-    assert.ok(elapsedMs >= 280 && elapsedMs < 900, `cut after ${elapsedMs} ms`);
+    assert.ok(elapsedMs >= 280 && elapsedMs < 1500, `cut after ${elapsedMs} ms`);
     assert.ok(sent < head.length, "the head never completed");
     assert.equal(await client.closesWithin(1000), true);
   });
@@ -613,7 +638,7 @@ Deno.test("an idle keep-alive connection is closed after idleTimeoutMs", async (
     const idleSince = performance.now();
     assert.equal(await client.closesWithin(2000), true);
     const idleMs = performance.now() - idleSince;
-    assert.ok(idleMs >= 230 && idleMs < 900, `closed after ${idleMs} ms idle`);
+    assert.ok(idleMs >= 230 && idleMs < 1500, `closed after ${idleMs} ms idle`);
   });
 });
 
