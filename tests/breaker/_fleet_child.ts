@@ -26,7 +26,8 @@ while (Date.now() < startAtMs + Number(runForText)) {
   if (admission.allowed) {
     sent++;
     const startedMs = performance.now();
-    const response = await fetch(upstreamUrl, { client });
+    // A hung upstream must end the child (and fail the test), not stall it.
+    const response = await fetch(upstreamUrl, { client, signal: AbortSignal.timeout(5000) });
     await response.body?.cancel();
     breaker.record("users", admission, {
       status: response.status,

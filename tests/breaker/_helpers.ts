@@ -1,6 +1,6 @@
 /**
  * Shared test helpers for the breaker: policies, a settable clock, a seeded random source,
- * temporary KV files, polling.
+ * temporary KV files. Waiting is `tests/_helpers/wait.ts`.
  *
  * @module
  */
@@ -60,19 +60,6 @@ export async function tempKvPath(): Promise<{ path: string; remove: () => Promis
     path: `${dir}/breaker.kv`,
     remove: () => Deno.remove(dir, { recursive: true }),
   };
-}
-
-/** Polls `condition` every few ms until it holds; fails after `timeoutMs`. */
-export async function waitFor(
-  condition: () => boolean | Promise<boolean>,
-  timeoutMs = 2000,
-  what = "condition",
-): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!(await condition())) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
 }
 
 /** Calls per store method, filled by {@link countingStore}. */

@@ -5,14 +5,8 @@ import assert from "node:assert/strict";
 import { createFleetBreaker, type FleetBreaker } from "../../src/breaker/fleet.ts";
 import { createKvBreakerStore, recordKey } from "../../src/breaker/kv_store.ts";
 import type { Admission, TransitionEvent } from "../../src/breaker/types.ts";
-import {
-  type CallCounts,
-  countingStore,
-  manualClock,
-  policy,
-  seededRandom,
-  waitFor,
-} from "./_helpers.ts";
+import { type CallCounts, countingStore, manualClock, policy, seededRandom } from "./_helpers.ts";
+import { waitFor } from "../_helpers/wait.ts";
 
 const FAIL = { status: 503, durationMs: 5 };
 const OK = { status: 200, durationMs: 5 };
@@ -219,12 +213,11 @@ Deno.test("fleet (KV): successes write nothing to KV", async () => {
     breaker.record("users", allowed(breaker.admit("users")), OK);
     breaker.record("users", allowed(breaker.admit("users")), { status: 404, durationMs: 1 });
   }
-  await new Promise((resolve) => setTimeout(resolve, 50)); // a couple of re-syncs
+  await waitFor(() => (counts.readRecords ?? 0) >= 3, { what: "start-up read and two re-syncs" });
   await breaker.close();
   kv.close();
   const writes = ["transition", "reportFailures", "acquireLease", "releaseLease"];
   for (const method of writes) assert.equal(counts[method] ?? 0, 0, method);
-  assert.ok((counts.readRecords ?? 0) >= 2, "start-up read and re-syncs happened");
 });
 
 Deno.test("fleet (KV): failures are reported coalesced and the fleet record trips", async () => {

@@ -2,7 +2,7 @@
  * Three real processes, each a FleetBreaker on one shared KV file, in front of an upstream that
  * answers 503 to everything. Counted at the upstream: the failing calls it receives before the
  * fleet stops sending must stay within failureThreshold + the overshoot bound documented in
- * src/breaker/fleet.ts, far below 3 x failureThreshold (what three independent breakers allow).
+ * src/breaker/fleet_counts.ts, far below 3 x failureThreshold (what three independent breakers allow).
  */
 import assert from "node:assert/strict";
 import { tempKvPath } from "./_helpers.ts";
@@ -41,6 +41,8 @@ Deno.test("processes: 3 instances on one KV file stop a failing upstream near th
           ],
           stdout: "piped",
           stderr: "piped",
+          // A child that never finishes is killed, and its exit code fails the test.
+          signal: AbortSignal.timeout(30_000),
         }).output(),
     );
     const outputs = await Promise.all(children);
@@ -51,7 +53,7 @@ Deno.test("processes: 3 instances on one KV file stop a failing upstream near th
         firstRejectAtMs: number | null;
       };
     });
-    // Bound from fleet.ts: T + sum of min(T, C_i + ceil(r_i * 2R)). Here C_i = 1 (one call at a
+    // Bound from fleet_counts.ts: T + sum of min(T, C_i + ceil(r_i * 2R)). Here C_i = 1 (one call at a
     // time) and r_i * 2R <= 1 while a KV round trip R stays under PACE_MS / 2: T + 2 per
     // instance. (Measured: 7, i.e. T + 2 for the whole fleet.)
     const bound = THRESHOLD + INSTANCES * 2;

@@ -8,14 +8,8 @@ import { createFleetBreaker, type FleetBreaker } from "../../src/breaker/fleet.t
 import { recordKey } from "../../src/breaker/kv_store.ts";
 import type { BreakerConfig } from "../../src/config/schema.ts";
 import type { Admission, TransitionEvent } from "../../src/breaker/types.ts";
-import {
-  type ManualClock,
-  manualClock,
-  policy,
-  seededRandom,
-  tempKvPath,
-  waitFor,
-} from "./_helpers.ts";
+import { type ManualClock, manualClock, policy, seededRandom, tempKvPath } from "./_helpers.ts";
+import { waitFor } from "../_helpers/wait.ts";
 
 const FAIL = { status: 502, durationMs: 5 };
 const OK = { status: 200, durationMs: 5 };
@@ -93,8 +87,7 @@ async function tripFrom(fleet: Fleet, index: number, failures: number): Promise<
   }
   await waitFor(
     () => breaker.view("users").state === "open" && breaker.view("users").generation > 0,
-    2000,
-    "fleet trip",
+    { timeoutMs: 2000, what: "fleet trip" },
   );
 }
 
@@ -104,7 +97,10 @@ Deno.test("shared: a trip on one instance is seen by the other within the sync i
     const [a, b] = fleet.instances;
     await tripFrom(fleet, 0, 4);
     const trippedAt = performance.now();
-    await waitFor(() => b.breaker.admit("users").allowed === false, 1000, "b rejects");
+    await waitFor(() => b.breaker.admit("users").allowed === false, {
+      timeoutMs: 1000,
+      what: "b rejects",
+    });
     const lagMs = performance.now() - trippedAt;
     assert.ok(lagMs < SYNC_MS * 4, `b learned after ${lagMs.toFixed(1)} ms`);
     const viewB = b.breaker.view("users");
@@ -132,19 +128,14 @@ Deno.test("shared: failures on both instances add up to one fleet trip", async (
       b.breaker.record("users", allowed(b.breaker.admit("users")), FAIL);
     }
     // Neither instance alone reached 6; together they did.
-    await waitFor(
-      async () => {
-        const stored = await a.kv.get<{ state: string }>(recordKey("users"));
-        return stored.value?.state === "open";
-      },
-      2000,
-      "fleet record open",
-    );
-    await waitFor(
-      () => !a.breaker.admit("users").allowed && !b.breaker.admit("users").allowed,
-      1000,
-      "both reject",
-    );
+    await waitFor(async () => {
+      const stored = await a.kv.get<{ state: string }>(recordKey("users"));
+      return stored.value?.state === "open";
+    }, { timeoutMs: 2000, what: "fleet record open" });
+    await waitFor(() => !a.breaker.admit("users").allowed && !b.breaker.admit("users").allowed, {
+      timeoutMs: 1000,
+      what: "both reject",
+    });
     assert.equal(a.breaker.view("users").generation, 1, "exactly one transition");
   } finally {
     await fleet.close();
@@ -160,6 +151,7 @@ Deno.test("shared: minInstances 2 keeps a lone instance's trip local", async () 
       if (admission.allowed) a.breaker.record("users", admission, FAIL);
     }
     assert.equal(a.breaker.admit("users").allowed, false, "a's own breaker opened");
+    // Nothing to wait for: a fleet trip that must not happen gets three re-syncs to show up.
     await new Promise((resolve) => setTimeout(resolve, SYNC_MS * 3));
     assert.equal((await a.kv.get(recordKey("users"))).versionstamp, null, "no fleet trip");
     assert.equal(b.breaker.admit("users").allowed, true, "b keeps serving");
@@ -167,14 +159,10 @@ Deno.test("shared: minInstances 2 keeps a lone instance's trip local", async () 
     for (let failure = 0; failure < 3; failure++) {
       b.breaker.record("users", allowed(b.breaker.admit("users")), FAIL);
     }
-    await waitFor(
-      async () => {
-        const stored = await b.kv.get<{ state: string }>(recordKey("users"));
-        return stored.value?.state === "open";
-      },
-      2000,
-      "fleet trip with quorum",
-    );
+    await waitFor(async () => {
+      const stored = await b.kv.get<{ state: string }>(recordKey("users"));
+      return stored.value?.state === "open";
+    }, { timeoutMs: 2000, what: "fleet trip with quorum" });
   } finally {
     await fleet.close();
   }
@@ -216,6 +204,7 @@ Deno.test("shared: half-open admits exactly halfOpenProbes probes across instanc
     fleet.instances[firstIndex].breaker.record("users", first, FAIL);
     await waitFor(() => fleet.instances[firstIndex].breaker.view("users").openCount === 2);
     fleet.instances[secondIndex].breaker.record("users", second, OK);
+    // Nothing to wait for: a close that must not happen gets three re-syncs to show up.
     await new Promise((resolve) => setTimeout(resolve, SYNC_MS * 3));
     for (const instance of fleet.instances) {
       const view = instance.breaker.view("users");
@@ -237,13 +226,15 @@ Deno.test("shared: a probe's success closes the breaker for every instance", asy
     await waitFor(() => b.breaker.view("users").state === "open");
     fleet.clock.advance(500);
     let probe: Admission = b.breaker.admit("users");
-    await waitFor(() => (probe = b.breaker.admit("users")).allowed, 1000, "b gets the lease");
+    await waitFor(() => (probe = b.breaker.admit("users")).allowed, {
+      timeoutMs: 1000,
+      what: "b gets the lease",
+    });
     b.breaker.record("users", allowed(probe), OK);
-    await waitFor(
-      () => a.breaker.admit("users").allowed && b.breaker.admit("users").allowed,
-      1000,
-      "both closed",
-    );
+    await waitFor(() => a.breaker.admit("users").allowed && b.breaker.admit("users").allowed, {
+      timeoutMs: 1000,
+      what: "both closed",
+    });
     assert.equal(a.breaker.view("users").generation, 2);
     assert.equal(a.breaker.view("users").failuresInWindow, 0);
     assert.deepEqual(a.events.map((event) => `${event.from}->${event.to}`), [
@@ -265,7 +256,10 @@ Deno.test("shared: a crashed prober's lease expires and another instance probes"
     await tripFrom(fleet, 0, 2);
     await waitFor(() => b.breaker.view("users").state === "open");
     fleet.clock.advance(500);
-    await waitFor(() => a.breaker.admit("users").allowed, 1000, "a gets the lease");
+    await waitFor(() => a.breaker.admit("users").allowed, {
+      timeoutMs: 1000,
+      what: "a gets the lease",
+    });
     // a "crashes" mid-probe: it never records the outcome.
     await a.breaker.close();
     for (let attempt = 0; attempt < 20; attempt++) {
@@ -273,8 +267,10 @@ Deno.test("shared: a crashed prober's lease expires and another instance probes"
       await new Promise((resolve) => setTimeout(resolve, 3));
     }
     fleet.clock.advance(3000);
-    await new Promise((resolve) => setTimeout(resolve, SYNC_MS * 2)); // b's lease retry pause
-    await waitFor(() => b.breaker.admit("users").allowed, 1000, "b takes the expired lease");
+    await waitFor(() => b.breaker.admit("users").allowed, {
+      timeoutMs: 1000,
+      what: "b takes the expired lease",
+    });
   } finally {
     await fleet.close();
   }
@@ -285,17 +281,26 @@ Deno.test("shared: force open, close and reset reach the whole fleet", async () 
   try {
     const [a, b] = fleet.instances;
     assert.equal((await a.breaker.force("users", "open")).state, "forced_open");
-    await waitFor(() => b.breaker.view("users").state === "forced_open", 1000, "forced_open");
+    await waitFor(() => b.breaker.view("users").state === "forced_open", {
+      timeoutMs: 1000,
+      what: "forced_open",
+    });
     assert.equal(b.breaker.admit("users").allowed, false);
     await b.breaker.force("users", "close");
-    await waitFor(() => a.breaker.view("users").state === "forced_closed", 1000, "forced_closed");
+    await waitFor(() => a.breaker.view("users").state === "forced_closed", {
+      timeoutMs: 1000,
+      what: "forced_closed",
+    });
     for (let failure = 0; failure < 5; failure++) {
       a.breaker.record("users", allowed(a.breaker.admit("users")), FAIL);
     }
     assert.equal(a.breaker.admit("users").allowed, true, "forced closed ignores failures");
     const reset = await a.breaker.force("users", "reset");
     assert.equal(reset.state, "closed");
-    await waitFor(() => b.breaker.view("users").state === "closed", 1000, "reset");
+    await waitFor(() => b.breaker.view("users").state === "closed", {
+      timeoutMs: 1000,
+      what: "reset",
+    });
     assert.equal(b.breaker.view("users").generation, 3);
     assert.equal(b.breaker.view("users").degraded, false);
   } finally {
@@ -311,11 +316,17 @@ Deno.test("shared: KV handle closed mid-run -> degraded, local breaking, then re
     const [a] = fleet.instances;
     // The owner closes a's handle: watch and re-sync fail, a goes degraded and reopens.
     a.kv.close();
-    await waitFor(() => a.breaker.degraded(), 1000, "degraded");
-    await waitFor(() => !a.breaker.degraded(), 2000, "rejoined with a fresh handle");
+    await waitFor(() => a.breaker.degraded(), { timeoutMs: 1000, what: "degraded" });
+    await waitFor(() => !a.breaker.degraded(), {
+      timeoutMs: 2000,
+      what: "rejoined with a fresh handle",
+    });
     // Meanwhile the fleet state still reaches it.
     await tripFrom(fleet, 1, 3);
-    await waitFor(() => a.breaker.view("users").state === "open", 1000, "a adopts the trip");
+    await waitFor(() => a.breaker.view("users").state === "open", {
+      timeoutMs: 1000,
+      what: "a adopts the trip",
+    });
   } finally {
     await fleet.close();
   }
@@ -328,7 +339,7 @@ Deno.test("shared: without a way to reopen, a degraded instance keeps serving on
     await tripFrom(fleet, 1, 3);
     await waitFor(() => a.breaker.view("users").state === "open");
     a.kv.close();
-    await waitFor(() => a.breaker.degraded(), 1000, "degraded");
+    await waitFor(() => a.breaker.degraded(), { timeoutMs: 1000, what: "degraded" });
     // The fleet's outage continues locally; KV trouble does not close the breaker.
     assert.equal(a.breaker.view("users").state, "open");
     assert.equal(a.breaker.view("users").degraded, true);
@@ -376,10 +387,13 @@ Deno.test("shared: a KV call slower than kvTimeoutMs makes the instance degraded
     await breaker.start();
     assert.equal(breaker.degraded(), false);
     slow = true;
-    await waitFor(() => breaker.degraded(), 1000, "degraded on slowness");
+    await waitFor(() => breaker.degraded(), { timeoutMs: 1000, what: "degraded on slowness" });
     assert.equal(breaker.admit("users").allowed, true);
     slow = false;
-    await waitFor(() => !breaker.degraded(), 1000, "rejoined when KV is fast again");
+    await waitFor(() => !breaker.degraded(), {
+      timeoutMs: 1000,
+      what: "rejoined when KV is fast again",
+    });
   } finally {
     await breaker.close();
     kv.close();

@@ -8,6 +8,7 @@ import {
 } from "../../src/breaker/kv_store.ts";
 import { INITIAL_RECORD, transition } from "../../src/breaker/policy.ts";
 import { policy, tempKvPath } from "./_helpers.ts";
+import { waitFor } from "../_helpers/wait.ts";
 
 const p = policy({ recoveryTimeoutMs: 1000 });
 const T0 = 1_700_000_000_000;
@@ -188,11 +189,10 @@ bothBackends("watch reports record changes and closes cleanly", async (kv) => {
     (error) => errors.push(error),
   );
   await store.transition("svc-11", trip(T0));
-  const deadline = Date.now() + 2000;
-  while (!seen.some(([service, generation]) => service === "svc-11" && generation === 1)) {
-    assert.ok(Date.now() < deadline, "watch saw the trip");
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
+  await waitFor(
+    () => seen.some(([service, generation]) => service === "svc-11" && generation === 1),
+    { timeoutMs: 2000, what: "the watch to see svc-11's trip" },
+  );
   await watch.close();
   await watch.close();
   assert.deepEqual(errors, []);

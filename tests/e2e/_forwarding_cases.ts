@@ -11,6 +11,7 @@ import {
   withUpstreamClient,
 } from "../_helpers/gateway.ts";
 import { readRequestHead, startRawUpstream, startUpstream } from "../_helpers/upstream.ts";
+import { bounded, closeAll, waitFor, within } from "../_helpers/wait.ts";
 
 /** Registers the cases for `client`; test names get a `client: ` prefix except for fetch. */
 export function forwardingCases(client: UpstreamClientChoice): void {
@@ -41,18 +42,21 @@ export function forwardingCases(client: UpstreamClientChoice): void {
         services: { users: { prefix: "/api/users", upstreams: [upstream.origin] } },
       });
       try {
-        const response = await fetch(`${gw.url}/api/users/7?expand=orders&x=%20y`, {
-          method: "PATCH",
-          headers: {
-            "content-type": "text/plain",
-            "x-custom": "kept",
-            "x-request-id": "client-id-123",
-            traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-            connection: "x-hop-secret",
-            "x-hop-secret": "must not pass",
-          },
-          body: "hello upstream",
-        });
+        const response = await fetch(
+          `${gw.url}/api/users/7?expand=orders&x=%20y`,
+          bounded({
+            method: "PATCH",
+            headers: {
+              "content-type": "text/plain",
+              "x-custom": "kept",
+              "x-request-id": "client-id-123",
+              traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+              connection: "x-hop-secret",
+              "x-hop-secret": "must not pass",
+            },
+            body: "hello upstream",
+          }),
+        );
         const seen = await response.json();
         assert.equal(response.status, 201);
         assert.equal(response.headers.get("x-upstream"), "yes");
@@ -76,8 +80,7 @@ export function forwardingCases(client: UpstreamClientChoice): void {
         assert.equal(seen.headers["x-hop-secret"], undefined);
         assert.equal(new URL(seen.url).host, new URL(upstream.origin).host);
       } finally {
-        await gw.close();
-        await upstream.close();
+        await closeAll({ gw, upstream });
       }
     },
   );
@@ -88,13 +91,15 @@ export function forwardingCases(client: UpstreamClientChoice): void {
       services: { s: { prefix: "/s", upstreams: [upstream.origin] } },
     });
     try {
-      const response = await fetch(`${gw.url}/s`, { headers: { "x-request-id": "bad id; drop" } });
+      const response = await fetch(
+        `${gw.url}/s`,
+        bounded({ headers: { "x-request-id": "bad id; drop" } }),
+      );
       const sentUpstream = await response.text();
       assert.match(sentUpstream, /^[0-9a-f-]{36}$/);
       assert.equal(response.headers.get("x-request-id"), sentUpstream);
     } finally {
-      await gw.close();
-      await upstream.close();
+      await closeAll({ gw, upstream });
     }
   });
 
@@ -110,12 +115,12 @@ export function forwardingCases(client: UpstreamClientChoice): void {
         },
       });
       try {
-        const text = async (path: string) => (await fetch(gw.url + path)).text();
+        const text = async (path: string) => (await fetch(gw.url + path, bounded())).text();
         assert.equal(await text("/api/users/7"), "b /7");
         assert.equal(await text("/api/users"), "b /");
         assert.equal(await text("/api/usersX"), "a /api/usersX");
         assert.equal(await text("/api/other"), "a /api/other");
-        const missing = await fetch(`${gw.url}/nothing/here`);
+        const missing = await fetch(`${gw.url}/nothing/here`, bounded());
         assert.equal(missing.status, 404);
         assert.equal(missing.headers.get("content-type"), "application/problem+json");
         assert.equal(missing.headers.get("x-breakwater-error"), "no_route");
@@ -123,9 +128,7 @@ export function forwardingCases(client: UpstreamClientChoice): void {
         assert.equal(problem.status, 404);
         assert.equal(problem.code, "no_route");
       } finally {
-        await gw.close();
-        await a.close();
-        await b.close();
+        await closeAll({ gw, a, b });
       }
     },
   );
@@ -137,14 +140,13 @@ export function forwardingCases(client: UpstreamClientChoice): void {
     });
     try {
       for (let i = 0; i < 50; i++) {
-        const response = await fetch(`${gw.url}/s/${i}`);
+        const response = await fetch(`${gw.url}/s/${i}`, bounded());
         assert.equal(await response.text(), "ok");
       }
       assert.equal(upstream.requests.length, 50);
       assert.equal(upstream.connections(), 1);
     } finally {
-      await gw.close();
-      await upstream.close();
+      await closeAll({ gw, upstream });
     }
   });
 
@@ -155,13 +157,11 @@ export function forwardingCases(client: UpstreamClientChoice): void {
       services: { s: { prefix: "/s", upstreams: [one.origin, two.origin] } },
     });
     try {
-      for (let i = 0; i < 20; i++) await (await fetch(`${gw.url}/s`)).text();
+      for (let i = 0; i < 20; i++) await (await fetch(`${gw.url}/s`, bounded())).text();
       assert.equal(one.requests.length + two.requests.length, 20);
       assert.ok(one.requests.length >= 5 && two.requests.length >= 5);
     } finally {
-      await gw.close();
-      await one.close();
-      await two.close();
+      await closeAll({ gw, one, two });
     }
   });
 
@@ -173,12 +173,12 @@ export function forwardingCases(client: UpstreamClientChoice): void {
       services: { s: { prefix: "/s", upstreams: [`http://127.0.0.1:${deadPort}`] } },
     });
     try {
-      const response = await fetch(`${gw.url}/s`);
+      const response = await fetch(`${gw.url}/s`, bounded());
       assert.equal(response.status, 502);
       assert.equal(response.headers.get("x-breakwater-error"), "upstream_unreachable");
       assert.equal((await response.json()).service, "s");
     } finally {
-      await gw.close();
+      await closeAll({ gw });
     }
   });
 
@@ -194,15 +194,14 @@ export function forwardingCases(client: UpstreamClientChoice): void {
       });
       try {
         const started = performance.now();
-        const response = await fetch(`${gw.url}/s`);
+        const response = await fetch(`${gw.url}/s`, bounded());
         const elapsedMs = performance.now() - started;
         assert.equal(response.status, 504);
         assert.equal(response.headers.get("x-breakwater-error"), "upstream_timeout");
         await response.body?.cancel();
         assert.ok(elapsedMs >= 280 && elapsedMs < 2000, `took ${elapsedMs} ms`);
       } finally {
-        await gw.close();
-        await hung.close();
+        await closeAll({ gw, hung });
       }
     },
   );
@@ -227,16 +226,14 @@ export function forwardingCases(client: UpstreamClientChoice): void {
         },
       });
       try {
-        const response = await fetch(`${gw.url}/broken`);
+        const response = await fetch(`${gw.url}/broken`, bounded());
         assert.equal(response.status, 200);
         await assert.rejects(response.text());
-        const next = await fetch(`${gw.url}/ok`);
+        const next = await fetch(`${gw.url}/ok`, bounded());
         assert.equal(await next.text(), "fine");
         assert.equal(gw.gateway.poolUsage().broken.active, 0);
       } finally {
-        await gw.close();
-        await resetter.close();
-        await healthy.close();
+        await closeAll({ gw, resetter, healthy });
       }
     },
   );
@@ -253,34 +250,42 @@ export function forwardingCases(client: UpstreamClientChoice): void {
         services: { s: { prefix: "/s", upstreams: [upstream.origin] } },
       });
       try {
-        const declared = await fetch(`${gw.url}/s`, { method: "POST", body: new Uint8Array(2048) });
+        const declared = await fetch(
+          `${gw.url}/s`,
+          bounded({ method: "POST", body: new Uint8Array(2048) }),
+        );
         assert.equal(declared.status, 413);
         assert.equal(declared.headers.get("x-breakwater-error"), "body_too_large");
         await declared.body?.cancel();
         assert.equal(upstream.requests.length, 0);
 
         const chunks = [new Uint8Array(600), new Uint8Array(600)];
-        const chunked = await fetch(`${gw.url}/s`, {
-          method: "POST",
-          body: new ReadableStream({
-            pull(controller) {
-              const next = chunks.shift();
-              if (next) controller.enqueue(next);
-              else controller.close();
-            },
+        const chunked = await fetch(
+          `${gw.url}/s`,
+          bounded({
+            method: "POST",
+            body: new ReadableStream({
+              pull(controller) {
+                const next = chunks.shift();
+                if (next) controller.enqueue(next);
+                else controller.close();
+              },
+            }),
           }),
-        });
+        );
         assert.equal(chunked.status, 413);
         assert.equal(chunked.headers.get("x-breakwater-error"), "body_too_large");
         await chunked.body?.cancel();
 
-        const fits = await fetch(`${gw.url}/s`, { method: "POST", body: new Uint8Array(1024) });
+        const fits = await fetch(
+          `${gw.url}/s`,
+          bounded({ method: "POST", body: new Uint8Array(1024) }),
+        );
         assert.equal(await fits.text(), "1024");
         // The breaker did not count the client's oversize bodies against the upstream.
         assert.equal(gw.gateway.breaker.view("s").failuresInWindow, 0);
       } finally {
-        await gw.close();
-        await upstream.close();
+        await closeAll({ gw, upstream });
       }
     },
   );
@@ -302,24 +307,23 @@ export function forwardingCases(client: UpstreamClientChoice): void {
       },
     });
     try {
-      const first = fetch(`${gw.url}/s/1`);
-      while (upstream.requests.length < 1) await new Promise((r) => setTimeout(r, 5));
-      const queued = fetch(`${gw.url}/s/2`);
-      while (gw.gateway.poolUsage().s.pending < 1) await new Promise((r) => setTimeout(r, 5));
+      const first = fetch(`${gw.url}/s/1`, bounded());
+      await waitFor(() => upstream.requests.length >= 1, { what: "the first request upstream" });
+      const queued = fetch(`${gw.url}/s/2`, bounded());
+      await waitFor(() => gw.gateway.poolUsage().s.pending >= 1, { what: "a queued waiter" });
       const started = performance.now();
-      const rejected = await fetch(`${gw.url}/s/3`);
+      const rejected = await fetch(`${gw.url}/s/3`, bounded());
       assert.ok(performance.now() - started < 500);
       assert.equal(rejected.status, 503);
       assert.equal(rejected.headers.get("x-breakwater-error"), "pool_saturated");
       await rejected.body?.cancel();
       releaseUpstream();
-      assert.equal(await (await first).text(), "done");
-      assert.equal(await (await queued).text(), "done");
+      assert.equal(await (await within(first, 5000, "the first answer")).text(), "done");
+      assert.equal(await (await within(queued, 5000, "the queued answer")).text(), "done");
       assert.equal(gw.gateway.poolUsage().s.active, 0);
     } finally {
       releaseUpstream();
-      await gw.close();
-      await upstream.close();
+      await closeAll({ gw, upstream });
     }
   });
 
@@ -340,18 +344,17 @@ export function forwardingCases(client: UpstreamClientChoice): void {
       },
     });
     try {
-      const first = fetch(`${gw.url}/s/1`);
-      while (upstream.requests.length < 1) await new Promise((r) => setTimeout(r, 5));
-      const waited = await fetch(`${gw.url}/s/2`);
+      const first = fetch(`${gw.url}/s/1`, bounded());
+      await waitFor(() => upstream.requests.length >= 1, { what: "the first request upstream" });
+      const waited = await fetch(`${gw.url}/s/2`, bounded());
       assert.equal(waited.status, 503);
       assert.equal(waited.headers.get("x-breakwater-error"), "pool_saturated");
       await waited.body?.cancel();
       releaseUpstream();
-      await (await first).text();
+      await (await within(first, 5000, "the first answer")).text();
     } finally {
       releaseUpstream();
-      await gw.close();
-      await upstream.close();
+      await closeAll({ gw, upstream });
     }
   });
 
@@ -372,22 +375,17 @@ export function forwardingCases(client: UpstreamClientChoice): void {
     });
     try {
       const controller = new AbortController();
-      const pending = fetch(`${gw.url}/s`, { signal: controller.signal }).catch(() => null);
-      while (upstream.requests.length < 1) await new Promise((r) => setTimeout(r, 5));
+      const pending = fetch(`${gw.url}/s`, bounded({ signal: controller.signal })).catch(() =>
+        null
+      );
+      await waitFor(() => upstream.requests.length >= 1, { what: "the request upstream" });
       controller.abort();
-      await pending;
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const result = await Promise.race([
-        aborted.then(() => "aborted"),
-        new Promise((r) => timer = setTimeout(() => r("still open"), 3000)),
-      ]);
-      clearTimeout(timer);
-      assert.equal(result, "aborted");
-      while (gw.gateway.poolUsage().s.active > 0) await new Promise((r) => setTimeout(r, 5));
+      await within(pending, 3000, "the client's aborted fetch to settle");
+      await within(aborted, 3000, "the upstream request to be aborted");
+      await waitFor(() => gw.gateway.poolUsage().s.active === 0, { what: "the pool to be idle" });
       assert.equal(gw.gateway.breaker.view("s").failuresInWindow, 0);
     } finally {
-      await gw.close();
-      await upstream.close();
+      await closeAll({ gw, upstream });
     }
   });
 
@@ -397,29 +395,28 @@ export function forwardingCases(client: UpstreamClientChoice): void {
       services: { s: { prefix: "/s", upstreams: [upstream.origin] } },
     });
     try {
-      const health = await fetch(`${gw.url}/healthz`);
+      const health = await fetch(`${gw.url}/healthz`, bounded());
       assert.equal(health.status, 200);
       await health.body?.cancel();
-      const ready = await fetch(`${gw.url}/readyz`);
+      const ready = await fetch(`${gw.url}/readyz`, bounded());
       assert.equal(ready.status, 200);
       const body = await ready.json();
       assert.equal(body.status, "ready");
       assert.equal(body.services.s.breaker, "closed");
       assert.deepEqual(body.services.s.pool, { active: 0, pending: 0, max: 20 });
       gw.gateway.drain();
-      const draining = await fetch(`${gw.url}/readyz`);
+      const draining = await fetch(`${gw.url}/readyz`, bounded());
       assert.equal(draining.status, 503);
       assert.equal((await draining.json()).status, "draining");
-      const refused = await fetch(`${gw.url}/s`);
+      const refused = await fetch(`${gw.url}/s`, bounded());
       assert.equal(refused.status, 503);
       assert.equal(refused.headers.get("x-breakwater-error"), "draining");
       await refused.body?.cancel();
-      const stillHealthy = await fetch(`${gw.url}/healthz`);
+      const stillHealthy = await fetch(`${gw.url}/healthz`, bounded());
       assert.equal(stillHealthy.status, 200);
       await stillHealthy.body?.cancel();
     } finally {
-      await gw.close();
-      await upstream.close();
+      await closeAll({ gw, upstream });
     }
   });
 
@@ -443,15 +440,17 @@ export function forwardingCases(client: UpstreamClientChoice): void {
       });
       try {
         for (let i = 0; i < 2; i++) {
-          const response = await fetch(`${gw.url}/s`, { method: "POST", body: "x".repeat(100) });
+          const response = await fetch(
+            `${gw.url}/s`,
+            bounded({ method: "POST", body: "x".repeat(100) }),
+          );
           assert.equal(response.status, 504);
           assert.equal(response.headers.get("x-breakwater-error"), "upstream_timeout");
           await response.body?.cancel();
         }
         assert.equal(gw.gateway.breaker.view("s").state, "open");
       } finally {
-        await gw.close();
-        await hung.close();
+        await closeAll({ gw, hung });
       }
     },
   );

@@ -11,6 +11,7 @@ import {
   withUpstreamClient,
 } from "../_helpers/gateway.ts";
 import { readRequestHead, startRawUpstream } from "../_helpers/upstream.ts";
+import { bounded, closeAll, waitFor } from "../_helpers/wait.ts";
 
 const encoder = new TextEncoder();
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -21,10 +22,8 @@ async function boundedFetch(
   ms = 4000,
 ): Promise<{ status: number; body: string | null; error: string | null; tookMs: number }> {
   const t0 = performance.now();
-  const controller = new AbortController();
-  const timer = setTimeout(() => controller.abort(new Error("hung")), ms);
   try {
-    const response = await fetch(url, { signal: controller.signal });
+    const response = await fetch(url, bounded({}, ms));
     let body: string | null = null;
     let error: string | null = null;
     try {
@@ -35,8 +34,6 @@ async function boundedFetch(
     return { status: response.status, body, error, tookMs: performance.now() - t0 };
   } catch (e) {
     return { status: 0, body: null, error: String(e), tookMs: performance.now() - t0 };
-  } finally {
-    clearTimeout(timer);
   }
 }
 
@@ -109,12 +106,13 @@ export function upstreamFailureCases(client: UpstreamClientChoice): void {
           }
           assert.ok(result.tookMs < 3000, `${name} took ${result.tookMs}`);
         }
-        for (let i = 0; i < 50 && gw.gateway.poolUsage().s.active > 0; i++) await sleep(20);
-        assert.equal(gw.gateway.poolUsage().s.active, 0);
+        await waitFor(() => gw.gateway.poolUsage().s.active === 0, {
+          timeoutMs: 1000,
+          what: "every upstream connection back from the broken answers",
+        });
         assert.equal((await boundedFetch(`${gw.url}/healthz`)).status, 200);
       } finally {
-        await gw.close();
-        await upstream.close();
+        await closeAll({ gw, upstream });
       }
     },
   );
@@ -165,8 +163,7 @@ export function upstreamFailureCases(client: UpstreamClientChoice): void {
         assert.ok(afterLongGap.every((s) => s === 200), JSON.stringify(statuses));
         assert.ok(served >= statuses.filter((s) => s === 200).length);
       } finally {
-        await gw.close();
-        await upstream.close();
+        await closeAll({ gw, upstream });
       }
     });
   }

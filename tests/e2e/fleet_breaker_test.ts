@@ -5,29 +5,61 @@
 import assert from "node:assert/strict";
 import { type GatewayProcess, startGatewayProcess } from "../_helpers/gateway.ts";
 import { startUpstream } from "../_helpers/upstream.ts";
+import { bounded, waitFor } from "../_helpers/wait.ts";
 
 const THRESHOLD = 5;
 const RECOVERY_MS = 1500;
+/** How long the upstream holds the first answer after healing: the probe is in flight. */
+const PROBE_HOLD_MS = 300;
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function hit(gateway: GatewayProcess): Promise<{ status: number; error: string | null }> {
-  const response = await fetch(`${gateway.url}/svc/x`);
+  const response = await fetch(`${gateway.url}/svc/x`, bounded());
   await response.body?.cancel();
   return { status: response.status, error: response.headers.get("x-breakwater-error") };
 }
 
 async function breakerState(gateway: GatewayProcess): Promise<string> {
-  const response = await fetch(`${gateway.adminUrl}/admin/breakers`);
+  const response = await fetch(`${gateway.adminUrl}/admin/breakers`, bounded());
   const body = await response.json();
   return body.services[0].state;
+}
+
+/** Waits until every instance's admin API reports `state` (exactly). */
+async function allInState(gateways: GatewayProcess[], state: string, timeoutMs: number) {
+  await waitFor(
+    async () => (await Promise.all(gateways.map(breakerState))).every((s) => s === state),
+    { timeoutMs, intervalMs: 25, what: `every instance's breaker ${state}` },
+  );
+}
+
+async function fleetOf(config: Record<string, unknown>, kvPath: string) {
+  const gateways: GatewayProcess[] = [];
+  for (let i = 0; i < 3; i++) {
+    gateways.push(await startGatewayProcess(config, { sharedKvPath: kvPath }));
+  }
+  return gateways;
 }
 
 Deno.test("three instances on one KV file: one outage costs about threshold failures, one probe", async () => {
   let failing = false;
   let failedCalls = 0;
-  let probeCalls = 0;
   let recovering = false;
-  const upstream = startUpstream(() => {
-    if (recovering) probeCalls++;
+  let recoveryCalls = 0;
+  let callsBeforeFirstAnswer = 0;
+  let firstAnswered = false;
+  const upstream = startUpstream(async () => {
+    if (recovering) {
+      recoveryCalls++;
+      if (!firstAnswered) {
+        // The probe: held for a while so that a second probe, if any instance sent one while
+        // the first was in flight, arrives before the first answer and is counted.
+        callsBeforeFirstAnswer++;
+        await sleep(PROBE_HOLD_MS);
+        firstAnswered = true;
+      }
+    }
     if (failing) {
       failedCalls++;
       return new Response("down", { status: 503 });
@@ -52,11 +84,9 @@ Deno.test("three instances on one KV file: one outage costs about threshold fail
       },
     },
   };
-  const gateways: GatewayProcess[] = [];
+  let gateways: GatewayProcess[] = [];
   try {
-    for (let i = 0; i < 3; i++) {
-      gateways.push(await startGatewayProcess(config, { sharedKvPath: kvPath }));
-    }
+    gateways = await fleetOf(config, kvPath);
     for (const gateway of gateways) assert.equal((await hit(gateway)).status, 200);
 
     // The upstream goes dark. Each instance sends a steady trickle, round-robin.
@@ -69,7 +99,7 @@ Deno.test("three instances on one KV file: one outage costs about threshold fail
         const result = await hit(gateway);
         if (result.error === "breaker_open") trippedAt.set(index, Date.now());
       }));
-      await new Promise((resolve) => setTimeout(resolve, 20));
+      await sleep(20); // the trickle's pace
     }
     assert.equal(trippedAt.size, 3, "every instance rejects with breaker_open");
     const firstTrip = Math.min(...trippedAt.values());
@@ -82,7 +112,7 @@ Deno.test("three instances on one KV file: one outage costs about threshold fail
     // plus what is in flight while the trip propagates (one request per instance here).
     assert.ok(failedCalls <= THRESHOLD + 3, `upstream saw ${failedCalls} failed calls`);
     assert.ok(lastTrip - firstTrip < 1000, "every instance learned of the trip within 1 s");
-    for (const gateway of gateways) assert.match(await breakerState(gateway), /open/);
+    for (const gateway of gateways) assert.equal(await breakerState(gateway), "open");
 
     // While open, no instance sends anything upstream.
     const failedWhileOpen = failedCalls;
@@ -93,16 +123,16 @@ Deno.test("three instances on one KV file: one outage costs about threshold fail
     }
     assert.equal(failedCalls, failedWhileOpen);
 
-    // Recovery: the upstream heals; after recoveryTimeoutMs all three instances hammer it, but
-    // exactly one probe reaches it across the fleet, and its success closes every breaker.
+    // Recovery: the upstream heals; once the breakers are half-open all three instances hammer
+    // it, each on its own, but exactly one probe reaches it across the fleet, and its success
+    // closes every breaker.
     failing = false;
     recovering = true;
-    await new Promise((resolve) => setTimeout(resolve, RECOVERY_MS + 100));
+    await allInState(gateways, "half_open", RECOVERY_MS + 2000);
     const closedAt = new Map<number, number>();
     const recoveryStart = Date.now();
-    while (closedAt.size < 3 && Date.now() - recoveryStart < 8000) {
-      await Promise.all(gateways.map(async (gateway, index) => {
-        if (closedAt.has(index)) return;
+    await Promise.all(gateways.map(async (gateway, index) => {
+      while (!closedAt.has(index) && Date.now() - recoveryStart < 8000) {
         const burst = await Promise.all([hit(gateway), hit(gateway), hit(gateway)]);
         if (
           burst.every((result) => result.status === 200) &&
@@ -110,12 +140,17 @@ Deno.test("three instances on one KV file: one outage costs about threshold fail
         ) {
           closedAt.set(index, Date.now());
         }
-      }));
-      if (probeCalls === 0) await new Promise((resolve) => setTimeout(resolve, 20));
-    }
+        await sleep(10); // the hammering's pace
+      }
+    }));
     assert.equal(closedAt.size, 3, "every instance closed after the upstream healed");
+    console.log(
+      `calls while the probe was in flight: ${callsBeforeFirstAnswer}; ` +
+        `calls after healing: ${recoveryCalls}`,
+    );
+    assert.equal(callsBeforeFirstAnswer, 1, "exactly one probe reached the upstream");
   } finally {
-    for (const gateway of gateways) await gateway.stop();
+    for (const gateway of gateways) await gateway.stop("SIGKILL");
     await upstream.close();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
@@ -140,23 +175,18 @@ Deno.test("after recoveryTimeoutMs exactly halfOpenProbes probes reach a still-f
       },
     },
   };
-  const gateways: GatewayProcess[] = [];
+  let gateways: GatewayProcess[] = [];
   try {
-    for (let i = 0; i < 3; i++) {
-      gateways.push(await startGatewayProcess(config, { sharedKvPath: kvPath }));
-    }
+    gateways = await fleetOf(config, kvPath);
     // Trip it through one instance, then wait for the others to see it.
-    for (let i = 0; i < 10; i++) {
-      if ((await hit(gateways[0])).error === "breaker_open") break;
+    let tripped = false;
+    for (let i = 0; i < 10 && !tripped; i++) {
+      tripped = (await hit(gateways[0])).error === "breaker_open";
     }
-    for (const gateway of gateways) {
-      const deadline = Date.now() + 2000;
-      while (!(await breakerState(gateway)).includes("open") && Date.now() < deadline) {
-        await new Promise((resolve) => setTimeout(resolve, 25));
-      }
-    }
+    assert.ok(tripped, "instance 0 tripped within 10 failing calls");
+    await allInState(gateways, "open", 2000);
     const beforeProbes = calls;
-    await new Promise((resolve) => setTimeout(resolve, 1100));
+    await allInState(gateways, "half_open", 3000);
     // Every instance hammers it for 1.2 s (bursts of 5 at once): one probe reaches the
     // upstream fleet-wide. Its failure re-opens the breaker for at least 1.6 s (2 x 1000 ms,
     // jittered down by at most 20%), so no second round can start within the hammering.
@@ -167,18 +197,17 @@ Deno.test("after recoveryTimeoutMs exactly halfOpenProbes probes reach a still-f
         gateways.map((gateway) => Promise.all(Array.from({ length: 5 }, () => hit(gateway)))),
       );
       results.push(...burst.flat());
-      await new Promise((resolve) => setTimeout(resolve, 20));
+      await sleep(20); // the hammering's pace
     }
     const probes = calls - beforeProbes;
     console.log(`probe calls across 3 instances: ${probes} (of ${results.length} requests)`);
     assert.equal(probes, 1, `upstream saw ${probes} probes`);
     assert.equal(results.filter((result) => result.status === 500).length, probes);
     assert.ok(results.filter((r) => r.error === "breaker_open").length >= results.length - probes);
-    // The failed probe re-opened the breaker for everyone.
-    await new Promise((resolve) => setTimeout(resolve, 300));
-    for (const gateway of gateways) assert.match(await breakerState(gateway), /open/);
+    // The failed probe re-opened the breaker for everyone (open, not half-open: >= 1.6 s).
+    await allInState(gateways, "open", 1000);
   } finally {
-    for (const gateway of gateways) await gateway.stop();
+    for (const gateway of gateways) await gateway.stop("SIGKILL");
     await upstream.close();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }

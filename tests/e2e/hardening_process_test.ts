@@ -5,20 +5,20 @@
 import assert from "node:assert/strict";
 import { type GatewayProcess, startGatewayProcess } from "../_helpers/gateway.ts";
 import { freePort, startRawUpstream, startUpstream } from "../_helpers/upstream.ts";
+import { bounded, waitFor, within } from "../_helpers/wait.ts";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A clean exit after SIGTERM takes well under this (shutdown.timeoutMs is 5 s at most here). */
+const EXIT_WITHIN_MS = 10_000;
 
 async function json(response: Response): Promise<Record<string, unknown>> {
   return await response.json();
 }
 
-async function waitFor(check: () => Promise<boolean>, ms: number): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await check().catch(() => false)) return true;
-    await sleep(50);
-  }
-  return false;
+/** SIGTERM, then the exit status, or a failure when the process does not exit in time. */
+function stopWithin(gateway: GatewayProcess): Promise<Deno.CommandStatus> {
+  return within(gateway.stop(), EXIT_WITHIN_MS, "the gateway to exit after SIGTERM");
 }
 
 for (
@@ -54,35 +54,32 @@ for (
       }, { env: { DENO_KV_ACCESS_TOKEN: "test-token-not-a-secret" }, timeoutMs: 20_000 });
       const url = gateway.url;
       // Degraded, and still ready: it serves with local breakers.
-      assert.ok(
-        await waitFor(async () => {
-          const r = await fetch(`${url}/readyz`);
-          const body = await json(r);
-          return r.status === 200 && body.status === "degraded";
-        }, 5000),
-        "readyz never said degraded",
-      );
+      await waitFor(async () => {
+        const r = await fetch(`${url}/readyz`, bounded());
+        const body = await json(r);
+        return r.status === 200 && body.status === "degraded";
+      }, { timeoutMs: 5000, intervalMs: 50, what: "readyz 200 degraded" });
       for (let i = 0; i < 5; i++) {
-        const r = await fetch(`${url}/s/${i}`);
+        const r = await fetch(`${url}/s/${i}`, bounded());
         assert.equal(r.status, 200);
         assert.equal(await r.text(), "ok");
       }
       fail = true;
       const statuses: number[] = [];
       for (let i = 0; i < 6; i++) {
-        const r = await fetch(`${url}/s/f${i}`);
+        const r = await fetch(`${url}/s/f${i}`, bounded());
         statuses.push(r.status);
         await r.body?.cancel();
       }
       assert.deepEqual(statuses, [500, 500, 500, 503, 503, 503]);
       const hitsBefore = upstream.requests.length;
-      const r = await fetch(`${url}/s/again`);
+      const r = await fetch(`${url}/s/again`, bounded());
       assert.equal(r.headers.get("x-breakwater-error"), "breaker_open");
       await r.body?.cancel();
       assert.equal(upstream.requests.length, hitsBefore);
-      const ready = await json(await fetch(`${url}/readyz`));
+      const ready = await json(await fetch(`${url}/readyz`, bounded()));
       assert.equal(ready.status, "degraded");
-      const status = await gateway.stop();
+      const status = await stopWithin(gateway);
       assert.equal(status.code, 0, gateway.stderr());
       assert.ok(gateway.lines.some((line) => line.msg === "shutdown complete"));
     } finally {
@@ -118,7 +115,7 @@ Deno.test("lost KV: the KV file locked by another writer -> requests flow, break
       },
     }, { sharedKvPath: kvPath });
     const url = gateway.url;
-    assert.equal((await json(await fetch(`${url}/readyz`))).status, "ready");
+    assert.equal((await json(await fetch(`${url}/readyz`, bounded()))).status, "ready");
     // Another process-like writer takes the write lock and holds it.
     const { DatabaseSync } = await import("node:sqlite");
     db = new DatabaseSync(kvPath);
@@ -128,7 +125,7 @@ Deno.test("lost KV: the KV file locked by another writer -> requests flow, break
     const statuses: number[] = [];
     const timed = async (path: string) => {
       const t0 = performance.now();
-      const r = await fetch(`${url}${path}`);
+      const r = await fetch(`${url}${path}`, bounded());
       await r.body?.cancel();
       latencies.push(performance.now() - t0);
       return r.status;
@@ -138,7 +135,7 @@ Deno.test("lost KV: the KV file locked by another writer -> requests flow, break
     for (let i = 0; i < 6; i++) statuses.push(await timed(`/s/f${i}`));
     // The failures' KV writes hit the lock; the local breaker opens on its own evidence.
     assert.deepEqual(statuses, [500, 500, 500, 503, 503, 503]);
-    const readyDuringLock = await fetch(`${url}/readyz`);
+    const readyDuringLock = await fetch(`${url}/readyz`, bounded());
     assert.equal(readyDuringLock.status, 200);
     const during = await json(readyDuringLock);
     assert.ok(["ready", "degraded"].includes(String(during.status)), JSON.stringify(during));
@@ -148,28 +145,23 @@ Deno.test("lost KV: the KV file locked by another writer -> requests flow, break
     // Release the lock: the instance rejoins and is ready again.
     // The writes that hit the lock time out (1 s): /readyz says degraded, and stays 200.
     const seenStates = new Set<string>();
-    const deadline = Date.now() + 4000;
-    while (!seenStates.has("degraded") && Date.now() < deadline) {
-      const r = await fetch(`${url}/readyz`);
+    await waitFor(async () => {
+      const r = await fetch(`${url}/readyz`, bounded());
       assert.equal(r.status, 200);
       seenStates.add(String((await json(r)).status));
-      await sleep(50);
-    }
-    assert.ok(seenStates.has("degraded"), JSON.stringify([...seenStates]));
+      return seenStates.has("degraded");
+    }, { timeoutMs: 4000, intervalMs: 50, what: "readyz degraded while KV is locked" });
     db.exec("COMMIT");
     db.close();
     db = null;
-    assert.ok(
-      await waitFor(async () => {
-        const body = await json(await fetch(`${url}/readyz`));
-        return body.status === "ready";
-      }, 8000),
-      "never recovered from the lock",
-    );
-    const still = await fetch(`${url}/s/after`);
+    await waitFor(async () => {
+      const body = await json(await fetch(`${url}/readyz`, bounded()));
+      return body.status === "ready";
+    }, { timeoutMs: 8000, intervalMs: 50, what: "readyz ready again after the lock" });
+    const still = await fetch(`${url}/s/after`, bounded());
     assert.equal(still.status, 503, "the open breaker was forgotten on recovery");
     await still.body?.cancel();
-    const status = await gateway.stop();
+    const status = await stopWithin(gateway);
     assert.equal(status.code, 0, gateway.stderr());
   } finally {
     try {
@@ -184,10 +176,24 @@ Deno.test("lost KV: the KV file locked by another writer -> requests flow, break
   }
 });
 
+/** Outcomes of the load generator's requests, classified after the run. */
+interface LoadOutcomes {
+  /** 200 with the whole body. */
+  ok: number;
+  /** 503 `draining`. */
+  draining: number;
+  /** No answer, and the request never reached the upstream: it had no effect anywhere. */
+  refused: number;
+  /** Anything else: a cut answer, a wrong one, a hang, or an answer lost after forwarding. */
+  bad: string[];
+}
+
 for (const drainDelayMs of [0, 300]) {
   Deno.test(`SIGTERM under load (drainDelayMs ${drainDelayMs}): every answer complete, the rest refused cleanly, exit 0`, async () => {
     const BODY = "x".repeat(32 * 1024);
-    const upstream = startUpstream(async () => {
+    const reachedUpstream = new Set<string>();
+    const upstream = startUpstream(async (request) => {
+      reachedUpstream.add(new URL(request.url).pathname);
       await sleep(15);
       return new Response(BODY);
     });
@@ -195,23 +201,29 @@ for (const drainDelayMs of [0, 300]) {
       shutdown: { drainDelayMs, timeoutMs: 5000 },
       services: { s: { prefix: "/s", upstreams: [upstream.origin], timeoutMs: 5000 } },
     });
-    const outcomes = { ok: 0, draining: 0, refused: 0, bad: [] as string[] };
+    const outcomes: LoadOutcomes = { ok: 0, draining: 0, refused: 0, bad: [] };
+    /** Requests that got no answer at all: path -> error, judged once the run is over. */
+    const unanswered = new Map<string, string>();
     try {
-      const runUntil = Date.now() + 1500;
+      let stopLoad = false;
       let signalledAt = 0;
       const signaller = (async () => {
-        await sleep(600);
+        // SIGTERM lands in the middle of established load.
+        await waitFor(() => outcomes.ok >= 100, { timeoutMs: 10_000, what: "100 answers" });
         signalledAt = Date.now();
         gateway.child.kill("SIGTERM");
-      })();
+        await sleep(drainDelayMs + 600); // keep the load on through the drain and the exit
+        stopLoad = true;
+      })().finally(() => stopLoad = true);
       const loops = Array.from({ length: 16 }, async (_, loop) => {
-        for (let i = 0; i < 2000 && Date.now() < runUntil; i++) {
+        for (let i = 0; i < 2000 && !stopLoad; i++) {
+          const path = `/s/${loop}/${i}`;
           let response: Response;
           try {
-            response = await fetch(`${gateway.url}/s/${loop}/${i}`);
-          } catch {
-            // Refused or reset before any byte of an answer: clean.
-            outcomes.refused++;
+            response = await fetch(`${gateway.url}${path}`, bounded());
+          } catch (error) {
+            const cause = (error as Error).cause;
+            unanswered.set(path, `${error}${cause ? ` (${cause})` : ""}`);
             await sleep(10);
             continue;
           }
@@ -230,8 +242,15 @@ for (const drainDelayMs of [0, 300]) {
         }
       });
       await Promise.all([signaller, ...loops]);
-      const status = await gateway.stop();
+      const status = await stopWithin(gateway);
       const exitedAfterMs = Date.now() - signalledAt;
+      for (const [path, error] of unanswered) {
+        // A request the gateway forwarded was accepted: losing its answer is not a refusal.
+        if (reachedUpstream.has(path)) outcomes.bad.push(`forwarded, answer lost: ${error}`);
+        else if (/TimeoutError|aborted/i.test(error)) outcomes.bad.push(`hung: ${error}`);
+        else outcomes.refused++;
+      }
+      console.log(`outcomes: ${JSON.stringify(outcomes)}`);
       assert.deepEqual(outcomes.bad, [], JSON.stringify(outcomes));
       assert.ok(outcomes.ok > 50, JSON.stringify(outcomes));
       assert.ok(outcomes.refused + outcomes.draining > 0, JSON.stringify(outcomes));
@@ -242,7 +261,6 @@ for (const drainDelayMs of [0, 300]) {
         exitedAfterMs < drainDelayMs + 5000 + 1000,
         `exit ${exitedAfterMs} ms after SIGTERM`,
       );
-      assert.ok(gateway.lines.some((line) => line.msg === "shutdown complete"));
       const complete = gateway.lines.find((line) => line.msg === "shutdown complete");
       assert.equal(complete?.clean, true, JSON.stringify(complete));
     } finally {
@@ -266,15 +284,18 @@ Deno.test("admin security: token, Authorization and cookies never logged; 401 / 
   });
   try {
     const post = (base: string, auth: string | null, action = "open") =>
-      fetch(`${base}/admin/breakers/s`, {
-        method: "POST",
-        headers: {
-          "content-type": "application/json",
-          ...(auth === null ? {} : { authorization: auth }),
-          cookie: `session=${cookie}`,
-        },
-        body: JSON.stringify({ action }),
-      }).then(async (r) => ({ status: r.status, body: await r.text() }));
+      fetch(
+        `${base}/admin/breakers/s`,
+        bounded({
+          method: "POST",
+          headers: {
+            "content-type": "application/json",
+            ...(auth === null ? {} : { authorization: auth }),
+            cookie: `session=${cookie}`,
+          },
+          body: JSON.stringify({ action }),
+        }),
+      ).then(async (r) => ({ status: r.status, body: await r.text() }));
 
     assert.equal((await post(withToken.adminUrl, null)).status, 401);
     assert.equal((await post(withToken.adminUrl, "Bearer wrong")).status, 401);
@@ -290,21 +311,27 @@ Deno.test("admin security: token, Authorization and cookies never logged; 401 / 
     }
     // The public port: secrets in Authorization, cookies and the query string.
     for (const gw of [withToken, withoutToken]) {
-      const r = await fetch(`${gw.url}/s/x?token=${querySecret}`, {
-        headers: { authorization: `Bearer ${token}`, cookie: `session=${cookie}` },
-      });
+      const r = await fetch(
+        `${gw.url}/s/x?token=${querySecret}`,
+        bounded({
+          headers: { authorization: `Bearer ${token}`, cookie: `session=${cookie}` },
+        }),
+      );
       assert.equal(r.status, 200);
       await r.text();
-      const missing = await fetch(`${gw.url}/nope?token=${querySecret}`, {
-        headers: { authorization: `Bearer ${token}`, cookie: `session=${cookie}` },
-      });
+      const missing = await fetch(
+        `${gw.url}/nope?token=${querySecret}`,
+        bounded({
+          headers: { authorization: `Bearer ${token}`, cookie: `session=${cookie}` },
+        }),
+      );
       assert.equal(missing.status, 404);
       await missing.text();
     }
-    const metrics = await (await fetch(`${withToken.adminUrl}/metrics`)).text();
-    const breakers = await (await fetch(`${withToken.adminUrl}/admin/breakers`)).text();
-    await withToken.stop();
-    await withoutToken.stop();
+    const metrics = await (await fetch(`${withToken.adminUrl}/metrics`, bounded())).text();
+    const breakers = await (await fetch(`${withToken.adminUrl}/admin/breakers`, bounded())).text();
+    await stopWithin(withToken);
+    await stopWithin(withoutToken);
     const everything = [
       JSON.stringify(withToken.lines),
       withToken.stderr(),

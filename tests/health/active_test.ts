@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { createHealthState, startHealthChecks } from "../../src/health/active.ts";
 import { createUpstreamHealth, isUpstreamFailure } from "../../src/health/mod.ts";
 import { endpointOf } from "../../src/proxy/balancer.ts";
+import { waitFor, within } from "../_helpers/wait.ts";
 
 Deno.test("health thresholds: unhealthy after N failures, healthy after M successes", () => {
   const state = createHealthState({ healthyThreshold: 3, unhealthyThreshold: 2 });
@@ -50,16 +51,24 @@ Deno.test("health checks probe every interval, time out slow probes and stop cle
     },
     onChange: (index, isHealthy) => changes.push([index, isHealthy]),
   });
-  const until = async (condition: () => boolean) => {
-    while (!condition()) await new Promise((resolve) => setTimeout(resolve, 5));
-  };
-  await until(() => changes.length >= 2);
-  assert.deepEqual(changes.toSorted(), [[0, false], [1, false]]);
-  healthy = true;
-  await until(() => checks.state(0).healthy);
-  assert.deepEqual(changes.at(-1), [0, true]);
-  await checks.stop();
+  try {
+    await waitFor(() => changes.length >= 2, {
+      timeoutMs: 2000,
+      what: "both upstreams marked down (a 503 and a probe that hangs past timeoutMs)",
+    });
+    assert.deepEqual(changes.toSorted(), [[0, false], [1, false]]);
+    healthy = true;
+    await waitFor(() => checks.state(0).healthy, {
+      timeoutMs: 2000,
+      what: "upstream a marked up again after healthyThreshold successes",
+    });
+    assert.deepEqual(changes.at(-1), [0, true]);
+  } finally {
+    // stop() waits for running probes: one that never ends (a broken timeout) fails here.
+    await within(checks.stop(), 2000, "health checks to stop");
+  }
   const count = calls.length;
+  // Nothing to wait for: three intervals in which a probe that must not happen could show up.
   await new Promise((resolve) => setTimeout(resolve, 30));
   assert.equal(calls.length, count, "no probe after stop");
 });
