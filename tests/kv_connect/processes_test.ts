@@ -126,3 +126,24 @@ Deno.test("server killed and restarted on the same port and file: the client rec
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("main.ts: missing arguments are a usage error (exit 2), not a server on a default file", async () => {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--quiet",
+      "--unstable-kv",
+      new URL("../_helpers/kv_connect/main.ts", import.meta.url).pathname,
+      "--port",
+      "0",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(output.code, 2);
+  assert.match(
+    new TextDecoder().decode(output.stderr),
+    /usage: main\.ts --path FILE --token TOKEN/,
+  );
+  assert.equal(new TextDecoder().decode(output.stdout), "");
+});
