@@ -14,6 +14,7 @@ import {
   spawnKvConnectServer,
 } from "../_helpers/kv_connect/mod.ts";
 import { startUpstream } from "../_helpers/upstream.ts";
+import { waitFor } from "../_helpers/wait.ts";
 
 const TOKEN = "fleet-kv-connect-token-0123";
 const ADMIN_TOKEN = "fleet-admin-token";
@@ -65,19 +66,16 @@ async function force(gateway: GatewayProcess, action: "open" | "close" | "reset"
 
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Polls `condition` every `everyMs` until it holds; fails the test after `timeoutMs`. */
-async function waitFor(
+/** Waits (bounded) for `condition`; returns how long it took. */
+async function timedWait(
   what: string,
   condition: () => Promise<boolean>,
   timeoutMs: number,
-  everyMs = 10,
+  intervalMs = 10,
 ): Promise<number> {
   const started = Date.now();
-  while (Date.now() - started < timeoutMs) {
-    if (await condition()) return Date.now() - started;
-    await pause(everyMs);
-  }
-  throw new Error(`${what}: not within ${timeoutMs} ms`);
+  await waitFor(condition, { what, timeoutMs, intervalMs });
+  return Date.now() - started;
 }
 
 function median(values: number[]): number {
@@ -225,7 +223,7 @@ Deno.test("three gateways on one KV Connect server: one shared trip, one probe p
     // Round 2, healed: wait for the probe time the fleet agreed on, then hammer again. Exactly
     // one probe may reach the upstream before its (slow) success closes the breaker.
     mode = "slow-up";
-    await waitFor("the failed probe re-opened the breaker everywhere", async () => {
+    await timedWait("the failed probe re-opened the breaker everywhere", async () => {
       const views = await Promise.all(gateways.map(breaker));
       return views.every((view) => view.state === "open" && view.nextProbeAt !== null);
     }, 3000);
@@ -309,7 +307,7 @@ Deno.test("propagation through watch: the others reject within milliseconds of o
     const fromKvMs: number[] = [];
     const toKvMs: number[] = [];
     for (let trip = 0; trip < TRIPS; trip++) {
-      await waitFor("every instance closed", async () => {
+      await timedWait("every instance closed", async () => {
         const views = await Promise.all(gateways.map(breaker));
         return views.every((view) => view.state === "closed");
       }, 3000);
@@ -320,7 +318,7 @@ Deno.test("propagation through watch: the others reject within milliseconds of o
       }
       assert.ok(trippedAtMs > 0, "the tripping instance opened");
       await Promise.all(others.map(async (gateway) => {
-        await waitFor(
+        await timedWait(
           "the trip reached another instance",
           async () => {
             return (await breaker(gateway)).state === "open";
@@ -382,7 +380,7 @@ Deno.test("KV Connect server killed and restarted mid-traffic: no request fails,
     await host.server().stop("SIGKILL");
     const degradedAfterMs = await Promise.all(
       gateways.map((gateway) =>
-        waitFor(
+        timedWait(
           "/readyz says degraded",
           async () => {
             const ready = await readiness(gateway);
@@ -402,7 +400,7 @@ Deno.test("KV Connect server killed and restarted mid-traffic: no request fails,
     const restartTookMs = Date.now() - restartAtMs;
     const rejoinedAfterMs = await Promise.all(
       gateways.map((gateway) =>
-        waitFor(
+        timedWait(
           "/readyz says ready again",
           async () => {
             return (await readiness(gateway)).status === "ready";
@@ -429,7 +427,7 @@ Deno.test("KV Connect server killed and restarted mid-traffic: no request fails,
     // Back in the fleet: an operator's force on one instance reaches the others again.
     await force(gateways[0], "open");
     for (const gateway of gateways.slice(1)) {
-      await waitFor("a forced open reaches the others", async () => {
+      await timedWait("a forced open reaches the others", async () => {
         return (await breaker(gateway)).state === "forced_open";
       }, 3000);
     }

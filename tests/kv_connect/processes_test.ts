@@ -9,25 +9,9 @@ import {
   spawnKvConnectServer,
   startKvConnectServer,
 } from "../_helpers/kv_connect/mod.ts";
+import { within } from "../_helpers/wait.ts";
 
 const TOKEN = "test-access-token-0123";
-
-async function within<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () => reject(new Error(`${what}: not within ${timeoutMs} ms`)),
-          timeoutMs,
-        );
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 Deno.test("three client processes: compare-and-set increments lose no update", async () => {
   const dir = await Deno.makeTempDir({ prefix: "kv-connect-" });

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { openKvConnect, startKvConnectServer } from "../_helpers/kv_connect/mod.ts";
 import type { KvConnectServer } from "../_helpers/kv_connect/server.ts";
+import { waitFor, within } from "../_helpers/wait.ts";
 
 const TOKEN = "test-access-token-0123";
 
@@ -36,19 +37,9 @@ async function readWithin<T>(
   reader: ReadableStreamDefaultReader<T>,
   timeoutMs: number,
 ): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    const result = await Promise.race([
-      reader.read(),
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`no update within ${timeoutMs} ms`)), timeoutMs);
-      }),
-    ]);
-    if (result.done) throw new Error("stream ended");
-    return result.value;
-  } finally {
-    clearTimeout(timer);
-  }
+  const result = await within(reader.read(), timeoutMs, "a watch update");
+  if (result.done) throw new Error("stream ended");
+  return result.value;
 }
 
 Deno.test("set, get and delete keep values and versionstamps as a local KV does", async () => {
@@ -286,11 +277,10 @@ Deno.test("watch: several keys, the first state at once, then every change strea
       await reader.cancel();
     }
     // The server notices the client went away and drops the stream.
-    const deadline = Date.now() + 5000;
-    while (server.stats().openWatches > 0 && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-    assert.equal(server.stats().openWatches, 0);
+    await waitFor(() => server.stats().openWatches === 0, {
+      timeoutMs: 5000,
+      what: "the server dropped the watch stream",
+    });
   });
 });
 
