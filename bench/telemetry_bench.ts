@@ -2,11 +2,29 @@
  * Per-request cost of the gateway's instrumentation: what the request path pays to record a
  * finished request (`serverRequest`) plus one upstream attempt (`clientAttempt`), with both a
  * Prometheus and an OTLP reader registered (the OTLP interval is long, so only recording is
- * measured). Compare with the proxy's own ~57 us of CPU per request (DESIGN.md).
+ * measured); and what tracing adds per request (a server span, one client span with its
+ * `traceparent`, both ended): off, on and sampled, sampled out by the client's flag, sampled
+ * out by a ratio of 0. The "on" exporter serializes every batch to OTLP protobuf and drops it,
+ * so the export's CPU is in the figure but no network is.
  *
  * Run: deno bench --allow-env --allow-read --allow-net --allow-sys bench/telemetry_bench.ts
  */
-import { accessLogEntry, createLogger, createTelemetry } from "../src/telemetry/mod.ts";
+import { ExportResultCode } from "@opentelemetry/core";
+import { ProtobufTraceSerializer } from "@opentelemetry/otlp-transformer";
+import {
+  AlwaysOnSampler,
+  ParentBasedSampler,
+  TraceIdRatioBasedSampler,
+} from "@opentelemetry/sdk-trace";
+import type { ReadableSpan, SpanExporter } from "@opentelemetry/sdk-trace";
+import {
+  accessLogEntry,
+  buildResource,
+  createLogger,
+  createTelemetry,
+  createTracing,
+  type GatewayTracing,
+} from "../src/telemetry/mod.ts";
 
 const telemetry = createTelemetry({
   serviceNames: ["users", "orders"],
@@ -14,7 +32,6 @@ const telemetry = createTelemetry({
   // An endpoint nobody listens on: the reader exists, but the interval never elapses here.
   otlp: { endpoint: "http://127.0.0.1:9/", intervalMs: 3_600_000 },
   instanceId: "bench",
-  env: {},
   logger: () => {},
 });
 
@@ -41,11 +58,20 @@ Deno.bench("serverRequest + clientAttempt (one request)", {
 }, () => {
   i++;
   const status = statuses[i % statuses.length];
-  telemetry.serverRequest({ method: "GET", status, service: "users", durationS: 0.004 });
+  telemetry.serverRequest({
+    method: "GET",
+    status,
+    service: "users",
+    durationS: 0.004,
+    scheme: "http",
+    route: "/api/users",
+    errorType: status === 503 ? "breaker_open" : undefined,
+  });
   telemetry.clientAttempt({
     service: "users",
     address: "127.0.0.1",
     port: 9001,
+    method: "GET",
     status,
     durationS: 0.003,
   });
@@ -93,6 +119,75 @@ Deno.bench("prometheusText (scrape)", { group: "scrape", n: 200 }, async () => {
   await telemetry.prometheusText();
 });
 
+/** Serializes each batch as the OTLP exporter would, then drops it. */
+const serializingExporter: SpanExporter = {
+  export(spans: ReadableSpan[], done) {
+    ProtobufTraceSerializer.serializeRequest(spans);
+    done({ code: ExportResultCode.SUCCESS });
+  },
+  shutdown: () => Promise.resolve(),
+};
+const resource = buildResource("bench");
+const tracingOff = createTracing({ exporter: null, resource });
+const tracingOn = createTracing({
+  exporter: serializingExporter,
+  resource,
+  sampler: new ParentBasedSampler({ root: new AlwaysOnSampler() }),
+});
+const tracingRatioZero = createTracing({
+  exporter: serializingExporter,
+  resource,
+  sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(0) }),
+});
+const sampledParent = new Headers({
+  traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+  "user-agent": "bench",
+});
+const unsampledParent = new Headers({
+  traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
+});
+const noParent = new Headers();
+
+/** What the request path does per request with one upstream attempt. */
+function tracedRequest(tracing: GatewayTracing, headers: Headers): string | undefined {
+  const server = tracing.startServer({
+    method: "GET",
+    headers,
+    scheme: "http",
+    path: "/api/users/42",
+    clientAddress: "127.0.0.1",
+    host: "gw:8080",
+    requestId: "7d8e0c4a-2f5b-4e0e-9a55-3f1b7c1d9e21",
+  });
+  if (server === null) return undefined;
+  server.setRoute("users", "/api/users");
+  const attempt = server.startClient({
+    method: "GET",
+    origin: "http://127.0.0.1:9001",
+    address: "127.0.0.1",
+    port: 9001,
+    path: "/42",
+  });
+  attempt.end({ status: 200 });
+  server.end({ status: 200 });
+  return attempt.traceparent;
+}
+
+Deno.bench("tracing off", { group: "tracing", baseline: true }, () => {
+  tracedRequest(tracingOff, sampledParent);
+});
+Deno.bench("tracing on, sampled (2 spans, serialized)", { group: "tracing" }, () => {
+  tracedRequest(tracingOn, sampledParent);
+});
+Deno.bench("tracing on, sampled out by the client's flag", { group: "tracing" }, () => {
+  tracedRequest(tracingOn, unsampledParent);
+});
+Deno.bench("tracing on, sampled out by ratio 0 (root)", { group: "tracing" }, () => {
+  tracedRequest(tracingRatioZero, noParent);
+});
+
 globalThis.addEventListener("unload", () => {
   telemetry.shutdown();
+  tracingOn.shutdown();
+  tracingRatioZero.shutdown();
 });

@@ -9,8 +9,9 @@
  * takes over when `OTEL_DENO=true`.
  *
  * Cost: with tracing off, {@link GatewayTracing.startServer} returns null and nothing else runs.
- * A request the sampler drops gets a non-recording span (ids only, no attributes, never
- * exported), so its context still propagates with the sampled flag off.
+ * The sampler is asked before any span exists; a request it drops gets a handle with ids only
+ * (no SDK span, no attributes, one shared `traceparent` for all its attempts), so its context
+ * still propagates with the sampled flag off and downstream parent-based samplers drop it too.
  *
  * @module
  */
@@ -20,6 +21,7 @@ import {
   defaultTextMapSetter,
   ROOT_CONTEXT,
   type Span,
+  type SpanContext,
   SpanKind,
   SpanStatusCode,
   type TextMapGetter,
@@ -34,7 +36,9 @@ import {
   BatchSpanProcessor,
   type BatchSpanProcessorOptions,
   ParentBasedSampler,
+  RandomIdGenerator,
   type Sampler,
+  SamplingDecision,
   type SpanExporter,
   TraceIdRatioBasedSampler,
   TracerProvider,
@@ -259,9 +263,19 @@ function pathOnly(pathAndQuery: string): string {
  */
 export function createTracing(options: TracingOptions): GatewayTracing {
   if (options.exporter === null) return DISABLED;
+  const sampler = options.sampler ?? samplerFromEnv();
+  const ids = new RandomIdGenerator();
+  // The trace id a root request was sampled on, handed to the SDK for the span it then starts
+  // (synchronously, so no other request can see it): a ratio sampler decides on the id, and
+  // the span must carry the id that was decided on.
+  let decidedTraceId: string | undefined;
   const provider = new TracerProvider({
     resource: options.resource,
-    sampler: options.sampler ?? samplerFromEnv(),
+    sampler,
+    idGenerator: {
+      generateTraceId: () => decidedTraceId ?? ids.generateTraceId(),
+      generateSpanId: () => ids.generateSpanId(),
+    },
     spanProcessors: [
       new BatchSpanProcessor({
         exporter: options.exporter,
@@ -277,8 +291,28 @@ export function createTracing(options: TracingOptions): GatewayTracing {
     enabled: true,
     startServer(request) {
       const parent = propagator.extract(ROOT_CONTEXT, request.headers, headersGetter);
+      const parentSpanContext = trace.getSpanContext(parent);
+      const hasParent = parentSpanContext !== undefined &&
+        trace.isSpanContextValid(parentSpanContext);
+      const traceId = hasParent ? parentSpanContext.traceId : ids.generateTraceId();
       const method = normalizeMethod(request.method);
-      const span = tracer.startSpan(method, { kind: SpanKind.SERVER }, parent);
+      const decision = sampler.shouldSample(parent, traceId, method, SpanKind.SERVER, {}, [])
+        .decision;
+      if (decision === SamplingDecision.NOT_RECORD) {
+        return createUnsampledHandle(
+          traceId,
+          ids.generateSpanId(),
+          hasParent ? parentSpanContext : undefined,
+          propagator,
+        );
+      }
+      decidedTraceId = hasParent ? undefined : traceId;
+      let span: Span;
+      try {
+        span = tracer.startSpan(method, { kind: SpanKind.SERVER }, parent);
+      } finally {
+        decidedTraceId = undefined;
+      }
       if (span.isRecording()) {
         const attributes: Attributes = { "http.request.method": method };
         if (method === "_OTHER") attributes["http.request.method_original"] = request.method;
@@ -306,6 +340,47 @@ export function createTracing(options: TracingOptions): GatewayTracing {
       shutdownPromise ??= provider.shutdown();
       return shutdownPromise;
     },
+  };
+}
+
+const NO_OP = () => {};
+
+/**
+ * The handle of a request the sampler dropped: no SDK span. Its attempts share one
+ * `traceparent` naming the gateway's (unrecorded) span with the sampled flag off, and the
+ * parent's `tracestate` passes through.
+ */
+function createUnsampledHandle(
+  traceId: string,
+  spanId: string,
+  parent: SpanContext | undefined,
+  propagator: W3CTraceContextPropagator,
+): ServerSpanHandle {
+  let client: ClientSpanHandle | null = null;
+  return {
+    traceId,
+    spanId,
+    sampled: false,
+    setRoute: NO_OP,
+    startClient() {
+      if (client === null) {
+        const carrier: { traceparent?: string; tracestate?: string } = {};
+        const context = trace.setSpanContext(ROOT_CONTEXT, {
+          traceId,
+          spanId,
+          traceFlags: 0,
+          traceState: parent?.traceState,
+        });
+        propagator.inject(context, carrier, defaultTextMapSetter);
+        client = {
+          traceparent: carrier.traceparent!,
+          tracestate: carrier.tracestate ?? null,
+          end: NO_OP,
+        };
+      }
+      return client;
+    },
+    end: NO_OP,
   };
 }
 

@@ -130,3 +130,18 @@ Deno.test("a value that cannot be serialised still yields one valid line", () =>
   assert.equal(line.msg, "big");
   assert.equal(line.fieldsError, "unserializable");
 });
+
+Deno.test("trace context: trace_id and span_id as the OpenTelemetry log spec names them", () => {
+  const traced = accessLogEntry({
+    ...request,
+    traceId: "0af7651916cd43dd8448eb211c80319c",
+    spanId: "b7ad6b7169203331",
+  });
+  assert.equal(traced.trace_id, "0af7651916cd43dd8448eb211c80319c");
+  assert.equal(traced.span_id, "b7ad6b7169203331");
+  // Absent without tracing, and never anything but lowercase hex ids.
+  assert.equal("trace_id" in accessLogEntry(request), false);
+  const forged = accessLogEntry({ ...request, traceId: "x\ny", spanId: "B7AD6B7169203331" });
+  assert.equal("trace_id" in forged, false);
+  assert.equal("span_id" in forged, false);
+});
