@@ -127,10 +127,22 @@ const serializingExporter: SpanExporter = {
   },
   shutdown: () => Promise.resolve(),
 };
+/** Drops each batch: the request path's share of the cost alone. */
+const droppingExporter: SpanExporter = {
+  export(_spans: ReadableSpan[], done) {
+    done({ code: ExportResultCode.SUCCESS });
+  },
+  shutdown: () => Promise.resolve(),
+};
 const resource = buildResource("bench");
 const tracingOff = createTracing({ exporter: null, resource });
 const tracingOn = createTracing({
   exporter: serializingExporter,
+  resource,
+  sampler: new ParentBasedSampler({ root: new AlwaysOnSampler() }),
+});
+const tracingOnDropped = createTracing({
+  exporter: droppingExporter,
   resource,
   sampler: new ParentBasedSampler({ root: new AlwaysOnSampler() }),
 });
@@ -179,6 +191,9 @@ Deno.bench("tracing off", { group: "tracing", baseline: true }, () => {
 Deno.bench("tracing on, sampled (2 spans, serialized)", { group: "tracing" }, () => {
   tracedRequest(tracingOn, sampledParent);
 });
+Deno.bench("tracing on, sampled (2 spans, export dropped)", { group: "tracing" }, () => {
+  tracedRequest(tracingOnDropped, sampledParent);
+});
 Deno.bench("tracing on, sampled out by the client's flag", { group: "tracing" }, () => {
   tracedRequest(tracingOn, unsampledParent);
 });
@@ -189,5 +204,6 @@ Deno.bench("tracing on, sampled out by ratio 0 (root)", { group: "tracing" }, ()
 globalThis.addEventListener("unload", () => {
   telemetry.shutdown();
   tracingOn.shutdown();
+  tracingOnDropped.shutdown();
   tracingRatioZero.shutdown();
 });
