@@ -183,6 +183,8 @@ export class Connection {
    */
   watch(): void {
     if (this.reading || this.eof || this.closed) return;
+    // A buffer grown for a big head must not stay with the connection while it idles.
+    this.shrink();
     if (this.end === this.input.length && !this.makeRoom(this.input.length)) return;
     this.readInto(this.input.subarray(this.end), INTO_INPUT_WATCHING);
   }

@@ -2,7 +2,9 @@
  * Writes a `Response` to an HTTP/1.1 connection (RFC 9112 §4-§7, §9): status line and fields
  * as the handler gave them (names lower-cased as `Headers` yields them, every `Set-Cookie` on
  * its own line, no `date` or `server` added), then the body framed by its declared
- * `Content-Length`, else chunked for HTTP/1.1 and close-delimited for HTTP/1.0.
+ * `Content-Length`, else chunked for HTTP/1.1 and close-delimited for HTTP/1.0. The framing
+ * fields are the server's: `transfer-encoding` and `connection` from the handler are replaced
+ * (its `connection: close` is honoured), an invalid `content-length` is dropped.
  *
  * A body that is complete at once (a small static body, say) goes out with a computed
  * `Content-Length` in one write with the head. Streaming bodies are read one chunk at a time
@@ -196,8 +198,9 @@ export async function writeResponse(
       case "transfer-encoding":
         continue;
       case "connection":
+        // Hop-by-hop and about this connection: the server writes its own, honouring `close`.
         handlerConnection = value;
-        break;
+        continue;
     }
     head += `${name}: ${value}\r\n`;
   }
@@ -219,7 +222,7 @@ export async function writeResponse(
       head += `content-length: ${declared > 0 ? declaredText : "0"}\r\n`;
       if (declared > 0) keepAlive = false;
     }
-    const complete = await writeHead(connection, head, keepAlive, handlerConnection, target);
+    const complete = await writeHead(connection, head, keepAlive, target);
     return { complete: complete && !(declared > 0 && !bodyless), keepAlive: complete && keepAlive };
   }
 
@@ -248,7 +251,7 @@ export async function writeResponse(
     const short = declared >= 0 && total < declared;
     if (short) keepAlive = false;
     head += `content-length: ${declared >= 0 ? declaredText : total}\r\n`;
-    head += connectionField(keepAlive, handlerConnection, target.minor) + "\r\n";
+    head += connectionField(keepAlive, target.minor) + "\r\n";
     const complete = await writeHeadAndChunks(connection, head, chunks, total, target);
     return { complete: complete && !short, keepAlive: complete && !short && keepAlive };
   }
@@ -259,7 +262,7 @@ export async function writeResponse(
   if (closeDelimited) keepAlive = false;
   if (declared >= 0) head += `content-length: ${declaredText}\r\n`;
   else if (chunked) head += "transfer-encoding: chunked\r\n";
-  head += connectionField(keepAlive, handlerConnection, target.minor) + "\r\n";
+  head += connectionField(keepAlive, target.minor) + "\r\n";
 
   const onAbort = () => {
     reader.cancel().catch(() => {});
@@ -277,12 +280,8 @@ export async function writeResponse(
   }
 }
 
-function connectionField(
-  keepAlive: boolean,
-  handlerConnection: string | null,
-  minor: number,
-): string {
-  if (handlerConnection !== null) return "";
+/** The `connection` field when it says something the client would not assume. */
+function connectionField(keepAlive: boolean, minor: number): string {
   if (!keepAlive && minor === 1) return "connection: close\r\n";
   if (keepAlive && minor === 0) return "connection: keep-alive\r\n";
   return "";
@@ -298,10 +297,9 @@ async function writeHead(
   connection: Connection,
   head: string,
   keepAlive: boolean,
-  handlerConnection: string | null,
   target: ResponseTarget,
 ): Promise<boolean> {
-  const text = head + connectionField(keepAlive, handlerConnection, target.minor) + "\r\n";
+  const text = head + connectionField(keepAlive, target.minor) + "\r\n";
   try {
     await beforeHead(connection, target);
     await connection.write(encodeLatin1(text));

@@ -737,6 +737,10 @@ Deno.test("responses: fields as given, Set-Cookie apart, no date or server, body
         return new Response(null, { status: 304, headers: { "content-length": "42" } });
       case "/empty":
         return new Response(null);
+      case "/close":
+        return new Response("bye", {
+          headers: { connection: "close", "transfer-encoding": "gzip" },
+        });
       default:
         return new Response("x");
     }
@@ -769,6 +773,15 @@ Deno.test("responses: fields as given, Set-Cookie apart, no date or server, body
     // Had any bodyless answer carried bytes, this response would not parse.
     await client.send("GET /last HTTP/1.1\r\nHost: x\r\n\r\n");
     assert.equal((await client.response()).body, "x");
+    // The handler's `connection: close` is honoured; its framing fields never reach the wire.
+    await client.send("GET /close HTTP/1.1\r\nHost: x\r\n\r\n");
+    const bye = await client.response();
+    assert.deepEqual(bye.fields, [
+      ["content-type", "text/plain;charset=UTF-8"],
+      ["content-length", "3"],
+      ["connection", "close"],
+    ]);
+    assert.equal(await client.closesWithin(1000), true);
   });
 });
 
