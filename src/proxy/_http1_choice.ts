@@ -3,14 +3,13 @@
  * whose every naming service set `upstreamClient: "http1"` (an origin shared by services with
  * different choices uses `fetch`).
  *
+ * @deprecated Replaced by `createServiceClients` (`./clients.ts`), which gives every service the
+ * client it chose; kept only until `src/app.ts` uses it.
  * @module
  */
+import { createFetchClient } from "./fetch_client.ts";
 import { createHttp1Client } from "./http1_client.ts";
-import {
-  createFetchClient,
-  type OriginPoolOptions,
-  type UpstreamClient,
-} from "./upstream_client.ts";
+import type { OriginPoolOptions, UpstreamClient } from "./upstream_client.ts";
 import type { ServiceRuntime } from "./forward.ts";
 
 const DEFAULT_POOL: OriginPoolOptions = { maxIdlePerHost: 20, idleTimeoutMs: 30000 };

@@ -1,18 +1,31 @@
 /**
- * A byte-transparent HTTP/1.1 upstream client over `Deno.connect` / `Deno.connectTls`, with
- * its own keep-alive pool per origin (DESIGN.md, "The upstream client": the road to ~2x of
- * `fetch`). One request per connection at a time, no pipelining; idle connections are reused
- * last-in first-out and closed after `idleTimeoutMs`.
+ * A byte-transparent HTTP/1.1 client over `Deno.connect` / `Deno.connectTls`, with its own
+ * keep-alive pool per origin: the gateway's default upstream client (README, "Upstream
+ * clients"). It sends the method, target and headers exactly as given (only `host` and the body
+ * framing are its own) and passes the upstream's status, headers and body bytes on unchanged:
+ * no decompression, no added headers, no re-framing. One request per connection at a time, no
+ * pipelining; idle connections are reused last-in first-out and closed after `idleTimeoutMs`.
  *
- * Parsing is strict: a response head over 64 KiB, obs-fold, bare CR/LF, NUL, invalid field
- * names, duplicate or conflicting `content-length`, `content-length` with
+ * Memory stays flat whatever the body size: each connection reads into one 64 KiB buffer, a
+ * response body is a byte stream that reads the socket straight into a consumer's BYOB view,
+ * and a request body is read with a BYOB reader into one reused buffer and framed in place,
+ * each write awaited (backpressure both ways).
+ *
+ * Parsing is strict (RFC 9112): a response head over 64 KiB, obs-fold, bare CR/LF, NUL,
+ * invalid field names, duplicate or conflicting `content-length`, `content-length` with
  * `transfer-encoding`, or an unknown transfer coding is an `unreachable` failure and the
  * connection is destroyed. A connection goes back to the pool only after its response body was
  * read to its exact end, the request body was sent in full and nothing follows the response.
  *
  * @module
  */
+import { ClientError, findClientError } from "./client_error.ts";
+import { type IdleWatch, watchIdle } from "./_idle_watch.ts";
 import {
+  checkUpstreamRequest,
+  classifyUpstreamFailure,
+  isFieldValue,
+  isToken,
   type OriginPoolOptions,
   type UpstreamClient,
   UpstreamError,
@@ -27,13 +40,13 @@ const MAX_CHUNK_LINE_BYTES = 4096;
 const MAX_TRAILER_BYTES = 64 * 1024;
 /** Interim (1xx) responses skipped before giving up. */
 const MAX_INTERIM_RESPONSES = 16;
-const READ_SIZE = 64 * 1024;
-/** Reads shorter than this are copied out so the read buffer can be reused. */
-const COPY_BELOW = 8 * 1024;
+/** Each connection's read-ahead buffer: a whole head must fit. */
+const READ_BUFFER_BYTES = MAX_HEAD_BYTES;
+/** Request body bytes read (and written) at a time. */
+const BODY_CHUNK_BYTES = 64 * 1024;
+/** Room before a chunk's data for its size line: at most `10000\r\n` for 64 KiB. */
+const CHUNK_PREFIX_BYTES = 8;
 
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
-// Field values: visible ASCII, obs-text, SP and HTAB; no CR, LF, NUL or other controls.
-const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 const STATUS_LINE = /^HTTP\/1\.([01]) ([0-9]{3})(?: ([\t\x20-\x7e\x80-\xff]*))?$/;
 const encoder = new TextEncoder();
 
@@ -42,6 +55,9 @@ class ProtocolError extends Error {}
 
 /** The connection ended or broke before any byte of the response arrived. */
 class NoResponseError extends Error {}
+
+/** The request body stream (the client's side) failed; `cause` is what it threw. */
+class BodySourceError extends Error {}
 
 interface Origin {
   key: string;
@@ -59,34 +75,84 @@ function parseOrigin(origin: string): Origin {
   return { key: origin, hostname, port, tls, host: url.host };
 }
 
-/** One upstream connection with its read-ahead buffer. */
+/**
+ * One upstream connection with its read-ahead buffer: bytes `[start, end)` of `buffer` were
+ * read and not consumed yet. The buffer is never replaced, so reading allocates nothing.
+ */
 class Connection {
   readonly conn: Deno.Conn;
   readonly pool: OriginPool;
-  /** Bytes read from the socket and not consumed yet. */
-  pending: Uint8Array = new Uint8Array(0);
+  readonly buffer = new Uint8Array(READ_BUFFER_BYTES);
+  start = 0;
+  end = 0;
   closed = false;
   idleTimer: ReturnType<typeof setTimeout> | undefined;
-  private buffer = new Uint8Array(READ_SIZE);
+  /** True while the connection sits in the pool. */
+  idle = false;
+  /** A read started while idle, which the next exchange takes over. */
+  private watch: Promise<number | null> | null = null;
 
   constructor(conn: Deno.Conn, pool: OriginPool) {
     this.conn = conn;
     this.pool = pool;
   }
 
-  /** True while the connection sits in the pool. */
-  idle = false;
-  /** A read started while idle, which the next exchange takes over. */
-  private watch: Promise<Uint8Array | null> | null = null;
+  /** Bytes read and not consumed yet. */
+  get pendingLength(): number {
+    return this.end - this.start;
+  }
 
-  /** Reads what the socket has (owned bytes), or null at the end of the stream. */
-  read(): Promise<Uint8Array | null> {
+  /** Marks `count` pending bytes consumed. */
+  consume(count: number): void {
+    this.start += count;
+    if (this.start === this.end) this.start = this.end = 0;
+  }
+
+  /** Copies out `count` pending bytes (owned, so the buffer can be reused) and consumes them. */
+  take(count: number): Uint8Array<ArrayBuffer> {
+    const bytes = this.buffer.slice(this.start, this.start + count);
+    this.consume(count);
+    return bytes;
+  }
+
+  /**
+   * Reads more from the socket into the buffer, compacting it first when its tail is full;
+   * false at the end of the stream.
+   */
+  async fill(): Promise<boolean> {
+    let n: number | null;
     const watch = this.watch;
     if (watch !== null) {
       this.watch = null;
-      return watch;
+      n = await watch;
+    } else {
+      if (this.end === this.buffer.length) {
+        if (this.start === 0) throw new ProtocolError("read-ahead buffer full");
+        this.buffer.copyWithin(0, this.start, this.end);
+        this.end -= this.start;
+        this.start = 0;
+      }
+      n = await this.conn.read(this.buffer.subarray(this.end));
     }
-    return this.readSocket();
+    if (n === null) return false;
+    this.end += n;
+    return true;
+  }
+
+  /**
+   * Reads from the socket straight into `view` (nothing may be pending); null at the end of
+   * the stream.
+   */
+  async readInto(view: Uint8Array): Promise<number | null> {
+    if (this.watch !== null || this.pendingLength > 0) {
+      // Not reached: a response head always comes first and takes over the idle read.
+      if (!(await this.fill())) return null;
+      const count = Math.min(this.pendingLength, view.length);
+      view.set(this.buffer.subarray(this.start, this.start + count));
+      this.consume(count);
+      return count;
+    }
+    return await this.conn.read(view);
   }
 
   /**
@@ -98,7 +164,9 @@ class Connection {
     this.idle = true;
     this.unref();
     if (this.watch !== null) return;
-    const watch = this.readSocket();
+    // Nothing is pending when a connection is parked, so the read lands at the buffer's start.
+    this.start = this.end = 0;
+    const watch = this.conn.read(this.buffer);
     this.watch = watch;
     watch.then(() => {
       if (this.idle) this.destroy();
@@ -122,23 +190,6 @@ class Connection {
     } catch {
       // closed
     }
-  }
-
-  private async readSocket(): Promise<Uint8Array | null> {
-    const n = await this.conn.read(this.buffer);
-    if (n === null) return null;
-    if (n < COPY_BELOW) return this.buffer.slice(0, n);
-    const out = this.buffer.subarray(0, n);
-    this.buffer = new Uint8Array(READ_SIZE);
-    return out;
-  }
-
-  /** Appends freshly read bytes to `pending`; false at the end of the stream. */
-  async fill(): Promise<boolean> {
-    const bytes = await this.read();
-    if (bytes === null) return false;
-    this.pending = this.pending.length === 0 ? bytes : concat(this.pending, bytes);
-    return true;
   }
 
   async writeAll(bytes: Uint8Array): Promise<void> {
@@ -242,18 +293,6 @@ function connect(
   });
 }
 
-/** Maps a failure onto the three outcomes, like the fetch client does. */
-function classify(error: unknown, signal: AbortSignal): UpstreamError {
-  if (signal.aborted) {
-    const reason = signal.reason;
-    const kind = reason instanceof UpstreamError ? reason.kind : "aborted";
-    return new UpstreamError(kind, `upstream request ${kind}`, error);
-  }
-  if (error instanceof UpstreamError) return error;
-  const message = error instanceof Error ? error.message : String(error);
-  return new UpstreamError("unreachable", message, error);
-}
-
 interface ResponseHead {
   minor: number;
   status: number;
@@ -270,15 +309,6 @@ function latin1(bytes: Uint8Array, start: number, end: number): string {
     out += String.fromCharCode(...bytes.subarray(i, Math.min(end, i + 8192)));
   }
   return out;
-}
-
-function indexOfHeadEnd(bytes: Uint8Array, from: number): number {
-  for (let i = Math.max(0, from); i + 3 < bytes.length; i++) {
-    if (bytes[i] === 13 && bytes[i + 1] === 10 && bytes[i + 2] === 13 && bytes[i + 3] === 10) {
-      return i;
-    }
-  }
-  return -1;
 }
 
 /** Parses a head (without the final CRLFCRLF); throws {@link ProtocolError}. */
@@ -300,9 +330,9 @@ export function parseResponseHead(text: string): ResponseHead {
     const colon = line.indexOf(":");
     if (colon <= 0) throw new ProtocolError("header line without a name");
     const name = line.slice(0, colon);
-    if (!TOKEN.test(name)) throw new ProtocolError("invalid header name");
+    if (!isToken(name)) throw new ProtocolError("invalid header name");
     const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, "");
-    if (!FIELD_VALUE.test(value)) throw new ProtocolError("invalid header value");
+    if (!isFieldValue(value)) throw new ProtocolError("invalid header value");
     const lower = name.toLowerCase();
     if (lower === "content-length") {
       if (contentLength !== null) throw new ProtocolError("duplicate content-length");
@@ -336,21 +366,32 @@ export function parseResponseHead(text: string): ResponseHead {
   };
 }
 
+/** Where `\r\n\r\n` starts in the pending bytes (searching from `from`), or -1. */
+function indexOfHeadEnd(connection: Connection, from: number): number {
+  const { buffer, start, end } = connection;
+  for (let i = start + Math.max(0, from); i + 3 < end; i++) {
+    if (buffer[i] === 13 && buffer[i + 1] === 10 && buffer[i + 2] === 13 && buffer[i + 3] === 10) {
+      return i - start;
+    }
+  }
+  return -1;
+}
+
 /** Reads one head from the connection; throws NoResponseError when nothing at all came. */
 async function readHead(connection: Connection): Promise<ResponseHead> {
   let scanned = 0;
   while (true) {
-    const end = indexOfHeadEnd(connection.pending, scanned - 3);
+    const end = indexOfHeadEnd(connection, scanned - 3);
     if (end !== -1) {
       if (end + 4 > MAX_HEAD_BYTES) throw new ProtocolError("response head over 64 KiB");
-      const text = latin1(connection.pending, 0, end);
-      connection.pending = connection.pending.subarray(end + 4);
+      const text = latin1(connection.buffer, connection.start, connection.start + end);
+      connection.consume(end + 4);
       return parseResponseHead(text);
     }
-    if (connection.pending.length >= MAX_HEAD_BYTES) {
+    if (connection.pendingLength >= MAX_HEAD_BYTES) {
       throw new ProtocolError("response head over 64 KiB");
     }
-    scanned = connection.pending.length;
+    scanned = connection.pendingLength;
     const empty = scanned === 0;
     let more: boolean;
     try {
@@ -369,40 +410,55 @@ async function readHead(connection: Connection): Promise<ResponseHead> {
 }
 
 /**
- * Pulls body bytes in the response's framing; null at its exact end. `atEnd` (when set) tells
- * that the end was reached with the bytes just returned, so the stream can close at once.
+ * Hands over up to `max` body bytes: into `view` when the consumer gave one (straight from the
+ * socket when nothing is pending), else as an owned copy. Null at the end of the stream.
  */
-type BodyReader = (() => Promise<Uint8Array | null>) & { atEnd?: () => boolean };
-
-function takePending(connection: Connection, max: number): Uint8Array {
-  const pending = connection.pending;
-  if (pending.length <= max) {
-    connection.pending = new Uint8Array(0);
-    return pending;
-  }
-  connection.pending = pending.subarray(max);
-  return pending.subarray(0, max);
-}
-
-function lengthReader(connection: Connection, length: number): BodyReader {
-  let left = length;
-  const read: BodyReader = async () => {
-    if (left === 0) return null;
-    if (connection.pending.length === 0 && !(await connection.fill())) {
-      throw new ProtocolError("connection closed before the end of the body");
+async function deliver(
+  connection: Connection,
+  view: Uint8Array | null,
+  max: number,
+): Promise<Uint8Array | null> {
+  if (connection.pendingLength === 0) {
+    if (view !== null) {
+      const target = view.length > max ? view.subarray(0, max) : view;
+      const n = await connection.readInto(target);
+      return n === null ? null : target.subarray(0, n);
     }
-    const bytes = takePending(connection, left);
-    left -= bytes.length;
-    return bytes;
-  };
-  read.atEnd = () => left === 0;
-  return read;
+    if (!(await connection.fill())) return null;
+  }
+  const count = Math.min(connection.pendingLength, max, view?.length ?? Infinity);
+  if (view === null) return connection.take(count);
+  view.set(connection.buffer.subarray(connection.start, connection.start + count));
+  connection.consume(count);
+  return view.subarray(0, count);
 }
 
-function closeDelimitedReader(connection: Connection): BodyReader {
-  return async () => {
-    if (connection.pending.length === 0 && !(await connection.fill())) return null;
-    return takePending(connection, connection.pending.length);
+/** Reads a response body in its framing, to its exact end. */
+interface BodySource {
+  /** Body bytes into `view` (or an owned copy when null); null at the exact end. */
+  read(view: Uint8Array | null): Promise<Uint8Array | null>;
+  /** True once the end was reached with the bytes already returned. */
+  atEnd(): boolean;
+}
+
+function lengthSource(connection: Connection, length: number): BodySource {
+  let left = length;
+  return {
+    async read(view) {
+      if (left === 0) return null;
+      const bytes = await deliver(connection, view, left);
+      if (bytes === null) throw new ProtocolError("connection closed before the end of the body");
+      left -= bytes.length;
+      return bytes;
+    },
+    atEnd: () => left === 0,
+  };
+}
+
+function closeDelimitedSource(connection: Connection): BodySource {
+  return {
+    read: (view) => deliver(connection, view, Infinity),
+    atEnd: () => false,
   };
 }
 
@@ -410,73 +466,78 @@ function closeDelimitedReader(connection: Connection): BodyReader {
 async function readLine(connection: Connection, max: number): Promise<string> {
   let scanned = 0;
   while (true) {
-    const pending = connection.pending;
-    for (let i = scanned; i < pending.length; i++) {
-      if (pending[i] === 10) {
-        if (i === 0 || pending[i - 1] !== 13) throw new ProtocolError("bare LF in chunked body");
-        if (i - 1 > max) throw new ProtocolError("chunked framing line too long");
-        const line = latin1(pending, 0, i - 1);
-        connection.pending = pending.subarray(i + 1);
+    const { buffer, start, end } = connection;
+    for (let i = start + scanned; i < end; i++) {
+      if (buffer[i] === 10) {
+        if (i === start || buffer[i - 1] !== 13) {
+          throw new ProtocolError("bare LF in chunked body");
+        }
+        if (i - 1 - start > max) throw new ProtocolError("chunked framing line too long");
+        const line = latin1(buffer, start, i - 1);
+        connection.consume(i + 1 - start);
         return line;
       }
     }
-    scanned = pending.length;
-    if (scanned > max) throw new ProtocolError("chunked framing line too long");
+    scanned = end - start;
+    if (scanned > max + 1) throw new ProtocolError("chunked framing line too long");
     if (!(await connection.fill())) {
       throw new ProtocolError("connection closed inside the chunked body");
     }
   }
 }
 
-function chunkedReader(connection: Connection): BodyReader {
+function chunkedSource(connection: Connection): BodySource {
   let left = 0; // bytes of the current chunk still to read
   let done = false;
-  return async () => {
-    if (done) return null;
-    if (left === 0) {
-      const line = await readLine(connection, MAX_CHUNK_LINE_BYTES);
-      const semicolon = line.indexOf(";");
-      const sizeText = (semicolon === -1 ? line : line.slice(0, semicolon)).replace(/[ \t]+$/, "");
-      if (!/^[0-9a-fA-F]{1,12}$/.test(sizeText)) throw new ProtocolError("invalid chunk size");
-      if (semicolon !== -1 && !FIELD_VALUE.test(line.slice(semicolon))) {
-        throw new ProtocolError("invalid chunk extension");
-      }
-      left = parseInt(sizeText, 16);
+  return {
+    async read(view) {
+      if (done) return null;
       if (left === 0) {
-        // Trailers: read and discard, strictly.
-        let total = 0;
-        while (true) {
-          const trailer = await readLine(connection, MAX_TRAILER_BYTES);
-          if (trailer === "") break;
-          total += trailer.length + 2;
-          if (total > MAX_TRAILER_BYTES) throw new ProtocolError("trailers over 64 KiB");
-          const colon = trailer.indexOf(":");
-          if (colon <= 0 || !TOKEN.test(trailer.slice(0, colon))) {
-            throw new ProtocolError("invalid trailer line");
-          }
-          if (!FIELD_VALUE.test(trailer.slice(colon + 1))) {
-            throw new ProtocolError("invalid trailer value");
-          }
+        const line = await readLine(connection, MAX_CHUNK_LINE_BYTES);
+        const semicolon = line.indexOf(";");
+        const sizeText = (semicolon === -1 ? line : line.slice(0, semicolon)).replace(
+          /[ \t]+$/,
+          "",
+        );
+        if (!/^[0-9a-fA-F]{1,12}$/.test(sizeText)) throw new ProtocolError("invalid chunk size");
+        if (semicolon !== -1 && !isFieldValue(line.slice(semicolon))) {
+          throw new ProtocolError("invalid chunk extension");
         }
-        done = true;
-        return null;
+        left = parseInt(sizeText, 16);
+        if (left === 0) {
+          // Trailers: read and discard, strictly.
+          let total = 0;
+          while (true) {
+            const trailer = await readLine(connection, MAX_TRAILER_BYTES);
+            if (trailer === "") break;
+            total += trailer.length + 2;
+            if (total > MAX_TRAILER_BYTES) throw new ProtocolError("trailers over 64 KiB");
+            const colon = trailer.indexOf(":");
+            if (colon <= 0 || !isToken(trailer.slice(0, colon))) {
+              throw new ProtocolError("invalid trailer line");
+            }
+            if (!isFieldValue(trailer.slice(colon + 1))) {
+              throw new ProtocolError("invalid trailer value");
+            }
+          }
+          done = true;
+          return null;
+        }
       }
-    }
-    if (connection.pending.length === 0 && !(await connection.fill())) {
-      throw new ProtocolError("connection closed inside a chunk");
-    }
-    const bytes = takePending(connection, left);
-    left -= bytes.length;
-    if (left === 0) {
-      const end = await readLine(connection, 0);
-      if (end !== "") throw new ProtocolError("chunk data longer than its size");
-    }
-    return bytes;
+      const bytes = await deliver(connection, view, left);
+      if (bytes === null) throw new ProtocolError("connection closed inside a chunk");
+      left -= bytes.length;
+      if (left === 0) {
+        const end = await readLine(connection, 0);
+        if (end !== "") throw new ProtocolError("chunk data longer than its size");
+      }
+      return bytes;
+    },
+    atEnd: () => done,
   };
 }
 
-const BODYLESS_REQUEST_HEADERS = new Set(["host", "content-length", "transfer-encoding"]);
-const CHUNK_END = encoder.encode("\r\n");
+const FRAMING_HEADERS = new Set(["host", "content-length", "transfer-encoding"]);
 const LAST_CHUNK = encoder.encode("0\r\n\r\n");
 
 function serializeHead(
@@ -486,10 +547,7 @@ function serializeHead(
 ): string {
   let head = `${request.method} ${request.pathAndQuery} HTTP/1.1\r\nhost: ${origin.host}\r\n`;
   for (const [name, value] of request.headers) {
-    if (BODYLESS_REQUEST_HEADERS.has(name.toLowerCase())) continue;
-    if (!TOKEN.test(name) || !FIELD_VALUE.test(value)) {
-      throw new UpstreamError("unreachable", `invalid request header ${JSON.stringify(name)}`);
-    }
+    if (FRAMING_HEADERS.has(name.toLowerCase())) continue;
     head += `${name}: ${value}\r\n`;
   }
   if (framing !== null) head += framing;
@@ -505,8 +563,7 @@ function declaredLength(headers: [string, string][]): number | null {
   return null;
 }
 
-/** Origin-form: a `/` and then visible ASCII only (no spaces, controls or raw non-ASCII). */
-const REQUEST_TARGET = /^\/[\x21-\x7e]*$/;
+/** RFC 9110 §9.3.3-9.3.4: methods whose empty body still gets `content-length: 0`. */
 const WITH_EMPTY_BODY = new Set(["POST", "PUT", "PATCH"]);
 
 function encodeHead(head: string): Uint8Array {
@@ -518,26 +575,111 @@ function encodeHead(head: string): Uint8Array {
   return out;
 }
 
+/** Writes `size` as hex right-aligned before `at` in `buffer`, then CRLF; returns its start. */
+function writeChunkSize(buffer: Uint8Array, at: number, size: number): number {
+  buffer[at - 2] = 13;
+  buffer[at - 1] = 10;
+  let position = at - 2;
+  do {
+    const digit = size & 15;
+    buffer[--position] = digit < 10 ? 48 + digit : 87 + digit;
+    size >>>= 4;
+  } while (size > 0);
+  return position;
+}
+
+/**
+ * Sends a streamed request body: read with a BYOB reader into one reused buffer when the stream
+ * is a byte stream (else default reads, copied into that buffer when chunked), each write
+ * awaited so a slow upstream slows the reads. A chunk's size line and CRLF are written around
+ * its data in the same buffer, so each chunk is one write. A failure of the stream itself is
+ * thrown as {@link BodySourceError}.
+ */
+async function pumpBody(
+  connection: Connection,
+  reader: ReadableStreamBYOBReader | ReadableStreamDefaultReader<Uint8Array>,
+  byob: boolean,
+  fixedLength: number | null,
+): Promise<void> {
+  const read = async (view: Uint8Array) => {
+    try {
+      return byob
+        ? await (reader as ReadableStreamBYOBReader).read(view)
+        : await (reader as ReadableStreamDefaultReader<Uint8Array>).read();
+    } catch (error) {
+      throw new BodySourceError("the request body failed", { cause: error });
+    }
+  };
+  let buffer: ArrayBuffer = new ArrayBuffer(CHUNK_PREFIX_BYTES + BODY_CHUNK_BYTES + 2);
+  let sent = 0;
+  while (true) {
+    const { done, value } = await read(
+      new Uint8Array(buffer, CHUNK_PREFIX_BYTES, BODY_CHUNK_BYTES),
+    );
+    if (byob && value !== undefined) buffer = value.buffer as ArrayBuffer;
+    if (done) break;
+    if (connection.closed) throw new Error("connection closed");
+    if (value.length === 0) continue;
+    sent += value.length;
+    if (fixedLength !== null) {
+      if (sent > fixedLength) {
+        throw new ClientError("bad_request", "request body longer than its content-length");
+      }
+      await connection.writeAll(value);
+      continue;
+    }
+    // Chunked: frame in place around the data (a default read's chunk is copied in first).
+    for (let offset = 0; offset < value.length; offset += BODY_CHUNK_BYTES) {
+      const frame = new Uint8Array(buffer);
+      const size = Math.min(BODY_CHUNK_BYTES, value.length - offset);
+      if (!byob) frame.set(value.subarray(offset, offset + size), CHUNK_PREFIX_BYTES);
+      const start = writeChunkSize(frame, CHUNK_PREFIX_BYTES, size);
+      frame[CHUNK_PREFIX_BYTES + size] = 13;
+      frame[CHUNK_PREFIX_BYTES + size + 1] = 10;
+      await connection.writeAll(frame.subarray(start, CHUNK_PREFIX_BYTES + size + 2));
+    }
+  }
+  if (fixedLength !== null && sent !== fixedLength) {
+    throw new ClientError("bad_request", "request body shorter than its content-length");
+  }
+  if (fixedLength === null) await connection.writeAll(LAST_CHUNK);
+}
+
 /** Options of {@link createHttp1Client}. */
 export interface Http1ClientOptions {
   /** Extra trusted CA certificates (PEM) for https origins; the system roots otherwise. */
   caCerts?: string[];
 }
 
+/** The HTTP/1.1 client, with a count of its open upstream connections. */
+export interface Http1Client extends UpstreamClient {
+  /** Open upstream connections (in use and idle), for tests and metrics. */
+  openConnections(): number;
+}
+
 /**
  * The HTTP/1.1 client.
  *
- * @param poolFor the pool settings of an origin (its service's `pool`)
+ * @param poolFor the pool settings of an origin (the largest of the services naming it)
  * @param options TLS trust for https origins
  * @example
  * ```ts
  * const client = createHttp1Client(() => ({ maxIdlePerHost: 20, idleTimeoutMs: 30000 }));
+ * const response = await client.send({
+ *   origin: "http://127.0.0.1:9001",
+ *   pathAndQuery: "/orders?page=2",
+ *   method: "GET",
+ *   headers: [["accept", "application/json"]],
+ *   body: null,
+ *   signal: AbortSignal.timeout(5000),
+ *   bodyIdleTimeoutMs: 10_000,
+ * });
  * ```
  */
 export function createHttp1Client(
   poolFor: (origin: string) => OriginPoolOptions,
   options: Http1ClientOptions = {},
-): UpstreamClient & { openConnections(): number } {
+): Http1Client {
   const pools = new Map<string, OriginPool>();
   let closed = false;
 
@@ -568,8 +710,9 @@ export function createHttp1Client(
     return connection;
   }
 
-  /** The request head and body framing; throws before any connection is taken. */
+  /** The request head and body framing; throws a ClientError before any connection is taken. */
   function prepare(request: UpstreamRequest, origin: Origin) {
+    checkUpstreamRequest(request);
     const body = request.body;
     let framing: string | null = null;
     let fixedLength: number | null = null;
@@ -582,9 +725,6 @@ export function createHttp1Client(
         : `content-length: ${fixedLength}\r\n`;
     } else if (WITH_EMPTY_BODY.has(request.method)) {
       framing = "content-length: 0\r\n";
-    }
-    if (!TOKEN.test(request.method) || !REQUEST_TARGET.test(request.pathAndQuery)) {
-      throw new UpstreamError("unreachable", "invalid method or request target");
     }
     return { head: encodeHead(serializeHead(request, origin, framing)), fixedLength };
   }
@@ -601,7 +741,8 @@ export function createHttp1Client(
 
     // From here on an abort destroys the socket; every pending read or write then fails.
     let settled = false;
-    let bodyReader: ReadableStreamDefaultReader<Uint8Array> | null = null;
+    let bodyReader: ReadableStreamBYOBReader | ReadableStreamDefaultReader<Uint8Array> | null =
+      null;
     const onAbort = () => {
       connection.destroy();
       bodyReader?.cancel(signal.reason).catch(() => {});
@@ -615,6 +756,14 @@ export function createHttp1Client(
 
     let requestSent = false;
     let bodyFailure: unknown = null;
+    /** What a failure is, once the request body's own failure is taken into account. */
+    const blame = (error: unknown): unknown => {
+      if (bodyFailure === null) return error;
+      const clientError = findClientError(bodyFailure);
+      if (clientError !== null) return clientError;
+      if (signal.aborted) return error;
+      return new UpstreamError("unreachable", "the request body failed", bodyFailure);
+    };
     try {
       if (body instanceof Uint8Array) {
         const bytes = body.length <= 64 * 1024 ? concat(head, body) : null;
@@ -634,33 +783,18 @@ export function createHttp1Client(
         } catch (error) {
           throw new NoResponseError("write failed", { cause: error });
         }
-        const reader = body.getReader();
-        bodyReader = reader;
-        (async () => {
-          let sent = 0;
-          while (true) {
-            const { done, value } = await reader.read();
-            if (done) break;
-            if (connection.closed) throw new Error("connection closed");
-            if (value.length === 0) continue;
-            if (fixedLength !== null) {
-              sent += value.length;
-              if (sent > fixedLength) throw new Error("request body longer than content-length");
-              await connection.writeAll(value);
-            } else {
-              await connection.writeAll(
-                concat(encoder.encode(value.length.toString(16) + "\r\n"), value),
-              );
-              await connection.writeAll(CHUNK_END);
-            }
-          }
-          if (fixedLength !== null && sent !== fixedLength) {
-            throw new Error("request body shorter than content-length");
-          }
-          if (fixedLength === null) await connection.writeAll(LAST_CHUNK);
+        let byob = true;
+        try {
+          bodyReader = body.getReader({ mode: "byob" });
+        } catch {
+          byob = false;
+          bodyReader = body.getReader();
+        }
+        const reader = bodyReader;
+        pumpBody(connection, reader, byob, fixedLength).then(() => {
           requestSent = true;
-        })().catch((error) => {
-          bodyFailure = error;
+        }, (error) => {
+          bodyFailure = error instanceof BodySourceError ? error.cause : error;
           reader.cancel(error).catch(() => {});
           connection.destroy();
         });
@@ -693,89 +827,118 @@ export function createHttp1Client(
 
       const { status } = responseHead;
       const bodyless = request.method === "HEAD" || status === 204 || status === 304;
-      let read: BodyReader | null;
+      let source: BodySource | null;
       let reusable = responseHead.keepAlive;
       if (bodyless || (responseHead.contentLength === 0 && !responseHead.chunked)) {
-        read = null;
+        source = null;
       } else if (responseHead.chunked) {
-        read = chunkedReader(connection);
+        source = chunkedSource(connection);
       } else if (responseHead.contentLength !== null) {
-        read = lengthReader(connection, responseHead.contentLength);
+        source = lengthSource(connection, responseHead.contentLength);
       } else {
-        read = closeDelimitedReader(connection);
+        source = closeDelimitedSource(connection);
         reusable = false;
       }
 
+      let idle: IdleWatch | null = null;
+      let idleFailure: UpstreamError | null = null;
       let finished = false;
       const finish = (clean: boolean) => {
         if (finished) return;
         finished = true;
+        idle?.stop();
         detach();
         const reuse = clean && reusable && requestSent && bodyFailure === null &&
-          connection.pending.length === 0 && !connection.closed;
+          connection.pendingLength === 0 && !connection.closed;
         if (reuse) pool.release(connection, closed);
         else connection.destroy();
         if (!requestSent) bodyReader?.cancel().catch(() => {});
       };
 
       const init = { status, statusText: responseHead.statusText, headers: responseHead.headers };
-      if (read === null) {
+      if (source === null) {
         // An upstream that answered before the request body was sent in full loses the
         // connection (finish sees requestSent false), which also stops the body pump.
         finish(true);
         return new Response(null, init);
       }
       const length = responseHead.contentLength;
-      if (!responseHead.chunked && length !== null && length <= connection.pending.length) {
-        // The whole body came with the head: hand it over as bytes, which Deno.serve writes
+      if (!responseHead.chunked && length !== null && length <= connection.pendingLength) {
+        // The whole body came with the head: hand it over as bytes, which a server writes
         // without a JavaScript stream, and free the connection at once.
-        const bytes = takePending(connection, length);
+        const bytes = connection.take(length);
         finish(true);
-        return new Response(bytes as Uint8Array<ArrayBuffer>, init);
+        return new Response(bytes, init);
       }
-      const reader = read;
-      const stream = new ReadableStream<Uint8Array>({
+      const bodySource = source;
+      const idleTimeoutMs = request.bodyIdleTimeoutMs;
+      if (idleTimeoutMs !== undefined) {
+        idle = watchIdle(idleTimeoutMs, () => {
+          idleFailure = new UpstreamError(
+            "timeout",
+            `no response body bytes for ${idleTimeoutMs} ms`,
+          );
+          // Fails the outstanding socket read, which errors the stream below.
+          connection.destroy();
+        });
+      }
+      const failure = (error: unknown): unknown =>
+        idleFailure ?? blame(classifyUpstreamFailure(error, signal));
+      const stream = new ReadableStream({
+        type: "bytes",
         async pull(controller) {
+          // A BYOB consumer's view is filled straight from the socket; a default reader gets
+          // owned copies (no autoAllocateChunkSize, so no 64 KiB allocation per read).
+          const byobRequest = controller.byobRequest;
+          const view = byobRequest?.view
+            ? new Uint8Array(
+              byobRequest.view.buffer,
+              byobRequest.view.byteOffset,
+              byobRequest.view.byteLength,
+            )
+            : null;
+          idle?.waiting();
           try {
-            const bytes = await reader();
+            const bytes = await bodySource.read(view);
+            idle?.delivered();
             if (bytes === null) {
-              controller.close();
               finish(true);
+              controller.close();
+              byobRequest?.respond(0);
               return;
             }
-            controller.enqueue(bytes);
-            if (reader.atEnd?.()) {
-              controller.close();
+            if (byobRequest) byobRequest.respond(bytes.length);
+            else controller.enqueue(bytes as Uint8Array<ArrayBuffer>);
+            if (bodySource.atEnd()) {
               finish(true);
+              controller.close();
             }
           } catch (error) {
+            idle?.delivered();
             finish(false);
-            controller.error(classify(error, signal));
+            controller.error(failure(error));
           }
         },
         cancel() {
           finish(false);
         },
-      }, { highWaterMark: 0 });
+      }) as ReadableStream<Uint8Array>;
       return new Response(stream, init);
     } catch (error) {
       detach();
       connection.destroy();
       bodyReader?.cancel(error).catch(() => {});
-      if (bodyFailure !== null && !signal.aborted) {
-        throw new UpstreamError("unreachable", "the request body failed", bodyFailure);
-      }
-      throw error;
+      throw blame(error);
     }
   }
 
   return {
     async send(request) {
       if (closed) throw new UpstreamError("unreachable", "the upstream client is closed");
-      const { signal } = request;
-      if (signal.aborted) throw classify(signal.reason, signal);
       const pool = poolOf(request.origin);
       const prepared = prepare(request, pool.origin);
+      const { signal } = request;
+      if (signal.aborted) throw classifyUpstreamFailure(signal.reason, signal);
       const replayable = request.body === null || request.body instanceof Uint8Array;
       let retried = false;
       while (true) {
@@ -784,11 +947,12 @@ export function createHttp1Client(
         try {
           connection = pooled ?? await fresh(pool, signal);
         } catch (error) {
-          throw classify(error, signal);
+          throw classifyUpstreamFailure(error, signal);
         }
         try {
           return await exchange(connection, request, prepared);
         } catch (error) {
+          if (error instanceof ClientError) throw error;
           if (
             error instanceof NoResponseError && pooled !== null && replayable && !signal.aborted &&
             !closed
@@ -797,7 +961,7 @@ export function createHttp1Client(
             retried = true;
             continue;
           }
-          throw classify(error, signal);
+          throw classifyUpstreamFailure(error, signal);
         }
       }
     },

@@ -1,15 +1,19 @@
 /**
- * The upstream client: the one place that speaks HTTP to upstreams, behind a small interface
- * so a faster implementation can replace it per upstream without touching the request path.
+ * The upstream client interface: the one place that speaks HTTP to upstreams, behind a small
+ * interface with two implementations chosen per service (README, "Upstream clients"): the
+ * byte-transparent HTTP/1.1 client (`./http1_client.ts`, the default) and `fetch`
+ * (`./fetch_client.ts`).
  *
- * The implementation here is `fetch` with one pooled `Deno.createHttpClient` per origin: it is
- * maintained, needs no Node layer, and was measured faster than every Node-based peer
- * (DESIGN.md, "The upstream client").
+ * Whose fault a failure is, is decided here too: anything wrong with the request itself is a
+ * {@link ClientError} thrown before any connection is taken ({@link checkUpstreamRequest}); only
+ * what the upstream did (refused, reset, broke the protocol, went silent) is an
+ * {@link UpstreamError}.
  *
  * @module
  */
+import { ClientError } from "./client_error.ts";
 
-/** Why an upstream attempt produced no response. */
+/** Why an upstream attempt produced no response: the upstream's side of a failure. */
 export type UpstreamErrorKind = "unreachable" | "timeout" | "aborted";
 
 /** An attempt that produced no response: refused, reset, timed out or abandoned by the caller. */
@@ -36,15 +40,21 @@ export interface UpstreamRequest {
   pathAndQuery: string;
   /** Method as the client sent it. */
   method: string;
-  /** Headers already rewritten for the upstream (pairs, so `fetch` copies them only once). */
+  /**
+   * Headers already rewritten for the upstream (pairs, so `fetch` copies them only once).
+   * `host`, `content-length` and `transfer-encoding` are ignored: the origin names the host and
+   * the client frames the body itself.
+   */
   headers: [string, string][];
   /** The body: streamed, buffered (for retries), or none. */
   body: ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer> | null;
   /** Aborts the attempt: the client went away, or the deadline passed. */
   signal: AbortSignal;
   /**
-   * After the response head: a response body that delivers no bytes for this long is cut with
-   * `UpstreamError("timeout")` (nginx's `proxy_read_timeout`). Unset: no idle bound.
+   * After the response head arrived, a response body that delivers no bytes for this long
+   * (while the consumer waits for them) errors with `UpstreamError("timeout")`, and the upstream
+   * connection is closed. Unset: no limit beyond `signal`. A body that keeps flowing is never
+   * cut, however long it lasts (server-sent events).
    */
   bodyIdleTimeoutMs?: number;
 }
@@ -53,6 +63,8 @@ export interface UpstreamRequest {
 export interface UpstreamClient {
   /**
    * Sends one request. Resolves with the upstream's response as soon as its head arrived.
+   * @throws {ClientError} `bad_request` when the request cannot be sent as the client made
+   *   it (before any connection is taken), or the error the request body stream raised
    * @throws {UpstreamError} when no response came
    */
   send(request: UpstreamRequest): Promise<Response>;
@@ -68,66 +80,62 @@ export interface OriginPoolOptions {
   idleTimeoutMs: number;
 }
 
-/**
- * A `fetch`-based client with one keep-alive pool per origin.
- *
- * @param poolFor the pool settings of an origin (its service's `pool`)
- * @example
- * ```ts
- * const client = createFetchClient(() => ({ maxIdlePerHost: 20, idleTimeoutMs: 30000 }));
- * ```
- */
-export function createFetchClient(poolFor: (origin: string) => OriginPoolOptions): UpstreamClient {
-  const clients = new Map<string, Deno.HttpClient>();
-  let closed = false;
+/** A method is a token (RFC 9110 §9.1, §5.6.2). */
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/** Field values: visible ASCII, obs-text, SP and HTAB; no CR, LF, NUL or other controls. */
+const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+/** Origin-form (RFC 9112 §3.2.1): a `/` and then visible ASCII only, no fragment. */
+const ORIGIN_FORM = /^\/[\x21-\x22\x24-\x7e]*$/;
 
-  function clientFor(origin: string): Deno.HttpClient {
-    let client = clients.get(origin);
-    if (client === undefined) {
-      const pool = poolFor(origin);
-      client = Deno.createHttpClient({
-        poolMaxIdlePerHost: pool.maxIdlePerHost,
-        poolIdleTimeout: pool.idleTimeoutMs,
-        // HTTP/1.1 to upstreams: plain-text h2c is not negotiated and a proxy gains nothing
-        // from h2 multiplexing on loopback-like links, while keep-alive reuse is what counts.
-        http2: false,
-      });
-      clients.set(origin, client);
-    }
-    return client;
-  }
-
-  return {
-    async send(request) {
-      if (closed) throw new UpstreamError("unreachable", "the upstream client is closed");
-      try {
-        return await fetch(request.origin + request.pathAndQuery, {
-          method: request.method,
-          headers: request.headers,
-          body: request.body,
-          signal: request.signal,
-          redirect: "manual",
-          client: clientFor(request.origin),
-        });
-      } catch (error) {
-        throw classifyFetchError(error, request.signal);
-      }
-    },
-    close() {
-      closed = true;
-      for (const client of clients.values()) client.close();
-      clients.clear();
-    },
-  };
+/** True when `name` is a valid field name (a token). */
+export function isToken(name: string): boolean {
+  return TOKEN.test(name);
 }
 
-/** Maps whatever `fetch` threw onto the three outcomes the gateway distinguishes. */
-function classifyFetchError(error: unknown, signal: AbortSignal): UpstreamError {
+/** True when `value` may be sent as a field value on the wire (RFC 9110 §5.5). */
+export function isFieldValue(value: string): boolean {
+  return FIELD_VALUE.test(value);
+}
+
+/**
+ * Refuses, with `ClientError("bad_request")`, a request no client may send upstream as it is:
+ * a method that is no token, `CONNECT` (a tunnel the gateway does not open), a target that is
+ * not origin-form visible ASCII, a header name that is no token or a value with CR, LF, NUL or
+ * another control. Both clients call it before taking a connection, so these are never held
+ * against an upstream.
+ */
+export function checkUpstreamRequest(request: UpstreamRequest): void {
+  if (!TOKEN.test(request.method)) {
+    throw new ClientError("bad_request", "the method is not a token");
+  }
+  if (request.method.toUpperCase() === "CONNECT") {
+    throw new ClientError("bad_request", "CONNECT is not forwarded");
+  }
+  if (!ORIGIN_FORM.test(request.pathAndQuery)) {
+    throw new ClientError("bad_request", "the request target is not origin-form visible ASCII");
+  }
+  for (const [name, value] of request.headers) {
+    if (!TOKEN.test(name)) {
+      throw new ClientError("bad_request", `invalid header name ${JSON.stringify(name)}`);
+    }
+    if (!FIELD_VALUE.test(value)) {
+      throw new ClientError("bad_request", `invalid value of header ${JSON.stringify(name)}`);
+    }
+  }
+}
+
+/**
+ * Maps what a failed attempt threw onto the gateway's outcomes: an aborted `signal` gives its
+ * reason's kind (`timeout` for the deadline) or `aborted`; an {@link UpstreamError} passes;
+ * anything else is `unreachable`.
+ */
+export function classifyUpstreamFailure(error: unknown, signal: AbortSignal): UpstreamError {
   if (signal.aborted) {
     const reason = signal.reason;
     const kind = reason instanceof UpstreamError ? reason.kind : "aborted";
     return new UpstreamError(kind, `upstream request ${kind}`, error);
   }
+  if (error instanceof UpstreamError) return error;
   const message = error instanceof Error ? error.message : String(error);
   return new UpstreamError("unreachable", message, error);
 }

@@ -4,8 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { parseConfig } from "../../src/config/schema.ts";
-import { createUpstreamClient } from "../../src/proxy/_http1_choice.ts";
-import type { ServiceRuntime } from "../../src/proxy/forward.ts";
+import { ClientError, type ClientErrorCode } from "../../src/proxy/client_error.ts";
 import { createHttp1Client } from "../../src/proxy/http1_client.ts";
 import { UpstreamError, type UpstreamRequest } from "../../src/proxy/upstream_client.ts";
 import { startRecordingUpstream } from "../_helpers/raw_http.ts";
@@ -34,6 +33,14 @@ async function expectKind(promise: Promise<unknown>, kind: string) {
   await assert.rejects(promise, (error: unknown) => {
     assert.ok(error instanceof UpstreamError, String(error));
     assert.equal(error.kind, kind);
+    return true;
+  });
+}
+
+async function expectClientError(promise: Promise<unknown>, code: ClientErrorCode) {
+  await assert.rejects(promise, (error: unknown) => {
+    assert.ok(error instanceof ClientError, String(error));
+    assert.equal(error.code, code);
     return true;
   });
 }
@@ -366,18 +373,27 @@ Deno.test("close() destroys idle connections and refuses new requests", async ()
   }
 });
 
-Deno.test("an invalid request target or header is refused before any connection", async () => {
+Deno.test("an invalid method, target or header is the client's fault, refused before any connection", async () => {
   const upstream = startRecordingUpstream();
   const client = newClient();
   try {
-    await expectKind(
-      client.send(request(upstream.origin, { pathAndQuery: "/a b" })),
-      "unreachable",
-    );
-    await expectKind(
-      client.send(request(upstream.origin, { headers: [["x-a", "b\r\nx-evil: 1"]] })),
-      "unreachable",
-    );
+    const invalid: Partial<UpstreamRequest>[] = [
+      { pathAndQuery: "/a b" },
+      { pathAndQuery: "/a#fragment" },
+      { pathAndQuery: "no-slash" },
+      { pathAndQuery: "/caf\u00e9" },
+      { method: "GE T" },
+      { method: "" },
+      { method: "CONNECT" },
+      { headers: [["x-a", "b\r\nx-evil: 1"]] },
+      { headers: [["x-a", "nul\0"]] },
+      { headers: [["x-a", "del\x7f"]] },
+      { headers: [["bad name", "v"]] },
+      { headers: [["x-a", "\u0100"]] },
+    ];
+    for (const init of invalid) {
+      await expectClientError(client.send(request(upstream.origin, init)), "bad_request");
+    }
     assert.equal(upstream.accepted(), 0);
   } finally {
     client.close();
@@ -385,39 +401,12 @@ Deno.test("an invalid request target or header is refused before any connection"
   }
 });
 
-Deno.test("config: upstreamClient defaults to fetch; http1 per service or in defaults", () => {
+Deno.test("config: upstreamClient defaults to http1; fetch per service or in defaults", () => {
   const base = { prefix: "/a", upstreams: ["http://127.0.0.1:1"] };
-  assert.equal(parseConfig({ services: { a: base } }).services.a.upstreamClient, "fetch");
-  const viaDefaults = parseConfig({ defaults: { upstreamClient: "http1" }, services: { a: base } });
-  assert.equal(viaDefaults.services.a.upstreamClient, "http1");
+  assert.equal(parseConfig({ services: { a: base } }).services.a.upstreamClient, "http1");
+  const viaDefaults = parseConfig({ defaults: { upstreamClient: "fetch" }, services: { a: base } });
+  assert.equal(viaDefaults.services.a.upstreamClient, "fetch");
   assert.throws(() => parseConfig({ services: { a: { ...base, upstreamClient: "h2" } } }));
-});
-
-Deno.test("dispatch: http1 only for origins all of whose services chose it", async () => {
-  const upstreams = [startRecordingUpstream(), startRecordingUpstream()];
-  const [only, shared] = upstreams;
-  const service = (choice: string, origins: string[]) =>
-    ({
-      config: { upstreamClient: choice },
-      balancer: { endpoints: origins.map((origin) => ({ origin })) },
-    }) as unknown as ServiceRuntime;
-  const client = createUpstreamClient(
-    [service("http1", [only.origin, shared.origin]), service("fetch", [shared.origin])],
-    new Map(),
-  );
-  try {
-    for (const upstream of upstreams) {
-      await (await client.send(request(upstream.origin))).text();
-    }
-    // fetch adds a user-agent of its own; the http1 client sends the headers as given.
-    const agent = (upstream: typeof only) =>
-      upstream.requests[0].headers.some(([name]) => name === "user-agent");
-    assert.equal(agent(only), false);
-    assert.equal(agent(shared), true);
-  } finally {
-    client.close();
-    for (const upstream of upstreams) await upstream.close();
-  }
 });
 
 Deno.test("https origins: TLS via Deno.connectTls, keep-alive reuse", async () => {
@@ -475,5 +464,256 @@ Deno.test("https origins: TLS via Deno.connectTls, keep-alive reuse", async () =
     }
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a ClientError from the request body stream propagates as itself, before the head", async () => {
+  // The upstream waits for the whole body, so the failure comes before any answer.
+  const upstream = startRecordingUpstream();
+  const client = newClient();
+  try {
+    const stalled = new ClientError("request_timeout", "no request body bytes for 60000 ms");
+    let pulls = 0;
+    const body = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        if (pulls++ === 0) controller.enqueue(encoder.encode("start"));
+        else controller.error(stalled);
+      },
+    });
+    await assert.rejects(
+      client.send(request(upstream.origin, { method: "POST", body })),
+      (error: unknown) => error === stalled,
+    );
+    assert.equal(client.openConnections(), 0);
+    assert.deepEqual(upstream.requests, []);
+  } finally {
+    client.close();
+    await upstream.close();
+  }
+});
+
+Deno.test("a ClientError from the request body after the head errors the response body with it", async () => {
+  // The upstream answers at once and streams its answer while the request body still flows.
+  const upstream = startRawUpstream(async (conn) => {
+    await readRequestHead(conn);
+    await conn.write(encoder.encode("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nfirst"));
+    const buffer = new Uint8Array(1024);
+    while ((await conn.read(buffer)) !== null) {
+      // drain until the client gives up
+    }
+  });
+  const client = newClient();
+  try {
+    let fail = () => {};
+    const body = new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(encoder.encode("part"));
+        fail = () => controller.error(new ClientError("bad_request", "the client broke off"));
+      },
+    });
+    const response = await client.send(request(upstream.origin, { method: "POST", body }));
+    const reader = response.body!.getReader();
+    assert.equal(new TextDecoder().decode((await reader.read()).value), "first");
+    fail();
+    await assert.rejects(reader.read(), (error: unknown) => {
+      assert.ok(error instanceof ClientError, String(error));
+      assert.equal(error.code, "bad_request");
+      return true;
+    });
+    assert.equal(client.openConnections(), 0);
+  } finally {
+    client.close();
+    await upstream.close();
+  }
+});
+
+Deno.test("a request body longer or shorter than its content-length is the client's fault", async () => {
+  const upstream = startRawUpstream(async (conn) => {
+    await readRequestHead(conn);
+    const buffer = new Uint8Array(1024);
+    while ((await conn.read(buffer)) !== null) {
+      // never answers
+    }
+  });
+  const client = newClient();
+  try {
+    for (const [declared, sent] of [["3", "four"], ["10", "four"]]) {
+      const pending = client.send(request(upstream.origin, {
+        method: "PUT",
+        headers: [["content-length", declared]],
+        body: streamOf(sent),
+      }));
+      await expectClientError(pending, "bad_request");
+    }
+    assert.equal(client.openConnections(), 0);
+  } finally {
+    client.close();
+    await upstream.close();
+  }
+});
+
+/** A byte stream of `size` ASCII bytes (byte i is `i % 128`) filling whatever view it is given. */
+function byteStream(size: number): ReadableStream<Uint8Array> {
+  let sent = 0;
+  return new ReadableStream({
+    type: "bytes",
+    autoAllocateChunkSize: 16 * 1024,
+    pull(controller) {
+      const byobRequest = controller.byobRequest!;
+      if (sent >= size) {
+        controller.close();
+        byobRequest.respond(0);
+        return;
+      }
+      const view = byobRequest.view as Uint8Array;
+      const n = Math.min(view.byteLength, size - sent);
+      for (let i = 0; i < n; i++) view[i] = (sent + i) % 128;
+      sent += n;
+      byobRequest.respond(n);
+    },
+  }) as ReadableStream<Uint8Array>;
+}
+
+Deno.test("a byte-stream request body is read BYOB and framed exactly (chunked and declared)", async () => {
+  const upstream = startRecordingUpstream((seen) => {
+    const body = seen.body;
+    let ok = body.length === 200_000;
+    for (let i = 0; ok && i < body.length; i++) ok = body.charCodeAt(i) === i % 128;
+    const text = ok ? "same" : "different";
+    return `HTTP/1.1 200 OK\r\ncontent-length: ${text.length}\r\n\r\n${text}`;
+  });
+  const client = newClient();
+  try {
+    for (const headers of [[], [["content-length", "200000"]]] as [string, string][][]) {
+      const response = await client.send(
+        request(upstream.origin, { method: "POST", headers, body: byteStream(200_000) }),
+      );
+      assert.equal(await response.text(), "same");
+    }
+    assert.deepEqual(upstream.framingErrors, []);
+    assert.deepEqual(
+      upstream.requests.map((r) =>
+        r.headers.filter(([name]) => name === "content-length" || name === "transfer-encoding")
+      ),
+      [[["transfer-encoding", "chunked"]], [["content-length", "200000"]]],
+    );
+  } finally {
+    client.close();
+    await upstream.close();
+  }
+});
+
+Deno.test("a BYOB consumer gets the response body in its own buffer; a default one gets copies", async () => {
+  const payload = new Uint8Array(300_000).map((_, i) => i & 0xff);
+  const upstream = startRawUpstream(async (conn) => {
+    while (true) {
+      if ((await readRequestHead(conn)) === "") return;
+      const chunked = encoder.encode(`HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n`);
+      await conn.write(chunked);
+      for (let offset = 0; offset < payload.length; offset += 100_000) {
+        await conn.write(encoder.encode("186a0\r\n"));
+        await conn.write(payload.subarray(offset, offset + 100_000));
+        await conn.write(encoder.encode("\r\n"));
+      }
+      await conn.write(encoder.encode("0\r\n\r\n"));
+    }
+  });
+  const client = newClient();
+  try {
+    const response = await client.send(request(upstream.origin));
+    const reader = response.body!.getReader({ mode: "byob" });
+    let buffer = new ArrayBuffer(64 * 1024);
+    const received: number[] = [];
+    while (true) {
+      const { done, value } = await reader.read(new Uint8Array(buffer));
+      if (done) break;
+      // The same memory comes back each time (transferred, never reallocated).
+      assert.equal(value.buffer.byteLength, 64 * 1024);
+      assert.equal(value.byteOffset, 0);
+      for (const byte of value) received.push(byte);
+      buffer = value.buffer;
+    }
+    assert.deepEqual(new Uint8Array(received), payload);
+    const again = await client.send(request(upstream.origin));
+    assert.deepEqual(new Uint8Array(await again.arrayBuffer()), payload);
+    assert.equal(upstream.accepted(), 1);
+  } finally {
+    client.close();
+    await upstream.close();
+  }
+});
+
+Deno.test("bodyIdleTimeoutMs: a flowing event stream passes intact; a stalled body is cut at ~idle", async () => {
+  // 15 events 100 ms apart (1.5 s) under an idle limit of 1000 ms: never cut.
+  const upstream = startRawUpstream(async (conn) => {
+    const head = await readRequestHead(conn);
+    if (head.includes("/events")) {
+      await conn.write(
+        encoder.encode(
+          "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n" +
+            "transfer-encoding: chunked\r\n\r\n",
+        ),
+      );
+      for (let i = 0; i < 15; i++) {
+        const event = `data: ${i}\n\n`;
+        await conn.write(encoder.encode(`${event.length.toString(16)}\r\n${event}\r\n`));
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      await conn.write(encoder.encode("0\r\n\r\n"));
+      await readRequestHead(conn);
+      return;
+    }
+    // Half of a declared body, then silence (until the client gives up).
+    await conn.write(encoder.encode("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf."));
+    await readRequestHead(conn);
+  });
+  const client = newClient();
+  try {
+    const events = await client.send(
+      request(upstream.origin, { pathAndQuery: "/events", bodyIdleTimeoutMs: 1000 }),
+    );
+    const text = await events.text();
+    assert.equal(text, Array.from({ length: 15 }, (_, i) => `data: ${i}\n\n`).join(""));
+
+    const stalled = await client.send(
+      request(upstream.origin, { pathAndQuery: "/stall", bodyIdleTimeoutMs: 300 }),
+    );
+    const reader = stalled.body!.getReader();
+    assert.equal(new TextDecoder().decode((await reader.read()).value), "half.");
+    const startedMs = performance.now();
+    await assert.rejects(reader.read(), (error: unknown) => {
+      assert.ok(error instanceof UpstreamError, String(error));
+      assert.equal(error.kind, "timeout");
+      return true;
+    });
+    const waitedMs = performance.now() - startedMs;
+    assert.ok(waitedMs >= 290 && waitedMs < 600, `cut after ${waitedMs} ms`);
+    assert.equal(client.openConnections(), 0);
+  } finally {
+    client.close();
+    await upstream.close();
+  }
+});
+
+Deno.test("bodyIdleTimeoutMs: a consumer that stops reading is not the upstream's idleness", async () => {
+  const upstream = startRawUpstream(async (conn) => {
+    await readRequestHead(conn);
+    await conn.write(encoder.encode("HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\none"));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await conn.write(encoder.encode("two"));
+    await readRequestHead(conn);
+  });
+  const client = newClient();
+  try {
+    const response = await client.send(request(upstream.origin, { bodyIdleTimeoutMs: 100 }));
+    const reader = response.body!.getReader();
+    assert.equal(new TextDecoder().decode((await reader.read()).value), "one");
+    // The consumer waits three idle limits before asking again: the bytes are there.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(new TextDecoder().decode((await reader.read()).value), "two");
+    assert.equal((await reader.read()).done, true);
+  } finally {
+    client.close();
+    await upstream.close();
   }
 });

@@ -1,0 +1,391 @@
+/**
+ * The `fetch` upstream client: Deno's `fetch` with one pooled `Deno.createHttpClient` per
+ * origin, selectable per service (`upstreamClient: "fetch"`). Maintained by Deno and native both
+ * ways, but not byte-transparent; this module makes what it sends and what it returns
+ * consistent, and refuses what it would alter (README, "Upstream clients"). Measured with Deno
+ * 2.9.6 (`tests/proxy/fetch_client_test.ts` pins every point):
+ *
+ * - It decodes `Content-Encoding: gzip` and `br` (one coding, any letter case; not `x-gzip`,
+ *   `deflate`, `zstd` or a list) unless the request's `Accept-Encoding` is exactly `identity`
+ *   or the request has a `Range` header, and keeps the coded `content-encoding` and
+ *   `content-length`. Decoded responses lose both headers here, so the bytes match the headers.
+ * - It adds `accept-encoding: gzip,br` when absent: this client sends `identity` instead, so an
+ *   upstream is never asked to compress what fetch would decode again.
+ * - It upper-cases `delete`, `get`, `head`, `options`, `post` and `put` (the Fetch standard's
+ *   normalisation; `patch` is sent as is), throws on `TRACE`, `TRACK`, `CONNECT` and on a
+ *   GET/HEAD with a body, and rewrites targets through the URL parser (dot segments, `\`,
+ *   percent-encoding of `"<>^{}|` and, in the query, `'`): all refused as `bad_request`.
+ * - It sends a JavaScript body stream chunked even when its length is declared: declared
+ *   bodies up to `maxBufferedBodyBytes` are read whole first and sent with their
+ *   Content-Length. Larger ones go to fetch untouched, so the server's native request body keeps
+ *   its length and native path.
+ * - It adds `accept` (any type), `accept-language: *` and `user-agent: Deno/x.y.z` when
+ *   absent, lower-cases header names and trims values: kept (harmless for HTTP semantics).
+ *
+ * @module
+ */
+import { ClientError, findClientError } from "./client_error.ts";
+import { watchIdle } from "./_idle_watch.ts";
+import {
+  checkUpstreamRequest,
+  classifyUpstreamFailure,
+  type OriginPoolOptions,
+  type UpstreamClient,
+  UpstreamError,
+  type UpstreamRequest,
+} from "./upstream_client.ts";
+
+/** Methods fetch upper-cases when they match case-insensitively (Fetch standard, "normalize"). */
+const NORMALISED_METHODS = new Set(["DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT"]);
+/** Methods fetch refuses to send ("Method is forbidden"), in any letter case. */
+const FORBIDDEN_METHODS = new Set(["CONNECT", "TRACE", "TRACK"]);
+/** Headers that are fetch's own: the URL names the host, fetch frames the body. */
+const FRAMING_HEADERS = new Set(["host", "content-length", "transfer-encoding"]);
+/** Codings Deno's fetch decodes. */
+const DECODED_CODINGS = new Set(["gzip", "br"]);
+
+/** Options of {@link createFetchClient}. */
+export interface FetchClientOptions {
+  /** Extra trusted CA certificates (PEM) for https origins; the system roots otherwise. */
+  caCerts?: string[];
+  /**
+   * A streamed body with a declared length up to this many bytes is read whole before sending,
+   * so it goes out with its Content-Length instead of re-framed as chunked. Default 1 MiB.
+   */
+  maxBufferedBodyBytes?: number;
+}
+
+/**
+ * Would fetch decode this response? Only when the request allowed it (an `Accept-Encoding`
+ * other than `identity`, no `Range`) and the response's single coding is gzip or br.
+ * `acceptEncoding` is the value sent (fetch adds `gzip,br` when null).
+ */
+export function fetchDecodes(
+  acceptEncoding: string | null,
+  hasRange: boolean,
+  contentEncoding: string | null,
+): boolean {
+  if (hasRange || contentEncoding === null) return false;
+  if (acceptEncoding !== null && acceptEncoding.trim().toLowerCase() === "identity") return false;
+  return DECODED_CODINGS.has(contentEncoding.trim().toLowerCase());
+}
+
+/** The headers to hand fetch, and what decides whether it will decode the answer. */
+interface PreparedHeaders {
+  headers: [string, string][];
+  acceptEncoding: string;
+  hasRange: boolean;
+  declaredLength: number | null;
+}
+
+function prepareHeaders(request: UpstreamRequest): PreparedHeaders {
+  const headers: [string, string][] = [];
+  let acceptEncoding: string | null = null;
+  let hasRange = false;
+  let declaredLength: number | null = null;
+  for (const pair of request.headers) {
+    const lower = pair[0].toLowerCase();
+    if (FRAMING_HEADERS.has(lower)) {
+      if (lower === "content-length" && /^[0-9]{1,15}$/.test(pair[1].trim())) {
+        declaredLength = Number(pair[1].trim());
+      }
+      continue;
+    }
+    if (lower === "accept-encoding") {
+      // One line, so fetch judges the whole list (RFC 9110 §5.3 allows joining).
+      acceptEncoding = acceptEncoding === null ? pair[1] : `${acceptEncoding}, ${pair[1]}`;
+      continue;
+    }
+    if (lower === "range") hasRange = true;
+    headers.push(pair);
+  }
+  // Without it fetch would ask for gzip/br on the client's behalf and decode the answer.
+  acceptEncoding ??= "identity";
+  headers.push(["accept-encoding", acceptEncoding]);
+  return { headers, acceptEncoding, hasRange, declaredLength };
+}
+
+/** Refuses what fetch would send differently from what the client sent. */
+function refuseAltered(request: UpstreamRequest, hasBody: boolean): URL {
+  const method = request.method;
+  const upper = method.toUpperCase();
+  if (FORBIDDEN_METHODS.has(upper)) {
+    throw new ClientError("bad_request", `fetch cannot send ${method}`);
+  }
+  if (upper !== method && NORMALISED_METHODS.has(upper)) {
+    throw new ClientError("bad_request", `fetch would send ${method} as ${upper}`);
+  }
+  if (hasBody && (method === "GET" || method === "HEAD")) {
+    throw new ClientError("bad_request", `fetch cannot send a ${method} request with a body`);
+  }
+  const url = new URL(request.origin + request.pathAndQuery);
+  // The href keeps an empty query (`/p?`), which `pathname + search` would lose.
+  const target = url.href.slice(url.origin.length);
+  if (target !== request.pathAndQuery) {
+    throw new ClientError(
+      "bad_request",
+      `fetch would send the target ${JSON.stringify(request.pathAndQuery)} as ` +
+        JSON.stringify(target),
+    );
+  }
+  return url;
+}
+
+/**
+ * Reads a declared-length body whole; a length that does not match is the client's fault, and
+ * what the stream throws (the server's `ClientError`s) passes as is.
+ */
+async function readDeclared(
+  body: ReadableStream<Uint8Array>,
+  length: number,
+): Promise<Uint8Array<ArrayBuffer>> {
+  const out = new Uint8Array(length);
+  let filled = 0;
+  const reader = body.getReader();
+  try {
+    while (true) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      if (filled + value.length > length) {
+        throw new ClientError("bad_request", "request body longer than its content-length");
+      }
+      out.set(value, filled);
+      filled += value.length;
+    }
+  } catch (error) {
+    reader.cancel(error).catch(() => {});
+    throw error;
+  }
+  if (filled !== length) {
+    throw new ClientError("bad_request", "request body shorter than its content-length");
+  }
+  return out;
+}
+
+/**
+ * Passes a request body stream through, remembering what its source threw: fetch reports a
+ * failed body as a bare `TypeError`, which would lose the server's `ClientError`. One read per
+ * pull, so fetch's own backpressure still reaches the source.
+ */
+function recordingBody(body: ReadableStream<Uint8Array>) {
+  const reader = body.getReader();
+  let failure: unknown = null;
+  const stream = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      let result: ReadableStreamReadResult<Uint8Array>;
+      try {
+        result = await reader.read();
+      } catch (error) {
+        failure = error;
+        controller.error(error);
+        return;
+      }
+      if (result.done) controller.close();
+      else controller.enqueue(result.value);
+    },
+    cancel(reason) {
+      return reader.cancel(reason);
+    },
+  }, { highWaterMark: 0 });
+  return { stream, failure: () => failure };
+}
+
+/**
+ * Wraps a response body so that a read outstanding for `timeoutMs` with no bytes errors it with
+ * `UpstreamError("timeout")` and cancels fetch's body (which drops the upstream connection).
+ * A BYOB consumer's view is handed to fetch's body as is; failures become `UpstreamError`s.
+ */
+function idleGuarded(
+  body: ReadableStream<Uint8Array>,
+  timeoutMs: number,
+  signal: AbortSignal,
+): ReadableStream<Uint8Array> {
+  let byob: ReadableStreamBYOBReader | null = null;
+  let plain: ReadableStreamDefaultReader<Uint8Array> | null = null;
+  let timedOut = false;
+  const watch = watchIdle(timeoutMs, () => {
+    timedOut = true;
+    (byob ?? plain)?.cancel().catch(() => {});
+  });
+  const timeout = () => new UpstreamError("timeout", `no response body bytes for ${timeoutMs} ms`);
+  return new ReadableStream({
+    type: "bytes",
+    async pull(controller) {
+      const request = controller.byobRequest;
+      const view = request?.view ?? null;
+      // The first read decides the reader: BYOB when the consumer brings its own buffer.
+      if (byob === null && plain === null) {
+        if (view !== null) byob = body.getReader({ mode: "byob" });
+        else plain = body.getReader();
+      }
+      watch.waiting();
+      let result: ReadableStreamReadResult<Uint8Array>;
+      try {
+        result = byob !== null
+          ? await byob.read(
+            view !== null
+              ? new Uint8Array(view.buffer, view.byteOffset, view.byteLength)
+              : new Uint8Array(64 * 1024),
+          )
+          : await plain!.read();
+      } catch (error) {
+        watch.stop();
+        controller.error(timedOut ? timeout() : classifyUpstreamFailure(error, signal));
+        return;
+      }
+      watch.delivered();
+      if (timedOut) {
+        controller.error(timeout());
+        return;
+      }
+      const value = result.value;
+      if (result.done) {
+        watch.stop();
+        controller.close();
+        // A pending BYOB request must be answered; a BYOB read returns its (empty) buffer.
+        if (request && byob !== null && value !== undefined) request.respondWithNewView(value);
+        else request?.respond(0);
+        return;
+      }
+      if (request && byob !== null && view !== null) request.respondWithNewView(value!);
+      else controller.enqueue(value! as Uint8Array<ArrayBuffer>);
+    },
+    cancel(reason) {
+      watch.stop();
+      return (byob ?? plain ?? body).cancel(reason);
+    },
+  }) as ReadableStream<Uint8Array>;
+}
+
+/**
+ * A `fetch`-based client with one keep-alive pool per origin.
+ *
+ * @param poolFor the pool settings of an origin (the largest of the services naming it)
+ * @param options TLS trust, and how much of a declared body may be buffered
+ * @example
+ * ```ts
+ * const client = createFetchClient(() => ({ maxIdlePerHost: 20, idleTimeoutMs: 30000 }));
+ * const response = await client.send({
+ *   origin: "http://127.0.0.1:9001",
+ *   pathAndQuery: "/orders",
+ *   method: "GET",
+ *   headers: [],
+ *   body: null,
+ *   signal: AbortSignal.timeout(5000),
+ * });
+ * ```
+ */
+export function createFetchClient(
+  poolFor: (origin: string) => OriginPoolOptions,
+  options: FetchClientOptions = {},
+): UpstreamClient {
+  const maxBufferedBodyBytes = options.maxBufferedBodyBytes ?? 1024 * 1024;
+  const clients = new Map<string, Deno.HttpClient>();
+  let closed = false;
+
+  function clientFor(origin: string): Deno.HttpClient {
+    let client = clients.get(origin);
+    if (client === undefined) {
+      const pool = poolFor(origin);
+      client = Deno.createHttpClient({
+        poolMaxIdlePerHost: pool.maxIdlePerHost,
+        poolIdleTimeout: pool.idleTimeoutMs,
+        // HTTP/1.1 to upstreams: plain-text h2c is not negotiated and a proxy gains nothing
+        // from h2 multiplexing on loopback-like links, while keep-alive reuse is what counts.
+        http2: false,
+        caCerts: options.caCerts,
+      });
+      clients.set(origin, client);
+    }
+    return client;
+  }
+
+  return {
+    async send(request) {
+      if (closed) throw new UpstreamError("unreachable", "the upstream client is closed");
+      checkUpstreamRequest(request);
+      const prepared = prepareHeaders(request);
+      let body = request.body;
+      // An empty body is no body: fetch would refuse it on GET/HEAD and drop its header anyway.
+      if (body instanceof Uint8Array && body.length === 0 && !isBodyMethod(request.method)) {
+        body = null;
+      }
+      if (body instanceof ReadableStream && prepared.declaredLength === 0) {
+        await body.cancel().catch(() => {});
+        body = null;
+      }
+      const url = refuseAltered(request, body !== null);
+      const { signal } = request;
+      if (signal.aborted) throw classifyUpstreamFailure(signal.reason, signal);
+
+      let recorded: ReturnType<typeof recordingBody> | null = null;
+      if (body instanceof ReadableStream) {
+        const length = prepared.declaredLength;
+        if (length !== null && length <= maxBufferedBodyBytes) {
+          body = await readDeclared(body, length);
+        } else if (length === null) {
+          recorded = recordingBody(body);
+          body = recorded.stream;
+        }
+      }
+
+      let response: Response;
+      try {
+        response = await fetch(url, {
+          method: request.method,
+          headers: prepared.headers,
+          body,
+          signal,
+          redirect: "manual",
+          client: clientFor(request.origin),
+        });
+      } catch (error) {
+        const bodyFailure = recorded?.failure() ?? null;
+        if (bodyFailure !== null) {
+          const clientError = findClientError(bodyFailure);
+          if (clientError !== null) throw clientError;
+          if (!signal.aborted) {
+            throw new UpstreamError("unreachable", "the request body failed", bodyFailure);
+          }
+        }
+        throw classifyUpstreamFailure(error, signal);
+      }
+      return consistentResponse(response, prepared, request);
+    },
+    close() {
+      closed = true;
+      for (const client of clients.values()) client.close();
+      clients.clear();
+    },
+  };
+}
+
+/** POST, PUT and PATCH keep an empty body (fetch then sends `content-length: 0`). */
+function isBodyMethod(method: string): boolean {
+  return method === "POST" || method === "PUT" || method === "PATCH";
+}
+
+/** The response with headers that match its bytes, and the idle guard when asked for. */
+function consistentResponse(
+  response: Response,
+  prepared: PreparedHeaders,
+  request: UpstreamRequest,
+): Response {
+  const decoded = response.body !== null &&
+    fetchDecodes(
+      prepared.acceptEncoding,
+      prepared.hasRange,
+      response.headers.get("content-encoding"),
+    );
+  const idleTimeoutMs = request.bodyIdleTimeoutMs;
+  const guard = response.body !== null && idleTimeoutMs !== undefined;
+  if (!decoded && !guard) return response;
+  let headers = response.headers;
+  if (decoded) {
+    headers = new Headers(response.headers);
+    headers.delete("content-encoding");
+    headers.delete("content-length");
+  }
+  const body = guard ? idleGuarded(response.body!, idleTimeoutMs!, request.signal) : response.body;
+  return new Response(body, { status: response.status, statusText: response.statusText, headers });
+}
