@@ -7,6 +7,7 @@ import { parseConfig } from "../../src/config/schema.ts";
 import { ClientError, type ClientErrorCode } from "../../src/proxy/client_error.ts";
 import { createHttp1Client } from "../../src/proxy/http1_client.ts";
 import { UpstreamError, type UpstreamRequest } from "../../src/proxy/upstream_client.ts";
+import { memoryKiB } from "../_helpers/process.ts";
 import { startRecordingUpstream } from "../_helpers/raw_http.ts";
 import { freePort, readRequestHead, startRawUpstream } from "../_helpers/upstream.ts";
 
@@ -712,6 +713,122 @@ Deno.test("bodyIdleTimeoutMs: a consumer that stops reading is not the upstream'
     await new Promise((resolve) => setTimeout(resolve, 300));
     assert.equal(new TextDecoder().decode((await reader.read()).value), "two");
     assert.equal((await reader.read()).done, true);
+  } finally {
+    client.close();
+    await upstream.close();
+  }
+});
+
+/** A Deno.serve upstream in a child process, so its memory is not the client's. */
+async function childUpstream(): Promise<{ origin: string; close(): Promise<void> }> {
+  const code = `
+    const chunk = new Uint8Array(64 * 1024).fill(7);
+    Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: ({ port }) => console.log(port) },
+      async (request) => {
+        const size = Number(new URL(request.url).searchParams.get("size") ?? 0);
+        if (request.body === null) {
+          let sent = 0;
+          const body = new ReadableStream({
+            pull(controller) {
+              if (sent >= size) return controller.close();
+              controller.enqueue(chunk);
+              sent += chunk.length;
+            },
+          });
+          return new Response(body, { headers: { "content-length": String(size) } });
+        }
+        let total = 0;
+        for await (const part of request.body) total += part.length;
+        return new Response(String(total));
+      });`;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["eval", code],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const timer = setTimeout(() => child.kill(), 10_000);
+  let port = "";
+  try {
+    while (!port.includes("\n")) {
+      const { done, value } = await reader.read();
+      if (done) throw new Error("the upstream child exited before listening");
+      port += value;
+    }
+  } finally {
+    clearTimeout(timer);
+    await reader.cancel();
+  }
+  return {
+    origin: `http://127.0.0.1:${port.trim()}`,
+    async close() {
+      child.kill();
+      await child.status;
+    },
+  };
+}
+
+/** Resets this process's peak RSS (Linux `clear_refs` 5), so a later peak is this step's own. */
+function resetPeakRss(): void {
+  const reset = new Deno.Command("sh", {
+    args: ["-c", `echo 5 > /proc/${Deno.pid}/clear_refs`],
+  }).outputSync();
+  assert.ok(reset.success, "cannot reset the peak RSS");
+}
+
+const MiB = 1024 * 1024;
+
+Deno.test("flat memory: a 256 MiB download read BYOB into one buffer raises peak RSS < 16 MiB", async () => {
+  const upstream = await childUpstream();
+  const client = newClient();
+  try {
+    // Warm up the connection and the code paths first.
+    await (await client.send(request(upstream.origin, { pathAndQuery: "/?size=1048576" })))
+      .arrayBuffer();
+    resetPeakRss();
+    const before = memoryKiB(Deno.pid).rss;
+    const size = 256 * MiB;
+    const response = await client.send(
+      request(upstream.origin, { pathAndQuery: `/?size=${size}` }),
+    );
+    const reader = response.body!.getReader({ mode: "byob" });
+    let buffer = new ArrayBuffer(64 * 1024);
+    let total = 0;
+    while (true) {
+      const { done, value } = await reader.read(new Uint8Array(buffer));
+      if (done) break;
+      total += value.length;
+      buffer = value.buffer;
+    }
+    const grownMiB = (memoryKiB(Deno.pid).peak - before) / 1024;
+    console.log(`256 MiB download: peak RSS +${grownMiB.toFixed(1)} MiB`);
+    assert.equal(total, size);
+    assert.ok(grownMiB < 16, `peak RSS grew ${grownMiB.toFixed(1)} MiB`);
+  } finally {
+    client.close();
+    await upstream.close();
+  }
+});
+
+Deno.test("flat memory: a 100 MiB chunked upload from a byte stream raises peak RSS < 16 MiB", async () => {
+  const upstream = await childUpstream();
+  const client = newClient();
+  try {
+    await (await client.send(
+      request(upstream.origin, { method: "POST", body: byteStream(MiB) }),
+    )).text();
+    resetPeakRss();
+    const before = memoryKiB(Deno.pid).rss;
+    const size = 100 * MiB;
+    const response = await client.send(
+      request(upstream.origin, { method: "POST", body: byteStream(size) }),
+    );
+    const received = Number(await response.text());
+    const grownMiB = (memoryKiB(Deno.pid).peak - before) / 1024;
+    console.log(`100 MiB chunked upload: peak RSS +${grownMiB.toFixed(1)} MiB`);
+    assert.equal(received, size);
+    assert.ok(grownMiB < 16, `peak RSS grew ${grownMiB.toFixed(1)} MiB`);
   } finally {
     client.close();
     await upstream.close();
