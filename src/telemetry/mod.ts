@@ -44,6 +44,7 @@ export {
   type ServerSpanStart,
   TRACER_NAME,
   type TracingOptions,
+  withTraceHeaders,
 } from "./tracing.ts";
 export { runtimeTracingEnabled, withoutRuntimeTracing } from "./runtime_tracing.ts";
 export { processStartTimeS } from "./process_info.ts";

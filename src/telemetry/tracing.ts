@@ -343,6 +343,32 @@ export function createTracing(options: TracingOptions): GatewayTracing {
   };
 }
 
+/**
+ * The upstream header pairs with the client's `traceparent`/`tracestate` (any case, any count)
+ * replaced by the attempt's: exactly one `traceparent` leaves the gateway (W3C Trace Context).
+ * Without a span (tracing off) the pairs are returned as they are.
+ *
+ * @example
+ * ```ts
+ * const attempt = server?.startClient({ method, origin, address, port, resendCount });
+ * const upstreamRequest = { ...request, headers: withTraceHeaders(headers, attempt) };
+ * ```
+ */
+export function withTraceHeaders(
+  pairs: [string, string][],
+  span: ClientSpanHandle | null | undefined,
+): [string, string][] {
+  if (span === null || span === undefined) return pairs;
+  const out: [string, string][] = [];
+  for (const pair of pairs) {
+    const name = pair[0].toLowerCase();
+    if (name !== "traceparent" && name !== "tracestate") out.push(pair);
+  }
+  out.push(["traceparent", span.traceparent]);
+  if (span.tracestate !== null) out.push(["tracestate", span.tracestate]);
+  return out;
+}
+
 const NO_OP = () => {};
 
 /**

@@ -9,7 +9,11 @@
  * (flip `WIRED`).
  */
 import assert from "node:assert/strict";
-import { createTelemetry, type GatewayTelemetry } from "../../src/telemetry/mod.ts";
+import {
+  createTelemetry,
+  type GatewayTelemetry,
+  withTraceHeaders,
+} from "../../src/telemetry/mod.ts";
 import { createHttp1Client } from "../../src/proxy/http1_client.ts";
 import { type RecordedRequest, startRecordingUpstream } from "../_helpers/raw_http.ts";
 import { startGatewayProcess } from "../_helpers/gateway.ts";
@@ -476,4 +480,38 @@ Deno.test({
       await receiver.close();
     }
   },
+});
+
+Deno.test("withTraceHeaders replaces every client trace header with the attempt's", async () => {
+  const receiver = startOtlpReceiver();
+  const telemetry = await telemetryTo(receiver.baseUrl);
+  try {
+    const server = telemetry.tracing.startServer({
+      method: "GET",
+      headers: new Headers({ traceparent: CLIENT_TRACEPARENT, tracestate: "vendor=abc" }),
+    })!;
+    const span = server.startClient({
+      method: "GET",
+      origin: "http://127.0.0.1:1",
+      address: "127.0.0.1",
+      port: 1,
+    });
+    const pairs: [string, string][] = [
+      ["accept", "*/*"],
+      ["Traceparent", CLIENT_TRACEPARENT],
+      ["traceparent", "00-11111111111111111111111111111111-2222222222222222-01"],
+      ["TRACESTATE", "other=1"],
+    ];
+    assert.deepEqual(withTraceHeaders(pairs, span), [
+      ["accept", "*/*"],
+      ["traceparent", span.traceparent],
+      ["tracestate", "vendor=abc"],
+    ]);
+    assert.equal(withTraceHeaders(pairs, null), pairs, "tracing off: untouched");
+    span.end({ status: 200 });
+    server.end({ status: 200 });
+  } finally {
+    await telemetry.shutdown();
+    await receiver.close();
+  }
 });
