@@ -30,6 +30,7 @@ import { readCgroupLimits } from "./config/cgroup.ts";
 import { loadConfig, type LoadNotes, readConfigJson } from "./config/load.ts";
 import { ConfigError, formatProblem, type GatewayConfig } from "./config/schema.ts";
 import { createLogger, type Logger } from "./telemetry/access_log.ts";
+import { serveHttp1 } from "./server/http1_server.ts";
 
 type Env = Record<string, string | undefined>;
 type Loaded = { config: GatewayConfig; notes: LoadNotes };
@@ -177,7 +178,21 @@ function listen(config: GatewayConfig, gateway: Gateway): { public: Listener; ad
       throw new ListenError(which, address.hostname, address.port, error);
     }
   };
-  const publicServer = serve("public", config.listen, gateway.app.fetch);
+  // The public port runs on the gateway's own HTTP/1.1 server: Deno.serve has no head or idle
+  // timeouts and lets the Host header steer Request.url (README, "Security and failure
+  // behaviour"). The admin port is loopback by default and keeps Deno.serve.
+  let publicServer: Listener;
+  try {
+    publicServer = serveHttp1({
+      hostname: config.listen.hostname,
+      port: config.listen.port,
+      headerTimeoutMs: config.limits.headerTimeoutMs,
+      idleTimeoutMs: config.limits.idleTimeoutMs,
+      bodyIdleTimeoutMs: config.limits.bodyIdleTimeoutMs,
+    }, gateway.app.fetch);
+  } catch (error) {
+    throw new ListenError("public", config.listen.hostname, config.listen.port, error);
+  }
   try {
     return { public: publicServer, admin: serve("admin", config.admin, gateway.adminApp.fetch) };
   } catch (error) {

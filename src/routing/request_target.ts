@@ -10,33 +10,51 @@
  * @module
  */
 
-// RFC 3986 §3.2.2: reg-name (unreserved / pct-encoded / sub-delims), IPv4, or an IP-literal in
-// brackets; then an optional decimal port (RFC 9110 §7.2). No "/", "?", "#", "@" or spaces.
-const REG_NAME = /^(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})+$/;
-const IP_LITERAL = /^\[[0-9A-Fa-f:.]+\]$|^\[v[0-9A-Fa-f]+\.[A-Za-z0-9\-._~!$&'()*+,;=:]+\]$/;
+// reg-name = *( unreserved / pct-encoded / sub-delims ), which also covers IPv4 addresses.
+const REG_NAME = /^(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*$/;
+// The characters an IPv6 address (with an embedded IPv4 tail) can hold; the WHATWG URL parser
+// then checks the grammar, so `[::1::2]` is refused too.
+const IPV6_CHARS = /^[0-9A-Fa-f:.]+$/;
+const PORT = /^[0-9]{1,5}$/;
 
 /**
- * True when `host` is a valid `Host` field value: `host[:port]` as RFC 9110 §7.2 allows.
+ * True when `value` is a valid `Host` field value: a reg-name, IPv4 or `[IPv6]`, optionally
+ * followed by `:` and a decimal port up to 65535. The empty value (allowed by RFC 9110 for
+ * targets without an authority) is valid. IPvFuture literals (`[v1.x]`) are refused: no
+ * client sends them and no URL parser takes them.
  *
  * @example
  * ```ts
- * isValidHost("api.example.com:8080"); // true
- * isValidHost("[::1]:8080");            // true
- * isValidHost("x/api/orders/admin#");   // false
+ * isValidHost("api.example.com:8443"); // true
+ * isValidHost("x/api/orders#"); // false
+ * isValidHost("h:99999"); // false
  * ```
  */
-export function isValidHost(host: string): boolean {
-  if (host.length === 0 || host.length > 1024) return false;
-  let name = host;
-  const bracketEnd = host.lastIndexOf("]");
-  const colon = host.lastIndexOf(":");
-  if (colon > bracketEnd) {
-    const port = host.slice(colon + 1);
-    if (!/^[0-9]{0,5}$/.test(port) || (port !== "" && Number(port) > 65535)) return false;
-    name = host.slice(0, colon);
+export function isValidHost(value: string): boolean {
+  let host = value;
+  let port: string | null = null;
+  if (value.charCodeAt(0) === 0x5b /* [ */) {
+    const close = value.indexOf("]");
+    if (close === -1) return false;
+    host = value.slice(0, close + 1);
+    const rest = value.slice(close + 1);
+    if (rest !== "") {
+      if (rest.charCodeAt(0) !== 0x3a /* : */) return false;
+      port = rest.slice(1);
+    }
+    const literal = host.slice(1, -1);
+    if (!IPV6_CHARS.test(literal)) return false;
+    if (!URL.canParse(`http://${host}/`)) return false;
+  } else {
+    const colon = value.indexOf(":");
+    if (colon !== -1) {
+      host = value.slice(0, colon);
+      port = value.slice(colon + 1);
+    }
+    if (!REG_NAME.test(host)) return false;
   }
-  if (name.startsWith("[")) return IP_LITERAL.test(name);
-  return REG_NAME.test(name);
+  if (port !== null && (!PORT.test(port) || Number(port) > 65535)) return false;
+  return true;
 }
 
 /**

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { isValidHost } from "./_host.ts";
+import { isValidHost } from "../routing/request_target.ts";
 
 /** A parsed request head: what the server needs for framing plus every field as sent. */
 export interface RequestHead {
@@ -75,6 +75,8 @@ export function findHeadEnd(buf: Uint8Array, start: number, from: number, end: n
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 // Field values: visible ASCII, obs-text, SP and HTAB; no CR, LF, NUL or other controls.
 const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+/** `http://authority` or `https://authority`, then the path and query (group 2, may be empty). */
+const ABSOLUTE_FORM = /^[hH][tT][tT][pP][sS]?:\/\/([^/?#]*)([/?][^#]*)?$/;
 // Origin-form: "/" then visible ASCII without "#" (a fragment is never sent, RFC 9112 §3.2).
 const ORIGIN_FORM = /^\/[\x21\x22\x24-\x7e]*$/;
 const HTTP_VERSION = /^HTTP\/[0-9]\.[0-9]$/;
@@ -134,7 +136,6 @@ export function parseRequestHead(
     return refuse("malformed request line");
   }
   const method = requestLine.slice(0, sp1);
-  const target = requestLine.slice(sp1 + 1, sp2);
   const version = requestLine.slice(sp2 + 1);
   if (!TOKEN.test(method)) return refuse("the method is not a token");
   if (!HTTP_VERSION.test(version)) return refuse("malformed HTTP version");
@@ -146,10 +147,21 @@ export function parseRequestHead(
   if (methodUpper === "TRACE" || methodUpper === "TRACK" || methodUpper === "CONNECT") {
     return refuse(`${method} is not forwarded`, 405);
   }
+  let target = requestLine.slice(sp1 + 1, sp2);
+  // Absolute-form (RFC 9112 §3.2.2): a server MUST accept it, and the authority then stands in
+  // for Host. The path is what routes; the authority never picks an upstream.
+  let absoluteHost: string | null = null;
+  const absolute = ABSOLUTE_FORM.exec(target);
+  if (absolute !== null) {
+    absoluteHost = absolute[1];
+    if (!isValidHost(absoluteHost)) return refuse("invalid authority in the request target");
+    const rest = absolute[2] ?? "";
+    target = rest === "" ? "/" : rest.startsWith("?") ? "/" + rest : rest;
+  }
   if (target === "*") {
     if (methodUpper !== "OPTIONS") return refuse("the * target is for OPTIONS only");
   } else if (!ORIGIN_FORM.test(target)) {
-    return refuse("the request target must be origin-form (/path?query)");
+    return refuse("the request target must be origin-form (/path?query) or absolute-form");
   }
 
   const fields: [string, string][] = [];
@@ -222,8 +234,16 @@ export function parseRequestHead(
   }
 
   if (hostCount > 1) return refuse("repeated Host");
-  if (minor === 1 && hostCount === 0) return refuse("Host is required in HTTP/1.1");
-  if (host !== null && !isValidHost(host)) return refuse("invalid Host");
+  if (absoluteHost !== null) {
+    // The target's authority wins over any Host field (RFC 9112 §3.2.2).
+    host = absoluteHost;
+    const index = fields.findIndex(([name]) => name.length === 4 && name.toLowerCase() === "host");
+    if (index === -1) fields.push(["host", absoluteHost]);
+    else fields[index] = [fields[index][0], absoluteHost];
+  } else {
+    if (minor === 1 && hostCount === 0) return refuse("Host is required in HTTP/1.1");
+    if (host !== null && !isValidHost(host)) return refuse("invalid Host");
+  }
   let chunked = false;
   if (transferEncoding !== null) {
     if (minor === 0) return refuse("Transfer-Encoding in an HTTP/1.0 request");

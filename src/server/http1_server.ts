@@ -6,7 +6,7 @@
  * steer `Request.url`, accepts a repeated identical `Content-Length`, and its `Request` refuses
  * or rewrites some methods. An edge gateway must bound all of that itself:
  *
- * - strict parsing (RFC 9112): origin-form targets only, one valid `Host`, no obs-fold, bare
+ * - strict parsing (RFC 9112): origin- or absolute-form targets, one valid `Host`, no obs-fold, bare
  *   CR/LF or controls, no repeated `Content-Length`, `Transfer-Encoding` exactly `chunked` and
  *   never with a length; every refusal is a problem+json answer and the connection closes;
  * - timeouts: the whole head within `headerTimeoutMs` of its first byte (a slowloris client is
@@ -63,7 +63,7 @@ import { buildRequest } from "./_server_request.ts";
 export interface ServeInfo {
   /** The peer. */
   remoteAddr: Deno.NetAddr;
-  /** The request-target exactly as sent (origin-form `/a?b`, or `*`). */
+  /** The request-target in origin-form (`/a?b`; an absolute-form target reduced to it), or `*`. */
   target: string;
   /** The method token exactly as sent (case kept: `get` stays `get`). */
   method: string;

@@ -8,6 +8,7 @@
 import { createGateway, type Gateway } from "../../src/app.ts";
 import { parseConfig } from "../../src/config/schema.ts";
 import { createLogger } from "../../src/telemetry/mod.ts";
+import { serveHttp1 } from "../../src/server/http1_server.ts";
 
 /** An in-process gateway listening on loopback. */
 export interface TestGateway {
@@ -38,10 +39,14 @@ export async function startTestGateway(
   });
   const gateway = createGateway(config, { env, logger, instanceId: crypto.randomUUID() });
   await gateway.ready;
-  const server = Deno.serve(
-    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
-    gateway.app.fetch,
-  );
+  // The public port on the gateway's own server, as src/main.ts runs it.
+  const server = serveHttp1({
+    hostname: "127.0.0.1",
+    port: 0,
+    headerTimeoutMs: config.limits.headerTimeoutMs,
+    idleTimeoutMs: config.limits.idleTimeoutMs,
+    bodyIdleTimeoutMs: config.limits.bodyIdleTimeoutMs,
+  }, gateway.app.fetch);
   const admin = Deno.serve(
     { hostname: "127.0.0.1", port: 0, onListen: () => {} },
     gateway.adminApp.fetch,

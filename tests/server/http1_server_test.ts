@@ -181,7 +181,18 @@ Deno.test("malformed request heads are answered 400/405/505 problem+json and clo
     ["Host bad IPv6", "GET /a HTTP/1.1\r\nHost: [::1::2]\r\n\r\n", 400, "bad_request"],
     ["Host open bracket", "GET /a HTTP/1.1\r\nHost: [::1\r\n\r\n", 400, "bad_request"],
     // The request target: origin-form only (and * for OPTIONS).
-    ["absolute-form", "GET http://evil.example/a HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad_request"],
+    [
+      "absolute-form with userinfo",
+      "GET http://u@evil/a HTTP/1.1\r\nHost: x\r\n\r\n",
+      400,
+      "bad_request",
+    ],
+    [
+      "absolute-form, other scheme",
+      "GET ftp://evil/a HTTP/1.1\r\nHost: x\r\n\r\n",
+      400,
+      "bad_request",
+    ],
     ["authority-form", "GET evil.example:443 HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad_request"],
     ["* with GET", "GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad_request"],
     ["fragment", "GET /a#frag HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad_request"],
@@ -282,6 +293,22 @@ Deno.test("the handler gets the method, target and fields as sent", async () => 
     await client.send("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n");
     seen = JSON.parse((await client.response()).body);
     assert.deepEqual([seen.target, seen.url], ["*", "http://x/*"]);
+  });
+});
+
+Deno.test("absolute-form targets are accepted: the path routes, the authority stands for Host", async () => {
+  await withServer({}, echo, async ({ open }) => {
+    const client = await open();
+    await client.send("GET http://evil.example:81/a/b?c HTTP/1.1\r\nHost: x\r\n\r\n");
+    let seen = JSON.parse((await client.response()).body);
+    assert.equal(seen.target, "/a/b?c");
+    assert.equal(new Map<string, string>(seen.headers).get("host"), "evil.example:81");
+    await client.send("GET HTTPS://evil.example HTTP/1.1\r\nHost: x\r\n\r\n");
+    seen = JSON.parse((await client.response()).body);
+    assert.equal(seen.target, "/");
+    await client.send("GET http://evil.example?q=1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    seen = JSON.parse((await client.response()).body);
+    assert.equal(seen.target, "/?q=1");
   });
 });
 

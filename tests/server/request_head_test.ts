@@ -3,7 +3,7 @@
  * across reads, and the `Host` grammar.
  */
 import assert from "node:assert/strict";
-import { isValidHost } from "../../src/server/_host.ts";
+import { isValidHost } from "../../src/routing/request_target.ts";
 import {
   findHeadEnd,
   HEAD_BARE_LF,
