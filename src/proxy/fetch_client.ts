@@ -14,7 +14,8 @@
  * - It upper-cases `delete`, `get`, `head`, `options`, `post` and `put` (the Fetch standard's
  *   normalisation; `patch` is sent as is), throws on `TRACE`, `TRACK`, `CONNECT` and on a
  *   GET/HEAD with a body, and rewrites targets through the URL parser (dot segments, `\`,
- *   percent-encoding of `"<>^{}|` and, in the query, `'`): all refused as `bad_request`.
+ *   percent-encoding of `"<>{}` and a backtick in the path, of `"'<>` in the query): all
+ *   refused as `bad_request`.
  * - It sends a JavaScript body stream chunked even when its length is declared: declared
  *   bodies up to `maxBufferedBodyBytes` are read whole first and sent with their
  *   Content-Length. Larger ones go to fetch untouched, so the server's native request body keeps

@@ -20,7 +20,7 @@ function request(origin: string, init: { method?: string; signal?: AbortSignal }
     method: init.method ?? "GET",
     headers: [] as [string, string][],
     body: null,
-    signal: init.signal ?? new AbortController().signal,
+    signal: init.signal ?? AbortSignal.timeout(10_000),
   };
 }
 
