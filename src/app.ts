@@ -36,6 +36,7 @@ import {
   type Logger,
 } from "./telemetry/mod.ts";
 import { openGatewayKv } from "./kv.ts";
+import { VERSION } from "./version.ts";
 import { type ServiceResilience, wireServiceResilience } from "./health/wire.ts";
 
 /** Options for {@link createGateway} beyond the config file. */
@@ -123,7 +124,7 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
     prometheus: config.telemetry.prometheus,
     otlp: config.telemetry.otlp,
     instanceId,
-    env,
+    version: VERSION,
     logger: (line) => logger.warn(String(line.msg ?? "telemetry"), line),
   });
 
@@ -170,13 +171,15 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
       wireServiceResilience(runtime, {
         client,
         now,
-        onAvailabilityChange: (service, endpoint, available, reason) =>
+        onAvailabilityChange: (service, endpoint, available, reason) => {
+          telemetry.upstreamAvailability(service, endpoint.origin, available, reason);
           logger.info("upstream availability", {
             service,
             upstream: endpoint.origin,
             available,
             reason,
-          }),
+          });
+        },
         onLimitChange: (service, limit) => logger.debug("adaptive limit", { service, limit }),
       }),
     );
@@ -244,6 +247,15 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
         pending: runtime.limiter.pending(),
         max: runtime.limiter.limit(),
       })),
+    kvDegraded: () => breaker.degraded(),
+    upstreams: () =>
+      [...services.values()].flatMap((runtime) =>
+        runtime.balancer.endpoints.map((endpoint) => ({
+          service: runtime.config.name,
+          upstream: endpoint.origin,
+          available: endpoint.available,
+        }))
+      ),
   });
 
   const traffic = createTrafficStats();
@@ -338,6 +350,16 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
     const id = c.get("requestId");
     const facts = c.env as ConnectionFacts | undefined;
     const method = facts?.method ?? raw.method;
+    const scheme = raw.url.startsWith("https:") ? "https" : "http";
+    const span = telemetry.tracing.startServer({
+      method,
+      headers: raw.headers,
+      scheme,
+      path: (facts?.target ?? targetOfUrl(raw.url)).split("?")[0],
+      clientAddress: facts?.remoteAddr?.hostname ?? null,
+      host: raw.headers.get("host"),
+      requestId: id,
+    });
     let result: ForwardResult;
     let runtime: ServiceRuntime | null = null;
     let path = "";
@@ -352,6 +374,7 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
       } else {
         runtime = routed.runtime;
         path = routed.path;
+        span?.setRoute(runtime.config.name, runtime.config.prefix);
         inFlight++;
         try {
           result = await forward(
@@ -362,9 +385,10 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
               pathAndQuery: routed.pathAndQuery,
               startedAt,
               completed: facts?.completed,
+              trace: span,
               forwarding: {
                 clientIp: facts?.remoteAddr?.hostname ?? null,
-                proto: raw.url.startsWith("https:") ? "https" : "http",
+                proto: scheme,
                 host: raw.headers.get("host"),
                 requestId: id,
               },
@@ -380,11 +404,15 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
     const durationMs = now() - startedAt;
     const serviceName = runtime?.config.name ?? null;
     if (serviceName !== null) traffic.record(serviceName, result.response.status, durationMs);
+    span?.end({ status: result.response.status, errorType: result.error });
     telemetry.serverRequest({
       method,
       status: result.response.status,
       service: serviceName,
       durationS: durationMs / 1000,
+      scheme,
+      route: runtime?.config.prefix,
+      errorType: result.error,
     });
     if (logger.level === "debug" || logger.level === "info") {
       logger.info(
@@ -399,6 +427,8 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
           requestId: id,
           breakerState: serviceName === null ? null : breaker.view(serviceName).state,
           error: result.error,
+          traceId: span?.traceId,
+          spanId: span?.spanId,
         }),
       );
     }

@@ -5,10 +5,9 @@
  *
  * @module
  */
-import denoConfig from "../deno.json" with { type: "json" };
+import { VERSION } from "./version.ts";
 
-/** The gateway's version, from `deno.json` (so `--version`, the package and the image agree). */
-export const VERSION: string = denoConfig.version;
+export { VERSION };
 
 /** Where the config is read from when neither `--config` nor `BREAKWATER_CONFIG` says. */
 export const DEFAULT_CONFIG_PATH = "./breakwater.json";

@@ -185,7 +185,8 @@ export const configFileSchema = z.strictObject({
     otlp: z.strictObject({
       endpoint: z.url({ protocol: /^https?$/, error: "must be an http(s) URL" }).nullable()
         .default(null),
-      intervalMs: positiveMs.default(10000),
+      // null: OTEL_METRIC_EXPORT_INTERVAL, else 10000 (the SDK default).
+      intervalMs: positiveMs.nullable().default(null),
     }).prefault({}),
   }).prefault({}),
   limits: z.strictObject({

@@ -17,6 +17,7 @@ import type { Admission, AttemptOutcome } from "../breaker/types.ts";
 import type { Balancer, UpstreamEndpoint } from "./balancer.ts";
 import { type AttemptVerdict, blameAttempt } from "./blame.ts";
 import { watchRequestBody } from "./body_limit.ts";
+import { type ServerSpanHandle, withTraceHeaders } from "../telemetry/tracing.ts";
 import { ClientError } from "./client_error.ts";
 import type { DeadlineScheduler } from "./deadlines.ts";
 import {
@@ -48,6 +49,7 @@ export interface ProxyObserver {
     service: string;
     address: string;
     port: number;
+    method?: string;
     status?: number;
     errorType?: string;
     durationS: number;
@@ -56,6 +58,8 @@ export interface ProxyObserver {
   rejected(service: string | null, reason: string): void;
   /** A retry was sent. */
   retry(service: string): void;
+  /** A retry was wanted but refused: the budget was spent, or the deadline too close. */
+  retryRefused?(service: string, reason: "budget" | "deadline"): void;
 }
 
 /** Everything the gateway keeps per service at run time. */
@@ -106,6 +110,8 @@ export interface ForwardRequest {
   forwarding: ForwardingContext;
   /** When the gateway received it, on `deps.now`'s clock. */
   startedAt: number;
+  /** The request's server span, when tracing is on: each attempt gets a client span under it. */
+  trace?: ServerSpanHandle | null;
   /**
    * Settles once the response was fully sent (`ServeInfo.completed`). With it the upstream's
    * body is handed to the server untouched; without it (embedded use) the body is wrapped to
@@ -319,11 +325,20 @@ async function attemptLoop(
   for (let attempt = 0;; attempt++) {
     const endpoint = service.balancer.pick(lastEndpoint ?? undefined);
     lastEndpoint = endpoint;
+    // One client span per attempt; the upstream gets exactly one traceparent: this span's.
+    const attemptSpan = request.trace?.startClient({
+      method: request.method,
+      origin: endpoint.origin,
+      address: endpoint.address,
+      port: endpoint.port,
+      path: request.pathAndQuery,
+      resendCount: attempt,
+    });
     const upstreamRequest: UpstreamRequest = {
       origin: endpoint.origin,
       pathAndQuery: request.pathAndQuery,
       method: request.method,
-      headers,
+      headers: withTraceHeaders(headers, attemptSpan),
       body: prepared.body,
       signal,
       bodyIdleTimeoutMs: config.bodyIdleTimeoutMs,
@@ -353,14 +368,18 @@ async function attemptLoop(
     // the upstream a failed call, and that is what the breaker protects it from.
     deps.breaker.record(config.name, admission, verdict.outcome);
     if (verdict.source === "upstream") service.onAttempt?.(endpoint, verdict.outcome);
+    // error.type: the upstream's failure kind, or what the client did (no upstream verdict).
+    const errorType = response === null
+      ? (verdict.source === "upstream" ? verdict.outcome.error : verdict.answer ?? "client_gone")
+      : undefined;
+    attemptSpan?.end({ status: response?.status, errorType });
     deps.observer.clientAttempt({
       service: config.name,
       address: endpoint.address,
       port: endpoint.port,
+      method: request.method,
       status: response?.status,
-      errorType: response === null
-        ? (verdict.outcome.error ?? verdict.answer ?? "error")
-        : undefined,
+      errorType,
       durationS: durationMs / 1000,
     });
 
@@ -379,7 +398,10 @@ async function attemptLoop(
       );
       const deadlineLeftMs = config.timeoutMs - (deps.now() - request.startedAt);
       // Never retry past the deadline, and never beyond the budget.
-      if (delayMs < deadlineLeftMs && service.retryBudget.tryAcquireRetry()) {
+      const inTime = delayMs < deadlineLeftMs;
+      const allowed = inTime && service.retryBudget.tryAcquireRetry();
+      if (!allowed) deps.observer.retryRefused?.(config.name, inTime ? "budget" : "deadline");
+      if (allowed) {
         await response?.body?.cancel().catch(() => {});
         deps.observer.retry(config.name);
         if (delayMs > 0 && !(await sleep(delayMs, signal))) {

@@ -23,9 +23,6 @@ function binary(name: string): string | null {
   return null;
 }
 
-/** Set to true once `src/app.ts` passes `errorType`/`route` to `serverRequest`. */
-const WIRED = false;
-
 const PROMETHEUS = binary("prometheus");
 const PROMTOOL = binary("promtool");
 
@@ -188,14 +185,12 @@ Deno.test({
         ["200", "502", "503"],
       );
 
-      // The gateway's own 503 is told apart from an upstream's by error.type (needs wiring).
-      if (WIRED) {
-        const breakerOpen = await query(
-          api,
-          'sum(http_server_request_duration_seconds_count{error_type="breaker_open"})',
-        );
-        assert.ok(Number(breakerOpen[0]?.value[1]) >= 1, JSON.stringify(breakerOpen));
-      }
+      // The gateway's own 503 is told apart from an upstream's by error.type.
+      const breakerOpen = await query(
+        api,
+        'sum(http_server_request_duration_seconds_count{error_type="breaker_open"})',
+      );
+      assert.ok(Number(breakerOpen[0]?.value[1]) >= 1, JSON.stringify(breakerOpen));
 
       // p99 latency of the healthy service, from the histogram buckets.
       const p99 = await query(

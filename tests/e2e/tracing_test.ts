@@ -5,8 +5,7 @@
  *
  * The module-level tests drive `telemetry.tracing` the way the request path does (server span
  * from the client's headers -> client span per attempt -> `traceparent` upstream -> export).
- * The gateway-level test needs the request path wired to tracing; until then it is ignored
- * (flip `WIRED`).
+ * The gateway-level test runs a gateway process end to end.
  */
 import assert from "node:assert/strict";
 import {
@@ -19,9 +18,6 @@ import { type RecordedRequest, startRecordingUpstream } from "../_helpers/raw_ht
 import { startGatewayProcess } from "../_helpers/gateway.ts";
 import { attributesOf, type ReceivedSpan, startOtlpReceiver } from "../telemetry/_otlp_receiver.ts";
 import { withEnv } from "../telemetry/_env.ts";
-
-/** Set to true once `src/app.ts` / `src/proxy/forward.ts` call the tracing API. */
-const WIRED = false;
 
 const CLIENT_TRACE_ID = "0af7651916cd43dd8448eb211c80319c";
 const CLIENT_SPAN_ID = "b7ad6b7169203331";
@@ -432,7 +428,6 @@ Deno.test("OTEL_DENO=true: one traceparent upstream (fetch and http1), no spans 
 
 Deno.test({
   name: "gateway: one traceparent upstream, server and client spans exported, trace_id logged",
-  ignore: !WIRED,
   async fn() {
     const receiver = startOtlpReceiver();
     const upstream = startRecordingUpstream();
