@@ -134,18 +134,23 @@ function refuseAltered(request: UpstreamRequest, hasBody: boolean): URL {
 
 /**
  * Reads a declared-length body whole; a length that does not match is the client's fault, and
- * what the stream throws (the server's `ClientError`s) passes as is.
+ * what the stream throws (the server's `ClientError`s) passes as is. An abort (the deadline, or
+ * the client gone) stops the wait like it would stop fetch.
  */
 async function readDeclared(
   body: ReadableStream<Uint8Array>,
   length: number,
+  signal: AbortSignal,
 ): Promise<Uint8Array<ArrayBuffer>> {
   const out = new Uint8Array(length);
   let filled = 0;
   const reader = body.getReader();
+  const onAbort = () => reader.cancel(signal.reason).catch(() => {});
+  signal.addEventListener("abort", onAbort, { once: true });
   try {
     while (true) {
       const { done, value } = await reader.read();
+      if (signal.aborted) throw classifyUpstreamFailure(signal.reason, signal);
       if (done) break;
       if (filled + value.length > length) {
         throw new ClientError("bad_request", "request body longer than its content-length");
@@ -156,6 +161,8 @@ async function readDeclared(
   } catch (error) {
     reader.cancel(error).catch(() => {});
     throw error;
+  } finally {
+    signal.removeEventListener("abort", onAbort);
   }
   if (filled !== length) {
     throw new ClientError("bad_request", "request body shorter than its content-length");
@@ -323,7 +330,7 @@ export function createFetchClient(
       if (body instanceof ReadableStream) {
         const length = prepared.declaredLength;
         if (length !== null && length <= maxBufferedBodyBytes) {
-          body = await readDeclared(body, length);
+          body = await readDeclared(body, length, signal);
         } else if (length === null) {
           recorded = recordingBody(body);
           body = recorded.stream;

@@ -358,6 +358,35 @@ Deno.test("a ClientError from the request body stream propagates as itself", asy
   }
 });
 
+Deno.test("a declared body the client stalls: the deadline stops the buffering with its kind", async () => {
+  const upstream = startRecordingUpstream();
+  const client = newClient();
+  try {
+    const body = new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(encoder.encode("only part"));
+      },
+    });
+    const deadline = new AbortController();
+    const sending = client.send(request(upstream.origin, {
+      method: "POST",
+      headers: [["content-length", "100"]],
+      body,
+      signal: deadline.signal,
+    }));
+    setTimeout(() => deadline.abort(new UpstreamError("timeout", "deadline")), 50);
+    await assert.rejects(sending, (error: unknown) => {
+      assert.ok(error instanceof UpstreamError, String(error));
+      assert.equal(error.kind, "timeout");
+      return true;
+    });
+    assert.equal(upstream.accepted(), 0);
+  } finally {
+    client.close();
+    await upstream.close();
+  }
+});
+
 Deno.test("fetch's response body supports BYOB reads", async () => {
   const upstream = exactUpstream(() =>
     responseBytes("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", encoder.encode("hello"))
