@@ -18,8 +18,9 @@
  *   refused as `bad_request`.
  * - It sends a JavaScript body stream chunked even when its length is declared: declared
  *   bodies up to `maxBufferedBodyBytes` are read whole first and sent with their
- *   Content-Length. Larger ones go to fetch untouched, so the server's native request body keeps
- *   its length and native path.
+ *   Content-Length; larger ones stay chunked.
+ * - It reports a failed body stream as a bare `TypeError`: streams pass through a recorder
+ *   here, so the server's `ClientError` comes out as itself.
  * - It adds `accept` (any type), `accept-language: *` and `user-agent: Deno/x.y.z` when
  *   absent, lower-cases header names and trims values: kept (harmless for HTTP semantics).
  *
@@ -331,7 +332,7 @@ export function createFetchClient(
         const length = prepared.declaredLength;
         if (length !== null && length <= maxBufferedBodyBytes) {
           body = await readDeclared(body, length, signal);
-        } else if (length === null) {
+        } else {
           recorded = recordingBody(body);
           body = recorded.stream;
         }

@@ -8,7 +8,11 @@ import assert from "node:assert/strict";
 import { brotliCompressSync, deflateSync, gzipSync, zstdCompressSync } from "node:zlib";
 import { ClientError, type ClientErrorCode } from "../../src/proxy/client_error.ts";
 import { createFetchClient, fetchDecodes } from "../../src/proxy/fetch_client.ts";
-import { UpstreamError, type UpstreamRequest } from "../../src/proxy/upstream_client.ts";
+import {
+  type UpstreamClient,
+  UpstreamError,
+  type UpstreamRequest,
+} from "../../src/proxy/upstream_client.ts";
 import { memoryKiB } from "../_helpers/process.ts";
 import { startRecordingUpstream } from "../_helpers/raw_http.ts";
 import { readRequestHead, startRawUpstream } from "../_helpers/upstream.ts";
@@ -318,8 +322,17 @@ Deno.test("request framing: bytes and small declared streams keep Content-Length
 Deno.test("a ClientError from the request body stream propagates as itself", async () => {
   const upstream = startRecordingUpstream();
   const client = newClient();
+  // A declared body over maxBufferedBodyBytes streams (chunked) instead of being buffered.
+  const streaming = createFetchClient(() => ({ maxIdlePerHost: 8, idleTimeoutMs: 5000 }), {
+    maxBufferedBodyBytes: 10,
+  });
   try {
-    for (const headers of [[], [["content-length", "100"]]] as [string, string][][]) {
+    const cases: [UpstreamClient, [string, string][]][] = [
+      [client, []],
+      [client, [["content-length", "100"]]],
+      [streaming, [["content-length", "100"]]],
+    ];
+    for (const [sender, headers] of cases) {
       const broke = new ClientError("bad_request", "the client broke off");
       let pulls = 0;
       const body = new ReadableStream<Uint8Array>({
@@ -329,7 +342,7 @@ Deno.test("a ClientError from the request body stream propagates as itself", asy
         },
       });
       await assert.rejects(
-        client.send(request(upstream.origin, { method: "POST", headers, body })),
+        sender.send(request(upstream.origin, { method: "POST", headers, body })),
         (error: unknown) => error === broke,
       );
     }
@@ -354,6 +367,7 @@ Deno.test("a ClientError from the request body stream propagates as itself", asy
     assert.deepEqual(upstream.requests, []);
   } finally {
     client.close();
+    streaming.close();
     await upstream.close();
   }
 });
