@@ -308,8 +308,10 @@ export function forwardingCases(client: UpstreamClientChoice): void {
     });
     try {
       const first = fetch(`${gw.url}/s/1`, bounded());
+      first.catch(() => {}); // awaited below: a timeout fails this test, not the whole file
       await waitFor(() => upstream.requests.length >= 1, { what: "the first request upstream" });
       const queued = fetch(`${gw.url}/s/2`, bounded());
+      queued.catch(() => {});
       await waitFor(() => gw.gateway.poolUsage().s.pending >= 1, { what: "a queued waiter" });
       const started = performance.now();
       const rejected = await fetch(`${gw.url}/s/3`, bounded());
@@ -345,6 +347,7 @@ export function forwardingCases(client: UpstreamClientChoice): void {
     });
     try {
       const first = fetch(`${gw.url}/s/1`, bounded());
+      first.catch(() => {}); // awaited below: a timeout fails this test, not the whole file
       await waitFor(() => upstream.requests.length >= 1, { what: "the first request upstream" });
       const waited = await fetch(`${gw.url}/s/2`, bounded());
       assert.equal(waited.status, 503);

@@ -158,8 +158,11 @@ Deno.test("three instances on one KV file: one outage costs about threshold fail
 
 Deno.test("after recoveryTimeoutMs exactly halfOpenProbes probes reach a still-failing upstream", async () => {
   let calls = 0;
-  const upstream = startUpstream(() => {
+  const upstream = startUpstream(async () => {
     calls++;
+    // Slow failures: a second probe, if any instance sent one, arrives while the first is in
+    // flight, before its failure re-opens the breaker.
+    await sleep(PROBE_HOLD_MS);
     return new Response("down", { status: 500 });
   });
   const dir = await Deno.makeTempDir({ prefix: "breakwater-fleet-" });
@@ -187,18 +190,18 @@ Deno.test("after recoveryTimeoutMs exactly halfOpenProbes probes reach a still-f
     await allInState(gateways, "open", 2000);
     const beforeProbes = calls;
     await allInState(gateways, "half_open", 3000);
-    // Every instance hammers it for 1.2 s (bursts of 5 at once): one probe reaches the
-    // upstream fleet-wide. Its failure re-opens the breaker for at least 1.6 s (2 x 1000 ms,
-    // jittered down by at most 20%), so no second round can start within the hammering.
+    // Every instance hammers it for 1.2 s, each on its own (bursts of 5 at once): one probe
+    // reaches the upstream fleet-wide. Its failure re-opens the breaker for at least 1.6 s
+    // (2 x 1000 ms, jittered down by at most 20%), so no second round can start within the
+    // hammering.
     const results: { status: number; error: string | null }[] = [];
     const hammerUntil = Date.now() + 1200;
-    while (Date.now() < hammerUntil) {
-      const burst = await Promise.all(
-        gateways.map((gateway) => Promise.all(Array.from({ length: 5 }, () => hit(gateway)))),
-      );
-      results.push(...burst.flat());
-      await sleep(20); // the hammering's pace
-    }
+    await Promise.all(gateways.map(async (gateway) => {
+      while (Date.now() < hammerUntil) {
+        results.push(...await Promise.all(Array.from({ length: 5 }, () => hit(gateway))));
+        await sleep(20); // the hammering's pace
+      }
+    }));
     const probes = calls - beforeProbes;
     console.log(`probe calls across 3 instances: ${probes} (of ${results.length} requests)`);
     assert.equal(probes, 1, `upstream saw ${probes} probes`);
