@@ -23,7 +23,7 @@ import { checkRequest } from "./proxy/edge_checks.ts";
 import { createLimiter } from "./proxy/limiter.ts";
 import { createDeadlineScheduler } from "./proxy/deadlines.ts";
 import type { UpstreamClient } from "./proxy/upstream_client.ts";
-import { createUpstreamClient } from "./proxy/_http1_choice.ts";
+import { createServiceClients } from "./proxy/clients.ts";
 import { createRetryBudget } from "./retry/policy.ts";
 import { applyEscapedSlashes, normalizeTarget } from "./routing/normalize_path.ts";
 import { targetOfUrl } from "./routing/request_target.ts";
@@ -128,10 +128,21 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
     logger: (line) => logger.warn(String(line.msg ?? "telemetry"), line),
   });
 
+  // One client per service, never replaced silently: two services on one origin with different
+  // `upstreamClient` choices get a pool each. `options.client` replaces them all (tests).
+  const clients = createServiceClients(
+    Object.values(config.services).map((service) => ({
+      name: service.name,
+      upstreamClient: service.upstreamClient,
+      upstreams: service.upstreams,
+      pool: service.pool,
+    })),
+  );
   const services = new Map<string, ServiceRuntime>();
   for (const service of Object.values(config.services)) {
     services.set(service.name, {
       config: service,
+      client: options.client ?? clients.clientFor(service.name),
       balancer: createBalancer(service.upstreams),
       limiter: createLimiter({
         limit: service.pool.maxConnections,
@@ -149,27 +160,13 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
     [...services.values()].map((runtime) => ({ prefix: runtime.config.prefix, target: runtime })),
   );
 
-  // Each origin's keep-alive pool is sized by the service that names it (the largest, when
-  // several services share an origin).
-  const poolByOrigin = new Map<string, { maxIdlePerHost: number; idleTimeoutMs: number }>();
-  for (const runtime of services.values()) {
-    for (const endpoint of runtime.balancer.endpoints) {
-      const prior = poolByOrigin.get(endpoint.origin);
-      poolByOrigin.set(endpoint.origin, {
-        maxIdlePerHost: Math.max(prior?.maxIdlePerHost ?? 0, runtime.config.pool.maxConnections),
-        idleTimeoutMs: Math.max(prior?.idleTimeoutMs ?? 0, runtime.config.pool.idleTimeoutMs),
-      });
-    }
-  }
-  const client = options.client ?? createUpstreamClient(services.values(), poolByOrigin);
-
   // Health checks, outlier ejection and adaptive limits watch each service's attempts.
   const resilience = new Map<string, ServiceResilience>();
   for (const runtime of services.values()) {
     resilience.set(
       runtime.config.name,
       wireServiceResilience(runtime, {
-        client,
+        client: runtime.client,
         now,
         onAvailabilityChange: (service, endpoint, available, reason) => {
           telemetry.upstreamAvailability(service, endpoint.origin, available, reason);
@@ -218,7 +215,6 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
 
   const deadlines = createDeadlineScheduler({ now });
   const deps: ForwardDeps = {
-    client,
     breaker,
     globalLimiter,
     observer: telemetry,
@@ -482,7 +478,8 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
         await Promise.all([...resilience.values()].map((wired) => wired.close()));
         await breaker.close();
         await telemetry.shutdown();
-        client.close();
+        clients.close();
+        options.client?.close();
         deadlines.close();
         kvHandle.close();
       })();

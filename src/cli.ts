@@ -132,12 +132,27 @@ Environment:
                              error or off
   BREAKWATER_ADMIN_TOKEN     enables the admin write routes (Authorization: Bearer TOKEN)
   DENO_KV_ACCESS_TOKEN       token for a KV Connect server (kv.path "http(s)://...")
-  OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES,
+  OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
+                             the resource of every metric and span
   OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
-  OTEL_EXPORTER_OTLP_HEADERS, OTEL_EXPORTER_OTLP_METRICS_HEADERS,
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_HEADERS,
+  OTEL_EXPORTER_OTLP_METRICS_HEADERS, OTEL_EXPORTER_OTLP_TRACES_HEADERS,
   OTEL_EXPORTER_OTLP_TIMEOUT, OTEL_EXPORTER_OTLP_METRICS_TIMEOUT,
-  OTEL_EXPORTER_OTLP_PROTOCOL, OTEL_EXPORTER_OTLP_METRICS_PROTOCOL
-                             OpenTelemetry metrics export (OTLP/HTTP)
+  OTEL_EXPORTER_OTLP_TRACES_TIMEOUT, OTEL_EXPORTER_OTLP_PROTOCOL,
+  OTEL_EXPORTER_OTLP_METRICS_PROTOCOL, OTEL_EXPORTER_OTLP_TRACES_PROTOCOL,
+  OTEL_EXPORTER_OTLP_COMPRESSION, OTEL_EXPORTER_OTLP_CERTIFICATE
+                             OTLP/HTTP export (http/protobuf by default, or http/json)
+  OTEL_METRICS_EXPORTER, OTEL_TRACES_EXPORTER
+                             otlp or none
+  OTEL_METRIC_EXPORT_INTERVAL, OTEL_METRIC_EXPORT_TIMEOUT
+                             metrics export period and bound (ms)
+  OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG
+                             sampling (default parentbased_always_on)
+  OTEL_BSP_SCHEDULE_DELAY, OTEL_BSP_EXPORT_TIMEOUT, OTEL_BSP_MAX_QUEUE_SIZE,
+  OTEL_BSP_MAX_EXPORT_BATCH_SIZE
+                             span batching
+  OTEL_DENO                  Deno's built-in OpenTelemetry; the gateway keeps its own
+                             providers and sends exactly one traceparent upstream either way
 
 Permissions (never -A): --allow-net, --allow-env, --allow-sys,
   --allow-read=<config>,<kv dir>,/sys/fs/cgroup,/proc/self and --allow-write=<kv dir>

@@ -270,6 +270,14 @@ async function shutdown(
   logger: Logger,
 ): Promise<void> {
   logger.info("shutdown started", { signal, inFlight: gateway.inFlight() });
+  // A hard bound on the whole shutdown: whatever hangs (a KV call, an exporter), the process
+  // exits soon after shutdown.timeoutMs, as an orchestrator's grace period expects.
+  const hardStop = setTimeout(() => {
+    logger.error("shutdown did not finish in time; exiting", { inFlight: gateway.inFlight() });
+    logger.flush();
+    Deno.exit(1);
+  }, config.shutdown.drainDelayMs + config.shutdown.timeoutMs + 5000);
+  Deno.unrefTimer(hardStop);
   gateway.drain();
   const deadline = Date.now() + config.shutdown.timeoutMs;
   if (config.shutdown.drainDelayMs > 0) {
@@ -292,6 +300,7 @@ async function shutdown(
   }
   await gateway.close();
   await servers.admin.shutdown();
+  clearTimeout(hardStop);
   logger.info("shutdown complete", { clean: finished });
   logger.flush();
 }

@@ -66,6 +66,8 @@ export interface ProxyObserver {
 export interface ServiceRuntime {
   /** The service's validated config. */
   config: ServiceConfig;
+  /** Speaks HTTP to this service's upstreams (its `upstreamClient`, its own pools). */
+  client: UpstreamClient;
   /** Spreads attempts over the upstreams. */
   balancer: Balancer;
   /** Bounds concurrent upstream requests of this service. */
@@ -78,8 +80,6 @@ export interface ServiceRuntime {
 
 /** Shared parts of the request path. */
 export interface ForwardDeps {
-  /** Speaks HTTP to upstreams. */
-  client: UpstreamClient;
   /** The fleet breaker. */
   breaker: AdmissionControl;
   /** The gateway-wide in-flight cap. */
@@ -348,7 +348,7 @@ async function attemptLoop(
     let response: Response | null = null;
     let thrown: unknown = null;
     try {
-      response = await deps.client.send(upstreamRequest);
+      response = await service.client.send(upstreamRequest);
     } catch (error) {
       thrown = error;
     } finally {

@@ -68,9 +68,9 @@ export type HeaderPairs = [string, string][];
  * Built in one pass into pairs: copying into a `Headers` and deleting hop-by-hop names, which
  * `fetch` then converts again, measured about twice as slow on the request path.
  *
- * `Accept-Encoding: identity` is set when the client sent none: Deno's `fetch` would otherwise
- * ask for gzip/br on the client's behalf and decompress the answer while its headers still say
- * it is compressed. With an explicit value fetch neither adds nor decodes anything.
+ * Nothing else is added: the upstream receives what the client sent. (The fetch client adds
+ * `Accept-Encoding: identity` itself when none was sent, since fetch would otherwise ask for
+ * gzip/br on the client's behalf and decode the answer: src/proxy/fetch_client.ts.)
  */
 export function upstreamRequestHeaders(incoming: Headers, context: ForwardingContext): HeaderPairs {
   const connection = incoming.get("connection");
@@ -78,7 +78,6 @@ export function upstreamRequestHeaders(incoming: Headers, context: ForwardingCon
   const out: HeaderPairs = [];
   let forwardedFor: string | null = null;
   let via: string | null = null;
-  let hasAcceptEncoding = false;
   // Headers iterates lower-cased names, repeated fields joined (set-cookie aside).
   for (const [name, value] of incoming) {
     if (HOP_BY_HOP.has(name) || (named !== null && named.has(name))) continue;
@@ -94,8 +93,6 @@ export function upstreamRequestHeaders(incoming: Headers, context: ForwardingCon
       case "via":
         via = value;
         continue;
-      case "accept-encoding":
-        hasAcceptEncoding = true;
     }
     out.push([name, value]);
   }
@@ -111,7 +108,6 @@ export function upstreamRequestHeaders(incoming: Headers, context: ForwardingCon
   if (context.host !== null) out.push(["x-forwarded-host", context.host]);
   out.push(["via", via ? `${via}, ${VIA_TOKEN}` : VIA_TOKEN]);
   out.push(["x-request-id", context.requestId]);
-  if (!hasAcceptEncoding) out.push(["accept-encoding", "identity"]);
   return out;
 }
 

@@ -153,7 +153,14 @@ export function spawnDeno(
       }, timeoutMs);
       const result = await status;
       clearTimeout(timer);
-      await Promise.all([stdoutDone, stderrDone]);
+      // A launcher killed hard leaves its gateway child holding the pipes: never wait on them
+      // for long, or a test would hang instead of failing.
+      let pipesTimer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        Promise.all([stdoutDone, stderrDone]),
+        new Promise((resolve) => pipesTimer = setTimeout(resolve, 2000)),
+      ]);
+      clearTimeout(pipesTimer);
       return result;
     },
   };
