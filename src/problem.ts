@@ -16,7 +16,8 @@ export type GatewayErrorCode =
   | "bad_request"
   | "request_timeout"
   | "method_not_allowed"
-  | "draining";
+  | "draining"
+  | "internal_error";
 
 /** The HTTP status and human title of each gateway error code. */
 export const GATEWAY_ERRORS: Readonly<Record<GatewayErrorCode, { status: number; title: string }>> =
@@ -31,6 +32,7 @@ export const GATEWAY_ERRORS: Readonly<Record<GatewayErrorCode, { status: number;
     request_timeout: { status: 408, title: "The request did not arrive in time" },
     method_not_allowed: { status: 405, title: "The gateway does not forward this method" },
     draining: { status: 503, title: "The gateway is shutting down" },
+    internal_error: { status: 500, title: "The gateway failed to handle the request" },
   };
 
 /** Extra facts for a problem response. */
@@ -43,6 +45,11 @@ export interface ProblemOptions {
   requestId?: string;
   /** Seconds to put in `Retry-After` (rounded up, at least 1). */
   retryAfterS?: number;
+  /**
+   * Another status for the code's meaning, where HTTP has a more precise one (the server
+   * answers a too-large head 431 and an unsupported version 505, both `bad_request`).
+   */
+  status?: number;
 }
 
 /**
@@ -56,7 +63,8 @@ export interface ProblemOptions {
  * ```
  */
 export function problemResponse(code: GatewayErrorCode, options: ProblemOptions = {}): Response {
-  const { status, title } = GATEWAY_ERRORS[code];
+  const { title } = GATEWAY_ERRORS[code];
+  const status = options.status ?? GATEWAY_ERRORS[code].status;
   const body: Record<string, unknown> = {
     type: `https://breakwater.dev/errors/${code}`,
     title,

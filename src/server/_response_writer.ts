@@ -13,6 +13,8 @@
  *
  * @module
  */
+import { findClientError } from "../proxy/client_error.ts";
+import { problemResponse } from "../problem.ts";
 import type { Connection } from "./_connection.ts";
 import type { RequestBody } from "./_request_body.ts";
 
@@ -236,7 +238,17 @@ export async function writeResponse(
   let gathered: Gathered;
   try {
     gathered = await gather(reader);
-  } catch {
+  } catch (error) {
+    // The body broke before a byte of this response was written: the client can still get a
+    // clear answer instead of a dropped connection. Behind the gateway that body is the
+    // upstream's, so it is a 502 (a client's own fault keeps its 4xx).
+    const clientError = findClientError(error);
+    const problem = clientError !== null
+      ? problemResponse(clientError.code, { detail: clientError.message })
+      : problemResponse("upstream_unreachable", {
+        detail: "the response body failed before its first byte",
+      });
+    await writeResponse(connection, problem, { ...target, keepAlive: false });
     return { complete: false, keepAlive: false };
   }
 

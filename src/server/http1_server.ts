@@ -46,7 +46,7 @@ import {
   PHASE_LINGER,
   PHASE_NEW,
 } from "./_connection.ts";
-import { serverProblem } from "./_problem.ts";
+import { problemResponse } from "../problem.ts";
 import { RequestBody } from "./_request_body.ts";
 import {
   findHeadEnd,
@@ -305,7 +305,7 @@ export function serveHttp1(options: Http1ServerOptions, handler: Handler): Http1
     detail: string,
   ): Promise<null> {
     connection.enter(PHASE_LINGER, now());
-    await writeResponse(connection, serverProblem(status, code, detail), {
+    await writeResponse(connection, problemResponse(code, { status, detail }), {
       methodUpper: "GET",
       minor: 1,
       keepAlive: false,
@@ -442,16 +442,9 @@ export function serveHttp1(options: Http1ServerOptions, handler: Handler): Http1
       const clientError = findClientError(error);
       if (clientError === null) {
         config.onError(error);
-        response = serverProblem(500, "internal_error", "the request handler failed");
+        response = problemResponse("internal_error", { detail: "the request handler failed" });
       } else {
-        const status = clientError.code === "request_timeout"
-          ? 408
-          : clientError.code === "body_too_large"
-          ? 413
-          : clientError.code === "method_not_allowed"
-          ? 405
-          : 400;
-        response = serverProblem(status, clientError.code, clientError.message);
+        response = problemResponse(clientError.code, { detail: clientError.message });
       }
     }
 
