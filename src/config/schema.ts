@@ -119,13 +119,15 @@ const prefix = z.string().refine(
   { error: "must be an absolute path such as /api/users (no //, %, \\ or dot segments)" },
 ).transform((value) => value.length > 1 && value.endsWith("/") ? value.slice(0, -1) : value);
 
-const serviceSchema = z.strictObject({
+/** One service as the file writes it (before `defaults` are merged in). */
+export const serviceSchema = z.strictObject({
   prefix,
   upstreams: z.array(upstreamUrl).min(1, { error: "needs at least one upstream" }),
   ...policyShape,
 });
 
-const defaultsSchema = z.strictObject({
+/** The `defaults` block: any service policy key, each optional. */
+export const defaultsSchema = z.strictObject({
   stripPrefix: z.boolean().optional(),
   timeoutMs: positiveMs.optional(),
   pool: poolSchema.partial().optional(),
