@@ -3,33 +3,36 @@
  * out. Nothing here listens, reads files or handles signals (that is `main.ts`), so the same
  * gateway runs embedded in another Hono app or on an edge runtime.
  *
+ * Each part is built by a small builder of its own: the services (`gateway/build_service.ts`),
+ * the limits derived from them (`gateway/limits.ts`), the status views (`gateway/status.ts`),
+ * the request path (`proxy/request_path.ts`) and the apps (`gateway/public_app.ts`,
+ * `admin/admin_app.ts`).
+ *
  * @module
  */
-import { Hono } from "hono";
-import { requestId } from "hono/request-id";
+import type { Hono } from "hono";
 import type { GatewayConfig } from "./config/schema.ts";
 import { createAdminApp } from "./admin/admin_app.ts";
 import { createTrafficStats, type TrafficStats } from "./admin/traffic_stats.ts";
 import { createFleetBreaker, type FleetBreaker } from "./breaker/mod.ts";
-import { type GatewayErrorCode, problemResponse } from "./problem.ts";
-import { createBalancer, type UpstreamEndpoint } from "./proxy/balancer.ts";
+import { buildService, type BuildServiceDeps } from "./gateway/build_service.ts";
+import { deriveLimits } from "./gateway/limits.ts";
+import { createPublicApp } from "./gateway/public_app.ts";
+import { createRequestLog } from "./gateway/request_log.ts";
 import {
-  forward,
-  type ForwardDeps,
-  type ForwardResult,
-  type ServiceRuntime,
-} from "./proxy/forward.ts";
-import { checkRequest } from "./proxy/edge_checks.ts";
-import { createLimiter } from "./proxy/limiter.ts";
-import { createDeadlineScheduler } from "./proxy/deadlines.ts";
-import type { UpstreamClient } from "./proxy/upstream_client.ts";
+  createStatusViews,
+  type Lifecycle,
+  metricsSources,
+  type PoolUsage,
+  readiness,
+} from "./gateway/status.ts";
 import { createServiceClients } from "./proxy/clients.ts";
-import { createRetryBudget } from "./retry/policy.ts";
-import { applyEscapedSlashes, normalizeTarget } from "./routing/normalize_path.ts";
-import { targetOfUrl } from "./routing/request_target.ts";
-import { buildRouteTable, upstreamPath } from "./routing/route_table.ts";
+import { createDeadlineScheduler } from "./proxy/deadlines.ts";
+import { createLimiter } from "./proxy/limiter.ts";
+import { createRequestPath } from "./proxy/request_path.ts";
+import type { UpstreamClient } from "./proxy/upstream_client.ts";
+import { buildRouteTable } from "./routing/route_table.ts";
 import {
-  accessLogEntry,
   createLogger,
   createTelemetry,
   type GatewayTelemetry,
@@ -37,7 +40,9 @@ import {
 } from "./telemetry/mod.ts";
 import { openGatewayKv } from "./kv.ts";
 import { VERSION } from "./version.ts";
-import { type ServiceResilience, wireServiceResilience } from "./health/wire.ts";
+
+export type { ConnectionFacts } from "./proxy/request_path.ts";
+export type { PoolUsage } from "./gateway/status.ts";
 
 /** Options for {@link createGateway} beyond the config file. */
 export interface GatewayOptions {
@@ -51,33 +56,6 @@ export interface GatewayOptions {
   client?: UpstreamClient;
   /** Monotonic clock in milliseconds for the request path (default `performance.now`). */
   now?: () => number;
-}
-
-/**
- * What the server knows about a request beyond the `Request` (the gateway's own server passes
- * all of it; `Deno.serve` passes `remoteAddr` and `completed`).
- */
-export interface ConnectionFacts {
-  /** The peer. */
-  remoteAddr?: Deno.NetAddr;
-  /** Settles when the response was fully written (or the connection died). */
-  completed?: Promise<void>;
-  /** The request target exactly as sent; the path is taken from it, never from `Host`. */
-  target?: string;
-  /** The method exactly as sent (a `Request` normalises some and refuses others). */
-  method?: string;
-  /** The body exactly as sent (a `Request` refuses one on GET and HEAD). */
-  body?: ReadableStream<Uint8Array> | null;
-}
-
-/** Pool usage of one service, for `/readyz` and metrics. */
-export interface PoolUsage {
-  /** Requests in flight upstream. */
-  active: number;
-  /** Requests waiting for a slot. */
-  pending: number;
-  /** The current in-flight limit. */
-  max: number;
 }
 
 /** A running gateway: two Hono apps and its lifecycle. */
@@ -117,10 +95,8 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
   const instanceId = options.instanceId ?? crypto.randomUUID();
   const logger = options.logger ?? createLogger();
   const now = options.now ?? (() => performance.now());
-  const serviceNames = Object.keys(config.services);
-
-  const telemetry: GatewayTelemetry = createTelemetry({
-    serviceNames,
+  const telemetry = createTelemetry({
+    serviceNames: Object.keys(config.services),
     prometheus: config.telemetry.prometheus,
     otlp: config.telemetry.otlp,
     instanceId,
@@ -130,352 +106,83 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
 
   // One client per service, never replaced silently: two services on one origin with different
   // `upstreamClient` choices get a pool each. `options.client` replaces them all (tests).
-  const clients = createServiceClients(
-    Object.values(config.services).map((service) => ({
-      name: service.name,
-      upstreamClient: service.upstreamClient,
-      upstreams: service.upstreams,
-      pool: service.pool,
-    })),
-  );
-  const services = new Map<string, ServiceRuntime>();
-  for (const service of Object.values(config.services)) {
-    services.set(service.name, {
-      config: service,
+  const clients = createServiceClients(Object.values(config.services));
+  const services = Object.values(config.services).map((service) =>
+    buildService(service, {
+      ...serviceEvents(telemetry, logger),
       client: options.client ?? clients.clientFor(service.name),
-      balancer: createBalancer(service.upstreams),
-      limiter: createLimiter({
-        limit: service.pool.maxConnections,
-        maxPending: service.pool.maxPending,
-        queueTimeoutMs: service.pool.queueTimeoutMs,
-      }),
-      retryBudget: createRetryBudget({
-        budgetPercent: service.retry.budgetPercent,
-        minRetriesPerSecond: service.retry.minRetriesPerSecond,
-        now,
-      }),
-    });
-  }
-  const match = buildRouteTable(
-    [...services.values()].map((runtime) => ({ prefix: runtime.config.prefix, target: runtime })),
+      now,
+    })
   );
-
-  // Health checks, outlier ejection and adaptive limits watch each service's attempts.
-  const resilience = new Map<string, ServiceResilience>();
-  for (const runtime of services.values()) {
-    resilience.set(
-      runtime.config.name,
-      wireServiceResilience(runtime, {
-        client: runtime.client,
-        now,
-        onAvailabilityChange: (service, endpoint, available, reason) => {
-          telemetry.upstreamAvailability(service, endpoint.origin, available, reason);
-          logger.info("upstream availability", {
-            service,
-            upstream: endpoint.origin,
-            available,
-            reason,
-          });
-        },
-        onLimitChange: (service, limit) => logger.debug("adaptive limit", { service, limit }),
-      }),
-    );
-  }
-  // Health fields appear only for services that configure health checks or outlier detection.
-  const healthOf = (service: string, endpoint: UpstreamEndpoint) => {
-    const serviceConfig = config.services[service];
-    if (serviceConfig?.healthCheck === null && serviceConfig?.outlierDetection === null) {
-      return undefined;
-    }
-    return resilience.get(service)?.view(endpoint);
-  };
-
+  const limits = deriveLimits(config);
   const kvHandle = openGatewayKv(config.kv.path, logger);
   const breaker = createFleetBreaker({
     kv: null,
     reopenKv: () => kvHandle.open(),
-    services: Object.fromEntries(
-      [...services.values()].map((runtime) => [runtime.config.name, runtime.config.breaker]),
-    ),
+    services: Object.fromEntries(services.map(({ config }) => [config.name, config.breaker])),
     instanceId,
     syncIntervalMs: config.kv.syncIntervalMs,
-    // A probe's lease must outlive the probe itself, or a second one could start meanwhile.
-    probeLeaseMs: Math.max(...[...services.values()].map((s) => s.config.timeoutMs)) + 5000,
+    probeLeaseMs: limits.probeLeaseMs,
     onTransition: (event) => {
       telemetry.breakerTransition(event.service, event.from, event.to);
       logger.info("breaker transition", { ...event });
     },
   });
-
-  const globalLimiter = createLimiter({
-    limit: config.limits.maxConnections,
-    maxPending: [...services.values()].reduce((sum, s) => sum + s.config.pool.maxPending, 0),
-    queueTimeoutMs: Math.max(...[...services.values()].map((s) => s.config.pool.queueTimeoutMs)),
-  });
-
-  const deadlines = createDeadlineScheduler({ now });
-  const deps: ForwardDeps = {
-    breaker,
-    globalLimiter,
-    observer: telemetry,
-    maxBodyBytes: config.limits.maxBodyBytes,
-    now,
-    deadlines,
-    random: Math.random,
-  };
-
-  const poolUsage = (): Record<string, PoolUsage> =>
-    Object.fromEntries(
-      [...services.values()].map((runtime) => [runtime.config.name, {
-        active: runtime.limiter.active(),
-        pending: runtime.limiter.pending(),
-        max: runtime.limiter.limit(),
-      }]),
-    );
-
-  telemetry.observe({
-    breakerStates: () =>
-      breaker.views().map((view) => ({ service: view.service, state: view.state })),
-    pools: () =>
-      [...services.values()].map((runtime) => ({
-        service: runtime.config.name,
-        active: runtime.limiter.active(),
-        pending: runtime.limiter.pending(),
-        max: runtime.limiter.limit(),
-      })),
-    kvDegraded: () => breaker.degraded(),
-    upstreams: () =>
-      [...services.values()].flatMap((runtime) =>
-        runtime.balancer.endpoints.map((endpoint) => ({
-          service: runtime.config.name,
-          upstream: endpoint.origin,
-          available: endpoint.available,
-        }))
-      ),
-  });
+  const status = createStatusViews(services);
+  telemetry.observe(metricsSources(breaker, status));
 
   const traffic = createTrafficStats();
-  let started = false;
-  let draining = false;
-  let inFlight = 0;
+  const lifecycle: Lifecycle = { started: false, draining: false };
   const ready = breaker.start().then(() => {
-    started = true;
+    lifecycle.started = true;
   });
-
-  const app = new Hono<{ Variables: { requestId: string } }>();
-  app.use(requestId({ limitLength: 128 }));
-
-  app.get("/healthz", (c) => c.json({ status: "ok" }));
-  app.get("/readyz", (c) => {
-    const degraded = breaker.degraded();
-    const status = !started ? "starting" : draining ? "draining" : degraded ? "degraded" : "ready";
-    const pools = poolUsage();
-    const body = {
-      status,
-      instanceId,
-      kv: { degraded },
-      services: Object.fromEntries(
-        breaker.views().map((view) => [view.service, {
-          breaker: view.state,
-          failuresInWindow: view.failuresInWindow,
-          pool: pools[view.service],
-          upstreams: services.get(view.service)?.balancer.endpoints.map((endpoint) => ({
-            origin: endpoint.origin,
-            available: endpoint.available,
-            inFlight: endpoint.inFlight,
-            ...healthOf(view.service, endpoint),
-          })),
-        }]),
-      ),
-    };
-    // Degraded still serves (local breakers), so it is ready; starting and draining are not.
-    return c.json(body, started && !draining ? 200 : 503);
-  });
-
-  const defaultEscapedSlashes = config.escapedSlashes ?? "reject";
-  const answer = (
-    code: GatewayErrorCode,
-    service: string | null,
-    id: string,
-    detail: string,
-  ): ForwardResult => {
-    telemetry.rejected(service, code);
-    return {
-      response: problemResponse(code, { requestId: id, detail, service }),
-      upstream: null,
-      error: code,
-    };
-  };
-
-  /**
-   * Route: the owner of the request target (never of the Host header), after the edge checks
-   * and the owner's path policy. Returns the owner and the path to forward, or an answer.
-   */
-  const route = (
-    raw: Request,
-    facts: ConnectionFacts | undefined,
-    method: string,
-    id: string,
-  ): { runtime: ServiceRuntime; pathAndQuery: string; path: string } | ForwardResult => {
-    const refused = checkRequest(method, raw.headers, config.limits.maxBodyBytes);
-    if (refused !== null) return answer(refused.code, null, id, refused.message);
-    const target = normalizeTarget(facts?.target ?? targetOfUrl(raw.url));
-    if ("error" in target) return answer("bad_request", null, id, target.error);
-    let path = target.path;
-    let found = match(path);
-    if (target.escapedSlash) {
-      const policy = found?.target.config.escapedSlashes ?? defaultEscapedSlashes;
-      const decided = applyEscapedSlashes(path, policy);
-      if ("error" in decided) {
-        return answer("bad_request", found?.target.config.name ?? null, id, decided.error);
-      }
-      if (decided.path !== path) {
-        path = decided.path;
-        found = match(path);
-      }
-    }
-    if (found === null) return answer("no_route", null, id, `${method} ${path}`);
-    const runtime = found.target;
-    const upstream = upstreamPath(path, found.prefix, runtime.config.stripPrefix);
-    return { runtime, path, pathAndQuery: upstream + target.search };
-  };
-
-  app.all("*", async (c) => {
-    const startedAt = now();
-    const raw = c.req.raw;
-    const id = c.get("requestId");
-    const facts = c.env as ConnectionFacts | undefined;
-    const method = facts?.method ?? raw.method;
-    const scheme = raw.url.startsWith("https:") ? "https" : "http";
-    const span = telemetry.tracing.startServer({
-      method,
-      headers: raw.headers,
-      scheme,
-      path: (facts?.target ?? targetOfUrl(raw.url)).split("?")[0],
-      clientAddress: facts?.remoteAddr?.hostname ?? null,
-      host: raw.headers.get("host"),
-      requestId: id,
-    });
-    let result: ForwardResult;
-    let runtime: ServiceRuntime | null = null;
-    let path = "";
-    if (draining) {
-      result = answer("draining", null, id, "the gateway is shutting down");
-      result.response.headers.set("retry-after", "1");
-      result.response.headers.set("connection", "close");
-    } else {
-      const routed = route(raw, facts, method, id);
-      if ("response" in routed) {
-        result = routed;
-      } else {
-        runtime = routed.runtime;
-        path = routed.path;
-        span?.setRoute(runtime.config.name, runtime.config.prefix);
-        inFlight++;
-        try {
-          result = await forward(
-            {
-              raw,
-              method,
-              body: facts?.body !== undefined ? facts.body : raw.body,
-              pathAndQuery: routed.pathAndQuery,
-              startedAt,
-              completed: facts?.completed,
-              trace: span,
-              forwarding: {
-                clientIp: facts?.remoteAddr?.hostname ?? null,
-                proto: scheme,
-                host: raw.headers.get("host"),
-                requestId: id,
-              },
-            },
-            runtime,
-            deps,
-          );
-        } finally {
-          inFlight--;
-        }
-      }
-    }
-    const durationMs = now() - startedAt;
-    const serviceName = runtime?.config.name ?? null;
-    if (serviceName !== null) traffic.record(serviceName, result.response.status, durationMs);
-    span?.end({ status: result.response.status, errorType: result.error });
-    telemetry.serverRequest({
-      method,
-      status: result.response.status,
-      service: serviceName,
-      durationS: durationMs / 1000,
-      scheme,
-      route: runtime?.config.prefix,
-      errorType: result.error,
-    });
-    if (logger.level === "debug" || logger.level === "info") {
-      logger.info(
-        "request",
-        accessLogEntry({
-          method,
-          path,
-          service: serviceName,
-          status: result.response.status,
-          durationMs,
-          upstream: result.upstream,
-          requestId: id,
-          breakerState: serviceName === null ? null : breaker.view(serviceName).state,
-          error: result.error,
-          traceId: span?.traceId,
-          spanId: span?.spanId,
-        }),
-      );
-    }
-    return result.response;
-  });
-
-  const adminApp = createAdminApp({
-    breaker,
-    telemetry,
-    adminToken: env.BREAKWATER_ADMIN_TOKEN ?? null,
-    poolUsage,
-    traffic,
-    upstreams: () =>
-      Object.fromEntries(
-        [...services.values()].map((runtime) => [
-          runtime.config.name,
-          runtime.balancer.endpoints.map((endpoint) => ({
-            origin: endpoint.origin,
-            available: endpoint.available,
-            inFlight: endpoint.inFlight,
-            ...healthOf(runtime.config.name, endpoint),
-          })),
-        ]),
-      ),
-    services: Object.fromEntries(
-      [...services.values()].map((runtime) => [runtime.config.name, {
-        prefix: runtime.config.prefix,
-        failureThreshold: runtime.config.breaker.failureThreshold,
-      }]),
+  const deadlines = createDeadlineScheduler({ now });
+  const requestPath = createRequestPath({
+    match: buildRouteTable(
+      services.map((service) => ({ prefix: service.config.prefix, target: service })),
     ),
-    serviceNames,
-    logger,
+    escapedSlashes: config.escapedSlashes,
+    maxBodyBytes: config.limits.maxBodyBytes,
+    breaker,
+    globalLimiter: createLimiter(limits.global),
+    deadlines,
+    now,
+    random: Math.random,
+    draining: () => lifecycle.draining,
+    observer: telemetry,
+    tracing: telemetry.tracing,
+    onServed: createRequestLog({
+      traffic,
+      telemetry,
+      logger,
+      breakerState: (service) => breaker.view(service).state,
+    }),
   });
 
   let closing: Promise<void> | null = null;
   return {
-    app: app as unknown as Hono,
-    adminApp,
+    app: createPublicApp(requestPath, () => readiness(lifecycle, instanceId, breaker, status)),
+    adminApp: createAdminApp({
+      breaker,
+      telemetry,
+      adminToken: env.BREAKWATER_ADMIN_TOKEN ?? null,
+      status,
+      traffic,
+      logger,
+    }),
     ready,
     breaker,
     drain() {
-      draining = true;
+      lifecycle.draining = true;
     },
-    inFlight: () => inFlight,
-    poolUsage,
+    inFlight: () => requestPath.inFlight(),
+    poolUsage: () => status.poolUsage(),
     traffic,
     close() {
       closing ??= (async () => {
-        draining = true;
+        lifecycle.draining = true;
         await ready.catch(() => {});
-        await Promise.all([...resilience.values()].map((wired) => wired.close()));
+        await Promise.all(services.map((service) => service.close()));
         await breaker.close();
         await telemetry.shutdown();
         clients.close();
@@ -485,5 +192,24 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
       })();
       return closing;
     },
+  };
+}
+
+/** Where a service's upstream availability and adaptive limit changes are reported. */
+function serviceEvents(
+  telemetry: GatewayTelemetry,
+  logger: Logger,
+): Pick<BuildServiceDeps, "onAvailabilityChange" | "onLimitChange"> {
+  return {
+    onAvailabilityChange: (service, endpoint, available, reason) => {
+      telemetry.upstreamAvailability(service, endpoint.origin, available, reason);
+      logger.info("upstream availability", {
+        service,
+        upstream: endpoint.origin,
+        available,
+        reason,
+      });
+    },
+    onLimitChange: (service, limit) => logger.debug("adaptive limit", { service, limit }),
   };
 }

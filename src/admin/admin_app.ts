@@ -10,19 +10,9 @@ import { timingSafeEqual } from "hono/utils/buffer";
 import { z } from "zod";
 import type { FleetBreaker } from "../breaker/mod.ts";
 import { type GatewayTelemetry, type Logger, PROMETHEUS_CONTENT_TYPE } from "../telemetry/mod.ts";
-import type { PoolUsage } from "../app.ts";
+import type { StatusViews } from "../gateway/status.ts";
 import type { TrafficStats } from "./traffic_stats.ts";
 import { addDashboardRoutes } from "./dashboard.ts";
-
-/** An upstream as the admin views show it. */
-export interface UpstreamStatus {
-  /** Its origin. */
-  origin: string;
-  /** False while health checks or outlier ejection keep it out of rotation. */
-  available: boolean;
-  /** Requests in flight to it from this instance. */
-  inFlight: number;
-}
 
 /** What the admin app reads and steers. */
 export interface AdminAppOptions {
@@ -32,16 +22,10 @@ export interface AdminAppOptions {
   telemetry: GatewayTelemetry;
   /** `BREAKWATER_ADMIN_TOKEN`; null turns the write routes off (403). */
   adminToken: string | null;
-  /** Pool usage per service. */
-  poolUsage: () => Record<string, PoolUsage>;
+  /** Pools, upstreams and static facts per service (this instance). */
+  status: StatusViews;
   /** Per-service traffic of this instance. */
   traffic: TrafficStats;
-  /** Upstream status per service. */
-  upstreams: () => Record<string, UpstreamStatus[]>;
-  /** Static facts per service for display. */
-  services: Record<string, { prefix: string; failureThreshold: number }>;
-  /** Configured services, in config order. */
-  serviceNames: string[];
   /** Where operator actions are logged (never the token). */
   logger: Logger;
 }
@@ -75,7 +59,7 @@ async function authorized(header: string | undefined, token: string): Promise<bo
  * ```
  */
 export function createAdminApp(options: AdminAppOptions): Hono {
-  const { breaker, telemetry, adminToken, logger } = options;
+  const { breaker, telemetry, adminToken, logger, status } = options;
   const app = new Hono();
   app.use("*", async (c, next) => {
     await next();
@@ -84,13 +68,14 @@ export function createAdminApp(options: AdminAppOptions): Hono {
   });
 
   app.get("/admin/breakers", (c) => {
-    const pools = options.poolUsage();
+    const pools = status.poolUsage();
+    const upstreams = status.upstreams();
     return c.json({
       degraded: breaker.degraded(),
       services: breaker.views().map((view) => ({
         ...view,
         pool: pools[view.service],
-        upstreams: options.upstreams()[view.service] ?? [],
+        upstreams: upstreams[view.service] ?? [],
       })),
     });
   });
@@ -105,7 +90,7 @@ export function createAdminApp(options: AdminAppOptions): Hono {
       return response;
     }
     const service = c.req.param("service");
-    if (!options.serviceNames.includes(service)) {
+    if (!status.serviceNames.includes(service)) {
       return adminProblem(404, "No such service", service);
     }
     let parsed;
@@ -123,12 +108,9 @@ export function createAdminApp(options: AdminAppOptions): Hono {
   });
 
   addDashboardRoutes(app, {
+    ...status,
     breaker,
-    poolUsage: options.poolUsage,
     traffic: options.traffic,
-    upstreams: options.upstreams,
-    services: options.services,
-    serviceNames: options.serviceNames,
     writesEnabled: adminToken !== null && adminToken !== "",
   });
 

@@ -11,9 +11,8 @@
  */
 import type { Hono } from "hono";
 import type { BreakerView } from "../breaker/mod.ts";
-import type { PoolUsage } from "../app.ts";
+import type { PoolUsage, StatusViews, UpstreamStatus } from "../gateway/status.ts";
 import type { TrafficStats } from "./traffic_stats.ts";
-import type { UpstreamStatus } from "./admin_app.ts";
 import { DASHBOARD_HTML } from "./dashboard_page.ts";
 import { DASHBOARD_SCRIPT } from "./dashboard_script.ts";
 import { DASHBOARD_STYLE } from "./dashboard_style.ts";
@@ -41,22 +40,14 @@ export const DASHBOARD_CSP = [
 ].join("; ");
 
 /** What the dashboard reads: the same sources the admin app has. */
-export interface DashboardSource {
+export interface DashboardSource extends StatusViews {
   /** The fleet breaker (its views are the fleet's state from KV, or local when degraded). */
   breaker: {
     view(service: string): BreakerView;
     degraded(): boolean;
   };
-  /** Pool usage per service (this instance). */
-  poolUsage: () => Record<string, PoolUsage>;
   /** Per-second traffic per service (this instance). */
   traffic: TrafficStats;
-  /** Upstream status per service (this instance). */
-  upstreams: () => Record<string, UpstreamStatus[]>;
-  /** Static facts per service. */
-  services: Record<string, { prefix: string; failureThreshold: number }>;
-  /** Configured services, in config order. */
-  serviceNames: string[];
   /** True when `BREAKWATER_ADMIN_TOKEN` is set, so the steering buttons can work. */
   writesEnabled: boolean;
   /** Wall clock in epoch milliseconds (default `Date.now`). */

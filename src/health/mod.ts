@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { AttemptOutcome } from "../breaker/types.ts";
 import type { HealthCheckConfig, OutlierConfig } from "../config/schema.ts";
 import type { UpstreamEndpoint } from "../proxy/balancer.ts";
 import { type HealthChecks, startHealthChecks } from "./active.ts";
@@ -17,14 +18,6 @@ export {
   type OutlierDetector,
   type OutlierView,
 } from "./outlier.ts";
-
-/** What one attempt came to, as far as upstream health cares. */
-export interface HealthOutcome {
-  /** The upstream's status, when it answered. */
-  status?: number;
-  /** Why there was no answer; `aborted` says nothing about the upstream. */
-  error?: "unreachable" | "timeout" | "aborted";
-}
 
 /** The health of one upstream, for `/readyz` and the admin API. */
 export interface UpstreamHealthView {
@@ -57,7 +50,7 @@ export interface UpstreamHealthOptions {
 /** The health of a service's upstreams. */
 export interface UpstreamHealth {
   /** Feeds one attempt's outcome to outlier detection. */
-  record(endpoint: UpstreamEndpoint, outcome: HealthOutcome): void;
+  record(endpoint: UpstreamEndpoint, outcome: AttemptOutcome): void;
   /** Ends expired ejections; the balancer calls it before each pick (cheap when idle). */
   refresh(): void;
   /** The health of `endpoint`. */
@@ -67,7 +60,7 @@ export interface UpstreamHealth {
 }
 
 /** True when an outcome counts against the upstream (5xx, refused, reset, timed out). */
-export function isUpstreamFailure(outcome: HealthOutcome): boolean {
+export function isUpstreamFailure(outcome: Pick<AttemptOutcome, "status" | "error">): boolean {
   if (outcome.status !== undefined) return outcome.status >= 500;
   return outcome.error === "unreachable" || outcome.error === "timeout";
 }

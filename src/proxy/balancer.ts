@@ -38,21 +38,34 @@ export function endpointOf(origin: string): UpstreamEndpoint {
   return { origin: url.origin, address: url.hostname, port, inFlight: 0, available: true };
 }
 
+/** Options of {@link createBalancer}. */
+export interface BalancerOptions {
+  /**
+   * Runs before each pick: outlier detection ends expired ejections here, so an upstream comes
+   * back on the first pick after its time without a timer of its own.
+   */
+  beforePick?: () => void;
+}
+
 /**
- * Creates a balancer over a service's upstream origins.
+ * Creates a balancer over a service's upstreams.
  *
  * @example
  * ```ts
- * const balancer = createBalancer(["http://10.0.0.1:80", "http://10.0.0.2:80"]);
+ * const balancer = createBalancer(["http://10.0.0.1:80", "http://10.0.0.2:80"].map(endpointOf));
  * const endpoint = balancer.pick();
  * ```
  */
-export function createBalancer(origins: readonly string[]): Balancer {
-  const endpoints = origins.map(endpointOf);
+export function createBalancer(
+  endpoints: readonly UpstreamEndpoint[],
+  options: BalancerOptions = {},
+): Balancer {
+  const { beforePick } = options;
   let next = 0;
   return {
     endpoints,
     pick(exclude) {
+      beforePick?.();
       if (endpoints.length === 1) return endpoints[0];
       const start = next;
       next = (next + 1) % endpoints.length;

@@ -145,3 +145,34 @@ export function createLimiter(options: LimiterOptions): Limiter {
     },
   };
 }
+
+/**
+ * Takes a slot of `first`, then one of `second` (a service's limiter, then the gateway's), as
+ * one release. A failure of the second hands the first back.
+ *
+ * @throws {LimiterRejectedError} when either has no slot
+ * @example
+ * ```ts
+ * const release = await acquireBoth(serviceLimiter, globalLimiter, request.signal);
+ * try { await forward(); } finally { release(); }
+ * ```
+ */
+export async function acquireBoth(
+  first: Limiter,
+  second: Limiter,
+  signal: AbortSignal,
+): Promise<Release> {
+  const firstSlot = first.acquire(signal);
+  const releaseFirst = firstSlot instanceof Promise ? await firstSlot : firstSlot;
+  try {
+    const secondSlot = second.acquire(signal);
+    const releaseSecond = secondSlot instanceof Promise ? await secondSlot : secondSlot;
+    return () => {
+      releaseSecond();
+      releaseFirst();
+    };
+  } catch (error) {
+    releaseFirst();
+    throw error;
+  }
+}

@@ -90,9 +90,9 @@ Deno.test("upstream health combines checks and ejections into endpoint.available
     now: () => now,
     onChange: (_endpoint, _available, reason) => reasons.push(reason),
   });
-  health.record(endpoints[1], { status: 502 });
-  health.record(endpoints[1], { error: "aborted" });
-  health.record(endpoints[1], { error: "unreachable" });
+  health.record(endpoints[1], { status: 502, durationMs: 1 });
+  health.record(endpoints[1], { error: "aborted", durationMs: 1 });
+  health.record(endpoints[1], { error: "unreachable", durationMs: 1 });
   assert.equal(endpoints[1].available, false);
   assert.equal(endpoints[0].available, true);
   assert.deepEqual(health.view(endpoints[1]), {

@@ -1,0 +1,434 @@
+/**
+ * The request path, phase by phase (as pingora's `ProxyHttp` names them):
+ *
+ * 1. **receive**: the clock starts, the server span opens;
+ * 2. **route**: the edge checks, then the service that owns the request target;
+ * 3. **admit**: the service's breaker, from memory ({@link admissionTicket});
+ * 4. **acquire**: a connection slot of the service, then one of the gateway;
+ * 5. **send**: the body prepared, attempts and retries inside the deadline ({@link sendWithRetries});
+ * 6. **respond**: the upstream's answer streamed back, or the gateway's own answer: every refusal
+ *    becomes a problem response here and nowhere else;
+ * 7. **record**: the span ends, metrics, traffic and the access log hear of the request.
+ *
+ * Whose fault an outcome is, is decided once, by `blameAttempt` (`./blame.ts`).
+ *
+ * @module
+ */
+import type { GatewayErrorCode } from "../problem.ts";
+import { problemResponse } from "../problem.ts";
+import { isRetryableRequest } from "../retry/policy.ts";
+import type { EscapedSlashes } from "../routing/normalize_path.ts";
+import { targetOfUrl } from "../routing/request_target.ts";
+import { resolveRoute, type Routed, type Unroutable } from "../routing/resolve_route.ts";
+import type { RouteMatcher } from "../routing/route_table.ts";
+import type { GatewayTracing, ServerSpanHandle } from "../telemetry/tracing.ts";
+import { type AdmissionControl, type AdmissionTicket, admissionTicket } from "./admission.ts";
+import { type AttemptScope, openAttemptScope } from "./attempt_scope.ts";
+import { type ProxyObserver, type SendResult, sendWithRetries } from "./attempts.ts";
+import type { DeadlineScheduler } from "./deadlines.ts";
+import { checkRequest } from "./edge_checks.ts";
+import { upstreamRequestHeaders } from "./headers.ts";
+import { acquireBoth, type Limiter, LimiterRejectedError, type Release } from "./limiter.ts";
+import { prepareBody } from "./outgoing_body.ts";
+import type { ServiceRuntime } from "./service_runtime.ts";
+import { streamResponse } from "./stream_response.ts";
+
+export type { ProxyObserver };
+
+/**
+ * What the server knows about a request beyond the `Request` (the gateway's own server passes
+ * all of it; `Deno.serve` passes `remoteAddr` and `completed`).
+ */
+export interface ConnectionFacts {
+  /** The peer. */
+  remoteAddr?: Deno.NetAddr;
+  /** Settles when the response was fully written (or the connection died). */
+  completed?: Promise<void>;
+  /** The request target exactly as sent; the path is taken from it, never from `Host`. */
+  target?: string;
+  /** The method exactly as sent (a `Request` normalises some and refuses others). */
+  method?: string;
+  /** The body exactly as sent (a `Request` refuses one on GET and HEAD). */
+  body?: ReadableStream<Uint8Array> | null;
+}
+
+/** A request as the public app hands it over. */
+export interface IncomingRequest {
+  /** The client's request (headers, abort signal, and the body when `facts` has none). */
+  raw: Request;
+  /** The gateway's `X-Request-Id` for it. */
+  requestId: string;
+  /** What the server knows beyond the `Request`. */
+  facts?: ConnectionFacts;
+}
+
+/** One finished request, for the record phase. */
+export interface ServedRequest {
+  /** The method as received. */
+  method: string;
+  /** `http` or `https`, as the client spoke to the gateway. */
+  scheme: string;
+  /** The normalised path that was routed; empty when routing never got that far. */
+  path: string;
+  /** The owning service, or null. */
+  service: ServiceRuntime | null;
+  /** The status sent. */
+  status: number;
+  /** From receiving to the response head, in milliseconds. */
+  durationMs: number;
+  /** The origin of the last attempt, or null when none was made. */
+  upstream: string | null;
+  /** The request id. */
+  requestId: string;
+  /** The gateway's own error code, when it answered itself. */
+  error?: GatewayErrorCode;
+  /** The request's server span, when tracing is on. */
+  span: ServerSpanHandle | null;
+}
+
+/** The parts the request path works with. */
+export interface RequestPathDeps {
+  /** Finds the service that owns a path. */
+  match: RouteMatcher<ServiceRuntime>;
+  /** `defaults.escapedSlashes`: for a path no service owns before it is decoded. */
+  escapedSlashes: EscapedSlashes;
+  /** `limits.maxBodyBytes`. */
+  maxBodyBytes: number;
+  /** The fleet breaker. */
+  breaker: AdmissionControl;
+  /** The gateway-wide in-flight cap. */
+  globalLimiter: Limiter;
+  /** Request deadlines, on the `now` clock. */
+  deadlines: DeadlineScheduler;
+  /** Monotonic milliseconds. */
+  now: () => number;
+  /** Uniform draw in [0, 1) for jitter. */
+  random: () => number;
+  /** True once the gateway is shutting down: new requests are answered 503 `draining`. */
+  draining: () => boolean;
+  /** Metrics of refusals, attempts and retries. */
+  observer: ProxyObserver;
+  /** Opens each request's server span (null when tracing is off). */
+  tracing: Pick<GatewayTracing, "startServer">;
+  /** The record phase's sink: traffic, metrics, the access log. */
+  onServed: (served: ServedRequest) => void;
+}
+
+/** The request path of a gateway. */
+export interface RequestPath {
+  /** Takes one request through every phase; resolves with the response to send. */
+  handle(request: IncomingRequest): Promise<Response>;
+  /** Requests between routing and the response head right now. */
+  inFlight(): number;
+}
+
+/**
+ * Creates the request path.
+ *
+ * @example
+ * ```ts
+ * const path = createRequestPath(deps);
+ * app.all("*", (c) => path.handle({ raw: c.req.raw, requestId: c.get("requestId"), facts: c.env }));
+ * ```
+ */
+export function createRequestPath(deps: RequestPathDeps): RequestPath {
+  const counter = { inFlight: 0 };
+  return {
+    async handle(request) {
+      const exchange = receive(request, deps);
+      const outcome = await pass(exchange, deps, counter);
+      const response = respond(exchange, outcome, deps);
+      record(exchange, outcome, response, deps);
+      return response;
+    },
+    inFlight: () => counter.inFlight,
+  };
+}
+
+/** One request on its way through the phases. */
+interface Exchange {
+  raw: Request;
+  requestId: string;
+  method: string;
+  scheme: string;
+  /** The request target as sent (origin-form). */
+  target: string;
+  body: ReadableStream<Uint8Array> | null;
+  clientIp: string | null;
+  completed: Promise<void> | undefined;
+  startedAt: number;
+  span: ServerSpanHandle | null;
+  service: ServiceRuntime | null;
+  path: string;
+}
+
+/** How a request ended, before it became a response. */
+type Outcome =
+  | { kind: "forwarded"; response: Response; upstream: string; finish: () => void }
+  | { kind: "refused"; refusal: Refusal; upstream: string | null }
+  | { kind: "client_gone"; upstream: string | null };
+
+/** An answer the gateway makes itself. */
+interface Refusal {
+  code: GatewayErrorCode;
+  detail: string;
+  service: string | null;
+  retryAfterS?: number;
+}
+
+function refused(refusal: Refusal, upstream: string | null = null): Outcome {
+  return { kind: "refused", refusal, upstream };
+}
+
+/** Phase 1: the clock starts and the server span opens. */
+function receive(request: IncomingRequest, deps: RequestPathDeps): Exchange {
+  const startedAt = deps.now();
+  const { raw, requestId, facts } = request;
+  const method = facts?.method ?? raw.method;
+  const scheme = raw.url.startsWith("https:") ? "https" : "http";
+  const target = facts?.target ?? targetOfUrl(raw.url);
+  const clientIp = facts?.remoteAddr?.hostname ?? null;
+  const span = deps.tracing.startServer({
+    method,
+    headers: raw.headers,
+    scheme,
+    path: target.split("?")[0],
+    clientAddress: clientIp,
+    host: raw.headers.get("host"),
+    requestId,
+  });
+  return {
+    raw,
+    requestId,
+    method,
+    scheme,
+    target,
+    body: facts?.body !== undefined ? facts.body : raw.body,
+    clientIp,
+    completed: facts?.completed,
+    startedAt,
+    span,
+    service: null,
+    path: "",
+  };
+}
+
+/** Phases 2 to 5: everything between receiving a request and answering it. */
+async function pass(
+  exchange: Exchange,
+  deps: RequestPathDeps,
+  counter: { inFlight: number },
+): Promise<Outcome> {
+  if (deps.draining()) {
+    return refused({ code: "draining", detail: "the gateway is shutting down", service: null });
+  }
+  const routed = route(exchange, deps);
+  if ("code" in routed) return refused(routed);
+  const service = routed.target;
+  exchange.service = service;
+  exchange.path = routed.path;
+  exchange.span?.setRoute(service.config.name, service.config.prefix);
+  counter.inFlight++;
+  try {
+    return await forward(exchange, routed, deps);
+  } finally {
+    counter.inFlight--;
+  }
+}
+
+/** Phase 2: the edge checks, then the owner of the request target (never of `Host`). */
+function route(
+  exchange: Exchange,
+  deps: RequestPathDeps,
+): Routed<ServiceRuntime> | Unroutable | Refusal {
+  const refusal = checkRequest(exchange.method, exchange.raw.headers, deps.maxBodyBytes);
+  if (refusal !== null) return { code: refusal.code, detail: refusal.message, service: null };
+  return resolveRoute(exchange.target, exchange.method, deps.match, deps.escapedSlashes);
+}
+
+/** Phases 3 to 5 for a routed request. */
+async function forward(
+  exchange: Exchange,
+  routed: Routed<ServiceRuntime>,
+  deps: RequestPathDeps,
+): Promise<Outcome> {
+  const service = routed.target;
+  const name = service.config.name;
+  const admission = deps.breaker.admit(name);
+  if (!admission.allowed) {
+    const detail = `the breaker of "${name}" is ${admission.state}`;
+    return refused({
+      code: "breaker_open",
+      detail,
+      service: name,
+      retryAfterS: admission.retryAfterMs / 1000,
+    });
+  }
+  // Settled on every way out: a request that never reached the upstream hands a probe back.
+  using ticket = admissionTicket(deps.breaker, name, admission);
+  const release = await acquire(service, deps, exchange.raw.signal);
+  if (typeof release !== "function") return release;
+
+  const scope = openAttemptScope(
+    exchange.raw.signal,
+    exchange.startedAt + service.config.timeoutMs,
+    deps.deadlines,
+  );
+  let finished = false;
+  const finish = () => {
+    if (finished) return;
+    finished = true;
+    scope.close();
+    release();
+  };
+  try {
+    const result = await send(exchange, routed, ticket, scope, deps);
+    scope.disarm();
+    if (result.kind === "response") {
+      return {
+        kind: "forwarded",
+        response: result.response,
+        upstream: result.endpoint.origin,
+        finish,
+      };
+    }
+    finish();
+    const upstream = result.endpoint?.origin ?? null;
+    const { answer, message } = result.verdict;
+    if (answer === null) return { kind: "client_gone", upstream };
+    return refused({ code: answer, detail: message, service: name }, upstream);
+  } catch (error) {
+    finish();
+    throw error;
+  }
+}
+
+/** Phase 4: the service's connection slot, then the gateway's. */
+async function acquire(
+  service: ServiceRuntime,
+  deps: RequestPathDeps,
+  signal: AbortSignal,
+): Promise<Release | Outcome> {
+  try {
+    return await acquireBoth(service.limiter, deps.globalLimiter, signal);
+  } catch (error) {
+    if (error instanceof LimiterRejectedError && error.reason === "aborted") {
+      return { kind: "client_gone", upstream: null };
+    }
+    const name = service.config.name;
+    return refused({
+      code: "pool_saturated",
+      detail: `"${name}" has no free connection slot`,
+      service: name,
+    });
+  }
+}
+
+/** Phase 5: the body prepared, then the attempts. */
+async function send(
+  exchange: Exchange,
+  routed: Routed<ServiceRuntime>,
+  ticket: AdmissionTicket,
+  scope: AttemptScope,
+  deps: RequestPathDeps,
+): Promise<SendResult> {
+  const service = routed.target;
+  const { config } = service;
+  const { raw } = exchange;
+  const headers = upstreamRequestHeaders(raw.headers, {
+    clientIp: exchange.clientIp,
+    proto: exchange.scheme,
+    host: raw.headers.get("host"),
+    requestId: exchange.requestId,
+  });
+  service.retryBudget.recordRequest();
+  const wantsRetries = config.retry.attempts > 0 &&
+    isRetryableRequest(exchange.method, raw.headers) && !ticket.probe;
+  const body = await prepareBody(
+    {
+      body: exchange.body,
+      declaredLength: raw.headers.get("content-length"),
+      clientSignal: raw.signal,
+    },
+    deps.maxBodyBytes,
+    wantsRetries ? config.retry.maxBufferedBodyBytes : null,
+    scope.signal,
+  );
+  if (!("body" in body)) return { kind: "failed", verdict: body, endpoint: null };
+  scope.watchBody(body.waitingOnClient);
+  return await sendWithRetries({
+    service,
+    method: exchange.method,
+    pathAndQuery: routed.pathAndQuery,
+    headers,
+    body,
+    canRetry: wantsRetries && body.replayable,
+    startedAt: exchange.startedAt,
+    clientSignal: raw.signal,
+    scope,
+    ticket,
+    trace: exchange.span,
+    observer: deps.observer,
+    now: deps.now,
+    random: deps.random,
+  });
+}
+
+/** Phase 6: the upstream's answer streamed back, or the gateway's own. */
+function respond(exchange: Exchange, outcome: Outcome, deps: RequestPathDeps): Response {
+  switch (outcome.kind) {
+    case "forwarded":
+      return streamResponse(
+        outcome.response,
+        exchange.requestId,
+        outcome.finish,
+        exchange.completed,
+      );
+    case "client_gone":
+      // Nobody reads it, but a handler must return one; 499 is what the access log shows.
+      return new Response(null, { status: 499 });
+    case "refused": {
+      const { code, detail, service, retryAfterS } = outcome.refusal;
+      deps.observer.rejected(service, code);
+      if (code !== "draining") {
+        return problemResponse(code, {
+          requestId: exchange.requestId,
+          detail,
+          service,
+          retryAfterS,
+        });
+      }
+      const response = problemResponse(code, {
+        requestId: exchange.requestId,
+        detail,
+        retryAfterS: 1,
+      });
+      response.headers.set("connection", "close");
+      return response;
+    }
+  }
+}
+
+/** Phase 7: the span ends; traffic, metrics and the access log hear of the request. */
+function record(
+  exchange: Exchange,
+  outcome: Outcome,
+  response: Response,
+  deps: RequestPathDeps,
+): void {
+  const error = outcome.kind === "refused" ? outcome.refusal.code : undefined;
+  const durationMs = deps.now() - exchange.startedAt;
+  exchange.span?.end({ status: response.status, errorType: error });
+  deps.onServed({
+    method: exchange.method,
+    scheme: exchange.scheme,
+    path: exchange.path,
+    service: exchange.service,
+    status: response.status,
+    durationMs,
+    upstream: outcome.upstream,
+    requestId: exchange.requestId,
+    error,
+    span: exchange.span,
+  });
+}
