@@ -6,12 +6,16 @@
  * @module
  */
 import { createGateway, type Gateway } from "../../src/app.ts";
+import { deadline, DeadlineError } from "../../src/async/deadline.ts";
 import { parseConfig } from "../../src/config/schema.ts";
 import { createLogger } from "../../src/telemetry/mod.ts";
 import { serveHttp1 } from "../../src/server/http1_server.ts";
 
-/** An in-process gateway listening on loopback. */
-export interface TestGateway {
+/**
+ * An in-process gateway listening on loopback. Disposable: `await using gw = await
+ * startTestGateway(config)` closes it at the end of the block, however the block ends.
+ */
+export interface TestGateway extends AsyncDisposable {
   /** The gateway. */
   gateway: Gateway;
   /** `http://127.0.0.1:PORT` of the public app. */
@@ -22,7 +26,7 @@ export interface TestGateway {
   port: number;
   /** Log lines written (JSON, parsed). */
   logs: Record<string, unknown>[];
-  /** Closes servers and the gateway. */
+  /** Closes servers and the gateway; idempotent. */
   close(): Promise<void>;
 }
 
@@ -51,17 +55,21 @@ export async function startTestGateway(
     { hostname: "127.0.0.1", port: 0, onListen: () => {} },
     gateway.adminApp.fetch,
   );
+  let closing: Promise<void> | null = null;
+  const close = () =>
+    closing ??= (async () => {
+      await server.shutdown();
+      await admin.shutdown();
+      await gateway.close();
+    })();
   return {
     gateway,
     url: `http://127.0.0.1:${server.addr.port}`,
     adminUrl: `http://127.0.0.1:${admin.addr.port}`,
     port: server.addr.port,
     logs,
-    close: async () => {
-      await server.shutdown();
-      await admin.shutdown();
-      await gateway.close();
-    },
+    close,
+    [Symbol.asyncDispose]: close,
   };
 }
 
@@ -156,14 +164,13 @@ export async function startGatewayProcess(
     }
   })();
 
-  const timeoutMs = options.timeoutMs ?? 20_000;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const started = await Promise.race([
-    listening,
-    child.status.then(() => null),
-    new Promise<null>((resolve) => timer = setTimeout(() => resolve(null), timeoutMs)),
-  ]);
-  clearTimeout(timer);
+  const started = await deadline(
+    Promise.race([listening, child.status.then(() => null)]),
+    options.timeoutMs ?? 20_000,
+  ).catch((error) => {
+    if (error instanceof DeadlineError) return null;
+    throw error;
+  });
   const stop = async (signal: Deno.Signal = "SIGTERM") => {
     try {
       child.kill(signal);

@@ -40,16 +40,16 @@ Deno.test("a dead upstream of two is found by health checks and the service keep
     new URL(request.url).pathname === "/health" ? new Response("ok") : new Response("alive")
   );
   const deadOrigin = `http://127.0.0.1:${freePort()}`;
-  const gw = await startTestGateway({
-    services: {
-      pair: {
-        prefix: "/pair",
-        upstreams: [alive.origin, deadOrigin],
-        healthCheck: { path: "/health", intervalMs: 50, timeoutMs: 200, unhealthyThreshold: 2 },
-      },
-    },
-  });
   try {
+    await using gw = await startTestGateway({
+      services: {
+        pair: {
+          prefix: "/pair",
+          upstreams: [alive.origin, deadOrigin],
+          healthCheck: { path: "/health", intervalMs: 50, timeoutMs: 200, unhealthyThreshold: 2 },
+        },
+      },
+    });
     await waitFor(async () =>
       (await readyUpstreams(gw, "pair")).some((u) => u.origin === deadOrigin && !u.available)
     );
@@ -72,7 +72,6 @@ Deno.test("a dead upstream of two is found by health checks and the service keep
     assert.equal(pair.state, "closed");
     assert.equal(pair.upstreams[1].available, false);
   } finally {
-    await gw.close();
     await alive.close();
   }
 });
@@ -85,22 +84,22 @@ Deno.test("an unhealthy upstream leaves the rotation and comes back after consec
       ? new Response(null, { status: healthy ? 200 : 503 })
       : new Response("b")
   );
-  const gw = await startTestGateway({
-    services: {
-      flip: {
-        prefix: "/flip",
-        upstreams: [a.origin, b.origin],
-        healthCheck: {
-          path: "/health",
-          intervalMs: 30,
-          timeoutMs: 200,
-          healthyThreshold: 3,
-          unhealthyThreshold: 2,
+  try {
+    await using gw = await startTestGateway({
+      services: {
+        flip: {
+          prefix: "/flip",
+          upstreams: [a.origin, b.origin],
+          healthCheck: {
+            path: "/health",
+            intervalMs: 30,
+            timeoutMs: 200,
+            healthyThreshold: 3,
+            unhealthyThreshold: 2,
+          },
         },
       },
-    },
-  });
-  try {
+    });
     healthy = false;
     await waitFor(async () => !(await readyUpstreams(gw, "flip"))[1].available);
     const texts = await Promise.all(
@@ -114,7 +113,6 @@ Deno.test("an unhealthy upstream leaves the rotation and comes back after consec
     for (let i = 0; i < 10; i++) seen.add(await (await fetch(`${gw.url}/flip/x`)).text());
     assert.deepEqual(seen, new Set(["a", "b"]), "b is back in rotation");
   } finally {
-    await gw.close();
     await a.close();
     await b.close();
   }
@@ -125,20 +123,20 @@ Deno.test("passive ejection: a resetting upstream of two is ejected before the b
   const bad = startRawUpstream(async (conn) => {
     await readRequestHead(conn); // then closes: a reset before any response byte
   });
-  const gw = await startTestGateway({
-    services: {
-      mixed: {
-        prefix: "/mixed",
-        upstreams: [good.origin, bad.origin],
-        // Every attempt counts for the breaker, so ejection (3 in a row) must act before it
-        // would trip (5): the service-wide breaker never has to open for one bad upstream.
-        breaker: { failureThreshold: 5 },
-        retry: { attempts: 1, baseDelayMs: 1, maxDelayMs: 5 },
-        outlierDetection: { consecutiveFailures: 3, baseEjectionMs: 5000 },
-      },
-    },
-  });
   try {
+    await using gw = await startTestGateway({
+      services: {
+        mixed: {
+          prefix: "/mixed",
+          upstreams: [good.origin, bad.origin],
+          // Every attempt counts for the breaker, so ejection (3 in a row) must act before it
+          // would trip (5): the service-wide breaker never has to open for one bad upstream.
+          breaker: { failureThreshold: 5 },
+          retry: { attempts: 1, baseDelayMs: 1, maxDelayMs: 5 },
+          outlierDetection: { consecutiveFailures: 3, baseEjectionMs: 5000 },
+        },
+      },
+    });
     for (let i = 0; i < 30; i++) {
       const response = await fetch(`${gw.url}/mixed/x`);
       assert.equal(response.status, 200);
@@ -156,7 +154,6 @@ Deno.test("passive ejection: a resetting upstream of two is ejected before the b
     assert.equal(mixed.state, "closed", "the breaker never had to open");
     assert.equal(mixed.upstreams[1].ejected, true);
   } finally {
-    await gw.close();
     await good.close();
     await bad.close();
   }
