@@ -19,7 +19,7 @@ const policy: BreakerConfig = {
   recoveryTimeoutMs: 3_600_000, // stays open for the whole run
   maxRecoveryTimeoutMs: 3_600_000,
   halfOpenProbes: 1,
-  failureStatuses: "500-599",
+  failureStatuses: [{ from: 500, to: 599 }],
   slowCallMs: null,
   minInstances: 1,
 };

@@ -4,50 +4,13 @@
  * @module
  */
 import type { BreakerConfig } from "../config/schema.ts";
+import { inStatusRanges } from "../config/status_ranges.ts";
 import type { AttemptOutcome } from "./types.ts";
+
+export { parseStatusRanges, type StatusRange } from "../config/status_ranges.ts";
 
 /** How an attempt counts for the breaker. `ignored`: it says nothing about the upstream. */
 export type OutcomeKind = "success" | "failure" | "ignored";
-
-/** An inclusive range of HTTP statuses. */
-export interface StatusRange {
-  /** Lowest status in the range. */
-  from: number;
-  /** Highest status in the range. */
-  to: number;
-}
-
-/**
- * Parses `"500-599"`, `"502,503,504"` or `"500-503,599"` into inclusive ranges.
- *
- * The config schema already validated the syntax; a reversed range (`"599-500"`) is accepted
- * as if written the right way round.
- *
- * @example
- * ```ts
- * parseStatusRanges("500-503,599"); // [{ from: 500, to: 503 }, { from: 599, to: 599 }]
- * ```
- */
-export function parseStatusRanges(text: string): StatusRange[] {
-  return text.split(",").map((part) => part.trim()).filter((part) => part !== "").map(
-    (part) => {
-      const [low, high = low] = part.split("-").map((value) => Number(value.trim()));
-      return { from: Math.min(low, high), to: Math.max(low, high) };
-    },
-  );
-}
-
-// Parsing per call would cost more than the rest of record(); policies are few and long-lived.
-const rangeCache = new Map<string, StatusRange[]>();
-
-function rangesOf(text: string): StatusRange[] {
-  let ranges = rangeCache.get(text);
-  if (ranges === undefined) {
-    ranges = parseStatusRanges(text);
-    rangeCache.set(text, ranges);
-  }
-  return ranges;
-}
 
 /**
  * How an outcome counts under the policy: network errors, timeouts, statuses in
@@ -60,10 +23,7 @@ export function classifyOutcome(policy: BreakerConfig, outcome: AttemptOutcome):
   if (policy.slowCallMs !== null && outcome.durationMs > policy.slowCallMs) return "failure";
   const status = outcome.status;
   if (status === undefined) return "success";
-  for (const range of rangesOf(policy.failureStatuses)) {
-    if (status >= range.from && status <= range.to) return "failure";
-  }
-  return "success";
+  return inStatusRanges(status, policy.failureStatuses) ? "failure" : "success";
 }
 
 /**

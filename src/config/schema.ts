@@ -7,6 +7,7 @@
  * @module
  */
 import { z } from "zod";
+import { parseStatusRanges, STATUS_RANGES_PATTERN } from "./status_ranges.ts";
 
 const port = z.number().int().min(0).max(65535);
 const positiveMs = z.number().int().positive();
@@ -24,10 +25,9 @@ const upstreamUrl = z.string().refine((value) => {
 }, { error: "must be an http(s) URL without credentials, query or fragment" });
 
 /** `"500-599"`, `"502,503,504"`, `"500-503,599"`: the statuses a breaker counts as failures. */
-const statusRanges = z.string().regex(
-  /^\s*\d{3}(\s*-\s*\d{3})?(\s*,\s*\d{3}(\s*-\s*\d{3})?)*\s*$/,
-  { error: 'must be status codes or ranges such as "500-599" or "502,503,504"' },
-);
+const statusRanges = z.string().regex(STATUS_RANGES_PATTERN, {
+  error: 'must be status codes or ranges such as "500-599" or "502,503,504"',
+});
 
 const poolSchema = z.strictObject({
   maxConnections: z.number().int().positive().default(20),
@@ -36,7 +36,7 @@ const poolSchema = z.strictObject({
   idleTimeoutMs: positiveMs.default(30000),
 });
 
-const breakerSchema = z.strictObject({
+const breakerFields = {
   failureThreshold: z.number().int().positive().default(5),
   windowMs: positiveMs.default(10000),
   recoveryTimeoutMs: positiveMs.default(30000),
@@ -45,6 +45,15 @@ const breakerSchema = z.strictObject({
   failureStatuses: statusRanges.default("500-599"),
   slowCallMs: positiveMs.nullable().default(null),
   minInstances: z.number().int().positive().default(1),
+};
+
+/**
+ * A service's breaker, `failureStatuses` read into ranges here, once. (`defaults.breaker` keeps
+ * the text: it is merged into each service's object and parsed with it.)
+ */
+const breakerSchema = z.strictObject({
+  ...breakerFields,
+  failureStatuses: statusRanges.transform(parseStatusRanges).prefault("500-599"),
 });
 
 const retrySchema = z.strictObject({
@@ -131,7 +140,7 @@ export const defaultsSchema = z.strictObject({
   stripPrefix: z.boolean().optional(),
   timeoutMs: positiveMs.optional(),
   pool: poolSchema.partial().optional(),
-  breaker: breakerSchema.partial().optional(),
+  breaker: z.strictObject(breakerFields).partial().optional(),
   retry: retrySchema.partial().optional(),
   healthCheck: healthCheckSchema.partial().nullable().optional(),
   outlierDetection: outlierSchema.partial().nullable().optional(),

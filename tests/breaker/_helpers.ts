@@ -5,6 +5,7 @@
  * @module
  */
 import type { BreakerConfig } from "../../src/config/schema.ts";
+import { parseStatusRanges } from "../../src/config/status_ranges.ts";
 
 /** A breaker policy with the contract's defaults, overridden where a test needs it. */
 export function policy(overrides: Partial<BreakerConfig> = {}): BreakerConfig {
@@ -14,7 +15,7 @@ export function policy(overrides: Partial<BreakerConfig> = {}): BreakerConfig {
     recoveryTimeoutMs: 30_000,
     maxRecoveryTimeoutMs: 300_000,
     halfOpenProbes: 1,
-    failureStatuses: "500-599",
+    failureStatuses: parseStatusRanges("500-599"),
     slowCallMs: null,
     minInstances: 1,
     ...overrides,

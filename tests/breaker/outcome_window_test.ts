@@ -27,7 +27,7 @@ Deno.test("outcome: parseStatusRanges reads ranges, lists and reversed ranges", 
 
 Deno.test("outcome: classification table", () => {
   const defaults = policy();
-  const slow = policy({ slowCallMs: 200, failureStatuses: "502,503,504" });
+  const slow = policy({ slowCallMs: 200, failureStatuses: parseStatusRanges("502,503,504") });
   const rows: Array<[string, typeof defaults, AttemptOutcome, string]> = [
     ["200", defaults, { status: 200, durationMs: 5 }, "success"],
     ["404 is the caller's fault", defaults, { status: 404, durationMs: 5 }, "success"],

@@ -45,7 +45,7 @@ Deno.test("defaults of INTERFACE.md are filled", () => {
   assert.equal(users.breaker.windowMs, 10000);
   assert.equal(users.breaker.recoveryTimeoutMs, 30000);
   assert.equal(users.breaker.halfOpenProbes, 1);
-  assert.equal(users.breaker.failureStatuses, "500-599");
+  assert.deepEqual(users.breaker.failureStatuses, [{ from: 500, to: 599 }]);
   assert.equal(users.breaker.slowCallMs, null);
   assert.deepEqual(
     { ...users.retry },
@@ -235,4 +235,34 @@ Deno.test("cgroup files parse", () => {
   assert.equal(parseMemoryMax("268435456\n"), 268435456);
   assert.equal(inFlightCapFor({ cpuCores: null, memoryBytes: null }), null);
   assert.equal(inFlightCapFor({ cpuCores: 4, memoryBytes: 64 * 1024 * 1024 }), 64);
+});
+
+Deno.test("failureStatuses is read into ranges once, also when it comes from defaults", () => {
+  const config = parseConfig({
+    defaults: { breaker: { failureStatuses: "502, 504-503" } },
+    services: {
+      a: { prefix: "/a", upstreams: ["http://127.0.0.1:1"] },
+      b: {
+        prefix: "/b",
+        upstreams: ["http://127.0.0.1:2"],
+        breaker: { failureStatuses: "500-599,429" },
+      },
+    },
+  });
+  assert.deepEqual(config.services.a.breaker.failureStatuses, [
+    { from: 502, to: 502 },
+    { from: 503, to: 504 },
+  ]);
+  assert.deepEqual(config.services.b.breaker.failureStatuses, [
+    { from: 500, to: 599 },
+    { from: 429, to: 429 },
+  ]);
+  const lines = problemLines({
+    defaults: { breaker: { failureStatuses: "5xx" } },
+    services: { a: { prefix: "/a", upstreams: ["http://127.0.0.1:1"] } },
+  });
+  assert.ok(
+    lines.some((line) => line.startsWith("defaults.breaker.failureStatuses")),
+    lines.join("\n"),
+  );
 });
