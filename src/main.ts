@@ -30,7 +30,7 @@ import { readCgroupLimits } from "./config/cgroup.ts";
 import { loadConfig, type LoadNotes, readConfigJson } from "./config/load.ts";
 import { ConfigError, formatProblem, type GatewayConfig } from "./config/schema.ts";
 import { createLogger, type Logger } from "./telemetry/access_log.ts";
-import { serveHttp1 } from "./server/http1_server.ts";
+import { type Handler, serveHttp1 } from "./server/http1_server.ts";
 
 type Env = Record<string, string | undefined>;
 type Loaded = { config: GatewayConfig; notes: LoadNotes };
@@ -167,32 +167,27 @@ class ListenError extends Error {
  * swapping `Deno.serve` for another server with the same handler shape is a local edit.
  */
 function listen(config: GatewayConfig, gateway: Gateway): { public: Listener; admin: Listener } {
+  // Both ports run on the gateway's own HTTP/1.1 server: Deno.serve has no head or idle
+  // timeouts and lets the Host header steer Request.url (README, "Security and failure
+  // behaviour"). The admin port is loopback by default, but deployments open it to scrapers.
   const serve = (
     which: string,
     address: { hostname: string; port: number },
-    handler: Deno.ServeHandler,
-  ) => {
+    handler: Handler,
+  ): Listener => {
     try {
-      return Deno.serve({ ...address, onListen: () => {} }, handler);
+      return serveHttp1({
+        hostname: address.hostname,
+        port: address.port,
+        headerTimeoutMs: config.limits.headerTimeoutMs,
+        idleTimeoutMs: config.limits.idleTimeoutMs,
+        bodyIdleTimeoutMs: config.limits.bodyIdleTimeoutMs,
+      }, handler);
     } catch (error) {
       throw new ListenError(which, address.hostname, address.port, error);
     }
   };
-  // The public port runs on the gateway's own HTTP/1.1 server: Deno.serve has no head or idle
-  // timeouts and lets the Host header steer Request.url (README, "Security and failure
-  // behaviour"). The admin port is loopback by default and keeps Deno.serve.
-  let publicServer: Listener;
-  try {
-    publicServer = serveHttp1({
-      hostname: config.listen.hostname,
-      port: config.listen.port,
-      headerTimeoutMs: config.limits.headerTimeoutMs,
-      idleTimeoutMs: config.limits.idleTimeoutMs,
-      bodyIdleTimeoutMs: config.limits.bodyIdleTimeoutMs,
-    }, gateway.app.fetch);
-  } catch (error) {
-    throw new ListenError("public", config.listen.hostname, config.listen.port, error);
-  }
+  const publicServer = serve("public", config.listen, gateway.app.fetch);
   try {
     return { public: publicServer, admin: serve("admin", config.admin, gateway.adminApp.fetch) };
   } catch (error) {
