@@ -1,7 +1,7 @@
 /**
  * Cost of one breaker decision on the request path: `admit()` with the breaker closed, open and
  * forced open, and `record()` of a success (what nearly every request pays) and of a 4xx. The
- * target from DESIGN.md is well under 1 us per decision.
+ * target is well under 1 us per decision (README, "Per request").
  *
  * The fleet breaker runs on a real `:memory:` KV: `start()` loads the records, then `close()`
  * stops the re-sync timer and the watch so the bench process can exit. Admission reads only the

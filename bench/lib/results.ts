@@ -1,0 +1,126 @@
+/**
+ * What the scenarios measure, row by row: filled in by `bench/scenarios/*`, written as raw JSON
+ * and rendered by `report.ts`.
+ *
+ * @module
+ */
+import type { FleetMode } from "./fleet.ts";
+import type { WrkResult } from "./wrk.ts";
+
+/** Every wrk run of one target at one connection count. */
+export interface ThroughputRow {
+  /** The target's name. */
+  target: string;
+  /** wrk connections. */
+  connections: number;
+  /** One result per repetition. */
+  runs: WrkResult[];
+}
+
+/** 100 MiB down and up through one target. */
+export interface BodyRow {
+  /** The target's name. */
+  target: string;
+  /** Download speed, median of the repetitions. */
+  downMBs: number;
+  /** Upload speed, median of the repetitions. */
+  upMBs: number;
+  /** RSS before the downloads (NaN where the pid is not the proxy's). */
+  rssBeforeMiB: number;
+  /** Peak RSS growth during the downloads. */
+  downGrowthMiB: number;
+  /** Peak RSS growth during the uploads. */
+  upGrowthMiB: number;
+}
+
+/** One frame of the CPU profile summary. */
+export interface ProfileRow {
+  /** `self`: time in the frame; `inclusive`: in it and everything it called. */
+  kind: "self" | "inclusive";
+  /** Function and location. */
+  frame: string;
+  /** Share of the non-idle samples. */
+  percent: number;
+}
+
+/** One `deno bench` result. */
+export interface MicroRow {
+  /** The bench file. */
+  file: string;
+  /** The bench name. */
+  name: string;
+  /** Average per iteration. */
+  avgNs: number;
+  /** 99th percentile per iteration. */
+  p99Ns: number;
+}
+
+/** One fleet scenario (N instances at a rate) in one KV mode, over the repetitions. */
+export interface FleetRow {
+  /** How the instances share KV. */
+  mode: FleetMode;
+  /** Instances under load. */
+  instances: number;
+  /** Requests per second the load generator sends to each loaded instance. */
+  ratePerS: number;
+  /** Failed calls the upstream received until every instance rejected, per repetition. */
+  failedCalls: number[];
+  /** Probes the upstream received in the first half-open round, per repetition. */
+  probes: number[];
+  /** From the upstream going dark until every instance rejected, per repetition. */
+  allRejectMs: number[];
+}
+
+/** How long the other instances took to see one instance's trip. */
+export interface PropagationRow {
+  /** How the instances share KV. */
+  mode: FleetMode;
+  /** The repetition (0-based). */
+  rep: number;
+  /** Per watching instance. */
+  lagsMs: number[];
+}
+
+/** A look at the KV's SQLite files around one successful-traffic wrk run. */
+export interface KvWriteCheck {
+  /** Requests in the run. */
+  requests: number;
+  /** Growth of the `-wal` file in bytes (SQLite appends every commit to it). */
+  walBytes: number;
+  /** True when the database or its WAL was modified during the run. */
+  changed: boolean;
+}
+
+/** Everything one run measured. Scenarios that did not run leave their lists empty. */
+export interface Results {
+  /** Throughput and latency rows. */
+  throughput: ThroughputRow[];
+  /** Large-body rows. */
+  bodies: BodyRow[];
+  /** CPU profile summary. */
+  profile: ProfileRow[];
+  /** deno bench rows. */
+  micro: MicroRow[];
+  /** Fleet outage rows. */
+  fleet: FleetRow[];
+  /** Propagation rows. */
+  propagation: PropagationRow[];
+  /** KV file checks around Breakwater's throughput runs. */
+  kvWriteChecks: KvWriteCheck[];
+  /** What was skipped or failed, for the report. */
+  notes: string[];
+}
+
+/** Empty results with `notes` to start from. */
+export function emptyResults(notes: string[] = []): Results {
+  return {
+    throughput: [],
+    bodies: [],
+    profile: [],
+    micro: [],
+    fleet: [],
+    propagation: [],
+    kvWriteChecks: [],
+    notes,
+  };
+}

@@ -1,0 +1,184 @@
+/**
+ * The proxies a run measures and how each is started: Breakwater (\`src/main.ts\` on a written
+ * config), nginx, and Fastify with @fastify/http-proxy.
+ *
+ * @module
+ */
+import { freePort } from "./ports.ts";
+import { run, spawn } from "./processes.ts";
+import { decoder, log, RESULTS_DIR, ROOT } from "./settings.ts";
+
+/** A proxy (or the upstream itself) that wrk and curl are pointed at. */
+export interface Target {
+  /** Its row name in the report. */
+  name: string;
+  /** \`http://127.0.0.1:PORT\`. */
+  url: string;
+  /** The process charged with its CPU and memory. */
+  pid: number;
+}
+
+/** The `deno run` command line of a Breakwater gateway on `configPath`. */
+export function gatewayArgs(dir: string, configPath: string, denoFlags: string[] = []): string[] {
+  return [
+    Deno.execPath(),
+    "run",
+    ...denoFlags,
+    `--config=${ROOT}deno.json`,
+    "--allow-net",
+    "--allow-env",
+    "--allow-sys",
+    "--allow-read",
+    `--allow-write=${dir}`,
+    `${ROOT}src/main.ts`,
+    "--config",
+    configPath,
+  ];
+}
+
+/** How {@link startGateway} runs one gateway. */
+export interface GatewayOptions {
+  /** Process and config file name. */
+  name: string;
+  /** The run's temporary folder (config files, KV files, logs). */
+  dir: string;
+  /** The config's \`services\`. */
+  services: Record<string, unknown>;
+  /** \`kv.path\`: a file, or \`:memory:\`. */
+  kvPath: string;
+  /** \`BREAKWATER_LOG_LEVEL\`. */
+  logLevel: string;
+  /** Where stdout and stderr go. */
+  logPath: string;
+  /** More environment. */
+  extraEnv?: Record<string, string>;
+  /** \`kv.syncIntervalMs\`, when not the default. */
+  kvSyncMs?: number;
+  /** Flags for \`deno run\` (\`--cpu-prof\`). */
+  denoFlags?: string[];
+}
+
+/** Writes a config and starts `src/main.ts` on free ports (does not wait for it to listen). */
+export async function startGateway(
+  options: GatewayOptions,
+): Promise<Target & { adminUrl: string }> {
+  const port = freePort();
+  const adminPort = freePort();
+  const configPath = `${options.dir}/${options.name}.json`;
+  await Deno.writeTextFile(
+    configPath,
+    JSON.stringify({
+      listen: { hostname: "127.0.0.1", port },
+      admin: { hostname: "127.0.0.1", port: adminPort },
+      kv: options.kvSyncMs
+        ? { path: options.kvPath, syncIntervalMs: options.kvSyncMs }
+        : { path: options.kvPath },
+      telemetry: { prometheus: true },
+      limits: { maxBodyBytes: 200 * 1024 * 1024, maxConnections: 10_000 },
+      services: options.services,
+    }),
+  );
+  const proc = spawn(options.name, gatewayArgs(options.dir, configPath, options.denoFlags), {
+    logPath: options.logPath,
+    env: { BREAKWATER_LOG_LEVEL: options.logLevel, ...options.extraEnv },
+  });
+  return {
+    name: options.name,
+    url: `http://127.0.0.1:${port}`,
+    adminUrl: `http://127.0.0.1:${adminPort}`,
+    pid: proc.pid,
+  };
+}
+
+/** nginx with one worker and a keep-alive upstream pool, as the throughput baseline. */
+export async function startNginx(dir: string, upstreamPort: number): Promise<Target> {
+  const port = freePort();
+  const prefix = `${dir}/nginx`;
+  await Deno.mkdir(prefix, { recursive: true });
+  const conf = `${prefix}/nginx.conf`;
+  await Deno.writeTextFile(
+    conf,
+    `worker_processes 1;
+pid ${prefix}/nginx.pid;
+error_log ${prefix}/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${prefix}/body;
+  proxy_temp_path ${prefix}/proxy;
+  fastcgi_temp_path ${prefix}/fastcgi;
+  uwsgi_temp_path ${prefix}/uwsgi;
+  scgi_temp_path ${prefix}/scgi;
+  client_max_body_size 0;
+  upstream bench_upstream { server 127.0.0.1:${upstreamPort}; keepalive 32; }
+  server {
+    listen 127.0.0.1:${port};
+    location / {
+      proxy_pass http://bench_upstream;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_request_buffering off;
+      proxy_buffering off;
+    }
+  }
+}
+`,
+  );
+  const proc = spawn("nginx", [
+    "nginx",
+    "-p",
+    prefix,
+    "-e",
+    `${prefix}/error.log`,
+    "-c",
+    conf,
+    "-g",
+    "daemon off;",
+  ], { logPath: `${prefix}/stdout.log` });
+  return { name: "nginx", url: `http://127.0.0.1:${port}`, pid: proc.pid };
+}
+
+/**
+ * Fastify 5 + @fastify/http-proxy on the machine's Node, `npm install`ed once into
+ * `bench/results/node_peer`; a string says why it could not be started.
+ */
+export async function startFastify(upstream: string): Promise<Target | string> {
+  const dir = `${RESULTS_DIR}/node_peer`;
+  await Deno.mkdir(dir, { recursive: true });
+  try {
+    await Deno.stat(`${dir}/node_modules/@fastify/http-proxy`);
+  } catch {
+    log("npm install fastify @fastify/http-proxy (into bench/results/node_peer)");
+    await Deno.writeTextFile(`${dir}/package.json`, '{"name":"peer","private":true}');
+    const install = await run("npm", [
+      "install",
+      "--no-audit",
+      "--no-fund",
+      "fastify@5",
+      "@fastify/http-proxy@11",
+    ], dir);
+    if (!install.success) {
+      return `npm install failed: ${decoder.decode(install.stderr).slice(-300)}`;
+    }
+  }
+  await Deno.writeTextFile(
+    `${dir}/server.mjs`,
+    `import Fastify from "fastify";
+import proxy from "@fastify/http-proxy";
+const app = Fastify({ logger: false, bodyLimit: 200 * 1024 * 1024 });
+await app.register(proxy, { upstream: process.argv[3] });
+await app.listen({ host: "127.0.0.1", port: Number(process.argv[2]) });
+`,
+  );
+  const port = freePort();
+  const proc = spawn("fastify", ["node", `${dir}/server.mjs`, String(port), upstream], {
+    logPath: `${dir}/server.log`,
+    cwd: dir,
+  });
+  const version = decoder.decode((await run("node", ["--version"])).stdout).trim();
+  return {
+    name: `Fastify 5 + http-proxy (Node ${version})`,
+    url: `http://127.0.0.1:${port}`,
+    pid: proc.pid,
+  };
+}
