@@ -126,10 +126,30 @@ export function parseRequestHead(
   headEnd: number,
 ): RequestHead | HeadError {
   const text = latin1(buf, start, headEnd - 4);
+  const line = parseRequestLine(text);
+  if ("status" in line) return line;
+  const fields = parseFields(text, line.lineEnd + 2);
+  if ("status" in fields) return fields;
+  return settleFraming(line, fields);
+}
+
+/** The request line, read. */
+interface RequestLine {
+  method: string;
+  methodUpper: string;
+  /** Origin-form (an absolute-form target reduced to it), or `*`. */
+  target: string;
+  minor: number;
+  /** The authority of an absolute-form target, which stands in for Host. */
+  absoluteHost: string | null;
+  /** Where the line ends in the head's text. */
+  lineEnd: number;
+}
+
+function parseRequestLine(text: string): RequestLine | HeadError {
   let lineEnd = text.indexOf("\r\n");
   if (lineEnd === -1) lineEnd = text.length;
   const requestLine = text.slice(0, lineEnd);
-
   const sp1 = requestLine.indexOf(" ");
   const sp2 = sp1 === -1 ? -1 : requestLine.indexOf(" ", sp1 + 1);
   if (sp2 === -1 || requestLine.indexOf(" ", sp2 + 1) !== -1) {
@@ -163,15 +183,31 @@ export function parseRequestHead(
   } else if (!ORIGIN_FORM.test(target)) {
     return refuse("the request target must be origin-form (/path?query) or absolute-form");
   }
+  return { method, methodUpper, target, minor, absoluteHost, lineEnd };
+}
 
-  const fields: [string, string][] = [];
-  let host: string | null = null;
-  let hostCount = 0;
-  let contentLength = -1;
-  let transferEncoding: string | null = null;
-  let connection: string | null = null;
-  let expect: string | null = null;
-  let pos = lineEnd + 2;
+/** The field lines, and the few fields that decide framing. */
+interface FieldLines {
+  fields: [string, string][];
+  host: string | null;
+  hostCount: number;
+  contentLength: number;
+  transferEncoding: string | null;
+  connection: string | null;
+  expect: string | null;
+}
+
+function parseFields(text: string, from: number): FieldLines | HeadError {
+  const lines: FieldLines = {
+    fields: [],
+    host: null,
+    hostCount: 0,
+    contentLength: -1,
+    transferEncoding: null,
+    connection: null,
+    expect: null,
+  };
+  let pos = from;
   while (pos < text.length) {
     let next = text.indexOf("\r\n", pos);
     if (next === -1) next = text.length;
@@ -183,57 +219,73 @@ export function parseRequestHead(
     }
     const name = text.slice(pos, colon);
     if (!TOKEN.test(name)) return refuse("invalid field name (or whitespace before the colon)");
-    let valueStart = colon + 1;
-    let valueEnd = next;
-    while (valueStart < valueEnd) {
-      const c = text.charCodeAt(valueStart);
-      if (c !== 32 && c !== 9) break;
-      valueStart++;
-    }
-    while (valueEnd > valueStart) {
-      const c = text.charCodeAt(valueEnd - 1);
-      if (c !== 32 && c !== 9) break;
-      valueEnd--;
-    }
-    const value = text.slice(valueStart, valueEnd);
+    const value = trimmedValue(text, colon + 1, next);
     if (!FIELD_VALUE.test(value)) return refuse(`invalid characters in the ${name} field`);
-    fields.push([name, value]);
+    lines.fields.push([name, value]);
     pos = next + 2;
-
-    // Only the fields that matter for framing are looked at here; length first keeps it cheap.
-    switch (name.length) {
-      case 4:
-        if (name.toLowerCase() === "host") {
-          hostCount++;
-          host = value;
-        }
-        break;
-      case 6:
-        if (name.toLowerCase() === "expect") expect = value;
-        break;
-      case 10:
-        if (name.toLowerCase() === "connection") {
-          connection = connection === null ? value : `${connection},${value}`;
-        }
-        break;
-      case 14:
-        if (name.toLowerCase() === "content-length") {
-          // Even a repeat of the same value is refused: two parsers must never disagree.
-          if (contentLength !== -1) return refuse("repeated Content-Length");
-          if (!DECIMAL.test(value)) return refuse("Content-Length is not a decimal number");
-          contentLength = Number(value);
-        }
-        break;
-      case 17:
-        if (name.toLowerCase() === "transfer-encoding") {
-          if (transferEncoding !== null) return refuse("repeated Transfer-Encoding");
-          transferEncoding = value;
-        }
-        break;
-    }
+    const refused = noteFramingField(lines, name, value);
+    if (refused !== null) return refused;
   }
+  return lines;
+}
 
-  if (hostCount > 1) return refuse("repeated Host");
+/** `text[start, end)` without the spaces and tabs around it. */
+function trimmedValue(text: string, start: number, end: number): string {
+  while (start < end) {
+    const c = text.charCodeAt(start);
+    if (c !== 32 && c !== 9) break;
+    start++;
+  }
+  while (end > start) {
+    const c = text.charCodeAt(end - 1);
+    if (c !== 32 && c !== 9) break;
+    end--;
+  }
+  return text.slice(start, end);
+}
+
+/** Keeps the fields that matter for framing; a repeat two parsers could read apart is refused. */
+function noteFramingField(lines: FieldLines, name: string, value: string): HeadError | null {
+  // Length first keeps the common field cheap.
+  switch (name.length) {
+    case 4:
+      if (name.toLowerCase() === "host") {
+        lines.hostCount++;
+        lines.host = value;
+      }
+      break;
+    case 6:
+      if (name.toLowerCase() === "expect") lines.expect = value;
+      break;
+    case 10:
+      if (name.toLowerCase() === "connection") {
+        lines.connection = lines.connection === null ? value : `${lines.connection},${value}`;
+      }
+      break;
+    case 14:
+      if (name.toLowerCase() === "content-length") {
+        // Even a repeat of the same value is refused: two parsers must never disagree.
+        if (lines.contentLength !== -1) return refuse("repeated Content-Length");
+        if (!DECIMAL.test(value)) return refuse("Content-Length is not a decimal number");
+        lines.contentLength = Number(value);
+      }
+      break;
+    case 17:
+      if (name.toLowerCase() === "transfer-encoding") {
+        if (lines.transferEncoding !== null) return refuse("repeated Transfer-Encoding");
+        lines.transferEncoding = value;
+      }
+      break;
+  }
+  return null;
+}
+
+/** Host, body framing and persistence, from the request line and the framing fields. */
+function settleFraming(line: RequestLine, lines: FieldLines): RequestHead | HeadError {
+  const { minor, absoluteHost } = line;
+  const { fields, contentLength, connection, expect } = lines;
+  let host = lines.host;
+  if (lines.hostCount > 1) return refuse("repeated Host");
   if (absoluteHost !== null) {
     // The target's authority wins over any Host field (RFC 9112 §3.2.2).
     host = absoluteHost;
@@ -241,14 +293,14 @@ export function parseRequestHead(
     if (index === -1) fields.push(["host", absoluteHost]);
     else fields[index] = [fields[index][0], absoluteHost];
   } else {
-    if (minor === 1 && hostCount === 0) return refuse("Host is required in HTTP/1.1");
+    if (minor === 1 && lines.hostCount === 0) return refuse("Host is required in HTTP/1.1");
     if (host !== null && !isValidHost(host)) return refuse("invalid Host");
   }
   let chunked = false;
-  if (transferEncoding !== null) {
+  if (lines.transferEncoding !== null) {
     if (minor === 0) return refuse("Transfer-Encoding in an HTTP/1.0 request");
     if (contentLength !== -1) return refuse("Transfer-Encoding with Content-Length");
-    if (transferEncoding.toLowerCase() !== "chunked") {
+    if (lines.transferEncoding.toLowerCase() !== "chunked") {
       return refuse("Transfer-Encoding other than chunked");
     }
     chunked = true;
@@ -260,9 +312,9 @@ export function parseRequestHead(
   // RFC 9110 §10.1.1: an HTTP/1.0 client cannot expect 100-continue; ignore it there.
   const expectContinue = minor === 1 && expect !== null && expect.toLowerCase() === "100-continue";
   return {
-    method,
-    methodUpper,
-    target,
+    method: line.method,
+    methodUpper: line.methodUpper,
+    target: line.target,
     minor,
     fields,
     host,

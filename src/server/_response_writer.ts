@@ -183,49 +183,16 @@ export async function writeResponse(
   response: Response,
   target: ResponseTarget,
 ): Promise<WriteOutcome> {
-  const status = response.status;
-  let head = `HTTP/1.1 ${status} ${response.statusText || reasonPhrase(status)}\r\n`;
-  let declared = -1;
-  let declaredText: string | null = null;
-  let handlerConnection: string | null = null;
-  for (const [name, value] of response.headers) {
-    switch (name) {
-      case "content-length":
-        // An invalid length is dropped rather than passed on: the framing is ours to get right.
-        if (DECIMAL.test(value)) {
-          declared = Number(value);
-          declaredText = value;
-        }
-        continue;
-      case "transfer-encoding":
-        continue;
-      case "connection":
-        // Hop-by-hop and about this connection: the server writes its own, honouring `close`.
-        handlerConnection = value;
-        continue;
-    }
-    head += `${name}: ${value}\r\n`;
-  }
+  const fields = responseFields(response);
   let keepAlive = target.keepAlive &&
-    (handlerConnection === null || !hasCloseToken(handlerConnection));
-
+    (fields.handlerConnection === null || !hasCloseToken(fields.handlerConnection));
+  const status = response.status;
   const bodyless = target.methodUpper === "HEAD" || status < 200 || status === 204 ||
     status === 304;
   const body = response.body;
   if (status === 101) keepAlive = false;
   if (bodyless || body === null) {
-    if (body !== null) body.cancel().catch(() => {});
-    // A client still waiting for `100 Continue` may send its body or not: it cannot carry on.
-    if (target.body !== null && target.body.continueWithheld) keepAlive = false;
-    if (bodyless) {
-      if (declaredText !== null) head += `content-length: ${declaredText}\r\n`;
-    } else {
-      // No body at all: a declared length cannot be honoured, so the connection ends after it.
-      head += `content-length: ${declared > 0 ? declaredText : "0"}\r\n`;
-      if (declared > 0) keepAlive = false;
-    }
-    const complete = await writeHead(connection, head, keepAlive, target);
-    return { complete: complete && !(declared > 0 && !bodyless), keepAlive: complete && keepAlive };
+    return await writeWithoutBody(connection, fields, body, bodyless, keepAlive, target);
   }
 
   let reader: ReadableStreamDefaultReader<Uint8Array>;
@@ -239,39 +206,135 @@ export async function writeResponse(
   try {
     gathered = await gather(reader);
   } catch (error) {
-    // The body broke before a byte of this response was written: the client can still get a
-    // clear answer instead of a dropped connection. Behind the gateway that body is the
-    // upstream's, so it is a 502 (a client's own fault keeps its 4xx).
-    const clientError = findClientError(error);
-    const problem = clientError !== null
-      ? problemResponse(clientError.code, { detail: clientError.message })
-      : problemResponse("upstream_unreachable", {
-        detail: "the response body failed before its first byte",
-      });
-    await writeResponse(connection, problem, { ...target, keepAlive: false });
-    return { complete: false, keepAlive: false };
+    return await answerBrokenBody(connection, error, target);
   }
-
   // Reading the body may have sent a `100 Continue` (the handler streams the request body
   // back) or not: decide now.
   if (target.body !== null && target.body.continueWithheld) keepAlive = false;
-  if (gathered.ended) {
-    // The whole body is here: one write, with a length we know.
-    const { chunks } = gathered;
-    let total = gathered.total;
-    if (declared >= 0 && total > declared) total = declared;
-    const short = declared >= 0 && total < declared;
-    if (short) keepAlive = false;
-    head += `content-length: ${declared >= 0 ? declaredText : total}\r\n`;
-    head += connectionField(keepAlive, target.minor) + "\r\n";
-    const complete = await writeHeadAndChunks(connection, head, chunks, total, target);
-    return { complete: complete && !short, keepAlive: complete && !short && keepAlive };
-  }
+  if (gathered.ended) return await writeWhole(connection, fields, gathered, keepAlive, target);
+  return await writeStreaming(connection, body, reader, fields, gathered, keepAlive, target);
+}
 
-  // A streaming body.
+/** The response's status line and fields, minus the framing fields the server writes itself. */
+interface ResponseFields {
+  /** Status line and the handler's fields, each line ending in CRLF. */
+  head: string;
+  /** The handler's valid `content-length`, or -1. */
+  declared: number;
+  /** The same, as the handler wrote it. */
+  declaredText: string | null;
+  /** The handler's `connection` field, if any. */
+  handlerConnection: string | null;
+}
+
+function responseFields(response: Response): ResponseFields {
+  const status = response.status;
+  const fields: ResponseFields = {
+    head: `HTTP/1.1 ${status} ${response.statusText || reasonPhrase(status)}\r\n`,
+    declared: -1,
+    declaredText: null,
+    handlerConnection: null,
+  };
+  for (const [name, value] of response.headers) {
+    switch (name) {
+      case "content-length":
+        // An invalid length is dropped rather than passed on: the framing is ours to get right.
+        if (DECIMAL.test(value)) {
+          fields.declared = Number(value);
+          fields.declaredText = value;
+        }
+        continue;
+      case "transfer-encoding":
+        continue;
+      case "connection":
+        // Hop-by-hop and about this connection: the server writes its own, honouring `close`.
+        fields.handlerConnection = value;
+        continue;
+    }
+    fields.head += `${name}: ${value}\r\n`;
+  }
+  return fields;
+}
+
+/** A response with no body to send: HEAD, 1xx, 204, 304, or a null body. */
+async function writeWithoutBody(
+  connection: Connection,
+  fields: ResponseFields,
+  body: ReadableStream<Uint8Array> | null,
+  bodyless: boolean,
+  keepAlive: boolean,
+  target: ResponseTarget,
+): Promise<WriteOutcome> {
+  const { declared, declaredText } = fields;
+  let head = fields.head;
+  if (body !== null) body.cancel().catch(() => {});
+  // A client still waiting for `100 Continue` may send its body or not: it cannot carry on.
+  if (target.body !== null && target.body.continueWithheld) keepAlive = false;
+  if (bodyless) {
+    if (declaredText !== null) head += `content-length: ${declaredText}\r\n`;
+  } else {
+    // No body at all: a declared length cannot be honoured, so the connection ends after it.
+    head += `content-length: ${declared > 0 ? declaredText : "0"}\r\n`;
+    if (declared > 0) keepAlive = false;
+  }
+  const complete = await writeHead(connection, head, keepAlive, target);
+  return { complete: complete && !(declared > 0 && !bodyless), keepAlive: complete && keepAlive };
+}
+
+/**
+ * The body broke before a byte of this response was written: the client can still get a
+ * clear answer instead of a dropped connection. Behind the gateway that body is the
+ * upstream's, so it is a 502 (a client's own fault keeps its 4xx).
+ */
+async function answerBrokenBody(
+  connection: Connection,
+  error: unknown,
+  target: ResponseTarget,
+): Promise<WriteOutcome> {
+  const clientError = findClientError(error);
+  const problem = clientError !== null
+    ? problemResponse(clientError.code, { detail: clientError.message })
+    : problemResponse("upstream_unreachable", {
+      detail: "the response body failed before its first byte",
+    });
+  await writeResponse(connection, problem, { ...target, keepAlive: false });
+  return { complete: false, keepAlive: false };
+}
+
+/** The whole body is here: one write, with a length we know. */
+async function writeWhole(
+  connection: Connection,
+  fields: ResponseFields,
+  gathered: Gathered,
+  keepAlive: boolean,
+  target: ResponseTarget,
+): Promise<WriteOutcome> {
+  const { declared, declaredText } = fields;
+  let total = gathered.total;
+  if (declared >= 0 && total > declared) total = declared;
+  const short = declared >= 0 && total < declared;
+  if (short) keepAlive = false;
+  let head = fields.head + `content-length: ${declared >= 0 ? declaredText : total}\r\n`;
+  head += connectionField(keepAlive, target.minor) + "\r\n";
+  const complete = await writeHeadAndChunks(connection, head, gathered.chunks, total, target);
+  return { complete: complete && !short, keepAlive: complete && !short && keepAlive };
+}
+
+/** A body still streaming: its declared length, else chunked (HTTP/1.1) or close-delimited. */
+async function writeStreaming(
+  connection: Connection,
+  body: ReadableStream<Uint8Array>,
+  reader: ReadableStreamDefaultReader<Uint8Array>,
+  fields: ResponseFields,
+  gathered: Gathered,
+  keepAlive: boolean,
+  target: ResponseTarget,
+): Promise<WriteOutcome> {
+  const { declared, declaredText } = fields;
   const closeDelimited = declared < 0 && target.minor === 0;
   const chunked = declared < 0 && !closeDelimited;
   if (closeDelimited) keepAlive = false;
+  let head = fields.head;
   if (declared >= 0) head += `content-length: ${declaredText}\r\n`;
   else if (chunked) head += "transfer-encoding: chunked\r\n";
   head += connectionField(keepAlive, target.minor) + "\r\n";
@@ -383,6 +446,21 @@ function frameInPlace(buffer: ArrayBuffer, length: number): Uint8Array {
   return whole.subarray(start, CHUNK_PREFIX_BYTES + length + 2);
 }
 
+/** One streaming body on its way to the connection. */
+interface BodyPump {
+  readonly connection: Connection;
+  readonly body: ReadableStream<Uint8Array>;
+  readonly chunked: boolean;
+  reader: ReadableStreamDefaultReader<Uint8Array> | ReadableStreamBYOBReader;
+  /** A read {@link gather} left pending: its result comes first. */
+  pending: Promise<ReadableStreamReadResult<Uint8Array>> | null;
+  /** Bytes the declared length still allows (Infinity without one). */
+  left: number;
+  triedByob: boolean;
+  /** The pooled buffer, once one was taken. */
+  buffer: ArrayBuffer | null;
+}
+
 async function streamBody(
   connection: Connection,
   body: ReadableStream<Uint8Array>,
@@ -391,104 +469,130 @@ async function streamBody(
   gathered: Gathered,
   framing: StreamFraming,
 ): Promise<WriteOutcome> {
-  const { chunked, declared, target } = framing;
-  let reader: ReadableStreamDefaultReader<Uint8Array> | ReadableStreamBYOBReader = firstReader;
-  let left = declared >= 0 ? declared : Infinity;
-  const fail = (): WriteOutcome => {
-    reader.cancel().catch(() => {});
-    return { complete: false, keepAlive: false };
+  const pump: BodyPump = {
+    connection,
+    body,
+    chunked: framing.chunked,
+    reader: firstReader,
+    pending: gathered.pending,
+    left: framing.declared >= 0 ? framing.declared : Infinity,
+    triedByob: false,
+    buffer: null,
   };
-  /** Bytes of `data` that fit the declared length, framed for the wire. */
-  const framed = (data: Uint8Array): Uint8Array => {
-    if (chunked) return frameChunk(data);
-    if (data.length > left) data = data.subarray(0, left);
-    left -= data.length;
-    return data;
-  };
-
   try {
-    await beforeHead(connection, target);
-    let first = encodeLatin1(head);
-    if (gathered.total > 0) {
-      const parts = gathered.chunks.map(framed);
-      let size = first.length;
-      for (const part of parts) size += part.length;
-      const out = new Uint8Array(size);
-      out.set(first);
-      let offset = first.length;
-      for (const part of parts) {
-        out.set(part, offset);
-        offset += part.length;
-      }
-      first = out;
-    }
-    await connection.write(first);
+    await beforeHead(connection, framing.target);
+    await connection.write(firstWrite(pump, head, gathered));
   } catch {
-    return fail();
+    return failPump(pump);
   }
-
-  let pending = gathered.pending;
-  let triedByob = false;
-  let buffer: ArrayBuffer | null = null;
   try {
-    while (left > 0) {
-      if (reader instanceof ReadableStreamDefaultReader) {
-        const result = await (pending ?? reader.read());
-        pending = null;
-        if (result.done) break;
-        const data = result.value;
-        if (data.length === 0) continue;
-        if (chunked && data.length <= BUFFER_BYTES - CHUNK_PREFIX_BYTES - 2) {
-          // Framed in the pooled buffer: a copy, but no allocation per chunk.
-          buffer ??= takeBuffer();
-          new Uint8Array(buffer).set(data, CHUNK_PREFIX_BYTES);
-          await connection.write(frameInPlace(buffer, data.length));
-        } else {
-          await connection.write(framed(data));
-        }
-        if (!triedByob && data.length >= BYOB_SWITCH_BYTES) {
-          // A long stream: read the rest into one reused buffer if it is a byte stream.
-          triedByob = true;
-          reader.releaseLock();
-          try {
-            reader = body.getReader({ mode: "byob" });
-          } catch {
-            reader = body.getReader();
-          }
-        }
-        continue;
-      }
-      buffer ??= takeBuffer();
-      const offset = chunked ? CHUNK_PREFIX_BYTES : 0;
-      const room = BUFFER_BYTES - offset - (chunked ? 2 : 0);
-      const view = new Uint8Array(buffer, offset, Math.min(room, left));
-      const result = await reader.read(view);
-      if (result.done) {
-        buffer = result.value?.buffer ?? null;
-        break;
-      }
-      const data = result.value;
-      buffer = data.buffer as ArrayBuffer;
-      if (data.length === 0) continue;
-      if (chunked) {
-        await connection.write(frameInPlace(buffer, data.length));
-      } else {
-        left -= data.length;
-        await connection.write(data);
-      }
+    while (pump.left > 0) {
+      const ended = pump.reader instanceof ReadableStreamDefaultReader
+        ? await copyDefaultRead(pump, pump.reader)
+        : await copyByobRead(pump, pump.reader);
+      if (ended) break;
     }
   } catch {
-    giveBuffer(buffer);
-    return fail();
+    giveBuffer(pump.buffer);
+    return failPump(pump);
   }
-  giveBuffer(buffer);
+  giveBuffer(pump.buffer);
+  return await endBody(pump, framing);
+}
 
-  if (left > 0 && left !== Infinity) return fail(); // shorter than its Content-Length
-  if (left === 0) reader.cancel().catch(() => {}); // anything past the declared length is dropped
-  if (connection.eof && target.signal.aborted) return { complete: false, keepAlive: false };
-  if (chunked) {
+function failPump(pump: BodyPump): WriteOutcome {
+  pump.reader.cancel().catch(() => {});
+  return { complete: false, keepAlive: false };
+}
+
+/** Bytes of `data` that fit the declared length, framed for the wire. */
+function framed(pump: BodyPump, data: Uint8Array): Uint8Array {
+  if (pump.chunked) return frameChunk(data);
+  if (data.length > pump.left) data = data.subarray(0, pump.left);
+  pump.left -= data.length;
+  return data;
+}
+
+/** The head and the chunks {@link gather} read, as one write. */
+function firstWrite(pump: BodyPump, head: string, gathered: Gathered): Uint8Array {
+  const first = encodeLatin1(head);
+  if (gathered.total === 0) return first;
+  const parts = gathered.chunks.map((chunk) => framed(pump, chunk));
+  let size = first.length;
+  for (const part of parts) size += part.length;
+  const out = new Uint8Array(size);
+  out.set(first);
+  let offset = first.length;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}
+
+/** Copies one default-reader chunk; true when the stream ended. */
+async function copyDefaultRead(
+  pump: BodyPump,
+  reader: ReadableStreamDefaultReader<Uint8Array>,
+): Promise<boolean> {
+  const result = await (pump.pending ?? reader.read());
+  pump.pending = null;
+  if (result.done) return true;
+  const data = result.value;
+  if (data.length === 0) return false;
+  if (pump.chunked && data.length <= BUFFER_BYTES - CHUNK_PREFIX_BYTES - 2) {
+    // Framed in the pooled buffer: a copy, but no allocation per chunk.
+    const buffer = pump.buffer ??= takeBuffer();
+    new Uint8Array(buffer).set(data, CHUNK_PREFIX_BYTES);
+    await pump.connection.write(frameInPlace(buffer, data.length));
+  } else {
+    await pump.connection.write(framed(pump, data));
+  }
+  if (!pump.triedByob && data.length >= BYOB_SWITCH_BYTES) {
+    // A long stream: read the rest into one reused buffer if it is a byte stream.
+    pump.triedByob = true;
+    reader.releaseLock();
     try {
-      await connection.write(LAST_CHUNK);
+      pump.reader = pump.body.getReader({ mode: "byob" });
+    } catch {
+      pump.reader = pump.body.getReader();
+    }
+  }
+  return false;
+}
+
+/** Reads into the pooled buffer (framed in place when chunked); true when the stream ended. */
+async function copyByobRead(pump: BodyPump, reader: ReadableStreamBYOBReader): Promise<boolean> {
+  const offset = pump.chunked ? CHUNK_PREFIX_BYTES : 0;
+  const room = BUFFER_BYTES - offset - (pump.chunked ? 2 : 0);
+  const view = new Uint8Array(pump.buffer ??= takeBuffer(), offset, Math.min(room, pump.left));
+  const result = await reader.read(view);
+  if (result.done) {
+    pump.buffer = result.value?.buffer ?? null;
+    return true;
+  }
+  const data = result.value;
+  const buffer = pump.buffer = data.buffer as ArrayBuffer;
+  if (data.length === 0) return false;
+  if (pump.chunked) {
+    await pump.connection.write(frameInPlace(buffer, data.length));
+  } else {
+    pump.left -= data.length;
+    await pump.connection.write(data);
+  }
+  return false;
+}
+
+/** After the last byte: a short body fails, the last chunk goes out. */
+async function endBody(pump: BodyPump, framing: StreamFraming): Promise<WriteOutcome> {
+  if (pump.left > 0 && pump.left !== Infinity) return failPump(pump); // shorter than its length
+  if (pump.left === 0) pump.reader.cancel().catch(() => {}); // anything past it is dropped
+  if (pump.connection.eof && framing.target.signal.aborted) {
+    return { complete: false, keepAlive: false };
+  }
+  if (pump.chunked) {
+    try {
+      await pump.connection.write(LAST_CHUNK);
     } catch {
       return { complete: false, keepAlive: false };
     }

@@ -37,6 +37,7 @@
  *
  * @module
  */
+import { delay } from "../async/delay.ts";
 import { ClientError, findClientError } from "../proxy/client_error.ts";
 import {
   Connection,
@@ -158,6 +159,19 @@ function resolveOptions(options: Http1ServerOptions): ResolvedOptions {
   };
 }
 
+/** One server's state, shared by the functions below. */
+interface ServerState {
+  readonly config: ResolvedOptions;
+  readonly handler: Handler;
+  readonly listener: Deno.Listener<Deno.TcpConn>;
+  readonly connections: Set<Connection>;
+  accepting: boolean;
+  draining: boolean;
+  sweepTimer: ReturnType<typeof setInterval> | null;
+  /** Resolved once no connection is left (shutdown waits on it). */
+  readonly emptyWaiters: (() => void)[];
+}
+
 /**
  * Starts the server.
  *
@@ -178,328 +192,28 @@ function resolveOptions(options: Http1ServerOptions): ResolvedOptions {
  * ```
  */
 export function serveHttp1(options: Http1ServerOptions, handler: Handler): Http1Server {
-  const config = resolveOptions(options);
-  const { now } = config;
   const listenOptions: Deno.TcpListenOptions & { transport?: "tcp"; reusePort?: boolean } = {
     hostname: options.hostname ?? "0.0.0.0",
     port: options.port ?? 8000,
   };
   if (options.reusePort) listenOptions.reusePort = true;
-  const listener = Deno.listen(listenOptions);
-  const connections = new Set<Connection>();
-  let accepting = true;
-  let draining = false;
-  let sweepTimer: ReturnType<typeof setInterval> | null = null;
-  const emptyWaiters: (() => void)[] = [];
-
-  function onConnectionClosed(connection: Connection): void {
-    connections.delete(connection);
-    if (connections.size === 0) {
-      if (sweepTimer !== null) {
-        clearInterval(sweepTimer);
-        sweepTimer = null;
-      }
-      for (const resolve of emptyWaiters.splice(0)) resolve();
-    }
-  }
-
-  function sweep(): void {
-    const time = now();
-    for (const connection of connections) {
-      const elapsed = time - connection.phaseSince;
-      switch (connection.phase) {
-        case PHASE_NEW:
-          if (elapsed >= config.headerTimeoutMs) connection.close();
-          break;
-        case PHASE_IDLE:
-          if (elapsed >= config.idleTimeoutMs) connection.close();
-          break;
-        case PHASE_HEAD:
-          if (elapsed >= config.headerTimeoutMs && !connection.timedOut) {
-            connection.timedOut = true;
-            connection.wake();
-          }
-          break;
-        case PHASE_ACTIVE:
-          if (
-            connection.bodyWaitSince >= 0 && !connection.bodyTimedOut &&
-            time - connection.bodyWaitSince >= config.bodyIdleTimeoutMs
-          ) {
-            connection.bodyTimedOut = true;
-            connection.wake();
-          }
-          break;
-        case PHASE_LINGER:
-          if (elapsed >= LINGER_MS) connection.close();
-          break;
-      }
-    }
-  }
-
-  const acceptLoop = (async () => {
-    while (accepting) {
-      let conn: Deno.TcpConn;
-      try {
-        conn = await listener.accept();
-      } catch (error) {
-        if (!accepting || error instanceof Deno.errors.BadResource) return;
-        // Out of file descriptors or the like: back off briefly instead of spinning.
-        await new Promise((resolve) => setTimeout(resolve, 50));
-        continue;
-      }
-      if (
-        !accepting ||
-        (config.maxConnections !== null && connections.size >= config.maxConnections)
-      ) {
-        try {
-          conn.close();
-        } catch {
-          // closed
-        }
-        continue;
-      }
-      try {
-        conn.setNoDelay(true);
-      } catch {
-        // not a TCP socket
-      }
-      const connection = new Connection(conn, now(), onConnectionClosed);
-      connections.add(connection);
-      if (sweepTimer === null) sweepTimer = setInterval(sweep, config.tickMs);
-      serveConnection(connection).catch((error) => config.onError(error));
-    }
-  })();
-
-  async function serveConnection(connection: Connection): Promise<void> {
-    let linger = false;
-    try {
-      while (true) {
-        const head = await readHead(connection);
-        if (head === null) {
-          linger = connection.phase === PHASE_LINGER;
-          break;
-        }
-        const keep = await exchange(connection, head);
-        if (!keep) {
-          linger = !connection.eof;
-          break;
-        }
-        if (draining) {
-          linger = true;
-          break;
-        }
-      }
-    } finally {
-      // While draining, the response went out with `connection: close` and its request body
-      // was read: close at once rather than keep shutdown waiting on a slow client.
-      if (linger && !draining && !connection.closed) await lingerAndClose(connection);
-      connection.close();
-    }
-  }
-
-  /** Answers a request the server refuses itself, then the connection lingers and closes. */
-  async function refuse(
-    connection: Connection,
-    status: number,
-    code: "bad_request" | "request_timeout" | "method_not_allowed",
-    detail: string,
-  ): Promise<null> {
-    connection.enter(PHASE_LINGER, now());
-    await writeResponse(connection, problemResponse(code, { status, detail }), {
-      methodUpper: "GET",
-      minor: 1,
-      keepAlive: false,
-      body: null,
-      signal: new AbortController().signal,
-    });
-    connection.enter(PHASE_LINGER, now());
-    return null;
-  }
-
-  /** Reads and parses the next request head; null when the connection is to end. */
-  async function readHead(connection: Connection): Promise<RequestHead | null> {
-    const first = connection.requests === 0;
-    if (connection.buffered === 0) {
-      connection.shrink();
-      if (!first) connection.enter(PHASE_IDLE, now());
-    } else if (!first) connection.enter(PHASE_HEAD, now());
-    // How far into the buffered bytes the scan for the head's end got (relative to `start`,
-    // which stays put while a head is incomplete, so compaction cannot invalidate it).
-    let scanned = 0;
-    while (true) {
-      if (connection.buffered > 0) {
-        if (connection.phase !== PHASE_HEAD) {
-          // The head timer runs from the first byte (from the accept for a first request).
-          if (first) connection.phase = PHASE_HEAD;
-          else connection.enter(PHASE_HEAD, now());
-        }
-        const start = skipLeadingEmptyLines(connection.input, connection.start, connection.end);
-        if (start !== connection.start) connection.take(start - connection.start);
-        const headEnd = findHeadEnd(
-          connection.input,
-          connection.start,
-          connection.start + scanned,
-          connection.end,
-        );
-        if (headEnd === HEAD_BARE_LF) {
-          return refuse(connection, 400, "bad_request", "bare LF in the request head");
-        }
-        if (headEnd !== HEAD_INCOMPLETE) {
-          if (headEnd - connection.start > config.maxHeadBytes) {
-            return refuse(connection, 431, "bad_request", headTooLarge());
-          }
-          const parsed = parseRequestHead(connection.input, connection.start, headEnd);
-          connection.take(headEnd - connection.start);
-          if ("status" in parsed) {
-            return refuse(connection, parsed.status, parsed.code, parsed.detail);
-          }
-          return parsed;
-        }
-        if (connection.buffered >= config.maxHeadBytes) {
-          return refuse(connection, 431, "bad_request", headTooLarge());
-        }
-        // Scanning resumes at the new bytes (findHeadEnd looks back for the CR LF before).
-        scanned = connection.end - connection.start;
-      }
-      if (connection.closed) return null;
-      if (connection.timedOut) {
-        if (connection.phase !== PHASE_HEAD) return null;
-        return refuse(
-          connection,
-          408,
-          "request_timeout",
-          `the request head did not arrive within ${config.headerTimeoutMs} ms`,
-        );
-      }
-      const before = connection.end - connection.start;
-      // +4: the final CRLF CRLF of a head of exactly maxHeadBytes.
-      const waited = await connection.fill(config.maxHeadBytes + 4);
-      if (!waited || (connection.eof && connection.end - connection.start === before)) {
-        // The client closed (before a request, or inside a head: there is no one to answer).
-        return null;
-      }
-    }
-  }
-
-  function headTooLarge(): string {
-    return `the request head is over ${config.maxHeadBytes} bytes`;
-  }
-
-  /** Handles one request and writes its response; true when the connection carries on. */
-  async function exchange(connection: Connection, head: RequestHead): Promise<boolean> {
-    connection.requests++;
-    connection.enter(PHASE_ACTIVE, now());
-    connection.bodyTimedOut = false;
-    const hasBody = head.chunked || head.contentLength > 0;
-    const body = hasBody
-      ? new RequestBody(
-        connection,
-        {
-          contentLength: head.chunked ? -1 : head.contentLength,
-          expectContinue: head.expectContinue,
-        },
-        now,
-        config.bodyIdleTimeoutMs,
-      )
-      : null;
-    const abort = new AbortController();
-    let resolveCompleted!: () => void;
-    const completed = new Promise<void>((resolve) => {
-      resolveCompleted = resolve;
-    });
-    connection.onPeerGone = () => {
-      abort.abort(new ClientError("bad_request", "the client closed the connection"));
-      resolveCompleted();
-    };
-
-    let request: Request;
-    try {
-      request = buildRequest(connection, head, body, abort.signal);
-    } catch (error) {
-      connection.onPeerGone = null;
-      resolveCompleted();
-      const detail = error instanceof Error ? error.message : String(error);
-      await refuse(connection, 400, "bad_request", detail);
-      return false;
-    }
-    const info: ServeInfo = {
-      remoteAddr: connection.remoteAddr,
-      target: head.target,
-      method: head.method,
-      body: body === null ? null : body.stream,
-      completed,
-    };
-    // Keep a read posted while the handler runs, so a client that goes away is noticed.
-    connection.watch();
-
-    let response: Response;
-    try {
-      response = await handler(request, info);
-      if (!(response instanceof Response)) {
-        throw new TypeError("the handler did not return a Response");
-      }
-    } catch (error) {
-      const clientError = findClientError(error);
-      if (clientError === null) {
-        config.onError(error);
-        response = problemResponse("internal_error", { detail: "the request handler failed" });
-      } else {
-        response = problemResponse(clientError.code, { detail: clientError.message });
-      }
-    }
-
-    const outcome = await writeResponse(connection, response, {
-      methodUpper: head.methodUpper,
-      minor: head.minor,
-      // A body too long to drain afterwards means closing: say so in the response.
-      keepAlive: head.keepAlive && !draining && !connection.eof &&
-        (body === null || (!body.failed && !body.unreadOver(DRAIN_MAX_BYTES))),
-      body,
-      signal: abort.signal,
-    });
-    connection.onPeerGone = null;
-    resolveCompleted();
-    let keep = outcome.keepAlive && !connection.eof;
-    if (body !== null) {
-      if (keep && !body.done) keep = await body.drain(DRAIN_MAX_BYTES);
-      body.detached = true;
-      if (body.failed) keep = false;
-    }
-    return keep && !connection.closed;
-  }
-
-  /** Reads and drops what the client still sends after our FIN, for a while, then closes. */
-  async function lingerAndClose(connection: Connection): Promise<void> {
-    // Closing a socket with unread input sends a reset, which can destroy the response before
-    // the client read it (RFC 9112 §9.6): half-close first and drain (nginx's lingering close).
-    connection.enter(PHASE_LINGER, now());
-    try {
-      await connection.conn.closeWrite();
-    } catch {
-      return;
-    }
-    let dropped = 0;
-    while (!connection.closed && !connection.timedOut && dropped < LINGER_MAX_BYTES) {
-      dropped += connection.buffered;
-      connection.take(connection.buffered);
-      if (!(await connection.fill(connection.input.length))) break;
-    }
-  }
-
+  const state: ServerState = {
+    config: resolveOptions(options),
+    handler,
+    listener: Deno.listen(listenOptions),
+    connections: new Set(),
+    accepting: true,
+    draining: false,
+    sweepTimer: null,
+    emptyWaiters: [],
+  };
+  const accepted = acceptLoop(state);
   return {
-    addr: listener.addr as Deno.NetAddr,
-    connections: () => connections.size,
+    addr: state.listener.addr as Deno.NetAddr,
+    connections: () => state.connections.size,
     shutdown() {
-      draining = true;
-      if (accepting) {
-        accepting = false;
-        try {
-          listener.close();
-        } catch {
-          // closed
-        }
-      }
-      for (const connection of connections) {
+      stopAccepting(state);
+      for (const connection of state.connections) {
         const phase = connection.phase;
         if (
           phase === PHASE_NEW || phase === PHASE_LINGER ||
@@ -508,22 +222,352 @@ export function serveHttp1(options: Http1ServerOptions, handler: Handler): Http1
           connection.close();
         }
       }
-      const empty = connections.size === 0
+      const empty = state.connections.size === 0
         ? Promise.resolve()
-        : new Promise<void>((resolve) => emptyWaiters.push(resolve));
-      return Promise.all([empty, acceptLoop]).then(() => {});
+        : new Promise<void>((resolve) => state.emptyWaiters.push(resolve));
+      return Promise.all([empty, accepted]).then(() => {});
     },
     close() {
-      draining = true;
-      if (accepting) {
-        accepting = false;
-        try {
-          listener.close();
-        } catch {
-          // closed
-        }
-      }
-      for (const connection of [...connections]) connection.close();
+      stopAccepting(state);
+      for (const connection of [...state.connections]) connection.close();
     },
   };
+}
+
+/** Stops taking connections; requests of open ones are answered `connection: close`. */
+function stopAccepting(state: ServerState): void {
+  state.draining = true;
+  if (!state.accepting) return;
+  state.accepting = false;
+  try {
+    state.listener.close();
+  } catch {
+    // closed
+  }
+}
+
+function onConnectionClosed(state: ServerState, connection: Connection): void {
+  state.connections.delete(connection);
+  if (state.connections.size > 0) return;
+  if (state.sweepTimer !== null) {
+    clearInterval(state.sweepTimer);
+    state.sweepTimer = null;
+  }
+  for (const resolve of state.emptyWaiters.splice(0)) resolve();
+}
+
+/** One pass of the coarse timer: every connection past its phase's timeout is woken or closed. */
+function sweep(state: ServerState): void {
+  const { config } = state;
+  const time = config.now();
+  for (const connection of state.connections) {
+    const elapsed = time - connection.phaseSince;
+    switch (connection.phase) {
+      case PHASE_NEW:
+        if (elapsed >= config.headerTimeoutMs) connection.close();
+        break;
+      case PHASE_IDLE:
+        if (elapsed >= config.idleTimeoutMs) connection.close();
+        break;
+      case PHASE_HEAD:
+        if (elapsed >= config.headerTimeoutMs && !connection.timedOut) {
+          connection.timedOut = true;
+          connection.wake();
+        }
+        break;
+      case PHASE_ACTIVE:
+        if (
+          connection.bodyWaitSince >= 0 && !connection.bodyTimedOut &&
+          time - connection.bodyWaitSince >= config.bodyIdleTimeoutMs
+        ) {
+          connection.bodyTimedOut = true;
+          connection.wake();
+        }
+        break;
+      case PHASE_LINGER:
+        if (elapsed >= LINGER_MS) connection.close();
+        break;
+    }
+  }
+}
+
+async function acceptLoop(state: ServerState): Promise<void> {
+  const { config } = state;
+  while (state.accepting) {
+    let conn: Deno.TcpConn;
+    try {
+      conn = await state.listener.accept();
+    } catch (error) {
+      if (!state.accepting || error instanceof Deno.errors.BadResource) return;
+      // Out of file descriptors or the like: back off briefly instead of spinning.
+      await delay(50);
+      continue;
+    }
+    const full = config.maxConnections !== null &&
+      state.connections.size >= config.maxConnections;
+    if (!state.accepting || full) {
+      try {
+        conn.close();
+      } catch {
+        // closed
+      }
+      continue;
+    }
+    try {
+      conn.setNoDelay(true);
+    } catch {
+      // not a TCP socket
+    }
+    const connection = new Connection(
+      conn,
+      config.now(),
+      (closed) => onConnectionClosed(state, closed),
+    );
+    state.connections.add(connection);
+    state.sweepTimer ??= setInterval(() => sweep(state), config.tickMs);
+    serveConnection(state, connection).catch((error) => config.onError(error));
+  }
+}
+
+async function serveConnection(state: ServerState, connection: Connection): Promise<void> {
+  let linger = false;
+  try {
+    while (true) {
+      const head = await readHead(state, connection);
+      if (head === null) {
+        linger = connection.phase === PHASE_LINGER;
+        break;
+      }
+      const keep = await exchange(state, connection, head);
+      if (!keep) {
+        linger = !connection.eof;
+        break;
+      }
+      if (state.draining) {
+        linger = true;
+        break;
+      }
+    }
+  } finally {
+    // While draining, the response went out with `connection: close` and its request body
+    // was read: close at once rather than keep shutdown waiting on a slow client.
+    if (linger && !state.draining && !connection.closed) {
+      await lingerAndClose(state, connection);
+    }
+    connection.close();
+  }
+}
+
+/** Answers a request the server refuses itself, then the connection lingers and closes. */
+async function refuse(
+  state: ServerState,
+  connection: Connection,
+  status: number,
+  code: "bad_request" | "request_timeout" | "method_not_allowed",
+  detail: string,
+): Promise<null> {
+  const { now } = state.config;
+  connection.enter(PHASE_LINGER, now());
+  await writeResponse(connection, problemResponse(code, { status, detail }), {
+    methodUpper: "GET",
+    minor: 1,
+    keepAlive: false,
+    body: null,
+    signal: new AbortController().signal,
+  });
+  connection.enter(PHASE_LINGER, now());
+  return null;
+}
+
+/** Reads and parses the next request head; null when the connection is to end. */
+async function readHead(state: ServerState, connection: Connection): Promise<RequestHead | null> {
+  const { config } = state;
+  const { now } = config;
+  const first = connection.requests === 0;
+  if (connection.buffered === 0) {
+    connection.shrink();
+    if (!first) connection.enter(PHASE_IDLE, now());
+  } else if (!first) connection.enter(PHASE_HEAD, now());
+  // How far into the buffered bytes the scan for the head's end got (relative to `start`,
+  // which stays put while a head is incomplete, so compaction cannot invalidate it).
+  let scanned = 0;
+  while (true) {
+    if (connection.buffered > 0) {
+      if (connection.phase !== PHASE_HEAD) {
+        // The head timer runs from the first byte (from the accept for a first request).
+        if (first) connection.phase = PHASE_HEAD;
+        else connection.enter(PHASE_HEAD, now());
+      }
+      const found = scanHead(state, connection, scanned);
+      if (found !== null) return found;
+      // Scanning resumes at the new bytes (findHeadEnd looks back for the CR LF before).
+      scanned = connection.end - connection.start;
+    }
+    if (connection.closed) return null;
+    if (connection.timedOut) {
+      if (connection.phase !== PHASE_HEAD) return null;
+      return refuse(
+        state,
+        connection,
+        408,
+        "request_timeout",
+        `the request head did not arrive within ${config.headerTimeoutMs} ms`,
+      );
+    }
+    const before = connection.end - connection.start;
+    // +4: the final CRLF CRLF of a head of exactly maxHeadBytes.
+    const waited = await connection.fill(config.maxHeadBytes + 4);
+    if (!waited || (connection.eof && connection.end - connection.start === before)) {
+      // The client closed (before a request, or inside a head: there is no one to answer).
+      return null;
+    }
+  }
+}
+
+/**
+ * Looks for a whole head in the buffered bytes: the parsed head, a refusal (resolving to
+ * null), or null while the head is still incomplete.
+ */
+function scanHead(
+  state: ServerState,
+  connection: Connection,
+  scanned: number,
+): RequestHead | Promise<null> | null {
+  const { maxHeadBytes } = state.config;
+  const tooLarge = `the request head is over ${maxHeadBytes} bytes`;
+  const start = skipLeadingEmptyLines(connection.input, connection.start, connection.end);
+  if (start !== connection.start) connection.take(start - connection.start);
+  const headEnd = findHeadEnd(
+    connection.input,
+    connection.start,
+    connection.start + scanned,
+    connection.end,
+  );
+  if (headEnd === HEAD_BARE_LF) {
+    return refuse(state, connection, 400, "bad_request", "bare LF in the request head");
+  }
+  if (headEnd === HEAD_INCOMPLETE) {
+    if (connection.buffered < maxHeadBytes) return null;
+    return refuse(state, connection, 431, "bad_request", tooLarge);
+  }
+  if (headEnd - connection.start > maxHeadBytes) {
+    return refuse(state, connection, 431, "bad_request", tooLarge);
+  }
+  const parsed = parseRequestHead(connection.input, connection.start, headEnd);
+  connection.take(headEnd - connection.start);
+  if ("status" in parsed) {
+    return refuse(state, connection, parsed.status, parsed.code, parsed.detail);
+  }
+  return parsed;
+}
+
+/** Handles one request and writes its response; true when the connection carries on. */
+async function exchange(
+  state: ServerState,
+  connection: Connection,
+  head: RequestHead,
+): Promise<boolean> {
+  const { config } = state;
+  connection.requests++;
+  connection.enter(PHASE_ACTIVE, config.now());
+  connection.bodyTimedOut = false;
+  const body = head.chunked || head.contentLength > 0
+    ? new RequestBody(
+      connection,
+      {
+        contentLength: head.chunked ? -1 : head.contentLength,
+        expectContinue: head.expectContinue,
+      },
+      config.now,
+      config.bodyIdleTimeoutMs,
+    )
+    : null;
+  const abort = new AbortController();
+  const { promise: completed, resolve: resolveCompleted } = Promise.withResolvers<void>();
+  connection.onPeerGone = () => {
+    abort.abort(new ClientError("bad_request", "the client closed the connection"));
+    resolveCompleted();
+  };
+
+  let request: Request;
+  try {
+    request = buildRequest(connection, head, body, abort.signal);
+  } catch (error) {
+    connection.onPeerGone = null;
+    resolveCompleted();
+    const detail = error instanceof Error ? error.message : String(error);
+    await refuse(state, connection, 400, "bad_request", detail);
+    return false;
+  }
+  // Keep a read posted while the handler runs, so a client that goes away is noticed.
+  connection.watch();
+  const response = await handlerResponse(state, request, {
+    remoteAddr: connection.remoteAddr,
+    target: head.target,
+    method: head.method,
+    body: body === null ? null : body.stream,
+    completed,
+  });
+
+  const outcome = await writeResponse(connection, response, {
+    methodUpper: head.methodUpper,
+    minor: head.minor,
+    // A body too long to drain afterwards means closing: say so in the response.
+    keepAlive: head.keepAlive && !state.draining && !connection.eof &&
+      (body === null || (!body.failed && !body.unreadOver(DRAIN_MAX_BYTES))),
+    body,
+    signal: abort.signal,
+  });
+  connection.onPeerGone = null;
+  resolveCompleted();
+  let keep = outcome.keepAlive && !connection.eof;
+  if (body !== null) {
+    if (keep && !body.done) keep = await body.drain(DRAIN_MAX_BYTES);
+    body.detached = true;
+    if (body.failed) keep = false;
+  }
+  return keep && !connection.closed;
+}
+
+/**
+ * The handler's response; what it throws becomes the client's 4xx (a `ClientError`) or a
+ * 500 `internal_error` (anything else, reported to `onError`).
+ */
+async function handlerResponse(
+  state: ServerState,
+  request: Request,
+  info: ServeInfo,
+): Promise<Response> {
+  try {
+    const response = await state.handler(request, info);
+    if (!(response instanceof Response)) {
+      throw new TypeError("the handler did not return a Response");
+    }
+    return response;
+  } catch (error) {
+    const clientError = findClientError(error);
+    if (clientError !== null) {
+      return problemResponse(clientError.code, { detail: clientError.message });
+    }
+    state.config.onError(error);
+    return problemResponse("internal_error", { detail: "the request handler failed" });
+  }
+}
+
+/** Reads and drops what the client still sends after our FIN, for a while, then closes. */
+async function lingerAndClose(state: ServerState, connection: Connection): Promise<void> {
+  // Closing a socket with unread input sends a reset, which can destroy the response before
+  // the client read it (RFC 9112 §9.6): half-close first and drain (nginx's lingering close).
+  connection.enter(PHASE_LINGER, state.config.now());
+  try {
+    await connection.conn.closeWrite();
+  } catch {
+    return;
+  }
+  let dropped = 0;
+  while (!connection.closed && !connection.timedOut && dropped < LINGER_MAX_BYTES) {
+    dropped += connection.buffered;
+    connection.take(connection.buffered);
+    if (!(await connection.fill(connection.input.length))) break;
+  }
 }
