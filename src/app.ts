@@ -16,7 +16,7 @@ import { createAdminApp } from "./admin/admin_app.ts";
 import { createTrafficStats, type TrafficStats } from "./admin/traffic_stats.ts";
 import { createFleetBreaker, type FleetBreaker } from "./breaker/mod.ts";
 import { buildService, type BuildServiceDeps } from "./gateway/build_service.ts";
-import { deriveLimits } from "./gateway/limits.ts";
+import { type DerivedLimits, deriveLimits } from "./gateway/limits.ts";
 import { createPublicApp } from "./gateway/public_app.ts";
 import { createRequestLog } from "./gateway/request_log.ts";
 import {
@@ -38,7 +38,7 @@ import {
   type GatewayTelemetry,
   type Logger,
 } from "./telemetry/mod.ts";
-import { openGatewayKv } from "./kv.ts";
+import { type GatewayKv, openGatewayKv } from "./kv.ts";
 import { VERSION } from "./version.ts";
 
 export type { ConnectionFacts } from "./proxy/request_path.ts";
@@ -91,7 +91,7 @@ export interface Gateway {
  * ```
  */
 export function createGateway(config: GatewayConfig, options: GatewayOptions = {}): Gateway {
-  const env = options.env ?? Deno.env.toObject();
+  const adminToken = (options.env ?? Deno.env.toObject()).BREAKWATER_ADMIN_TOKEN ?? null;
   const instanceId = options.instanceId ?? crypto.randomUUID();
   const logger = options.logger ?? createLogger();
   const now = options.now ?? (() => performance.now());
@@ -116,18 +116,7 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
   );
   const limits = deriveLimits(config);
   const kvHandle = openGatewayKv(config.kv.path, logger);
-  const breaker = createFleetBreaker({
-    kv: null,
-    reopenKv: () => kvHandle.open(),
-    services: Object.fromEntries(services.map(({ config }) => [config.name, config.breaker])),
-    instanceId,
-    syncIntervalMs: config.kv.syncIntervalMs,
-    probeLeaseMs: limits.probeLeaseMs,
-    onTransition: (event) => {
-      telemetry.breakerTransition(event.service, event.from, event.to);
-      logger.info("breaker transition", { ...event });
-    },
-  });
+  const breaker = startBreaker(config, kvHandle, { instanceId, limits, telemetry, logger });
   const status = createStatusViews(services);
   telemetry.observe(metricsSources(breaker, status));
 
@@ -137,10 +126,9 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
     lifecycle.started = true;
   });
   const deadlines = createDeadlineScheduler({ now });
+  const routes = services.map((service) => ({ prefix: service.config.prefix, target: service }));
   const requestPath = createRequestPath({
-    match: buildRouteTable(
-      services.map((service) => ({ prefix: service.config.prefix, target: service })),
-    ),
+    match: buildRouteTable(routes),
     escapedSlashes: config.escapedSlashes,
     maxBodyBytes: config.limits.maxBodyBytes,
     breaker,
@@ -155,21 +143,14 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
       traffic,
       telemetry,
       logger,
-      breakerState: (service) => breaker.view(service).state,
+      breakerState: (s) => breaker.view(s).state,
     }),
   });
 
   let closing: Promise<void> | null = null;
   return {
     app: createPublicApp(requestPath, () => readiness(lifecycle, instanceId, breaker, status)),
-    adminApp: createAdminApp({
-      breaker,
-      telemetry,
-      adminToken: env.BREAKWATER_ADMIN_TOKEN ?? null,
-      status,
-      traffic,
-      logger,
-    }),
+    adminApp: createAdminApp({ breaker, telemetry, adminToken, status, traffic, logger }),
     ready,
     breaker,
     drain() {
@@ -179,20 +160,44 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
     poolUsage: () => status.poolUsage(),
     traffic,
     close() {
-      closing ??= (async () => {
-        lifecycle.draining = true;
-        await ready.catch(() => {});
+      lifecycle.draining = true;
+      closing ??= ready.catch(() => {}).then(async () => {
         await Promise.all(services.map((service) => service.close()));
         await breaker.close();
         await telemetry.shutdown();
-        clients.close();
-        options.client?.close();
-        deadlines.close();
-        kvHandle.close();
-      })();
+        for (const closable of [clients, options.client, deadlines, kvHandle]) closable?.close();
+      });
       return closing;
     },
   };
+}
+
+/** The fleet breaker of every service on the gateway's KV; transitions go to metrics and logs. */
+function startBreaker(
+  config: GatewayConfig,
+  kv: GatewayKv,
+  context: {
+    instanceId: string;
+    limits: DerivedLimits;
+    telemetry: GatewayTelemetry;
+    logger: Logger;
+  },
+): FleetBreaker {
+  const { telemetry, logger } = context;
+  return createFleetBreaker({
+    kv: null,
+    reopenKv: () => kv.open(),
+    services: Object.fromEntries(
+      Object.values(config.services).map((service) => [service.name, service.breaker]),
+    ),
+    instanceId: context.instanceId,
+    syncIntervalMs: config.kv.syncIntervalMs,
+    probeLeaseMs: context.limits.probeLeaseMs,
+    onTransition: (event) => {
+      telemetry.breakerTransition(event.service, event.from, event.to);
+      logger.info("breaker transition", { ...event });
+    },
+  });
 }
 
 /** Where a service's upstream availability and adaptive limit changes are reported. */

@@ -288,85 +288,107 @@ export function createFetchClient(
   poolFor: (origin: string) => OriginPoolOptions,
   options: FetchClientOptions = {},
 ): UpstreamClient {
-  const maxBufferedBodyBytes = options.maxBufferedBodyBytes ?? 1024 * 1024;
-  const clients = new Map<string, Deno.HttpClient>();
-  let closed = false;
-
-  function clientFor(origin: string): Deno.HttpClient {
-    let client = clients.get(origin);
-    if (client === undefined) {
-      const pool = poolFor(origin);
-      client = Deno.createHttpClient({
-        poolMaxIdlePerHost: pool.maxIdlePerHost,
-        poolIdleTimeout: pool.idleTimeoutMs,
-        // HTTP/1.1 to upstreams: plain-text h2c is not negotiated and a proxy gains nothing
-        // from h2 multiplexing on loopback-like links, while keep-alive reuse is what counts.
-        http2: false,
-        caCerts: options.caCerts,
-      });
-      clients.set(origin, client);
-    }
-    return client;
-  }
-
+  const client: FetchClientState = {
+    clients: new Map(),
+    closed: false,
+    poolFor,
+    caCerts: options.caCerts,
+    maxBufferedBodyBytes: options.maxBufferedBodyBytes ?? 1024 * 1024,
+  };
   return {
-    async send(request) {
-      if (closed) throw new UpstreamError("unreachable", "the upstream client is closed");
-      checkUpstreamRequest(request);
-      const prepared = prepareHeaders(request);
-      let body = request.body;
-      // An empty body is no body: fetch would refuse it on GET/HEAD and drop its header anyway.
-      if (body instanceof Uint8Array && body.length === 0 && !isBodyMethod(request.method)) {
-        body = null;
-      }
-      if (body instanceof ReadableStream && prepared.declaredLength === 0) {
-        await body.cancel().catch(() => {});
-        body = null;
-      }
-      const url = refuseAltered(request, body !== null);
-      const { signal } = request;
-      if (signal.aborted) throw classifyUpstreamFailure(signal.reason, signal);
-
-      let recorded: ReturnType<typeof recordingBody> | null = null;
-      if (body instanceof ReadableStream) {
-        const length = prepared.declaredLength;
-        if (length !== null && length <= maxBufferedBodyBytes) {
-          body = await readDeclared(body, length, signal);
-        } else {
-          recorded = recordingBody(body);
-          body = recorded.stream;
-        }
-      }
-
-      let response: Response;
-      try {
-        response = await fetch(url, {
-          method: request.method,
-          headers: prepared.headers,
-          body,
-          signal,
-          redirect: "manual",
-          client: clientFor(request.origin),
-        });
-      } catch (error) {
-        const bodyFailure = recorded?.failure() ?? null;
-        if (bodyFailure !== null) {
-          const clientError = findClientError(bodyFailure);
-          if (clientError !== null) throw clientError;
-          if (!signal.aborted) {
-            throw new UpstreamError("unreachable", "the request body failed", bodyFailure);
-          }
-        }
-        throw classifyUpstreamFailure(error, signal);
-      }
-      return consistentResponse(response, prepared, request);
-    },
+    send: (request) => send(client, request),
     close() {
-      closed = true;
-      for (const client of clients.values()) client.close();
-      clients.clear();
+      client.closed = true;
+      for (const httpClient of client.clients.values()) httpClient.close();
+      client.clients.clear();
     },
   };
+}
+
+/** One fetch client's pools and settings. */
+interface FetchClientState {
+  /** One `Deno.HttpClient` (one pool) per origin. */
+  readonly clients: Map<string, Deno.HttpClient>;
+  closed: boolean;
+  readonly poolFor: (origin: string) => OriginPoolOptions;
+  readonly caCerts: string[] | undefined;
+  readonly maxBufferedBodyBytes: number;
+}
+
+function httpClientFor(client: FetchClientState, origin: string): Deno.HttpClient {
+  let httpClient = client.clients.get(origin);
+  if (httpClient === undefined) {
+    const pool = client.poolFor(origin);
+    httpClient = Deno.createHttpClient({
+      poolMaxIdlePerHost: pool.maxIdlePerHost,
+      poolIdleTimeout: pool.idleTimeoutMs,
+      // HTTP/1.1 to upstreams: plain-text h2c is not negotiated and a proxy gains nothing
+      // from h2 multiplexing on loopback-like links, while keep-alive reuse is what counts.
+      http2: false,
+      caCerts: client.caCerts,
+    });
+    client.clients.set(origin, httpClient);
+  }
+  return httpClient;
+}
+
+async function send(client: FetchClientState, request: UpstreamRequest): Promise<Response> {
+  if (client.closed) throw new UpstreamError("unreachable", "the upstream client is closed");
+  checkUpstreamRequest(request);
+  const prepared = prepareHeaders(request);
+  let body = request.body;
+  // An empty body is no body: fetch would refuse it on GET/HEAD and drop its header anyway.
+  if (body instanceof Uint8Array && body.length === 0 && !isBodyMethod(request.method)) {
+    body = null;
+  }
+  if (body instanceof ReadableStream && prepared.declaredLength === 0) {
+    await body.cancel().catch(() => {});
+    body = null;
+  }
+  const url = refuseAltered(request, body !== null);
+  const { signal } = request;
+  if (signal.aborted) throw classifyUpstreamFailure(signal.reason, signal);
+
+  let recorded: ReturnType<typeof recordingBody> | null = null;
+  if (body instanceof ReadableStream) {
+    const length = prepared.declaredLength;
+    if (length !== null && length <= client.maxBufferedBodyBytes) {
+      body = await readDeclared(body, length, signal);
+    } else {
+      recorded = recordingBody(body);
+      body = recorded.stream;
+    }
+  }
+
+  let response: Response;
+  try {
+    response = await fetch(url, {
+      method: request.method,
+      headers: prepared.headers,
+      body,
+      signal,
+      redirect: "manual",
+      client: httpClientFor(client, request.origin),
+    });
+  } catch (error) {
+    throw failureOf(error, recorded?.failure() ?? null, signal);
+  }
+  return consistentResponse(response, prepared, request);
+}
+
+/**
+ * What a failed fetch is: the request body's own failure first (the client's fault, or the
+ * upstream's when it stopped reading), else what fetch threw.
+ */
+function failureOf(error: unknown, bodyFailure: unknown, signal: AbortSignal): Error {
+  if (bodyFailure !== null) {
+    const clientError = findClientError(bodyFailure);
+    if (clientError !== null) return clientError;
+    if (!signal.aborted) {
+      return new UpstreamError("unreachable", "the request body failed", bodyFailure);
+    }
+  }
+  return classifyUpstreamFailure(error, signal);
 }
 
 /** POST, PUT and PATCH keep an empty body (fetch then sends `content-length: 0`). */

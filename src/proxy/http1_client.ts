@@ -19,6 +19,7 @@
  *
  * @module
  */
+import { abortable } from "../async/abortable.ts";
 import { ClientError, findClientError } from "./client_error.ts";
 import { type IdleWatch, watchIdle } from "./_idle_watch.ts";
 import {
@@ -269,9 +270,8 @@ function connect(
   const connecting: Promise<Deno.Conn> = origin.tls
     ? Deno.connectTls({ hostname: origin.hostname, port: origin.port, caCerts })
     : Deno.connect({ hostname: origin.hostname, port: origin.port });
-  return new Promise((resolve, reject) => {
-    const onAbort = () => {
-      reject(signal.reason);
+  return abortable(connecting, signal).catch((error) => {
+    if (signal.aborted) {
       connecting.then((conn) => {
         try {
           conn.close();
@@ -279,17 +279,8 @@ function connect(
           // closed already
         }
       }, () => {});
-    };
-    if (signal.aborted) return onAbort();
-    signal.addEventListener("abort", onAbort, { once: true });
-    connecting.then((conn) => {
-      // When aborted, onAbort already rejected and closes this socket.
-      signal.removeEventListener("abort", onAbort);
-      if (!signal.aborted) resolve(conn);
-    }, (error) => {
-      signal.removeEventListener("abort", onAbort);
-      reject(error);
-    });
+    }
+    throw error;
   });
 }
 
@@ -680,300 +671,381 @@ export function createHttp1Client(
   poolFor: (origin: string) => OriginPoolOptions,
   options: Http1ClientOptions = {},
 ): Http1Client {
-  const pools = new Map<string, OriginPool>();
-  let closed = false;
-
-  function poolOf(origin: string): OriginPool {
-    let pool = pools.get(origin);
-    if (pool === undefined) {
-      pool = new OriginPool(parseOrigin(origin), poolFor(origin));
-      pools.set(origin, pool);
-    }
-    return pool;
-  }
-
-  async function fresh(pool: OriginPool, signal: AbortSignal): Promise<Connection> {
-    const conn = await connect(pool.origin, signal, options.caCerts);
-    if (!pool.origin.tls) {
-      try {
-        (conn as Deno.TcpConn).setNoDelay(true);
-      } catch {
-        // not a TCP socket
-      }
-    }
-    const connection = new Connection(conn, pool);
-    if (closed) {
-      connection.destroy();
-      throw new UpstreamError("unreachable", "the upstream client is closed");
-    }
-    pool.open.add(connection);
-    return connection;
-  }
-
-  /** The request head and body framing; throws a ClientError before any connection is taken. */
-  function prepare(request: UpstreamRequest, origin: Origin) {
-    checkUpstreamRequest(request);
-    const body = request.body;
-    let framing: string | null = null;
-    let fixedLength: number | null = null;
-    if (body instanceof Uint8Array) {
-      framing = `content-length: ${body.length}\r\n`;
-    } else if (body !== null) {
-      fixedLength = declaredLength(request.headers);
-      framing = fixedLength === null
-        ? "transfer-encoding: chunked\r\n"
-        : `content-length: ${fixedLength}\r\n`;
-    } else if (WITH_EMPTY_BODY.has(request.method)) {
-      framing = "content-length: 0\r\n";
-    }
-    return { head: encodeHead(serializeHead(request, origin, framing)), fixedLength };
-  }
-
-  async function exchange(
-    connection: Connection,
-    request: UpstreamRequest,
-    prepared: { head: Uint8Array; fixedLength: number | null },
-  ): Promise<Response> {
-    const { signal } = request;
-    const pool = connection.pool;
-    const body = request.body;
-    const { head, fixedLength } = prepared;
-
-    // From here on an abort destroys the socket; every pending read or write then fails.
-    let settled = false;
-    let bodyReader: ReadableStreamBYOBReader | ReadableStreamDefaultReader<Uint8Array> | null =
-      null;
-    const onAbort = () => {
-      connection.destroy();
-      bodyReader?.cancel(signal.reason).catch(() => {});
-    };
-    signal.addEventListener("abort", onAbort, { once: true });
-    const detach = () => {
-      if (settled) return;
-      settled = true;
-      signal.removeEventListener("abort", onAbort);
-    };
-
-    let requestSent = false;
-    let bodyFailure: unknown = null;
-    /** What a failure is, once the request body's own failure is taken into account. */
-    const blame = (error: unknown): unknown => {
-      if (bodyFailure === null) return error;
-      const clientError = findClientError(bodyFailure);
-      if (clientError !== null) return clientError;
-      if (signal.aborted) return error;
-      return new UpstreamError("unreachable", "the request body failed", bodyFailure);
-    };
-    try {
-      if (body instanceof Uint8Array) {
-        const bytes = body.length <= 64 * 1024 ? concat(head, body) : null;
-        try {
-          if (bytes !== null) await connection.writeAll(bytes);
-          else {
-            await connection.writeAll(head);
-            await connection.writeAll(body);
-          }
-        } catch (error) {
-          throw new NoResponseError("write failed", { cause: error });
-        }
-        requestSent = true;
-      } else if (body !== null) {
-        try {
-          await connection.writeAll(head);
-        } catch (error) {
-          throw new NoResponseError("write failed", { cause: error });
-        }
-        let byob = true;
-        try {
-          bodyReader = body.getReader({ mode: "byob" });
-        } catch {
-          byob = false;
-          bodyReader = body.getReader();
-        }
-        const reader = bodyReader;
-        pumpBody(connection, reader, byob, fixedLength).then(() => {
-          requestSent = true;
-        }, (error) => {
-          bodyFailure = error instanceof BodySourceError ? error.cause : error;
-          reader.cancel(error).catch(() => {});
-          connection.destroy();
-        });
-      } else {
-        try {
-          await connection.writeAll(head);
-        } catch (error) {
-          throw new NoResponseError("write failed", { cause: error });
-        }
-        requestSent = true;
-      }
-
-      let responseHead: ResponseHead;
-      let interim = 0;
-      while (true) {
-        try {
-          responseHead = await readHead(connection);
-        } catch (error) {
-          if (interim > 0 && error instanceof NoResponseError) {
-            throw new ProtocolError("connection closed after an interim response");
-          }
-          throw error;
-        }
-        if (responseHead.status >= 200) break;
-        if (responseHead.status === 101) throw new ProtocolError("unexpected 101 upgrade");
-        if (responseHead.status < 100) throw new ProtocolError("invalid status");
-        if (++interim > MAX_INTERIM_RESPONSES) throw new ProtocolError("too many 1xx responses");
-      }
-      if (responseHead.status > 599) throw new ProtocolError("invalid status");
-
-      const { status } = responseHead;
-      const bodyless = request.method === "HEAD" || status === 204 || status === 304;
-      let source: BodySource | null;
-      let reusable = responseHead.keepAlive;
-      if (bodyless || (responseHead.contentLength === 0 && !responseHead.chunked)) {
-        source = null;
-      } else if (responseHead.chunked) {
-        source = chunkedSource(connection);
-      } else if (responseHead.contentLength !== null) {
-        source = lengthSource(connection, responseHead.contentLength);
-      } else {
-        source = closeDelimitedSource(connection);
-        reusable = false;
-      }
-
-      let idle: IdleWatch | null = null;
-      let idleFailure: UpstreamError | null = null;
-      let finished = false;
-      const finish = (clean: boolean) => {
-        if (finished) return;
-        finished = true;
-        idle?.stop();
-        detach();
-        const reuse = clean && reusable && requestSent && bodyFailure === null &&
-          connection.pendingLength === 0 && !connection.closed;
-        if (reuse) pool.release(connection, closed);
-        else connection.destroy();
-        if (!requestSent) bodyReader?.cancel().catch(() => {});
-      };
-
-      const init = { status, statusText: responseHead.statusText, headers: responseHead.headers };
-      if (source === null) {
-        // An upstream that answered before the request body was sent in full loses the
-        // connection (finish sees requestSent false), which also stops the body pump.
-        finish(true);
-        return new Response(null, init);
-      }
-      const length = responseHead.contentLength;
-      if (!responseHead.chunked && length !== null && length <= connection.pendingLength) {
-        // The whole body came with the head: hand it over as bytes, which a server writes
-        // without a JavaScript stream, and free the connection at once.
-        const bytes = connection.take(length);
-        finish(true);
-        return new Response(bytes, init);
-      }
-      const bodySource = source;
-      const idleTimeoutMs = request.bodyIdleTimeoutMs;
-      if (idleTimeoutMs !== undefined) {
-        idle = watchIdle(idleTimeoutMs, () => {
-          idleFailure = new UpstreamError(
-            "timeout",
-            `no response body bytes for ${idleTimeoutMs} ms`,
-          );
-          // Fails the outstanding socket read, which errors the stream below.
-          connection.destroy();
-        });
-      }
-      const failure = (error: unknown): unknown =>
-        idleFailure ?? blame(classifyUpstreamFailure(error, signal));
-      const stream = new ReadableStream({
-        type: "bytes",
-        async pull(controller) {
-          // A BYOB consumer's view is filled straight from the socket; a default reader gets
-          // owned copies (no autoAllocateChunkSize, so no 64 KiB allocation per read).
-          const byobRequest = controller.byobRequest;
-          const view = byobRequest?.view
-            ? new Uint8Array(
-              byobRequest.view.buffer,
-              byobRequest.view.byteOffset,
-              byobRequest.view.byteLength,
-            )
-            : null;
-          idle?.waiting();
-          try {
-            const bytes = await bodySource.read(view);
-            idle?.delivered();
-            if (bytes === null) {
-              finish(true);
-              controller.close();
-              byobRequest?.respond(0);
-              return;
-            }
-            if (byobRequest) byobRequest.respond(bytes.length);
-            else controller.enqueue(bytes as Uint8Array<ArrayBuffer>);
-            if (bodySource.atEnd()) {
-              finish(true);
-              controller.close();
-            }
-          } catch (error) {
-            idle?.delivered();
-            finish(false);
-            controller.error(failure(error));
-          }
-        },
-        cancel() {
-          finish(false);
-        },
-      }) as ReadableStream<Uint8Array>;
-      return new Response(stream, init);
-    } catch (error) {
-      detach();
-      connection.destroy();
-      bodyReader?.cancel(error).catch(() => {});
-      throw blame(error);
-    }
-  }
-
+  const client: ClientState = {
+    pools: new Map(),
+    closed: false,
+    poolFor,
+    caCerts: options.caCerts,
+  };
   return {
-    async send(request) {
-      if (closed) throw new UpstreamError("unreachable", "the upstream client is closed");
-      const pool = poolOf(request.origin);
-      const prepared = prepare(request, pool.origin);
-      const { signal } = request;
-      if (signal.aborted) throw classifyUpstreamFailure(signal.reason, signal);
-      const replayable = request.body === null || request.body instanceof Uint8Array;
-      let retried = false;
-      while (true) {
-        const pooled = retried ? null : pool.take();
-        let connection: Connection;
-        try {
-          connection = pooled ?? await fresh(pool, signal);
-        } catch (error) {
-          throw classifyUpstreamFailure(error, signal);
-        }
-        try {
-          return await exchange(connection, request, prepared);
-        } catch (error) {
-          if (error instanceof ClientError) throw error;
-          if (
-            error instanceof NoResponseError && pooled !== null && replayable && !signal.aborted &&
-            !closed
-          ) {
-            // A stale keep-alive connection: the peer closed it while it was idle.
-            retried = true;
-            continue;
-          }
-          throw classifyUpstreamFailure(error, signal);
-        }
-      }
-    },
+    send: (request) => send(client, request),
     close() {
-      closed = true;
-      for (const pool of pools.values()) pool.closeAll();
-      pools.clear();
+      client.closed = true;
+      for (const pool of client.pools.values()) pool.closeAll();
+      client.pools.clear();
     },
     openConnections() {
       let count = 0;
-      for (const pool of pools.values()) count += pool.open.size;
+      for (const pool of client.pools.values()) count += pool.open.size;
       return count;
     },
   };
+}
+
+/** One client's pools and settings. */
+interface ClientState {
+  readonly pools: Map<string, OriginPool>;
+  closed: boolean;
+  readonly poolFor: (origin: string) => OriginPoolOptions;
+  readonly caCerts: string[] | undefined;
+}
+
+/** The request head and body framing, prepared before any connection is taken. */
+interface PreparedRequest {
+  head: Uint8Array;
+  fixedLength: number | null;
+}
+
+async function send(client: ClientState, request: UpstreamRequest): Promise<Response> {
+  if (client.closed) throw new UpstreamError("unreachable", "the upstream client is closed");
+  const pool = poolOf(client, request.origin);
+  const prepared = prepare(request, pool.origin);
+  const { signal } = request;
+  if (signal.aborted) throw classifyUpstreamFailure(signal.reason, signal);
+  const replayable = request.body === null || request.body instanceof Uint8Array;
+  let retried = false;
+  while (true) {
+    const pooled = retried ? null : pool.take();
+    let connection: Connection;
+    try {
+      connection = pooled ?? await fresh(client, pool, signal);
+    } catch (error) {
+      throw classifyUpstreamFailure(error, signal);
+    }
+    try {
+      return await exchange(client, connection, request, prepared);
+    } catch (error) {
+      if (error instanceof ClientError) throw error;
+      if (
+        error instanceof NoResponseError && pooled !== null && replayable && !signal.aborted &&
+        !client.closed
+      ) {
+        // A stale keep-alive connection: the peer closed it while it was idle.
+        retried = true;
+        continue;
+      }
+      throw classifyUpstreamFailure(error, signal);
+    }
+  }
+}
+
+function poolOf(client: ClientState, origin: string): OriginPool {
+  let pool = client.pools.get(origin);
+  if (pool === undefined) {
+    pool = new OriginPool(parseOrigin(origin), client.poolFor(origin));
+    client.pools.set(origin, pool);
+  }
+  return pool;
+}
+
+async function fresh(
+  client: ClientState,
+  pool: OriginPool,
+  signal: AbortSignal,
+): Promise<Connection> {
+  const conn = await connect(pool.origin, signal, client.caCerts);
+  if (!pool.origin.tls) {
+    try {
+      (conn as Deno.TcpConn).setNoDelay(true);
+    } catch {
+      // not a TCP socket
+    }
+  }
+  const connection = new Connection(conn, pool);
+  if (client.closed) {
+    connection.destroy();
+    throw new UpstreamError("unreachable", "the upstream client is closed");
+  }
+  pool.open.add(connection);
+  return connection;
+}
+
+/** The request head and body framing; throws a ClientError before any connection is taken. */
+function prepare(request: UpstreamRequest, origin: Origin): PreparedRequest {
+  checkUpstreamRequest(request);
+  const body = request.body;
+  let framing: string | null = null;
+  let fixedLength: number | null = null;
+  if (body instanceof Uint8Array) {
+    framing = `content-length: ${body.length}\r\n`;
+  } else if (body !== null) {
+    fixedLength = declaredLength(request.headers);
+    framing = fixedLength === null
+      ? "transfer-encoding: chunked\r\n"
+      : `content-length: ${fixedLength}\r\n`;
+  } else if (WITH_EMPTY_BODY.has(request.method)) {
+    framing = "content-length: 0\r\n";
+  }
+  return { head: encodeHead(serializeHead(request, origin, framing)), fixedLength };
+}
+
+/** One request and its response on one connection, and what is known of the request body. */
+interface Exchange {
+  readonly client: ClientState;
+  readonly connection: Connection;
+  readonly request: UpstreamRequest;
+  bodyReader: ReadableStreamBYOBReader | ReadableStreamDefaultReader<Uint8Array> | null;
+  /** The request, body included, went out in full. */
+  requestSent: boolean;
+  /** What the request body stream threw, if it failed. */
+  bodyFailure: unknown;
+  /** Stops listening to the request's signal; idempotent. */
+  detach(): void;
+}
+
+async function exchange(
+  client: ClientState,
+  connection: Connection,
+  request: UpstreamRequest,
+  prepared: PreparedRequest,
+): Promise<Response> {
+  const x = openExchange(client, connection, request);
+  try {
+    await writeRequest(x, prepared);
+    return respond(x, await readFinalHead(connection));
+  } catch (error) {
+    x.detach();
+    connection.destroy();
+    x.bodyReader?.cancel(error).catch(() => {});
+    throw blame(x, error);
+  }
+}
+
+/** From here on an abort destroys the socket; every pending read or write then fails. */
+function openExchange(
+  client: ClientState,
+  connection: Connection,
+  request: UpstreamRequest,
+): Exchange {
+  const { signal } = request;
+  const x: Exchange = {
+    client,
+    connection,
+    request,
+    bodyReader: null,
+    requestSent: false,
+    bodyFailure: null,
+    detach: () => {},
+  };
+  const onAbort = () => {
+    connection.destroy();
+    x.bodyReader?.cancel(signal.reason).catch(() => {});
+  };
+  signal.addEventListener("abort", onAbort, { once: true });
+  let settled = false;
+  x.detach = () => {
+    if (settled) return;
+    settled = true;
+    signal.removeEventListener("abort", onAbort);
+  };
+  return x;
+}
+
+/** What a failure is, once the request body's own failure is taken into account. */
+function blame(x: Exchange, error: unknown): unknown {
+  if (x.bodyFailure === null) return error;
+  const clientError = findClientError(x.bodyFailure);
+  if (clientError !== null) return clientError;
+  if (x.request.signal.aborted) return error;
+  return new UpstreamError("unreachable", "the request body failed", x.bodyFailure);
+}
+
+/** Writes `parts`; a failure means no response can come. */
+async function writeOrNoResponse(connection: Connection, ...parts: Uint8Array[]): Promise<void> {
+  try {
+    for (const part of parts) await connection.writeAll(part);
+  } catch (error) {
+    throw new NoResponseError("write failed", { cause: error });
+  }
+}
+
+/** Sends the head and a buffered body, or starts pumping a streamed one (not awaited). */
+async function writeRequest(x: Exchange, prepared: PreparedRequest): Promise<void> {
+  const { connection } = x;
+  const body = x.request.body;
+  const { head, fixedLength } = prepared;
+  if (body === null) {
+    await writeOrNoResponse(connection, head);
+    x.requestSent = true;
+    return;
+  }
+  if (body instanceof Uint8Array) {
+    if (body.length <= 64 * 1024) await writeOrNoResponse(connection, concat(head, body));
+    else await writeOrNoResponse(connection, head, body);
+    x.requestSent = true;
+    return;
+  }
+  await writeOrNoResponse(connection, head);
+  let byob = true;
+  let reader: ReadableStreamBYOBReader | ReadableStreamDefaultReader<Uint8Array>;
+  try {
+    reader = body.getReader({ mode: "byob" });
+  } catch {
+    byob = false;
+    reader = body.getReader();
+  }
+  x.bodyReader = reader;
+  pumpBody(connection, reader, byob, fixedLength).then(() => {
+    x.requestSent = true;
+  }, (error) => {
+    x.bodyFailure = error instanceof BodySourceError ? error.cause : error;
+    reader.cancel(error).catch(() => {});
+    connection.destroy();
+  });
+}
+
+/** Reads response heads until the final one, skipping interim (1xx) answers. */
+async function readFinalHead(connection: Connection): Promise<ResponseHead> {
+  let interim = 0;
+  while (true) {
+    let responseHead: ResponseHead;
+    try {
+      responseHead = await readHead(connection);
+    } catch (error) {
+      if (interim > 0 && error instanceof NoResponseError) {
+        throw new ProtocolError("connection closed after an interim response");
+      }
+      throw error;
+    }
+    if (responseHead.status >= 200) {
+      if (responseHead.status > 599) throw new ProtocolError("invalid status");
+      return responseHead;
+    }
+    if (responseHead.status === 101) throw new ProtocolError("unexpected 101 upgrade");
+    if (responseHead.status < 100) throw new ProtocolError("invalid status");
+    if (++interim > MAX_INTERIM_RESPONSES) throw new ProtocolError("too many 1xx responses");
+  }
+}
+
+/** The response for a final head: no body, the whole body at once, or a byte stream. */
+function respond(x: Exchange, responseHead: ResponseHead): Response {
+  const { connection } = x;
+  const { status } = responseHead;
+  const bodyless = x.request.method === "HEAD" || status === 204 || status === 304;
+  let source: BodySource | null;
+  let reusable = responseHead.keepAlive;
+  if (bodyless || (responseHead.contentLength === 0 && !responseHead.chunked)) {
+    source = null;
+  } else if (responseHead.chunked) {
+    source = chunkedSource(connection);
+  } else if (responseHead.contentLength !== null) {
+    source = lengthSource(connection, responseHead.contentLength);
+  } else {
+    source = closeDelimitedSource(connection);
+    reusable = false;
+  }
+  const ending = endOfResponse(x, reusable);
+  const init = { status, statusText: responseHead.statusText, headers: responseHead.headers };
+  if (source === null) {
+    // An upstream that answered before the request body was sent in full loses the
+    // connection (finish sees requestSent false), which also stops the body pump.
+    ending.finish(true);
+    return new Response(null, init);
+  }
+  const length = responseHead.contentLength;
+  if (!responseHead.chunked && length !== null && length <= connection.pendingLength) {
+    // The whole body came with the head: hand it over as bytes, which a server writes
+    // without a JavaScript stream, and free the connection at once.
+    const bytes = connection.take(length);
+    ending.finish(true);
+    return new Response(bytes, init);
+  }
+  return new Response(bodyStream(x, source, ending), init);
+}
+
+/** Ends a response once: the connection goes back to the pool only after a clean end. */
+interface ResponseEnding {
+  /** Cuts the body when it stalls (`bodyIdleTimeoutMs`), once the stream exists. */
+  idle: IdleWatch | null;
+  finish(clean: boolean): void;
+}
+
+function endOfResponse(x: Exchange, reusable: boolean): ResponseEnding {
+  const { connection } = x;
+  let finished = false;
+  const ending: ResponseEnding = {
+    idle: null,
+    finish(clean) {
+      if (finished) return;
+      finished = true;
+      ending.idle?.stop();
+      x.detach();
+      const reuse = clean && reusable && x.requestSent && x.bodyFailure === null &&
+        connection.pendingLength === 0 && !connection.closed;
+      if (reuse) connection.pool.release(connection, x.client.closed);
+      else connection.destroy();
+      if (!x.requestSent) x.bodyReader?.cancel().catch(() => {});
+    },
+  };
+  return ending;
+}
+
+/** The response body as a byte stream read from the socket, cut when it stalls too long. */
+function bodyStream(
+  x: Exchange,
+  source: BodySource,
+  ending: ResponseEnding,
+): ReadableStream<Uint8Array> {
+  const { connection, request } = x;
+  let idleFailure: UpstreamError | null = null;
+  const idleTimeoutMs = request.bodyIdleTimeoutMs;
+  if (idleTimeoutMs !== undefined) {
+    ending.idle = watchIdle(idleTimeoutMs, () => {
+      idleFailure = new UpstreamError("timeout", `no response body bytes for ${idleTimeoutMs} ms`);
+      // Fails the outstanding socket read, which errors the stream below.
+      connection.destroy();
+    });
+  }
+  const failure = (error: unknown): unknown =>
+    idleFailure ?? blame(x, classifyUpstreamFailure(error, request.signal));
+  return new ReadableStream({
+    type: "bytes",
+    async pull(controller) {
+      // A BYOB consumer's view is filled straight from the socket; a default reader gets
+      // owned copies (no autoAllocateChunkSize, so no 64 KiB allocation per read).
+      const byobRequest = controller.byobRequest;
+      const view = byobRequest?.view
+        ? new Uint8Array(
+          byobRequest.view.buffer,
+          byobRequest.view.byteOffset,
+          byobRequest.view.byteLength,
+        )
+        : null;
+      const { idle } = ending;
+      idle?.waiting();
+      try {
+        const bytes = await source.read(view);
+        idle?.delivered();
+        if (bytes === null) {
+          ending.finish(true);
+          controller.close();
+          byobRequest?.respond(0);
+          return;
+        }
+        if (byobRequest) byobRequest.respond(bytes.length);
+        else controller.enqueue(bytes as Uint8Array<ArrayBuffer>);
+        if (source.atEnd()) {
+          ending.finish(true);
+          controller.close();
+        }
+      } catch (error) {
+        idle?.delivered();
+        ending.finish(false);
+        controller.error(failure(error));
+      }
+    },
+    cancel() {
+      ending.finish(false);
+    },
+  }) as ReadableStream<Uint8Array>;
 }
