@@ -192,7 +192,7 @@ export async function writeResponse(
   const body = response.body;
   if (status === 101) keepAlive = false;
   if (bodyless || body === null) {
-    return await writeWithoutBody(connection, fields, body, bodyless, keepAlive, target);
+    return await writeWithoutBody({ connection, fields, keepAlive, target }, body, bodyless);
   }
 
   let reader: ReadableStreamDefaultReader<Uint8Array>;
@@ -211,8 +211,9 @@ export async function writeResponse(
   // Reading the body may have sent a `100 Continue` (the handler streams the request body
   // back) or not: decide now.
   if (target.body !== null && target.body.continueWithheld) keepAlive = false;
-  if (gathered.ended) return await writeWhole(connection, fields, gathered, keepAlive, target);
-  return await writeStreaming(connection, body, reader, fields, gathered, keepAlive, target);
+  const writing = { connection, fields, keepAlive, target };
+  if (gathered.ended) return await writeWhole(writing, gathered);
+  return await writeStreaming(writing, body, reader, gathered);
 }
 
 /** The response's status line and fields, minus the framing fields the server writes itself. */
@@ -256,15 +257,23 @@ function responseFields(response: Response): ResponseFields {
   return fields;
 }
 
+/** One response being written, as far as it was decided before its body. */
+interface Writing {
+  connection: Connection;
+  fields: ResponseFields;
+  /** The connection may carry on after this response (so far). */
+  keepAlive: boolean;
+  target: ResponseTarget;
+}
+
 /** A response with no body to send: HEAD, 1xx, 204, 304, or a null body. */
 async function writeWithoutBody(
-  connection: Connection,
-  fields: ResponseFields,
+  writing: Writing,
   body: ReadableStream<Uint8Array> | null,
   bodyless: boolean,
-  keepAlive: boolean,
-  target: ResponseTarget,
 ): Promise<WriteOutcome> {
+  const { connection, fields, target } = writing;
+  let { keepAlive } = writing;
   const { declared, declaredText } = fields;
   let head = fields.head;
   if (body !== null) body.cancel().catch(() => {});
@@ -302,13 +311,9 @@ async function answerBrokenBody(
 }
 
 /** The whole body is here: one write, with a length we know. */
-async function writeWhole(
-  connection: Connection,
-  fields: ResponseFields,
-  gathered: Gathered,
-  keepAlive: boolean,
-  target: ResponseTarget,
-): Promise<WriteOutcome> {
+async function writeWhole(writing: Writing, gathered: Gathered): Promise<WriteOutcome> {
+  const { connection, fields, target } = writing;
+  let { keepAlive } = writing;
   const { declared, declaredText } = fields;
   let total = gathered.total;
   if (declared >= 0 && total > declared) total = declared;
@@ -322,14 +327,13 @@ async function writeWhole(
 
 /** A body still streaming: its declared length, else chunked (HTTP/1.1) or close-delimited. */
 async function writeStreaming(
-  connection: Connection,
+  writing: Writing,
   body: ReadableStream<Uint8Array>,
   reader: ReadableStreamDefaultReader<Uint8Array>,
-  fields: ResponseFields,
   gathered: Gathered,
-  keepAlive: boolean,
-  target: ResponseTarget,
 ): Promise<WriteOutcome> {
+  const { connection, fields, target } = writing;
+  let { keepAlive } = writing;
   const { declared, declaredText } = fields;
   const closeDelimited = declared < 0 && target.minor === 0;
   const chunked = declared < 0 && !closeDelimited;
