@@ -1,6 +1,6 @@
 /**
  * Responses the gateway makes itself: RFC 9457 problem details with an `x-breakwater-error`
- * header whose value is one of the codes of INTERFACE.md.
+ * header whose value is one of the codes the README lists ("Endpoints and errors").
  *
  * @module
  */

@@ -1,8 +1,8 @@
 /**
- * The configuration file's schema (INTERFACE.md, "Configuration"), validated with zod.
+ * The configuration file's schema (README, "Configuration"), validated with zod.
  *
- * Every number here is a default from the contract. Unknown keys are rejected everywhere so a
- * typo (`"timeoutMS"`) is an error instead of a silently ignored setting.
+ * Every number here is a default the README documents. Unknown keys are rejected everywhere so
+ * a typo (`"timeoutMS"`) is an error instead of a silently ignored setting.
  *
  * @module
  */

@@ -17,7 +17,7 @@ function problemLines(input: unknown): string[] {
   throw new Error("expected a ConfigError");
 }
 
-Deno.test("defaults of INTERFACE.md are filled", () => {
+Deno.test("every documented default is filled", () => {
   const config = parseConfig(minimal);
   assert.deepEqual(config.listen, { hostname: "0.0.0.0", port: 8080 });
   // Envoy's admin port: 9090 is Prometheus's default.

@@ -24,7 +24,7 @@ const request: AccessLogInput = {
   breakerState: "closed",
 };
 
-Deno.test("an access-log line has the fields of the issue and no query string", () => {
+Deno.test("an access-log line has the documented fields and no query string", () => {
   const { logger, lines, parsed } = capture({ level: "info" });
   logAccess(logger, request);
   assert.equal(lines.length, 1);
