@@ -16,6 +16,8 @@
  * @module
  */
 import type { Gateway } from "./app.ts";
+import { deadline, DeadlineError } from "./async/deadline.ts";
+import { delay } from "./async/delay.ts";
 import {
   configPathFor,
   explainMissingPermission,
@@ -274,20 +276,19 @@ async function shutdown(
   }, config.shutdown.drainDelayMs + config.shutdown.timeoutMs + 5000);
   Deno.unrefTimer(hardStop);
   gateway.drain();
-  const deadline = Date.now() + config.shutdown.timeoutMs;
+  const deadlineAt = Date.now() + config.shutdown.timeoutMs;
   if (config.shutdown.drainDelayMs > 0) {
     // Time for load balancers to see /readyz fail before the listener goes away.
-    await new Promise((resolve) => setTimeout(resolve, config.shutdown.drainDelayMs));
+    await delay(config.shutdown.drainDelayMs);
   }
-  const remainingMs = Math.max(0, deadline - Date.now());
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const finished = await Promise.race([
-    servers.public.shutdown().then(() => true),
-    new Promise<boolean>((resolve) => {
-      timer = setTimeout(() => resolve(false), remainingMs);
-    }),
-  ]);
-  clearTimeout(timer);
+  const remainingMs = Math.max(0, deadlineAt - Date.now());
+  const finished = await deadline(servers.public.shutdown(), remainingMs).then(
+    () => true,
+    (error) => {
+      if (error instanceof DeadlineError) return false;
+      throw error;
+    },
+  );
   if (!finished) {
     logger.warn("shutdown timeout passed with requests in flight", {
       inFlight: gateway.inFlight(),
