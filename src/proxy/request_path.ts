@@ -14,113 +14,36 @@
  *
  * @module
  */
-import type { GatewayErrorCode } from "../problem.ts";
-import { problemResponse } from "../problem.ts";
+import { type GatewayErrorCode, problemResponse } from "../problem.ts";
 import { isRetryableRequest } from "../retry/policy.ts";
-import type { EscapedSlashes } from "../routing/normalize_path.ts";
 import { targetOfUrl } from "../routing/request_target.ts";
 import { resolveRoute, type Routed, type Unroutable } from "../routing/resolve_route.ts";
-import type { RouteMatcher } from "../routing/route_table.ts";
-import type { GatewayTracing, ServerSpanHandle } from "../telemetry/tracing.ts";
-import { type AdmissionControl, type AdmissionTicket, admissionTicket } from "./admission.ts";
+import type { ServerSpanHandle } from "../telemetry/tracing.ts";
+import { type AdmissionTicket, admissionTicket } from "./admission.ts";
 import { type AttemptScope, openAttemptScope } from "./attempt_scope.ts";
 import { type ProxyObserver, type SendResult, sendWithRetries } from "./attempts.ts";
-import type { DeadlineScheduler } from "./deadlines.ts";
 import { checkRequest } from "./edge_checks.ts";
 import { upstreamRequestHeaders } from "./headers.ts";
-import { acquireBoth, type Limiter, LimiterRejectedError, type Release } from "./limiter.ts";
+import { acquireBoth, LimiterRejectedError, type Release } from "./limiter.ts";
 import { prepareBody } from "./outgoing_body.ts";
+import type {
+  ConnectionFacts,
+  IncomingRequest,
+  RequestPath,
+  RequestPathDeps,
+  ServedRequest,
+} from "./request_path_types.ts";
 import type { ServiceRuntime } from "./service_runtime.ts";
 import { streamResponse } from "./stream_response.ts";
 
-export type { ProxyObserver };
-
-/**
- * What the server knows about a request beyond the `Request` (the gateway's own server passes
- * all of it; `Deno.serve` passes `remoteAddr` and `completed`).
- */
-export interface ConnectionFacts {
-  /** The peer. */
-  remoteAddr?: Deno.NetAddr;
-  /** Settles when the response was fully written (or the connection died). */
-  completed?: Promise<void>;
-  /** The request target exactly as sent; the path is taken from it, never from `Host`. */
-  target?: string;
-  /** The method exactly as sent (a `Request` normalises some and refuses others). */
-  method?: string;
-  /** The body exactly as sent (a `Request` refuses one on GET and HEAD). */
-  body?: ReadableStream<Uint8Array> | null;
-}
-
-/** A request as the public app hands it over. */
-export interface IncomingRequest {
-  /** The client's request (headers, abort signal, and the body when `facts` has none). */
-  raw: Request;
-  /** The gateway's `X-Request-Id` for it. */
-  requestId: string;
-  /** What the server knows beyond the `Request`. */
-  facts?: ConnectionFacts;
-}
-
-/** One finished request, for the record phase. */
-export interface ServedRequest {
-  /** The method as received. */
-  method: string;
-  /** `http` or `https`, as the client spoke to the gateway. */
-  scheme: string;
-  /** The normalised path that was routed; empty when routing never got that far. */
-  path: string;
-  /** The owning service, or null. */
-  service: ServiceRuntime | null;
-  /** The status sent. */
-  status: number;
-  /** From receiving to the response head, in milliseconds. */
-  durationMs: number;
-  /** The origin of the last attempt, or null when none was made. */
-  upstream: string | null;
-  /** The request id. */
-  requestId: string;
-  /** The gateway's own error code, when it answered itself. */
-  error?: GatewayErrorCode;
-  /** The request's server span, when tracing is on. */
-  span: ServerSpanHandle | null;
-}
-
-/** The parts the request path works with. */
-export interface RequestPathDeps {
-  /** Finds the service that owns a path. */
-  match: RouteMatcher<ServiceRuntime>;
-  /** `defaults.escapedSlashes`: for a path no service owns before it is decoded. */
-  escapedSlashes: EscapedSlashes;
-  /** `limits.maxBodyBytes`. */
-  maxBodyBytes: number;
-  /** The fleet breaker. */
-  breaker: AdmissionControl;
-  /** The gateway-wide in-flight cap. */
-  globalLimiter: Limiter;
-  /** Request deadlines, on the `now` clock. */
-  deadlines: DeadlineScheduler;
-  /** Monotonic milliseconds. */
-  now: () => number;
-  /** Uniform draw in [0, 1) for jitter. */
-  random: () => number;
-  /** True once the gateway is shutting down: new requests are answered 503 `draining`. */
-  draining: () => boolean;
-  /** Metrics of refusals, attempts and retries. */
-  observer: ProxyObserver;
-  /** Opens each request's server span (null when tracing is off). */
-  tracing: Pick<GatewayTracing, "startServer">;
-  /** The record phase's sink: traffic, metrics, the access log. */
-  onServed: (served: ServedRequest) => void;
-}
-
-/** The request path of a gateway. */
-export interface RequestPath {
-  /** Takes one request through every phase; resolves with the response to send. */
-  handle(request: IncomingRequest): Promise<Response>;
-  /** Requests between routing and the response head right now. */
-  inFlight(): number;
-}
+export type {
+  ConnectionFacts,
+  IncomingRequest,
+  ProxyObserver,
+  RequestPath,
+  RequestPathDeps,
+  ServedRequest,
+};
 
 /**
  * Creates the request path.
