@@ -24,22 +24,65 @@
  * to `kvTimeoutMs`; any failure flips the instance to degraded, and a later successful re-sync
  * rejoins the fleet.
  *
+ * How the trip stays bounded as the fleet grows (`hold.ts` has the reasoning and the figures):
+ * a failure holds this instance's calls to the service until the fleet has counted it (the
+ * hold-back), and every failure report rewrites the service's pulse key, which instances read
+ * with the records (and watch, where watch works) so they read the fleet's count at once.
+ *
+ * Every fleet transition and operator action is written to the audit timeline (`audit.ts`) in
+ * the same commit as the change.
+ *
  * @module
  */
 import type { BreakerConfig } from "../config/schema.ts";
 import {
+  type AuditEntry,
+  type AuditKind,
+  clampLimit,
+  cleanLabel,
+  createLocalAudit,
+  DEFAULT_AUDIT_RETENTION_MS,
+  forceKind,
+  type LocalAudit,
+  recentAudit,
+  rememberAudit,
+} from "./audit.ts";
+import type { FleetKvAccess, FleetKvCompanion } from "./companion.ts";
+import {
   addOwnFailure,
+  confirmFailures,
   createFleetCounts,
   dropUnreported,
   type FleetCounts,
   fleetFailuresInWindow,
+  holdUntilCounted,
   knownTotalReached,
   noteWindowRead,
+  othersInWindow,
+  readRound,
   reportRound,
   resetFleetCounts,
+  unconfirmed,
+  type WindowRead,
 } from "./fleet_counts.ts";
+import {
+  activityDue,
+  activityKnown,
+  createFleetActivity,
+  exchangeActivity,
+  type FleetActivity,
+  othersSending,
+} from "./fleet_activity.ts";
+import { HOLD_RETRY_AFTER_MS, HOT_MS, MAX_SETTLE_MS, nearThreshold } from "./hold.ts";
 import { createKvSession, type KvSession } from "./kv_session.ts";
-import type { BreakerStore, Lease, StoredEntry, TransitionResult } from "./kv_store.ts";
+import type {
+  AuditNote,
+  BreakerStore,
+  Lease,
+  Pulse,
+  StoredEntry,
+  TransitionResult,
+} from "./kv_store.ts";
 import {
   countLocalFailure,
   createLocalBreaker,
@@ -100,6 +143,14 @@ export interface FleetBreakerOptions {
    * `getMany` every 10 ms during one costs little. Quiet instances keep `syncIntervalMs`.
    */
   alertSyncIntervalMs?: number;
+  /**
+   * True when `kv.watch` delivers other instances' writes (a KV Connect server, Deno Deploy's
+   * KV). Then records and pulses arrive by watch at once, so an outage does not switch this
+   * instance to fast polling (which would load a remote KV with a read every
+   * `alertSyncIntervalMs` per instance just when it is busiest). Default false: a SQLite file
+   * shared by processes, whose watch does not see the other processes.
+   */
+  watchIsShared?: boolean;
   /** A KV call slower than this counts as KV trouble -> degraded. Default 1000. */
   kvTimeoutMs?: number;
   /** Called for every state change this instance observes (metrics, logs). Must not throw. */
@@ -119,6 +170,36 @@ export interface FleetBreakerOptions {
   reopenIntervalMs?: number;
   /** Wraps the KV store (tests count its calls with it). */
   wrapStore?: (store: BreakerStore) => BreakerStore;
+  /**
+   * Hold-back (default true): a failure that, with one more from every other instance sending
+   * to the service, would take the fleet's known total to `failureThreshold` stops this
+   * instance's new calls to the service until the fleet has counted it (one KV report and
+   * read). A fleet of any size then adds about one failure per instance before the trip
+   * reaches it. The cost: while such a failure is being counted (about one KV round trip), the
+   * service's other requests on this instance are answered 503 `breaker_open` (state
+   * `half_open`). An instance alone with the service never holds. See `hold.ts`.
+   */
+  holdBack?: boolean;
+  /** How often the services each instance is sending to are exchanged. Default 1000. */
+  activityIntervalMs?: number;
+  /**
+   * Called for every audit entry this instance makes (fleet transitions it committed, probes it
+   * won, operator actions through it), for the log. Must not throw.
+   */
+  onAudit?: (entry: AuditEntry) => void;
+  /** How long audit entries stay in KV. Default 7 days. */
+  auditRetentionMs?: number;
+  /**
+   * The fleet retry budgets (`createFleetRetryBudgets` in `src/retry/fleet_budget.ts`): they
+   * exchange their counts through this breaker's KV session, in its rhythm.
+   */
+  retryBudgets?: FleetKvCompanion;
+}
+
+/** Options of {@link FleetBreaker.force}. */
+export interface ForceOptions {
+  /** Who asks, for the audit timeline (a user, a tool). Default "admin". */
+  by?: string;
 }
 
 /** The fleet-shared breakers of all services of one gateway instance. */
@@ -133,8 +214,18 @@ export interface FleetBreaker {
   view(service: string): BreakerView;
   /** Every service's breaker now, in configuration order. */
   views(): BreakerView[];
-  /** Operator action for the whole fleet: "open" -> forced_open, "close" -> forced_closed, "reset" -> closed with a new generation and no force. While degraded it applies to this instance only (the view says `degraded`). */
-  force(service: string, action: "open" | "close" | "reset"): Promise<BreakerView>;
+  /** Operator action for the whole fleet: "open" -> forced_open, "close" -> forced_closed, "reset" -> closed with a new generation and no force. Recorded in the audit timeline with `options.by` (default "admin"). While degraded it applies to this instance only (the view says `degraded`; the audit entry is only logged). */
+  force(
+    service: string,
+    action: "open" | "close" | "reset",
+    options?: ForceOptions,
+  ): Promise<BreakerView>;
+  /**
+   * The audit timeline, newest first: operator actions and fleet transitions (trip, probe,
+   * reopen, close) of `service` (or of every service), at most `limit` (default 100, at most
+   * 1000). Read from KV; while KV is unavailable, the entries this instance made.
+   */
+  audit(service?: string, limit?: number): Promise<AuditEntry[]>;
   /** True while KV is unavailable/slow and local breakers are in charge. */
   degraded(): boolean;
   /** Stops timers and watches. Does NOT close the kv handle (the owner does). Idempotent. */
@@ -174,7 +265,24 @@ interface ServiceBreaker {
   lastState: BreakerState;
   /** The admission every non-probe request gets (allocated once per change). */
   pass: Granted;
+  /** Hold-back: our failures are being counted by the fleet; new calls wait (see hold.ts). */
+  holding: boolean;
+  /** Until then (epoch ms) the fleet may be tripping: the window is re-read at every re-sync. */
+  hotUntilMs: number;
+  /** The versionstamp of the last pulse seen. */
+  pulseVersion: string | null;
+  /** A compare-and-set opening the fleet record is in flight. */
+  tripping: boolean;
+  /** An attempt was recorded since the last activity exchange (see fleet_activity.ts). */
+  busy: boolean;
 }
+
+/** The rejection of a request while a failure is being counted (allocated once). */
+const HELD: Admission = Object.freeze({
+  allowed: false,
+  retryAfterMs: HOLD_RETRY_AFTER_MS,
+  state: "half_open",
+});
 
 /** One gateway instance's breaker: its services, its KV session, its settings. */
 interface Fleet {
@@ -183,6 +291,11 @@ interface Fleet {
   readonly random: () => number;
   readonly probeLeaseMs: number;
   readonly onTransition: ((event: TransitionEvent) => void) | undefined;
+  readonly onAudit: ((entry: AuditEntry) => void) | undefined;
+  readonly holdBack: boolean;
+  readonly activity: FleetActivity;
+  readonly auditRetentionMs: number;
+  readonly localAudit: LocalAudit;
   readonly services: Map<string, ServiceBreaker>;
   /** Service names in configuration order. */
   readonly names: readonly string[];
@@ -214,6 +327,8 @@ export function createFleetBreaker(options: FleetBreakerOptions): FleetBreaker {
     services.set(name, createServiceBreaker(name, policy, probeLeaseMs, syncIntervalMs));
   }
   const names = [...services.keys()];
+  const auditRetentionMs = options.auditRetentionMs ?? DEFAULT_AUDIT_RETENTION_MS;
+  const companion = options.retryBudgets;
   const session = createKvSession({
     kv: options.kv,
     reopenKv: options.reopenKv,
@@ -222,16 +337,28 @@ export function createFleetBreaker(options: FleetBreakerOptions): FleetBreaker {
     now,
     random,
     syncIntervalMs,
-    alertSyncIntervalMs: Math.min(syncIntervalMs, options.alertSyncIntervalMs ?? 10),
+    alertSyncIntervalMs: options.watchIsShared
+      ? syncIntervalMs
+      : Math.min(syncIntervalMs, options.alertSyncIntervalMs ?? 10),
     kvTimeoutMs: options.kvTimeoutMs ?? 1000,
     reopenIntervalMs: options.reopenIntervalMs ?? 1000,
+    auditRetentionMs,
     wrapStore: options.wrapStore,
     onEntry: (name, entry) => adopt(fleet, services.get(name)!, entry),
     onDegraded: () => carryOutagesLocally(fleet),
     onRejoin: () => {
       // Versionstamps from before the trouble may come from another handle (or another store
       // behind the same path): accept whatever KV says now.
-      for (const service of services.values()) service.fleetVersion = null;
+      for (const service of services.values()) {
+        service.fleetVersion = null;
+        service.pulseVersion = null;
+      }
+    },
+    onSync: async () => {
+      // Where watch is shared, pulses arrive by watch and each starts its own read.
+      if (!options.watchIsShared) await readHotWindows(fleet);
+      await exchangeBusy(fleet);
+      if (companion !== undefined) await companion.sync();
     },
   });
   const fleet: Fleet = {
@@ -240,20 +367,38 @@ export function createFleetBreaker(options: FleetBreakerOptions): FleetBreaker {
     random,
     probeLeaseMs,
     onTransition: options.onTransition,
+    onAudit: options.onAudit,
+    holdBack: options.holdBack ?? true,
+    activity: createFleetActivity(options.activityIntervalMs ?? 1000),
+    auditRetentionMs,
+    localAudit: createLocalAudit(),
     services,
     names,
     session,
   };
   for (const service of services.values()) refresh(fleet, service);
+  const access: FleetKvAccess = {
+    instanceId: options.instanceId,
+    now,
+    active: () => session.active(),
+    call: (operation) => session.callKv(operation),
+  };
   return {
-    start: () => session.start(),
+    start() {
+      companion?.attach(access);
+      return session.start();
+    },
     admit: (name) => admit(fleet, name),
     record: (name, admission, outcome) => record(fleet, name, admission, outcome),
     view: (name) => view(fleet, name),
     views: () => names.map((name) => view(fleet, name)),
-    force: (name, action) => force(fleet, name, action),
+    force: (name, action, forceOptions) => force(fleet, name, action, forceOptions?.by),
+    audit: (name, limit) => readAudit(fleet, name, limit),
     degraded: () => session.degraded(),
-    close: () => session.close(),
+    async close() {
+      companion?.detach();
+      await session.close();
+    },
   };
 }
 
@@ -274,6 +419,11 @@ function createServiceBreaker(
     leases: createProbeLeases(name, policy.halfOpenProbes, probeLeaseMs, syncIntervalMs),
     lastState: "closed",
     pass: { allowed: true, probe: false, generation: 0 },
+    holding: false,
+    hotUntilMs: -Infinity,
+    pulseVersion: null,
+    tripping: false,
+    busy: false,
   };
 }
 
@@ -309,8 +459,18 @@ function observe(fleet: Fleet, service: ServiceBreaker, state: BreakerState, atM
   }
 }
 
+/**
+ * Hold-back (see hold.ts): some of our failures are not yet counted by the fleet, the fleet
+ * record is closed and KV is in charge. Degraded instances never hold: the local breaker decides.
+ */
+function updateHolding(fleet: Fleet, service: ServiceBreaker): void {
+  service.holding = fleet.session.active() && service.fleet.state === "closed" &&
+    unconfirmed(service.counts);
+}
+
 /** Rebuilds the cached pass admission and reports the state, after any record changed. */
 function refresh(fleet: Fleet, service: ServiceBreaker): void {
+  updateHolding(fleet, service);
   const localGeneration = service.local.record.generation;
   service.pass = {
     allowed: true,
@@ -332,8 +492,9 @@ function applyLocal(
   if (setLocalRecord(service.local, next)) refresh(fleet, service);
 }
 
-/** Takes a record read from KV if it is newer than ours. */
+/** Takes a record read from KV if it is newer than ours; notes a new pulse. */
 function adopt(fleet: Fleet, service: ServiceBreaker, entry: StoredEntry): void {
+  if (entry.pulse) notePulse(fleet, service, entry.pulse);
   // A missing record is the initial one, which we start from anyway.
   if (entry.versionstamp === null) return;
   if (service.fleetVersion !== null && entry.versionstamp <= service.fleetVersion) return;
@@ -350,6 +511,137 @@ function adopt(fleet: Fleet, service: ServiceBreaker, entry: StoredEntry): void 
   refresh(fleet, service);
 }
 
+/**
+ * Another instance reported failures of the current generation: take the counts its pulse
+ * carries (opening here at once if the fleet total reached the threshold), and read the whole
+ * window now and at every re-sync while the service stays hot (watch may have skipped a pulse).
+ */
+function notePulse(fleet: Fleet, service: ServiceBreaker, pulse: Pulse): void {
+  if (pulse.versionstamp === service.pulseVersion) return;
+  service.pulseVersion = pulse.versionstamp;
+  if (pulse.instanceId === fleet.instanceId || pulse.generation !== service.fleet.generation) {
+    return;
+  }
+  if (service.fleet.state !== "closed" || service.counts.generation !== pulse.generation) return;
+  const atMs = fleet.now();
+  const read: WindowRead = {
+    generation: pulse.generation,
+    atMs,
+    counts: pulse.counts.map(([bucket, count]) => ({
+      bucket,
+      instanceId: pulse.instanceId,
+      count,
+    })),
+    seq: -1,
+    writeMs: 0,
+  };
+  if (takeRead(fleet, service, read).reached) {
+    fleet.session.inBackground(() => tripFleet(fleet, service, read));
+  }
+  // A pulse found at start-up (or on rejoining) may be old news; a recent one is not.
+  if (pulse.atMs < atMs - HOT_MS) return;
+  heatUp(fleet, service, atMs);
+  readFleetWindow(fleet, service);
+}
+
+/** Marks a service hot: its window is re-read at every re-sync, at the alert interval. */
+function heatUp(fleet: Fleet, service: ServiceBreaker, atMs: number): void {
+  service.hotUntilMs = Math.max(service.hotUntilMs, atMs + HOT_MS);
+  fleet.session.alertUntil(service.hotUntilMs);
+}
+
+/** Tells the fleet which services this instance is sending to, and learns the others' (fleet_activity.ts). */
+async function exchangeBusy(fleet: Fleet): Promise<void> {
+  if (!activityDue(fleet.activity, fleet.now())) return;
+  const busy: string[] = [];
+  for (const service of fleet.services.values()) {
+    if (!service.busy) continue;
+    service.busy = false;
+    busy.push(service.name);
+  }
+  await exchangeActivity(fleet.activity, busy, fleet.instanceId, fleet.session.call, fleet.now);
+}
+
+/** Reads the window of every hot, closed service that has no report or read in flight. */
+async function readHotWindows(fleet: Fleet): Promise<void> {
+  const atMs = fleet.now();
+  const reads: Promise<void>[] = [];
+  for (const service of fleet.services.values()) {
+    if (service.hotUntilMs < atMs || service.fleet.state !== "closed") continue;
+    if (service.counts.reporting || service.counts.reading) continue;
+    reads.push(readWindowNow(fleet, service));
+  }
+  await Promise.all(reads);
+}
+
+/** Reads the window in the background, single flight (a read asked for meanwhile follows). */
+function readFleetWindow(fleet: Fleet, service: ServiceBreaker): void {
+  const { counts } = service;
+  if (counts.reading) {
+    counts.readAgain = true;
+    return;
+  }
+  fleet.session.inBackground(() => readWindowNow(fleet, service));
+}
+
+async function readWindowNow(fleet: Fleet, service: ServiceBreaker): Promise<void> {
+  const { counts, policy } = service;
+  if (counts.reading) return;
+  counts.reading = true;
+  try {
+    do {
+      counts.readAgain = false;
+      if (!fleet.session.active() || fleet.session.closed()) return;
+      if (service.fleet.state !== "closed") return;
+      const read = await readRound(counts, policy, service.name, fleet.session.call, fleet.now);
+      if (read.generation !== service.fleet.generation) return;
+      if (takeRead(fleet, service, read).reached) await tripFleet(fleet, service, read);
+    } while (counts.readAgain);
+  } finally {
+    counts.reading = false;
+  }
+}
+
+/**
+ * Merges what a read (or a pulse) found. `reached`: the fleet total reached the threshold while
+ * the record is closed, and this instance has opened for it (the fleet record follows with
+ * {@link tripFleet}). `grew`: other instances' failures rose since we last knew them.
+ */
+function takeRead(
+  fleet: Fleet,
+  service: ServiceBreaker,
+  read: WindowRead,
+): { reached: boolean; grew: boolean } {
+  const { counts, policy } = service;
+  const othersBefore = othersInWindow(counts, policy, fleet.instanceId, read.atMs);
+  const totals = noteWindowRead(counts, policy, read);
+  const grew = othersInWindow(counts, policy, fleet.instanceId, read.atMs) > othersBefore;
+  if (grew) heatUp(fleet, service, read.atMs);
+  const reached = service.fleet.state === "closed" &&
+    shouldTrip(policy, totals.failures, totals.reportingInstances);
+  // Stop sending now; the compare-and-set of the fleet record costs another round trip.
+  if (reached && service.local.record.state === "closed") {
+    applyLocal(fleet, service, TRIP, read.atMs);
+  }
+  return { reached, grew };
+}
+
+/** Opens the fleet record (single flight per service); the result is adopted, won or lost. */
+async function tripFleet(fleet: Fleet, service: ServiceBreaker, read: WindowRead): Promise<void> {
+  if (service.tripping || service.fleet.generation !== read.generation) return;
+  service.tripping = true;
+  try {
+    const result = await fleetTransition(fleet, service, TRIP, read.generation, {
+      atMs: read.atMs,
+      by: null,
+    });
+    // Won or lost, this is the record now: a loser learns of the winner's open here.
+    adopt(fleet, service, result);
+  } finally {
+    service.tripping = false;
+  }
+}
+
 /** KV just went away: the local breakers take over. */
 function carryOutagesLocally(fleet: Fleet): void {
   for (const service of fleet.services.values()) {
@@ -358,24 +650,43 @@ function carryOutagesLocally(fleet: Fleet): void {
     if (service.fleet.state !== "closed") restartLocal(service.local, service.fleet);
     dropLeases(service.leases);
     dropUnreported(service.counts);
+    service.hotUntilMs = -Infinity;
     refresh(fleet, service);
   }
 }
 
-/** A compare-and-set of the fleet record with the state machine, within the KV time limit. */
-function fleetTransition(
+/**
+ * A compare-and-set of the fleet record with the state machine, within the KV time limit,
+ * written to the audit timeline (in the same commit) when it changes something.
+ */
+async function fleetTransition(
   fleet: Fleet,
   service: ServiceBreaker,
   event: BreakerEvent,
-  expectGeneration?: number,
+  expectGeneration: number | undefined,
+  audit: AuditNote,
 ): Promise<TransitionResult> {
-  return fleet.session.call((store) =>
+  const result = await fleet.session.call((store) =>
     store.transition(
       service.name,
       (current) => transition(service.policy, current, event, fleet.now(), fleet.random()),
       expectGeneration,
+      audit,
     )
   );
+  if (result.audit !== undefined) emitAudit(fleet, result.audit);
+  return result;
+}
+
+/** Logs an audit entry this instance made and keeps it for reads while KV is away. */
+function emitAudit(fleet: Fleet, entry: AuditEntry): void {
+  rememberAudit(fleet.localAudit, entry);
+  if (fleet.onAudit === undefined) return;
+  try {
+    fleet.onAudit(entry);
+  } catch {
+    // A logging hook must never break the breaker.
+  }
 }
 
 // ---- admission -------------------------------------------------------------------------
@@ -407,7 +718,9 @@ function admit(fleet: Fleet, name: string): Admission {
         return admitFleetOpen(fleet, service, atMs);
     }
   }
-  return admitLocal(fleet, service, atMs);
+  const admission = admitLocal(fleet, service, atMs);
+  // `holding` is only ever set while KV is in charge and the fleet record is closed.
+  return admission === service.pass && service.holding ? HELD : admission;
 }
 
 /** An open fleet record: rejected until the probe time, then only lease holders probe. */
@@ -424,6 +737,7 @@ function admitFleetOpen(fleet: Fleet, service: ServiceBreaker, atMs: number): Ad
       atMs,
       fleet.now,
       (generation) => fleet.session.active() && service.fleet.generation === generation,
+      (entry) => emitAudit(fleet, entry),
     );
     return halfOpenBusy();
   }
@@ -471,6 +785,7 @@ function record(
 ): void {
   const service = fleet.services.get(name);
   if (service === undefined) return;
+  service.busy = true;
   const kind = classifyOutcome(service.policy, outcome);
   const atMs = fleet.now();
   const grant = (admission as Granted)[GRANT];
@@ -528,16 +843,36 @@ function recordFleetProbe(
   }
   if (generation !== service.fleet.generation) return;
   const type = kind === "success" ? "probe_success" : "probe_failure";
+  const audit: AuditNote = { atMs: fleet.now(), by: null };
   fleet.session.inBackground(async () => {
-    adopt(fleet, service, await fleetTransition(fleet, service, { type, generation }, generation));
+    adopt(
+      fleet,
+      service,
+      await fleetTransition(fleet, service, { type, generation }, generation, audit),
+    );
   });
 }
 
-/** Counts a failure for the fleet; opens locally at once when the known total reached it. */
+/**
+ * Counts a failure for the fleet: holds new calls until the fleet has counted it (hold.ts),
+ * opens locally at once when the known total reached the threshold, and reports it.
+ */
 function countFleetFailure(fleet: Fleet, service: ServiceBreaker, atMs: number): void {
   const { counts, policy } = service;
   const generation = service.fleet.generation;
   addOwnFailure(counts, policy, generation, atMs);
+  if (
+    fleet.holdBack &&
+    nearThreshold(
+      counts,
+      policy,
+      fleet.instanceId,
+      atMs,
+      othersSending(fleet.activity, service.name, atMs),
+    )
+  ) holdUntilCounted(counts);
+  updateHolding(fleet, service);
+  heatUp(fleet, service, atMs);
   // Opening on the known total saves the report and the CAS on the request path. The fleet
   // trip follows in the background; adopting it restarts the local breaker, so the fleet's
   // record (one probeAt for everyone) takes over.
@@ -550,12 +885,22 @@ function countFleetFailure(fleet: Fleet, service: ServiceBreaker, atMs: number):
   if (!counts.reporting) {
     counts.reporting = true;
     fleet.session.inBackground(() =>
-      reportFailures(fleet, service).finally(() => counts.reporting = false)
+      reportFailures(fleet, service).finally(() => {
+        counts.reporting = false;
+        // Whatever ended the rounds (KV trouble, a new generation), nothing holds calls now
+        // that is not being reported.
+        if (counts.dirty.size === 0) counts.confirmedSeq = counts.failureSeq;
+        updateHolding(fleet, service);
+      })
     );
   }
 }
 
-/** Reports our failures round after round; trips the fleet when a read reaches the threshold. */
+/**
+ * Reports our failures round after round, at most one round in flight; trips the fleet when a
+ * read reaches the threshold, and ends the hold-back of the failures a round counted (after a
+ * settling read when other instances' failures were still arriving; see hold.ts).
+ */
 async function reportFailures(fleet: Fleet, service: ServiceBreaker): Promise<void> {
   const { counts, policy } = service;
   // Failures that arrive while a report is in flight are taken by the next round: at most one
@@ -563,18 +908,25 @@ async function reportFailures(fleet: Fleet, service: ServiceBreaker): Promise<vo
   while (counts.dirty.size > 0 && fleet.session.active() && !fleet.session.closed()) {
     const read = await reportRound(counts, policy, service.name, fleet.session.call, fleet.now);
     if (read.generation !== service.fleet.generation) return;
-    const totals = noteWindowRead(counts, policy, read);
-    if (
-      service.fleet.state === "closed" &&
-      shouldTrip(policy, totals.failures, totals.reportingInstances)
-    ) {
-      // Stop sending now; the compare-and-set below costs another round trip.
-      if (service.local.record.state === "closed") applyLocal(fleet, service, TRIP, read.atMs);
-      const result = await fleetTransition(fleet, service, TRIP, read.generation);
-      // Won or lost, this is the record now: a loser learns of the winner's open here.
-      adopt(fleet, service, result);
+    const { reached, grew } = takeRead(fleet, service, read);
+    if (reached) {
+      await tripFleet(fleet, service, read);
+    } else if (grew && service.holding) {
+      // Other instances' failures are still arriving, and theirs queue for KV as ours did:
+      // wait about as long as our write took, then look again before letting calls go.
+      await settle(Math.min(read.writeMs, MAX_SETTLE_MS));
+      if (!fleet.session.active() || fleet.session.closed()) return;
+      const again = await readRound(counts, policy, service.name, fleet.session.call, fleet.now);
+      if (again.generation !== service.fleet.generation) return;
+      if (takeRead(fleet, service, again).reached) await tripFleet(fleet, service, again);
     }
+    confirmFailures(counts, read.seq);
+    updateHolding(fleet, service);
   }
+}
+
+function settle(delayMs: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, Math.max(1, delayMs)));
 }
 
 // ---- views and operator actions --------------------------------------------------------
@@ -596,7 +948,7 @@ function view(fleet: Fleet, name: string): BreakerView {
     );
     if (fleetFailures !== null) failuresInWindow = Math.max(failuresInWindow, fleetFailures);
   }
-  return {
+  const out: BreakerView = {
     service: name,
     state,
     failuresInWindow,
@@ -607,14 +959,26 @@ function view(fleet: Fleet, name: string): BreakerView {
     openCount: record.openCount,
     degraded: fleet.session.degraded(),
   };
+  if (active && activityKnown(fleet.activity, atMs)) {
+    out.othersSending = othersSending(fleet.activity, name, atMs);
+  }
+  return out;
 }
 
-async function force(fleet: Fleet, name: string, action: ForceAction): Promise<BreakerView> {
+async function force(
+  fleet: Fleet,
+  name: string,
+  action: ForceAction,
+  label: string | undefined,
+): Promise<BreakerView> {
   const service = serviceOf(fleet, name);
   const event: BreakerEvent = { type: "force", action };
+  const by = cleanLabel(label);
+  const kind: AuditKind = forceKind(action);
   if (fleet.session.active()) {
     try {
-      const result = await fleetTransition(fleet, service, event);
+      const audit: AuditNote = { atMs: fleet.now(), by, kind };
+      const result = await fleetTransition(fleet, service, event, undefined, audit);
       if (result.outcome === "committed") {
         adopt(fleet, service, result);
         return view(fleet, name);
@@ -623,6 +987,37 @@ async function force(fleet: Fleet, name: string, action: ForceAction): Promise<B
       // Degraded now: fall through and act on this instance at least.
     }
   }
-  applyLocal(fleet, service, event, fleet.now());
+  const before = service.local.record;
+  const atMs = fleet.now();
+  applyLocal(fleet, service, event, atMs);
+  emitAudit(fleet, {
+    atMs,
+    service: name,
+    kind,
+    instanceId: fleet.instanceId,
+    by,
+    from: before.state,
+    to: service.local.record.state,
+    generation: service.local.record.generation,
+    fleet: false,
+  });
   return view(fleet, name);
+}
+
+async function readAudit(
+  fleet: Fleet,
+  name: string | undefined,
+  limit: number | undefined,
+): Promise<AuditEntry[]> {
+  if (name !== undefined) serviceOf(fleet, name);
+  const count = clampLimit(limit);
+  if (fleet.session.active()) {
+    const sinceMs = fleet.now() - fleet.auditRetentionMs;
+    try {
+      return await fleet.session.call((store) => store.readAudit(name, count, sinceMs));
+    } catch {
+      // Degraded now: what this instance made is all there is to show.
+    }
+  }
+  return recentAudit(fleet.localAudit, name, count);
 }

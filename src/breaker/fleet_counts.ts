@@ -74,13 +74,23 @@ export interface FleetCounts {
   dirty: Set<number>;
   /** A report is in flight. */
   reporting: boolean;
-  /** Every instance's counts as last read from KV. */
+  /** A read of the window alone (no report) is in flight. */
+  reading: boolean;
+  /** Another read was asked for while one was in flight. */
+  readAgain: boolean;
+  /** Every instance's counts as read from KV (the highest seen per instance and bucket). */
   seen: BucketCount[];
   /** The generation `seen` was read in (-1: never read). */
   seenGeneration: number;
+  /** Our failures counted so far (a sequence number; never reset). */
+  failureSeq: number;
+  /** The highest {@link failureSeq} a completed report round wrote and read back. */
+  confirmedSeq: number;
+  /** The {@link failureSeq} of the latest failure that holds calls back until counted. */
+  holdSeq: number;
 }
 
-/** What one report round read back: the window of `generation` at `atMs`. */
+/** What one report round (or a read alone) read back: the window of `generation` at `atMs`. */
 export interface WindowRead {
   /** The generation the counts were written and read in. */
   generation: number;
@@ -88,6 +98,10 @@ export interface WindowRead {
   atMs: number;
   /** Every instance's counts in the window. */
   counts: BucketCount[];
+  /** Our failures up to this sequence number are in `counts` (-1 for a read alone). */
+  seq: number;
+  /** How long our report's write took (0 for a read alone): how congested KV is right now. */
+  writeMs: number;
 }
 
 /** Empty counts for a service under `policy`. */
@@ -98,8 +112,13 @@ export function createFleetCounts(policy: BreakerPolicy): FleetCounts {
     own: new Map(),
     dirty: new Set(),
     reporting: false,
+    reading: false,
+    readAgain: false,
     seen: [],
     seenGeneration: -1,
+    failureSeq: 0,
+    confirmedSeq: 0,
+    holdSeq: 0,
   };
 }
 
@@ -109,6 +128,31 @@ export function resetFleetCounts(counts: FleetCounts, generation: number): void 
   counts.own.clear();
   counts.dirty.clear();
   counts.seen = [];
+  // Nothing of the old generation is waiting to be counted any more.
+  counts.confirmedSeq = counts.failureSeq;
+}
+
+/** Our latest failure holds calls back until a report round has counted it (see `hold.ts`). */
+export function holdUntilCounted(counts: FleetCounts): void {
+  counts.holdSeq = counts.failureSeq;
+}
+
+/** True while a failure that holds calls back is not yet written and read back. */
+export function unconfirmed(counts: FleetCounts): boolean {
+  return counts.holdSeq > counts.confirmedSeq;
+}
+
+/** The fleet total this instance knows of: others as last read, plus our exact count. */
+export function knownTotal(
+  counts: FleetCounts,
+  policy: BreakerPolicy,
+  instanceId: string,
+  atMs: number,
+): number {
+  let own = 0;
+  const oldest = windowBuckets(policy, atMs).first;
+  for (const [bucket, count] of counts.own) if (bucket >= oldest) own += count;
+  return own + othersInWindow(counts, policy, instanceId, atMs);
 }
 
 /** Counts one of our failures at `atMs` in fleet generation `generation`, to be reported. */
@@ -130,6 +174,7 @@ export function addOwnFailure(
   }
   counts.own.set(bucket, (counts.own.get(bucket) ?? 0) + 1);
   counts.dirty.add(bucket);
+  counts.failureSeq++;
 }
 
 /**
@@ -165,31 +210,80 @@ export async function reportRound(
   now: () => number,
 ): Promise<WindowRead> {
   const generation = counts.generation;
-  const writes = [...counts.dirty].map((bucket) => ({
-    bucket,
-    count: counts.own.get(bucket) ?? 0,
-  }));
+  const seq = counts.failureSeq;
+  // Every bucket of our window, not only those that changed: the pulse carries them all, and
+  // one commit costs the same for one key or eleven.
+  const writes = [...counts.own].map(([bucket, count]) => ({ bucket, count }));
   counts.dirty.clear();
   // Keys outlive the window; expiry is only garbage collection (see kv_store.ts).
   const expireInMs = 2 * policy.windowMs + 2 * counts.bucketWidthMs;
-  for (const { bucket, count } of writes) {
-    await call((store) => store.reportFailures(service, generation, bucket, count, expireInMs));
-  }
+  const startedMs = now();
+  await call((store) => store.reportFailures(service, generation, writes, expireInMs, startedMs));
+  const landedMs = now();
+  const read = await readRound(counts, policy, service, call, now);
+  return { ...read, seq, writeMs: landedMs - startedMs };
+}
+
+/**
+ * Reads every instance's counts in the window of our generation, without writing (an
+ * instance that learnt the fleet is failing, and has nothing of its own to report).
+ */
+export async function readRound(
+  counts: FleetCounts,
+  policy: BreakerPolicy,
+  service: string,
+  call: <T>(operation: (store: BreakerStore) => Promise<T>) => Promise<T>,
+  now: () => number,
+): Promise<WindowRead> {
+  const generation = counts.generation;
   const atMs = now();
   const { first, last } = windowBuckets(policy, atMs);
   const read = await call((store) => store.readWindow(service, generation, first, last));
-  return { generation, atMs, counts: read };
+  return { generation, atMs, counts: read, seq: -1, writeMs: 0 };
 }
 
-/** Keeps what a report round read, and returns the window's totals. */
+/**
+ * Keeps what a read found, and returns the window's totals. Counts are running totals per
+ * instance and bucket, so reads that finish out of order are merged by keeping the highest.
+ */
 export function noteWindowRead(
   counts: FleetCounts,
   policy: BreakerPolicy,
   read: WindowRead,
 ): WindowTotals {
-  counts.seen = read.counts;
+  if (read.generation !== counts.generation) return sumWindow(read.counts, policy, read.atMs);
+  if (counts.seenGeneration !== read.generation) counts.seen = [];
+  const oldest = windowBuckets(policy, read.atMs).first;
+  const merged = new Map<string, BucketCount>();
+  for (const entry of [...counts.seen, ...read.counts]) {
+    if (entry.bucket < oldest) continue;
+    const key = `${entry.bucket}\u0000${entry.instanceId}`;
+    const known = merged.get(key);
+    if (known === undefined || known.count < entry.count) merged.set(key, entry);
+  }
+  counts.seen = [...merged.values()];
   counts.seenGeneration = read.generation;
-  return sumWindow(read.counts, policy, read.atMs);
+  return sumWindow(counts.seen, policy, read.atMs);
+}
+
+/** Our failures up to `seq` are counted by the fleet: they no longer hold calls back. */
+export function confirmFailures(counts: FleetCounts, seq: number): void {
+  if (seq > counts.confirmedSeq) counts.confirmedSeq = seq;
+}
+
+/** Failures of other instances in the window as this instance knows them. */
+export function othersInWindow(
+  counts: FleetCounts,
+  policy: BreakerPolicy,
+  instanceId: string,
+  atMs: number,
+): number {
+  if (counts.seenGeneration !== counts.generation) return 0;
+  return sumWindow(
+    counts.seen.filter((entry) => entry.instanceId !== instanceId),
+    policy,
+    atMs,
+  ).failures;
 }
 
 /** The fleet's failures in the window as last read, or null when not read in `generation`. */
@@ -206,4 +300,5 @@ export function fleetFailuresInWindow(
 /** KV went away: counts not yet reported stay unreported (the fleet will not hear of them). */
 export function dropUnreported(counts: FleetCounts): void {
   counts.dirty.clear();
+  counts.confirmedSeq = counts.failureSeq;
 }

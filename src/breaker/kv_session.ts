@@ -53,6 +53,8 @@ export interface KvSessionOptions {
   kvTimeoutMs: number;
   /** Pause between `reopenKv` attempts. */
   reopenIntervalMs: number;
+  /** How long audit entries stay in KV (see `audit.ts`). */
+  auditRetentionMs?: number;
   /** Wraps the KV store (tests count its calls with it). */
   wrapStore?: (store: BreakerStore) => BreakerStore;
   /** A record read from KV (re-sync or watch) while the session is in charge. */
@@ -61,6 +63,11 @@ export interface KvSessionOptions {
   onDegraded(): void;
   /** The session is back from degraded mode; records from before may carry stale versionstamps. */
   onRejoin(): void;
+  /**
+   * Runs after every successful re-sync, before the next one is scheduled (window reads while
+   * an outage may be starting, the fleet retry budget's exchange). Errors are swallowed.
+   */
+  onSync?(): Promise<void>;
 }
 
 /** One breaker's connection to KV. */
@@ -75,6 +82,8 @@ export interface KvSession {
   closed(): boolean;
   /** A KV call within `kvTimeoutMs`; any failure makes the session degraded, then rethrows. */
   call<T>(operation: (store: BreakerStore) => Promise<T>): Promise<T>;
+  /** Like {@link call}, on the raw handle (for KV work that is not the breaker's own). */
+  callKv<T>(operation: (kv: Deno.Kv) => Promise<T>): Promise<T>;
   /** Fire-and-forget KV work: tracked so `close()` waits for it, errors swallowed. */
   inBackground(work: () => Promise<void>): void;
   /** Re-sync at the alert interval until `untilMs` (moves a pending slow re-sync forward). */
@@ -143,6 +152,13 @@ export function createKvSession(options: KvSessionOptions): KvSession {
     started: () => session.started,
     closed: () => session.closed,
     call: (operation) => kvCall(session, operation),
+    callKv: (operation) =>
+      kvCall(session, () => {
+        // The handle behind the current store (a reopen replaces both together).
+        const handle = session.kv;
+        if (handle === null) throw new Error("breaker: no KV handle");
+        return operation(handle);
+      }),
     inBackground: (work) => inBackground(session, work),
     alertUntil(untilMs) {
       if (untilMs <= session.alertUntilMs) return;
@@ -158,8 +174,8 @@ export function createKvSession(options: KvSessionOptions): KvSession {
 }
 
 function makeStore(session: Session, handle: Deno.Kv): BreakerStore {
-  const { instanceId, random, wrapStore } = session.options;
-  const kvStore = createKvBreakerStore(handle, { instanceId, random });
+  const { instanceId, random, wrapStore, auditRetentionMs } = session.options;
+  const kvStore = createKvBreakerStore(handle, { instanceId, random, auditRetentionMs });
   return wrapStore ? wrapStore(kvStore) : kvStore;
 }
 
@@ -285,6 +301,9 @@ async function sync(session: Session): Promise<void> {
   }
   entries.forEach((entry, index) => session.options.onEntry(names[index], entry));
   startWatch(session);
+  if (session.options.onSync !== undefined && !session.closed) {
+    await session.options.onSync().catch(() => {});
+  }
 }
 
 function scheduleSync(session: Session): void {

@@ -42,4 +42,11 @@ export {
   type StoredEntry,
   type TransitionResult,
 } from "./kv_store.ts";
-export { createFleetBreaker, type FleetBreaker, type FleetBreakerOptions } from "./fleet.ts";
+export {
+  createFleetBreaker,
+  type FleetBreaker,
+  type FleetBreakerOptions,
+  type ForceOptions,
+} from "./fleet.ts";
+export { type AuditEntry, type AuditKind, DEFAULT_AUDIT_RETENTION_MS } from "./audit.ts";
+export type { FleetKvAccess, FleetKvCompanion } from "./companion.ts";

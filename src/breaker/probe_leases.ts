@@ -17,6 +17,7 @@
  *
  * @module
  */
+import type { AuditEntry } from "./audit.ts";
 import type { KvSession } from "./kv_session.ts";
 import type { Lease } from "./kv_store.ts";
 
@@ -71,7 +72,8 @@ export function dropLeases(leases: ProbeLeases): void {
 /**
  * Starts a race for a slot of round `generation` unless one is running or was lost recently.
  * A won slot is kept only while `isCurrent(generation)` still holds when it arrives; otherwise
- * it is handed back at once.
+ * it is handed back at once. A won slot is written to the audit timeline with the slot itself
+ * (a `probe` entry), and handed to `onAudit`.
  */
 export function requestLease(
   leases: ProbeLeases,
@@ -80,14 +82,16 @@ export function requestLease(
   atMs: number,
   now: () => number,
   isCurrent: (generation: number) => boolean,
+  onAudit: (entry: AuditEntry) => void = () => {},
 ): void {
   if (leases.requested || atMs < leases.retryAtMs || !session.started()) return;
   leases.requested = true;
   session.inBackground(async () => {
     try {
       const lease = await session.call((store) =>
-        store.acquireLease(leases.service, generation, leases.slots, now(), leases.leaseMs)
+        store.acquireLease(leases.service, generation, leases.slots, now(), leases.leaseMs, true)
       );
+      if (lease?.audit !== undefined) onAudit(lease.audit);
       if (lease === null) {
         // Every slot is taken: ask again after a re-sync, not on every rejected request.
         leases.retryAtMs = now() + leases.retryAfterMs;

@@ -61,6 +61,11 @@ export interface BreakerView {
   openCount: number;
   /** True while KV is unavailable or slow and this instance's local breaker is in charge. */
   degraded: boolean;
+  /**
+   * Other instances known to be sending requests to this service (exchanged about once a
+   * second); absent while unknown (no KV, degraded, or not read yet).
+   */
+  othersSending?: number;
 }
 
 /** A state change this instance observed (for metrics and logs). */

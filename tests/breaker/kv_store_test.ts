@@ -44,7 +44,7 @@ bothBackends("a service with no record reads as closed, generation 0", async (kv
   const entries = await store.readRecords(names);
   assert.equal(entries.length, 23, "more than getMany's 10 keys are read in chunks");
   for (const entry of entries) {
-    assert.deepEqual(entry, { record: INITIAL_RECORD, versionstamp: null });
+    assert.deepEqual(entry, { record: INITIAL_RECORD, versionstamp: null, pulse: null });
   }
 });
 
@@ -58,7 +58,7 @@ bothBackends("transition commits with CAS and stores who wrote it", async (kv) =
   assert.equal(raw.versionstamp, result.versionstamp);
   assert.equal(raw.value?.updatedBy, "gw-1");
   const [read] = await store.readRecords(["users"]);
-  assert.deepEqual(read, { record: result.record, versionstamp: result.versionstamp });
+  assert.deepEqual(read, { record: result.record, versionstamp: result.versionstamp, pulse: null });
 });
 
 bothBackends("transition writes nothing when the update does not apply", async (kv) => {
@@ -110,13 +110,13 @@ bothBackends("CAS: concurrent forces are serialised, none lost", async (kv) => {
 bothBackends("failure buckets: per instance, summed by the reader, by generation", async (kv) => {
   const a = createKvBreakerStore(kv, { instanceId: "a" });
   const b = createKvBreakerStore(kv, { instanceId: "b" });
-  await a.reportFailures("users", 3, 100, 2, 60_000);
-  await a.reportFailures("users", 3, 101, 1, 60_000);
-  await a.reportFailures("users", 3, 101, 4, 60_000); // a running total: replaces the 1
-  await b.reportFailures("users", 3, 101, 5, 60_000);
-  await b.reportFailures("users", 3, 111, 9, 60_000); // outside the range read below
-  await b.reportFailures("users", 4, 101, 7, 60_000); // another generation
-  await b.reportFailures("orders", 3, 101, 8, 60_000); // another service
+  await a.reportFailures("users", 3, [{ bucket: 100, count: 2 }], 60_000, T0);
+  await a.reportFailures("users", 3, [{ bucket: 101, count: 1 }], 60_000, T0);
+  await a.reportFailures("users", 3, [{ bucket: 101, count: 4 }], 60_000, T0); // a running total: replaces the 1
+  await b.reportFailures("users", 3, [{ bucket: 101, count: 5 }], 60_000, T0);
+  await b.reportFailures("users", 3, [{ bucket: 111, count: 9 }], 60_000, T0); // outside the range read below
+  await b.reportFailures("users", 4, [{ bucket: 101, count: 7 }], 60_000, T0); // another generation
+  await b.reportFailures("orders", 3, [{ bucket: 101, count: 8 }], 60_000, T0); // another service
   const counts = await a.readWindow("users", 3, 100, 110);
   assert.deepEqual(
     counts.sort((x, y) => x.bucket - y.bucket || x.instanceId.localeCompare(y.instanceId)),

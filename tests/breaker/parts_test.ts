@@ -68,6 +68,8 @@ Deno.test("fleet counts: the known total is the others' last read plus our exact
       // Our own count as KV last saw it: replaced by the exact one in memory, not added.
       { bucket, instanceId: "me", count: 1 },
     ],
+    seq: -1,
+    writeMs: 0,
   });
   assert.equal(knownTotalReached(counts, rules, "me", 0, T0), false, "3 + 1 < 5");
   addOwnFailure(counts, rules, 0, T0 + 1);
@@ -86,7 +88,7 @@ Deno.test("fleet counts: one report round writes the changed buckets and reads t
     const other = createKvBreakerStore(kv, { instanceId: "other" });
     const counts = createFleetCounts(rules);
     const bucket = Math.floor(T0 / counts.bucketWidthMs);
-    await other.reportFailures("users", 0, bucket, 2, 60_000);
+    await other.reportFailures("users", 0, [{ bucket, count: 2 }], 60_000, T0);
     addOwnFailure(counts, rules, 0, T0);
     addOwnFailure(counts, rules, 0, T0 + 1);
     const call = <R>(operation: (s: typeof store) => Promise<R>) => operation(store);

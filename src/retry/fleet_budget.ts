@@ -1,0 +1,372 @@
+/**
+ * A retry budget for the whole fleet: `budgetPercent` of the fleet's requests in the last
+ * `windowMs` plus ONE floor of `minRetriesPerSecond`, however many instances there are.
+ *
+ * A per-instance budget (`createRetryBudget` in `policy.ts`) pays its floor once per instance:
+ * behind 100 instances a dead upstream receives 300 extra retries a second from the floors
+ * alone, whatever the percentage says. Here each instance still decides alone and from memory
+ * (no KV call per request or per retry), with numbers it exchanges in the background:
+ *
+ * - it counts its own requests and retries per time bucket (`windowMs / 10`, aligned on the
+ *   wall clock so every instance's buckets line up), exactly, in memory;
+ * - every `exchangeIntervalMs` (at a re-sync of the fleet breaker, on its KV session) it writes
+ *   the buckets that changed, `["breakwater", "retry", service, bucket, instanceId]` ->
+ *   `[requests, retries]` with `expireIn`, and lists the window's buckets of every instance;
+ * - a retry is allowed while its own retries stay within its share of the fleet's budget, the
+ *   share being its share of the fleet's requests, `requests_i x budgetPercent + floor x
+ *   requests_i / fleet requests` (rounded up, so a quiet service spread thin still retries
+ *   now and then), AND the fleet's retries it knows of stay within the fleet's budget.
+ *
+ * Bounds. Shares add up to the fleet's budget, so in a storm (every instance spending its whole
+ * share) the fleet sends about `budgetPercent` of its requests plus one floor, plus at most one
+ * retry per instance per window from the rounding up. Other instances' counts are up to one
+ * exchange old (1 s by default), which moves the shares by what the traffic mix changed in that
+ * time. While KV is degraded, before the first exchange, or when the last one is older than
+ * three intervals, each instance falls back to the per-instance budget (its own percentage plus
+ * the whole floor): a fleet that cannot talk retries as it did before, never less.
+ *
+ * @module
+ */
+import { retryWhenLocked } from "../breaker/_kv_retry.ts";
+import type { FleetKvAccess, FleetKvCompanion } from "../breaker/companion.ts";
+import type { RetryBudget } from "./policy.ts";
+
+/** A service's budget settings (the `retry` config keys of the same names). */
+export interface FleetRetryBudgetOptions {
+  /** Retries may add at most this share of the fleet's recent requests, in percent. */
+  budgetPercent: number;
+  /** One floor for the whole fleet, per second. */
+  minRetriesPerSecond: number;
+}
+
+/** Options of {@link createFleetRetryBudgets}. */
+export interface FleetRetryBudgetsOptions {
+  /** How far back "recent" reaches (default 10 s, as Envoy and Finagle). */
+  windowMs?: number;
+  /** How often counts are written and the fleet's read. Default 1000. */
+  exchangeIntervalMs?: number;
+  /** The clock (epoch ms) until the breaker lends its own. Default `Date.now`. */
+  now?: () => number;
+}
+
+/** What {@link FleetRetryBudget.snapshot} shows (admin view, tests). */
+export interface FleetRetrySnapshot {
+  /** This instance's first attempts in the window. */
+  requests: number;
+  /** This instance's retries in the window. */
+  retries: number;
+  /** Retries this instance may make in the window (its share, or its own budget). */
+  allowedRetries: number;
+  /** True when the fleet's numbers decide; false while falling back to the per-instance budget. */
+  fleet: boolean;
+  /** The fleet's first attempts in the window as known (this instance's when not `fleet`). */
+  fleetRequests: number;
+  /** The fleet's retries in the window as known. */
+  fleetRetries: number;
+  /** The fleet's budget in the window. */
+  fleetAllowedRetries: number;
+}
+
+/** One service's fleet-wide budget: the {@link RetryBudget} interface, decided from memory. */
+export interface FleetRetryBudget extends RetryBudget {
+  /** This instance's and the fleet's counts in the window. */
+  snapshot(): FleetRetrySnapshot;
+}
+
+/** Every service's fleet budget of one instance, exchanged on the fleet breaker's KV session. */
+export interface FleetRetryBudgets extends FleetKvCompanion {
+  /** The budget of `service` (created on first use; one per service). */
+  budget(service: string, options: FleetRetryBudgetOptions): FleetRetryBudget;
+}
+
+/** Buckets per window (as the per-instance budget and the breaker's fleet window). */
+const BUCKETS = 10;
+/** Slots of the in-memory ring: the window plus the bucket being published late. */
+const RING = BUCKETS + 2;
+/** Deno KV allows 1000 mutations per commit; stay well below. */
+const WRITES_PER_COMMIT = 200;
+
+/** The KV key of one instance's counts in one bucket. */
+export function retryCountKey(service: string, bucket: number, instanceId: string): Deno.KvKey {
+  return ["breakwater", "retry", service, bucket, instanceId];
+}
+
+/** Counts per bucket, in a ring indexed by `bucket % RING`. */
+interface Ring {
+  ids: number[];
+  requests: number[];
+  retries: number[];
+  dirty: boolean[];
+}
+
+interface ServiceBudget {
+  readonly name: string;
+  readonly budgetPercent: number;
+  readonly floorPerWindow: number;
+  readonly own: Ring;
+  /** Other instances' counts per bucket as last read. */
+  others: Map<number, { requests: number; retries: number }>;
+  /** When `others` was read (epoch ms); -Infinity before the first read. */
+  readAtMs: number;
+}
+
+interface Budgets {
+  readonly windowMs: number;
+  readonly bucketMs: number;
+  readonly exchangeIntervalMs: number;
+  readonly services: Map<string, ServiceBudget>;
+  clock: () => number;
+  access: FleetKvAccess | null;
+  nextExchangeAtMs: number;
+  detached: boolean;
+}
+
+function createRing(): Ring {
+  return {
+    ids: new Array(RING).fill(-1),
+    requests: new Array(RING).fill(0),
+    retries: new Array(RING).fill(0),
+    dirty: new Array(RING).fill(false),
+  };
+}
+
+/** The ring slot of `bucket`, cleared when it still holds an older bucket. */
+function slot(ring: Ring, bucket: number): number {
+  const index = ((bucket % RING) + RING) % RING;
+  if (ring.ids[index] !== bucket) {
+    ring.ids[index] = bucket;
+    ring.requests[index] = 0;
+    ring.retries[index] = 0;
+    ring.dirty[index] = false;
+  }
+  return index;
+}
+
+/** Own requests and retries in the window ending in `bucket`. */
+function ownInWindow(ring: Ring, bucket: number): { requests: number; retries: number } {
+  let requests = 0;
+  let retries = 0;
+  for (let index = 0; index < RING; index++) {
+    const id = ring.ids[index];
+    if (id > bucket - BUCKETS && id <= bucket) {
+      requests += ring.requests[index];
+      retries += ring.retries[index];
+    }
+  }
+  return { requests, retries };
+}
+
+/**
+ * Creates the fleet retry budgets of one gateway instance. Hand the result to
+ * `createFleetBreaker({ retryBudgets })` so it exchanges counts on the breaker's KV session;
+ * without a breaker (or while KV is degraded) every budget works per instance.
+ *
+ * @example
+ * ```ts
+ * const retryBudgets = createFleetRetryBudgets();
+ * const users = retryBudgets.budget("users", { budgetPercent: 20, minRetriesPerSecond: 3 });
+ * const breaker = createFleetBreaker({ kv, services, instanceId, retryBudgets });
+ * await breaker.start();
+ * users.recordRequest();
+ * if (users.tryAcquireRetry()) {
+ *   // send the retry
+ * }
+ * ```
+ */
+export function createFleetRetryBudgets(
+  options: FleetRetryBudgetsOptions = {},
+): FleetRetryBudgets {
+  const windowMs = options.windowMs ?? 10_000;
+  const budgets: Budgets = {
+    windowMs,
+    bucketMs: Math.max(1, Math.ceil(windowMs / BUCKETS)),
+    exchangeIntervalMs: options.exchangeIntervalMs ?? 1000,
+    services: new Map(),
+    clock: options.now ?? Date.now,
+    access: null,
+    nextExchangeAtMs: -Infinity,
+    detached: false,
+  };
+  return {
+    budget: (service, settings) => serviceBudget(budgets, service, settings),
+    attach(access) {
+      budgets.access = access;
+      budgets.clock = access.now;
+    },
+    sync: () => exchange(budgets),
+    detach() {
+      budgets.detached = true;
+    },
+  };
+}
+
+function serviceBudget(
+  budgets: Budgets,
+  name: string,
+  settings: FleetRetryBudgetOptions,
+): FleetRetryBudget {
+  let service = budgets.services.get(name);
+  if (service === undefined) {
+    service = {
+      name,
+      budgetPercent: settings.budgetPercent,
+      floorPerWindow: settings.minRetriesPerSecond * budgets.windowMs / 1000,
+      own: createRing(),
+      others: new Map(),
+      readAtMs: -Infinity,
+    };
+    budgets.services.set(name, service);
+  }
+  const state = service;
+  return {
+    recordRequest() {
+      const index = slot(state.own, Math.floor(budgets.clock() / budgets.bucketMs));
+      state.own.requests[index]++;
+      state.own.dirty[index] = true;
+    },
+    tryAcquireRetry() {
+      const bucket = Math.floor(budgets.clock() / budgets.bucketMs);
+      if (!allows(budgets, state, bucket)) return false;
+      const index = slot(state.own, bucket);
+      state.own.retries[index]++;
+      state.own.dirty[index] = true;
+      return true;
+    },
+    snapshot: () => snapshot(budgets, state, Math.floor(budgets.clock() / budgets.bucketMs)),
+  };
+}
+
+/** The fleet's numbers are fresh enough to decide with. */
+function fleetUsable(budgets: Budgets, service: ServiceBudget, nowMs: number): boolean {
+  return budgets.access !== null && !budgets.detached && budgets.access.active() &&
+    service.readAtMs >= nowMs - 3 * budgets.exchangeIntervalMs;
+}
+
+function othersInWindow(
+  service: ServiceBudget,
+  bucket: number,
+): { requests: number; retries: number } {
+  let requests = 0;
+  let retries = 0;
+  for (const [id, counts] of service.others) {
+    if (id > bucket - BUCKETS && id <= bucket) {
+      requests += counts.requests;
+      retries += counts.retries;
+    }
+  }
+  return { requests, retries };
+}
+
+function snapshot(budgets: Budgets, service: ServiceBudget, bucket: number): FleetRetrySnapshot {
+  const own = ownInWindow(service.own, bucket);
+  const share = service.budgetPercent / 100;
+  if (!fleetUsable(budgets, service, budgets.clock())) {
+    const allowed = Math.floor(own.requests * share + service.floorPerWindow);
+    return {
+      ...own,
+      allowedRetries: allowed,
+      fleet: false,
+      fleetRequests: own.requests,
+      fleetRetries: own.retries,
+      fleetAllowedRetries: allowed,
+    };
+  }
+  const others = othersInWindow(service, bucket);
+  const fleetRequests = others.requests + own.requests;
+  const floorShare = fleetRequests === 0
+    ? service.floorPerWindow
+    : service.floorPerWindow * own.requests / fleetRequests;
+  return {
+    ...own,
+    allowedRetries: Math.ceil(own.requests * share + floorShare),
+    fleet: true,
+    fleetRequests,
+    fleetRetries: others.retries + own.retries,
+    fleetAllowedRetries: Math.floor(fleetRequests * share + service.floorPerWindow),
+  };
+}
+
+function allows(budgets: Budgets, service: ServiceBudget, bucket: number): boolean {
+  const view = snapshot(budgets, service, bucket);
+  if (!view.fleet) return view.retries + 1 <= view.allowedRetries;
+  return view.retries + 1 <= view.allowedRetries &&
+    view.fleetRetries + 1 <= view.fleetAllowedRetries;
+}
+
+/** Writes the buckets that changed, then reads the fleet's window of every busy service. */
+async function exchange(budgets: Budgets): Promise<void> {
+  const access = budgets.access;
+  if (access === null || budgets.detached || !access.active()) return;
+  const nowMs = access.now();
+  if (nowMs < budgets.nextExchangeAtMs) return;
+  budgets.nextExchangeAtMs = nowMs + budgets.exchangeIntervalMs;
+  const bucket = Math.floor(nowMs / budgets.bucketMs);
+  const busy = [...budgets.services.values()].filter((service) =>
+    ownInWindow(service.own, bucket).requests > 0
+  );
+  await publish(budgets, access, busy);
+  await Promise.all(busy.map((service) => readFleet(access, service, bucket)));
+}
+
+async function publish(
+  budgets: Budgets,
+  access: FleetKvAccess,
+  services: readonly ServiceBudget[],
+): Promise<void> {
+  const writes: { key: Deno.KvKey; value: [number, number] }[] = [];
+  for (const service of services) {
+    const { own } = service;
+    for (let index = 0; index < RING; index++) {
+      if (!own.dirty[index]) continue;
+      own.dirty[index] = false;
+      writes.push({
+        key: retryCountKey(service.name, own.ids[index], access.instanceId),
+        // Running totals: a repeated or lost write is harmless.
+        value: [own.requests[index], own.retries[index]],
+      });
+    }
+  }
+  // Keys outlive the window; expiry is only garbage collection (buckets outside the window are
+  // ignored by the reader).
+  const expireIn = 2 * budgets.windowMs + 2 * budgets.bucketMs;
+  for (let start = 0; start < writes.length; start += WRITES_PER_COMMIT) {
+    const group = writes.slice(start, start + WRITES_PER_COMMIT);
+    await access.call((kv) =>
+      retryWhenLocked(async () => {
+        let atomic = kv.atomic();
+        for (const { key, value } of group) atomic = atomic.set(key, value, { expireIn });
+        await atomic.commit();
+      }, Math.random)
+    );
+  }
+}
+
+async function readFleet(
+  access: FleetKvAccess,
+  service: ServiceBudget,
+  bucket: number,
+): Promise<void> {
+  const prefix = ["breakwater", "retry", service.name];
+  const others = await access.call((kv) =>
+    retryWhenLocked(async () => {
+      const found = new Map<number, { requests: number; retries: number }>();
+      const entries = kv.list<unknown>({
+        start: [...prefix, bucket - BUCKETS + 1],
+        end: [...prefix, bucket + 1],
+      });
+      for await (const entry of entries) {
+        const [, , , id, instanceId] = entry.key;
+        if (typeof id !== "number" || instanceId === access.instanceId) continue;
+        const value = entry.value;
+        if (!Array.isArray(value) || !value.every(Number.isFinite)) continue;
+        const known = found.get(id) ?? { requests: 0, retries: 0 };
+        known.requests += value[0];
+        known.retries += value[1];
+        found.set(id, known);
+      }
+      return found;
+    }, Math.random)
+  );
+  service.others = others;
+  service.readAtMs = access.now();
+}

@@ -1,0 +1,231 @@
+/**
+ * The fleet retry budget on real Deno KV: one percentage and ONE floor for the whole fleet,
+ * decided from memory, counts exchanged in the background; the per-instance budget while the
+ * fleet's numbers are unavailable.
+ */
+import assert from "node:assert/strict";
+import type { FleetKvAccess } from "../../src/breaker/companion.ts";
+import { createFleetBreaker } from "../../src/breaker/fleet.ts";
+import {
+  createFleetRetryBudgets,
+  type FleetRetryBudget,
+  type FleetRetryBudgets,
+} from "../../src/retry/fleet_budget.ts";
+import { createRetryBudget } from "../../src/retry/policy.ts";
+import { waitFor } from "../_helpers/wait.ts";
+import { manualClock, policy, tempKvPath } from "../breaker/_helpers.ts";
+
+const SETTINGS = { budgetPercent: 20, minRetriesPerSecond: 3 };
+const T0 = 1_700_000_000_000;
+
+/** The breaker's side of the companion contract over a real KV handle, with its calls counted. */
+function accessOver(kv: Deno.Kv, instanceId: string, now: () => number) {
+  const state = { calls: 0, active: true };
+  const access: FleetKvAccess = {
+    instanceId,
+    now,
+    active: () => state.active,
+    call: (operation) => {
+      state.calls++;
+      return operation(kv);
+    },
+  };
+  return { access, state };
+}
+
+function spend(budget: FleetRetryBudget): number {
+  let retries = 0;
+  while (budget.tryAcquireRetry()) retries++;
+  return retries;
+}
+
+function requests(budget: FleetRetryBudget, count: number): void {
+  for (let request = 0; request < count; request++) budget.recordRequest();
+}
+
+interface Member {
+  budgets: FleetRetryBudgets;
+  users: FleetRetryBudget;
+  state: { calls: number; active: boolean };
+}
+
+/** Two exchange rounds a second apart: everyone has published, then everyone has read. */
+async function exchangeAll(members: Member[], clock: { advance(ms: number): void }) {
+  for (const each of members) await each.budgets.sync();
+  clock.advance(1000);
+  for (const each of members) await each.budgets.sync();
+}
+
+function member(kv: Deno.Kv, instanceId: string, now: () => number): Member {
+  const budgets = createFleetRetryBudgets({ now });
+  const users = budgets.budget("users", SETTINGS);
+  const { access, state } = accessOver(kv, instanceId, now);
+  budgets.attach(access);
+  return { budgets, users, state };
+}
+
+Deno.test("fleet retry budget: unattached, it is the per-instance budget", () => {
+  const clock = manualClock(T0);
+  const fleet = createFleetRetryBudgets({ now: clock.now }).budget("users", SETTINGS);
+  const local = createRetryBudget({ ...SETTINGS, now: clock.now });
+  for (let request = 0; request < 100; request++) {
+    fleet.recordRequest();
+    local.recordRequest();
+  }
+  let localRetries = 0;
+  while (local.tryAcquireRetry()) localRetries++;
+  assert.equal(spend(fleet), localRetries);
+  assert.equal(localRetries, 50, "20% of 100 + 3/s x 10 s");
+  assert.equal(fleet.snapshot().fleet, false);
+});
+
+Deno.test("fleet retry budget: two instances share one floor (70 retries, not 100)", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const clock = manualClock(T0);
+  const a = member(kv, "gw-a", clock.now);
+  const b = member(kv, "gw-b", clock.now);
+  try {
+    requests(a.users, 100);
+    requests(b.users, 100);
+    await exchangeAll([a, b], clock);
+    assert.deepEqual(
+      { ...a.users.snapshot(), retries: undefined },
+      {
+        requests: 100,
+        retries: undefined,
+        allowedRetries: 35, // 20% of its 100 + half of the fleet's floor of 30
+        fleet: true,
+        fleetRequests: 200,
+        fleetRetries: 0,
+        fleetAllowedRetries: 70, // 20% of 200 + one floor of 30
+      },
+    );
+    assert.equal(spend(a.users), 35);
+    assert.equal(spend(b.users), 35);
+    // Per instance, the same traffic would have cost 2 x (20 + 30) = 100 retries.
+  } finally {
+    kv.close();
+  }
+});
+
+Deno.test("fleet retry budget: shares follow the traffic, and the fleet total caps stale shares", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const clock = manualClock(T0);
+  const a = member(kv, "gw-a", clock.now);
+  const b = member(kv, "gw-b", clock.now);
+  try {
+    requests(a.users, 180);
+    requests(b.users, 20);
+    await exchangeAll([a, b], clock);
+    assert.equal(spend(a.users), 63, "36 + 30 x 180/200 = 63");
+    assert.equal(spend(b.users), 7, "4 + 30 x 20/200 = 7");
+    // b's traffic doubles: its share grows to ceil(8 + 30 x 40/220) = 14, 7 more than it spent,
+    // but the fleet's budget grows only to 44 + 30 = 74 and 70 are spent: 4 more.
+    requests(b.users, 20);
+    await exchangeAll([a, b], clock);
+    assert.equal(b.users.snapshot().fleetRetries, 70);
+    assert.equal(spend(b.users), 4);
+  } finally {
+    kv.close();
+  }
+});
+
+Deno.test("fleet retry budget: the window slides; stale or degraded numbers fall back per instance", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const clock = manualClock(T0);
+  const a = member(kv, "gw-a", clock.now);
+  const b = member(kv, "gw-b", clock.now);
+  try {
+    requests(a.users, 100);
+    requests(b.users, 100);
+    await exchangeAll([a, b], clock);
+    assert.equal(a.users.snapshot().fleet, true);
+    // No exchange for over three intervals: the fleet's numbers are too old to decide with.
+    clock.advance(3001);
+    assert.equal(a.users.snapshot().fleet, false);
+    assert.equal(a.users.snapshot().allowedRetries, 50, "its own 20% + the whole floor");
+    await a.budgets.sync();
+    assert.equal(a.users.snapshot().fleet, true);
+    a.state.active = false; // the breaker's KV session went degraded
+    assert.equal(a.users.snapshot().fleet, false);
+    a.state.active = true;
+    // Ten seconds on, the window holds no requests any more: only the floor is left.
+    clock.advance(10_000);
+    await a.budgets.sync();
+    assert.deepEqual(
+      { requests: a.users.snapshot().requests, allowed: a.users.snapshot().allowedRetries },
+      { requests: 0, allowed: 30 },
+    );
+  } finally {
+    kv.close();
+  }
+});
+
+Deno.test("fleet retry budget: a quiet service spread thin still retries now and then", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const clock = manualClock(T0);
+  const fleet = Array.from({ length: 40 }, (_, index) => member(kv, `gw-${index}`, clock.now));
+  try {
+    for (const each of fleet) requests(each.users, 1);
+    await exchangeAll(fleet, clock);
+    // 40 requests: the fleet may retry 8 + 30 = 38 times; each instance's share is 0.2 +
+    // 30/40 < 1, rounded up to one retry, and the fleet total stops the last ones.
+    const retries = fleet.map((each) => spend(each.users));
+    assert.ok(retries.every((count) => count <= 1));
+    const total = retries.reduce((sum, count) => sum + count, 0);
+    assert.ok(total >= 30 && total <= 40, `fleet retried ${total} times`);
+  } finally {
+    kv.close();
+  }
+});
+
+Deno.test("fleet retry budget: no KV call per request or retry, only per exchange", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const clock = manualClock(T0);
+  const a = member(kv, "gw-a", clock.now);
+  try {
+    for (let request = 0; request < 1000; request++) {
+      a.users.recordRequest();
+      a.users.tryAcquireRetry();
+    }
+    assert.equal(a.state.calls, 0);
+    await a.budgets.sync();
+    assert.equal(a.state.calls, 2, "one commit of the counts, one read of the fleet's");
+    await a.budgets.sync();
+    assert.equal(a.state.calls, 2, "not again before exchangeIntervalMs");
+  } finally {
+    kv.close();
+  }
+});
+
+Deno.test("fleet retry budget: exchanged on the fleet breaker's KV session", async () => {
+  const file = await tempKvPath();
+  const handles = [await Deno.openKv(file.path), await Deno.openKv(file.path)];
+  const breakers = handles.map((kv, index) => {
+    const retryBudgets = createFleetRetryBudgets({ exchangeIntervalMs: 20 });
+    const users = retryBudgets.budget("users", SETTINGS);
+    const breaker = createFleetBreaker({
+      kv,
+      services: { users: policy() },
+      instanceId: `gw-${index}`,
+      syncIntervalMs: 10,
+      retryBudgets,
+    });
+    return { breaker, users };
+  });
+  try {
+    for (const { breaker } of breakers) await breaker.start();
+    for (const { users } of breakers) requests(users, 50);
+    await waitFor(
+      () => breakers.every(({ users }) => users.snapshot().fleetRequests === 100),
+      { timeoutMs: 3000, what: "both instances to know the fleet's 100 requests" },
+    );
+    const snapshot = breakers[0].users.snapshot();
+    assert.equal(snapshot.fleet, true);
+    assert.equal(snapshot.fleetAllowedRetries, 50, "20% of 100 + one floor of 30");
+  } finally {
+    for (const { breaker } of breakers) await breaker.close();
+    for (const kv of handles) kv.close();
+    await file.remove();
+  }
+});
