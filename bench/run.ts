@@ -12,6 +12,9 @@
  * 4. `micro`: per-request costs, `deno bench --json` over the bench files.
  * 5. `fleet`: fleet outage cost, N = 1, 3, 10 gateways, one shared KV file vs `:memory:` each.
  * 6. `propagation`: an open breaker reaching the other processes sharing one KV file.
+ * 7. `memory`: peak RSS of a gateway process per upstream client, 100 MiB chunked up and
+ *    256 MiB down, cold and warm (nginx as the baseline).
+ * 8. `tracing`: CPU per request and req/s with tracing off, on at 100% and sampled out.
  *
  * Flags: `--only NAME[,NAME]` runs a subset (also `BENCH_ONLY`), `--dry-run` lists what would
  * run and starts nothing. Env knobs: BENCH_DURATION_S (wrk seconds per run, default 4),
@@ -33,10 +36,12 @@ import { type Scenario, type Shared, sharedProcesses } from "./lib/scenario.ts";
 import { log, RESULTS_DIR, ROOT, startedAt } from "./lib/settings.ts";
 import { bodies } from "./scenarios/bodies.ts";
 import { fleet } from "./scenarios/fleet.ts";
+import { memory } from "./scenarios/memory.ts";
 import { micro } from "./scenarios/micro.ts";
 import { profile } from "./scenarios/profile.ts";
 import { propagation } from "./scenarios/propagation.ts";
 import { throughput } from "./scenarios/throughput.ts";
+import { tracing } from "./scenarios/tracing.ts";
 
 /** Every scenario, in run order. */
 export const SCENARIOS: readonly Scenario[] = [
@@ -46,6 +51,8 @@ export const SCENARIOS: readonly Scenario[] = [
   micro,
   fleet,
   propagation,
+  memory,
+  tracing,
 ];
 
 /** What the command line asked for. */
@@ -98,8 +105,20 @@ async function runScenarios(scenarios: Scenario[], dir: string): Promise<Results
 /** Writes the raw JSON and `RESULTS.md` (or BENCH_OUT) and prints the markdown. */
 async function write(results: Results): Promise<void> {
   const durationS = (Date.now() - startedAt) / 1000;
-  const { throughput, bodies, profile, micro, fleet, propagation, notes } = results;
-  const raw = { throughput, bodies, profile, micro, fleet, propagation, notes, durationS };
+  const { throughput, bodies, profile, micro, fleet, propagation, memory, tracing, notes } =
+    results;
+  const raw = {
+    throughput,
+    bodies,
+    profile,
+    micro,
+    fleet,
+    propagation,
+    memory,
+    tracing,
+    notes,
+    durationS,
+  };
   const stamp = new Date().toISOString().replace(/[:.]/g, "-");
   await Deno.writeTextFile(`${RESULTS_DIR}/run-${stamp}.json`, JSON.stringify(raw, null, 2));
   const markdown = report({ machine: await machine(), durationS }, results);

@@ -69,6 +69,11 @@ export function spawn(
   return proc;
 }
 
+/** Stops the running process with `pid`, if this run started it (and it is still running). */
+export async function stopPid(pid: number): Promise<void> {
+  await [...running].find((proc) => proc.pid === pid)?.stop();
+}
+
 /** Stops every process still running. */
 export async function stopAll(): Promise<void> {
   await Promise.all([...running].map((proc) => proc.stop()));

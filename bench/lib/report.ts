@@ -4,6 +4,18 @@
  * @module
  */
 import { FAILURE_THRESHOLD, FLEET_MODES, FLEET_SCENARIOS, RECOVERY_MS } from "./fleet.ts";
+import {
+  DOWNLOAD_MIB,
+  GROWTH_TARGET_MIB,
+  UPLOAD_MIB,
+  UPLOAD_PAUSE_MS_PER_MIB,
+} from "../scenarios/memory.ts";
+import {
+  TRACING_CONNECTIONS,
+  TRACING_DURATION_S,
+  TRACING_ON_CPU_TARGET,
+  TRACING_SAMPLED_OUT_CPU_TARGET,
+} from "../scenarios/tracing.ts";
 import { run } from "./processes.ts";
 import type { Results, ThroughputRow } from "./results.ts";
 import { CONNECTIONS, decoder, DURATION_S, median, REPS } from "./settings.ts";
@@ -104,6 +116,62 @@ function breakerTargets(results: Results, add: AddTarget): void {
   }
 }
 
+/** Streaming memory per upstream client, and tracing cost. */
+function memoryAndTracingTargets(results: Results, add: AddTarget): void {
+  const gateways = [...new Set(results.memory.map((row) => row.target))].filter((name) =>
+    name.startsWith("Breakwater")
+  );
+  for (const target of gateways) {
+    const rows = results.memory.filter((row) => row.target === target);
+    const worst = Math.max(...rows.map((row) => row.growthMiB));
+    add(
+      `${target}: ${UPLOAD_MIB} MiB chunked up, ${DOWNLOAD_MIB} MiB down, RSS growth < ` +
+        `${GROWTH_TARGET_MIB} MiB`,
+      rows.map((row) => `${row.transfer} ${row.phase} ${fmt(row.growthMiB, 1)}`).join(", ") +
+        " MiB",
+      worst < GROWTH_TARGET_MIB,
+    );
+  }
+  const ratios = tracingRatios(results);
+  if (ratios.length === 2) {
+    const [on, sampledOut] = ratios;
+    add(
+      `tracing on (100% sampled): CPU/req <= ${fmt(TRACING_ON_CPU_TARGET, 2)}x off`,
+      `${fmt(on.cpu, 2)}x (per repetition ${fmt(on.cpuMin, 2)}-${fmt(on.cpuMax, 2)}x)`,
+      on.cpu <= TRACING_ON_CPU_TARGET,
+    );
+    add(
+      `tracing sampled out: CPU/req ~1.0x off (<= ${fmt(TRACING_SAMPLED_OUT_CPU_TARGET, 2)}x)`,
+      `${fmt(sampledOut.cpu, 2)}x (per repetition ${fmt(sampledOut.cpuMin, 2)}-${
+        fmt(sampledOut.cpuMax, 2)
+      }x)`,
+      sampledOut.cpu <= TRACING_SAMPLED_OUT_CPU_TARGET,
+    );
+  }
+}
+
+/** CPU/req and req/s of each traced variant over "off": ratio of medians, per-rep range. */
+function tracingRatios(
+  results: Results,
+): Array<{ variant: string; cpu: number; cpuMin: number; cpuMax: number; rps: number }> {
+  const off = results.tracing.find((row) => row.variant === "off");
+  if (!off) return [];
+  const cpuOf = (runs: { cpuUsPerRequest: number }[]) => runs.map((run) => run.cpuUsPerRequest);
+  return results.tracing.filter((row) => row !== off).map((row) => {
+    // Same repetition = neighbouring runs on the machine: the fairest pairs.
+    const perRep = row.runs.map((run, index) =>
+      run.cpuUsPerRequest / (off.runs[index]?.cpuUsPerRequest ?? NaN)
+    ).filter(Number.isFinite);
+    return {
+      variant: row.variant,
+      cpu: median(cpuOf(row.runs)) / median(cpuOf(off.runs)),
+      cpuMin: Math.min(...perRep),
+      cpuMax: Math.max(...perRep),
+      rps: median(row.runs.map((run) => run.rps)) / median(off.runs.map((run) => run.rps)),
+    };
+  });
+}
+
 /** The targets, each with the figure measured in this run. */
 function targetsSection(results: Results): string[] {
   const lines = ["## Targets", "", "| target | measured | verdict |", "| --- | --- | --- |"];
@@ -123,12 +191,14 @@ function targetsSection(results: Results): string[] {
       worst < 8,
     );
   }
+  memoryAndTracingTargets(results, add);
   lines.push("");
   return lines;
 }
 
 /** The headline: failed calls and probes per fleet scenario and KV mode. */
 function fleetSection(results: Results): string[] {
+  if (results.fleet.length === 0) return [];
   const lines = ["## Fleet outage cost (the headline)", ""];
   lines.push(
     `The upstream turns dark (every call answers 503) while a load generator sends the given ` +
@@ -258,6 +328,90 @@ function bodiesSection(results: Results): string[] {
   return lines;
 }
 
+/** Peak RSS of each proxy process around each large transfer. */
+function memorySection(results: Results): string[] {
+  if (results.memory.length === 0) return [];
+  const lines = [`## Streaming memory per upstream client`, ""];
+  lines.push(
+    `curl through a fresh proxy process per transfer: ${DOWNLOAD_MIB} MiB down ` +
+      "(`curl -o /dev/null`) from an upstream that streams it as fast as it is read; " +
+      `${UPLOAD_MIB} MiB up from a pipe (\`dd bs=1M | curl -T -\`, ` +
+      "`Transfer-Encoding: chunked`) to an upstream that reads at full speed, and to a slow " +
+      `upstream that pauses ${UPLOAD_PAUSE_MS_PER_MIB} ms after every MiB it reads (the proxy ` +
+      "must hold the client back; on loopback each pause stalls both hops for longer than the " +
+      "pause, hence the low MiB/s). The upstream runs in the bench process. Cold = the first transfer after " +
+      "the process started; warm = the next one. Peak = VmHWM after a reset " +
+      "(`5` to /proc/PID/clear_refs) just before the transfer; sampled = the largest VmRSS " +
+      "read every 10 ms. Growth = peak - RSS before. MiB/s = bytes / curl's total time. nginx: " +
+      `its one worker process. Target for the gateway: growth < ${GROWTH_TARGET_MIB} MiB.`,
+    "",
+  );
+  lines.push(
+    "| proxy | transfer | cold/warm | MiB | RSS before MiB | peak MiB | sampled peak MiB | growth MiB | MiB/s |",
+  );
+  lines.push("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+  for (const row of results.memory) {
+    lines.push(
+      `| ${row.target} | ${row.transfer} | ${row.phase} | ${fmt(row.mib)} | ${
+        fmt(row.rssBeforeMiB, 1)
+      } | ${fmt(row.peakMiB, 1)} | ${fmt(row.sampledPeakMiB, 1)} | ${fmt(row.growthMiB, 1)} | ${
+        fmt(row.mibPerS)
+      } |`,
+    );
+  }
+  lines.push("");
+  return lines;
+}
+
+/** CPU and req/s of the gateway with tracing off, on and sampled out. */
+function tracingSection(results: Results): string[] {
+  if (results.tracing.length === 0) return [];
+  const lines = ["## What tracing costs", ""];
+  const reps = Math.max(...results.tracing.map((row) => row.runs.length));
+  lines.push(
+    `wrk -t2 -c${TRACING_CONNECTIONS}, ${TRACING_DURATION_S} s per run, ${reps} repetitions, ` +
+      "~100-byte JSON from the shared upstream; one gateway process per variant (http1 client, " +
+      "access log off). Off: no OTLP endpoint. On: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` " +
+      "pointing at a sink process that reads each export (protobuf, the default) and answers " +
+      "200, every request sampled. Sampled out: the same plus " +
+      "`OTEL_TRACES_SAMPLER=traceidratio OTEL_TRACES_SAMPLER_ARG=0`. The machine was shared " +
+      "with other work, so the variants ran alternately (off, on, sampled out, off, ...) to " +
+      "spread the noise; x off = ratio of the medians, range = the ratios within each " +
+      "repetition. CPU us/req = the gateway's own user+system CPU per request, from wrk's " +
+      "start until the sink had received no export for 6 s (the batch span processor sends " +
+      "the run's last spans up to 5 s after wrk stops; every variant waits out the same " +
+      "tail): the `after wrk` column is that tail's share. Each run waits up to 30 s for the " +
+      "machine to be 85% idle and is repeated once when other processes took over 15% of it " +
+      "(the `foreign CPU` column).",
+    "",
+  );
+  lines.push(
+    "| tracing | req/s | x off | CPU us/req | after wrk | x off | range x off | p50 ms | p99 ms | errors | foreign CPU | exports (MiB) |",
+  );
+  lines.push(
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+  );
+  const ratios = tracingRatios(results);
+  for (const row of results.tracing) {
+    const ratio = ratios.find((each) => each.variant === row.variant);
+    lines.push(
+      `| ${row.variant} | ${fmt(median(row.runs.map((run) => run.rps)))} | ${
+        ratio ? fmt(ratio.rps, 2) : "1.00"
+      } | ${fmt(median(row.runs.map((run) => run.cpuUsPerRequest)), 1)} | ${
+        fmt(median(row.tailUsPerRequest), 1)
+      } | ${ratio ? fmt(ratio.cpu, 2) : "1.00"} | ${
+        ratio ? `${fmt(ratio.cpuMin, 2)}-${fmt(ratio.cpuMax, 2)}` : ""
+      } | ${fmt(median(row.runs.map((run) => run.p50Ms)), 2)} | ${
+        fmt(median(row.runs.map((run) => run.p99Ms)), 2)
+      } | ${row.runs.reduce((sum, run) => sum + run.errors, 0)} | ${
+        fmt(100 * median(row.runs.map((run) => run.foreignCpuShare)))
+      }% | ${fmt(row.exports)} (${fmt(row.exportBytes / 1024 / 1024, 1)}) |`,
+    );
+  }
+  lines.push("");
+  return lines;
+}
+
 /** The CPU profile summary. */
 function profileSection(results: Results): string[] {
   if (results.profile.length === 0) return [];
@@ -313,6 +467,8 @@ export function report(info: { machine: string; durationS: number }, results: Re
   lines.push(...propagationSection(results));
   lines.push(...throughputSection(results));
   lines.push(...bodiesSection(results));
+  lines.push(...memorySection(results));
+  lines.push(...tracingSection(results));
   lines.push(...profileSection(results));
   lines.push(...microSection(results));
   if (results.notes.length > 0) {

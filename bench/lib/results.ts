@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { Transfer } from "../scenarios/memory.ts";
 import type { FleetMode } from "./fleet.ts";
 import type { WrkResult } from "./wrk.ts";
 
@@ -91,6 +92,45 @@ export interface KvWriteCheck {
   changed: boolean;
 }
 
+/** One large transfer through one proxy process, with its resident memory around it. */
+export interface MemoryRow {
+  /** The proxy: `Breakwater (http1 client)`, `Breakwater (fetch client)`, `nginx`. */
+  target: string;
+  /**
+   * `download`: the upstream streams to curl; `upload`: curl sends a chunked body to an
+   * upstream reading at full speed; `upload, slow upstream`: to one pausing after every MiB.
+   */
+  transfer: Transfer;
+  /** `cold`: the first transfer after the process started; `warm`: the one after it. */
+  phase: "cold" | "warm";
+  /** Bytes moved, in MiB. */
+  mib: number;
+  /** VmRSS just before the transfer. */
+  rssBeforeMiB: number;
+  /** VmHWM after the transfer (reset to the current RSS just before it). */
+  peakMiB: number;
+  /** The largest VmRSS seen when sampling every 10 ms, as a check on `peakMiB`. */
+  sampledPeakMiB: number;
+  /** `peakMiB - rssBeforeMiB`. */
+  growthMiB: number;
+  /** Bytes moved over curl's total time, in MiB/s. */
+  mibPerS: number;
+}
+
+/** Every wrk run of the gateway with one tracing set-up. */
+export interface TracingRow {
+  /** `off`, `on, 100% sampled`, `on, sampled out`. */
+  variant: string;
+  /** One result per repetition; `cpuUsPerRequest` includes the export tail after wrk. */
+  runs: WrkResult[];
+  /** Per repetition: gateway CPU per request after wrk stopped, until exports went quiet. */
+  tailUsPerRequest: number[];
+  /** OTLP trace exports the sink received during this variant's runs. */
+  exports: number;
+  /** Bytes of those exports. */
+  exportBytes: number;
+}
+
 /** Everything one run measured. Scenarios that did not run leave their lists empty. */
 export interface Results {
   /** Throughput and latency rows. */
@@ -105,6 +145,10 @@ export interface Results {
   fleet: FleetRow[];
   /** Propagation rows. */
   propagation: PropagationRow[];
+  /** Streaming memory rows, per upstream client. */
+  memory: MemoryRow[];
+  /** Tracing cost rows. */
+  tracing: TracingRow[];
   /** KV file checks around Breakwater's throughput runs. */
   kvWriteChecks: KvWriteCheck[];
   /** What was skipped or failed, for the report. */
@@ -120,6 +164,8 @@ export function emptyResults(notes: string[] = []): Results {
     micro: [],
     fleet: [],
     propagation: [],
+    memory: [],
+    tracing: [],
     kvWriteChecks: [],
     notes,
   };
