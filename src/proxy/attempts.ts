@@ -131,6 +131,13 @@ async function attemptOnce(attempts: Attempts, endpoint: UpstreamEndpoint, attem
       body: attempts.body.body,
       signal: scope.signal,
       bodyIdleTimeoutMs: service.config.bodyIdleTimeoutMs,
+      // A body that fails on the upstream's side after the head is a late failure of this
+      // attempt: an upstream that answers heads and then stalls its bodies must still trip.
+      onBodyFailure: (error) => {
+        const outcome = { error: error.kind, durationMs: attempts.now() - sentAt };
+        attempts.ticket.record(outcome);
+        service.onAttempt(endpoint, outcome);
+      },
     });
   } catch (error) {
     thrown = error;

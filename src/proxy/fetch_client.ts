@@ -208,6 +208,7 @@ function idleGuarded(
   body: ReadableStream<Uint8Array>,
   timeoutMs: number,
   signal: AbortSignal,
+  onFailure?: (error: UpstreamError) => void,
 ): ReadableStream<Uint8Array> {
   let byob: ReadableStreamBYOBReader | null = null;
   let plain: ReadableStreamDefaultReader<Uint8Array> | null = null;
@@ -217,8 +218,16 @@ function idleGuarded(
     (byob ?? plain)?.cancel().catch(() => {});
   });
   const timeout = () => new UpstreamError("timeout", `no response body bytes for ${timeoutMs} ms`);
+  let controller!: ReadableByteStreamController;
+  const fail = (error: UpstreamError) => {
+    if (error.kind !== "aborted" && !signal.aborted) onFailure?.(error);
+    controller.error(error);
+  };
   return new ReadableStream({
     type: "bytes",
+    start(started: ReadableByteStreamController) {
+      controller = started;
+    },
     async pull(controller) {
       const request = controller.byobRequest;
       const view = request?.view ?? null;
@@ -239,12 +248,12 @@ function idleGuarded(
           : await plain!.read();
       } catch (error) {
         watch.stop();
-        controller.error(timedOut ? timeout() : classifyUpstreamFailure(error, signal));
+        fail(timedOut ? timeout() : classifyUpstreamFailure(error, signal));
         return;
       }
       watch.delivered();
       if (timedOut) {
-        controller.error(timeout());
+        fail(timeout());
         return;
       }
       const value = result.value;
@@ -417,6 +426,8 @@ function consistentResponse(
     headers.delete("content-encoding");
     headers.delete("content-length");
   }
-  const body = guard ? idleGuarded(response.body!, idleTimeoutMs!, request.signal) : response.body;
+  const body = guard
+    ? idleGuarded(response.body!, idleTimeoutMs!, request.signal, request.onBodyFailure)
+    : response.body;
   return new Response(body, { status: response.status, statusText: response.statusText, headers });
 }

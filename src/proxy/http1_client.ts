@@ -1041,7 +1041,13 @@ function bodyStream(
       } catch (error) {
         idle?.delivered();
         ending.finish(false);
-        controller.error(failure(error));
+        const failed = failure(error);
+        if (
+          failed instanceof UpstreamError && failed.kind !== "aborted" && !request.signal.aborted
+        ) {
+          request.onBodyFailure?.(failed);
+        }
+        controller.error(failed);
       }
     },
     cancel() {

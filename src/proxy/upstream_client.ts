@@ -57,6 +57,13 @@ export interface UpstreamRequest {
    * cut, however long it lasts (server-sent events).
    */
   bodyIdleTimeoutMs?: number;
+  /**
+   * Called once when the response body fails on the upstream's side after the head was
+   * returned (a stall past `bodyIdleTimeoutMs`, a reset, a framing violation): the attempt's
+   * late verdict, so an upstream that sends heads and then stalls its bodies still counts
+   * against its breaker. Not called when the consumer cancels or the client goes away.
+   */
+  onBodyFailure?: (error: UpstreamError) => void;
 }
 
 /** Sends requests to upstreams; the response body is streamed, never buffered. */

@@ -451,6 +451,9 @@ for (const client of ["http1", "fetch"] as UpstreamClientChoice[]) {
         assert.ok(cutAfterMs >= 400 && cutAfterMs < 3000, `cut after ${cutAfterMs} ms`);
         const ready = await (await fetch(`${gw.url}/readyz`)).json();
         assert.equal(ready.services.stall.pool.active, 0);
+        // The stall is the upstream's failure, counted although its head said 200.
+        const stalled = (await breakers(gw)).get("stall");
+        assert.ok((stalled?.failuresInWindow ?? 0) >= 1, JSON.stringify(stalled));
 
         // 8 events over ~1.2 s through a 400 ms timeoutMs: a flowing body is never cut.
         const events = await (await fetch(`${gw.url}/sse/events`, {
