@@ -7,34 +7,16 @@
  *
  * @module
  */
-import type { Attributes, Meter } from "@opentelemetry/api";
+import type { Attributes, Counter, Histogram, Meter, Observable } from "@opentelemetry/api";
 
+// deno-fmt-ignore -- a table of numbers reads better on a few lines than one per line
 /**
  * Bucket boundaries (seconds) of both request-duration histograms: 100 us (an answer the
  * gateway makes itself) to 60 s (a long upstream call), denser where proxied calls land.
  */
 export const REQUEST_DURATION_BUCKETS_S: readonly number[] = [
-  0.0001,
-  0.00025,
-  0.0005,
-  0.001,
-  0.0025,
-  0.005,
-  0.01,
-  0.025,
-  0.05,
-  0.075,
-  0.1,
-  0.25,
-  0.5,
-  0.75,
-  1,
-  2.5,
-  5,
-  7.5,
-  10,
-  30,
-  60,
+  0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75,
+  1, 2.5, 5, 7.5, 10, 30, 60
 ];
 
 /** Attribute names: the OpenTelemetry HTTP semantic conventions' and the gateway's own. */
@@ -256,79 +238,168 @@ function buildClientAttributes(a: ClientAttemptRecord): Attributes {
   return attributes;
 }
 
+/** The synchronous instruments the request path records on. */
+interface RequestInstruments {
+  serverDuration: Histogram;
+  clientDuration: Histogram;
+  rejected: Counter;
+  retries: Counter;
+  transitions: Counter;
+}
+
+/** A request-duration histogram in seconds, on {@link REQUEST_DURATION_BUCKETS_S}. */
+function durationHistogram(meter: Meter, name: string, description: string): Histogram {
+  return meter.createHistogram(name, {
+    unit: "s",
+    description,
+    advice: { explicitBucketBoundaries: [...REQUEST_DURATION_BUCKETS_S] },
+  });
+}
+
+/** The histograms and counters, in the order they have always been created (export order). */
+function createRequestInstruments(meter: Meter): RequestInstruments {
+  return {
+    serverDuration: durationHistogram(
+      meter,
+      "http.server.request.duration",
+      "Duration of requests on the public port, gateway answers included",
+    ),
+    clientDuration: durationHistogram(
+      meter,
+      "http.client.request.duration",
+      "Duration of each attempt to an upstream",
+    ),
+    rejected: meter.createCounter("breakwater.requests.rejected", {
+      unit: "{request}",
+      description: "Requests the gateway answered itself, by x-breakwater-error reason",
+    }),
+    retries: meter.createCounter("breakwater.retries", {
+      unit: "{retry}",
+      description: "Upstream attempts that were retries",
+    }),
+    transitions: meter.createCounter("breakwater.breaker.transitions", {
+      unit: "{transition}",
+      description: "Breaker state changes seen by this instance",
+    }),
+  };
+}
+
+/** One service's pool as {@link ObservedSources.pools} reports it. */
+type PoolSample = ReturnType<ObservedSources["pools"]>[number];
+
 /**
- * Creates the request-path instruments on `meter` and returns the recorders.
- * `serviceNames` get their zero-valued series up front, so `rate()` works from the first scrape.
+ * Observes one value per pool on `instrument` at collection time; `valueOf` returns null to
+ * leave a pool out.
  */
-export function createGatewayRecorders(meter: Meter, serviceNames: string[]): GatewayRecorders {
-  const serverDuration = meter.createHistogram("http.server.request.duration", {
-    unit: "s",
-    description: "Duration of requests on the public port, gateway answers included",
-    advice: { explicitBucketBoundaries: [...REQUEST_DURATION_BUCKETS_S] },
-  });
-  const clientDuration = meter.createHistogram("http.client.request.duration", {
-    unit: "s",
-    description: "Duration of each attempt to an upstream",
-    advice: { explicitBucketBoundaries: [...REQUEST_DURATION_BUCKETS_S] },
-  });
-  const rejectedCounter = meter.createCounter("breakwater.requests.rejected", {
-    unit: "{request}",
-    description: "Requests the gateway answered itself, by x-breakwater-error reason",
-  });
-  const retriesCounter = meter.createCounter("breakwater.retries", {
-    unit: "{retry}",
-    description: "Upstream attempts that were retries",
-  });
-  const transitionsCounter = meter.createCounter("breakwater.breaker.transitions", {
-    unit: "{transition}",
-    description: "Breaker state changes seen by this instance",
-  });
-  let sources: ObservedSources | null = null;
-  // Asynchronous up-down counters: the limiter already knows these numbers, so they are read at
-  // collection time instead of being counted on every request (measured ~0.8 us per request).
-  meter.createObservableUpDownCounter("breakwater.pool.active", {
-    unit: "{request}",
-    description: "Requests in flight to the service's upstreams",
-  }).addCallback((result) => {
-    for (const pool of sources?.pools() ?? []) {
-      result.observe(pool.active, forService(pool.service));
+function observePools(
+  instrument: Observable,
+  sources: () => ObservedSources | null,
+  forService: (service: string) => Attributes,
+  valueOf: (pool: PoolSample) => number | null,
+): void {
+  instrument.addCallback((result) => {
+    for (const pool of sources()?.pools() ?? []) {
+      const value = valueOf(pool);
+      if (value !== null) result.observe(value, forService(pool.service));
     }
   });
-  meter.createObservableUpDownCounter("breakwater.pool.pending", {
-    unit: "{request}",
-    description: "Requests waiting for a free slot in the service's pool",
-  }).addCallback((result) => {
-    for (const pool of sources?.pools() ?? []) {
-      result.observe(pool.pending, forService(pool.service));
-    }
-  });
+}
+
+/**
+ * The gauges read at collection time: the limiter and the breakers already know these
+ * numbers, so they are read then instead of being counted on every request (measured ~0.8 us
+ * per request). Created in the order they have always been (export order).
+ */
+function registerObservedGauges(
+  meter: Meter,
+  sources: () => ObservedSources | null,
+  forService: (service: string) => Attributes,
+): void {
+  observePools(
+    meter.createObservableUpDownCounter("breakwater.pool.active", {
+      unit: "{request}",
+      description: "Requests in flight to the service's upstreams",
+    }),
+    sources,
+    forService,
+    (pool) => pool.active,
+  );
+  observePools(
+    meter.createObservableUpDownCounter("breakwater.pool.pending", {
+      unit: "{request}",
+      description: "Requests waiting for a free slot in the service's pool",
+    }),
+    sources,
+    forService,
+    (pool) => pool.pending,
+  );
   meter.createObservableGauge("breakwater.breaker.state", {
     unit: "{state}",
     description: "Breaker state: 0 closed, 1 half-open, 2 open, 3 forced open, 4 forced closed",
   }).addCallback((result) => {
-    if (sources === null) return;
-    for (const { service, state } of sources.breakerStates()) {
+    for (const { service, state } of sources()?.breakerStates() ?? []) {
       const value = breakerStateValue(state);
       if (value !== null) result.observe(value, forService(service));
     }
   });
-  meter.createObservableGauge("breakwater.pool.usage", {
-    unit: "1",
-    description: "Requests in flight / pool.maxConnections",
-  }).addCallback((result) => {
-    if (sources === null) return;
-    for (const { service, active, max } of sources.pools()) {
-      if (max > 0) result.observe(active / max, forService(service));
-    }
-  });
-  meter.createObservableGauge("breakwater.pool.limit", {
-    unit: "{request}",
-    description: "In-flight limit of the service's pool (moves with adaptive concurrency)",
-  }).addCallback((result) => {
-    for (const { service, max } of sources?.pools() ?? []) result.observe(max, forService(service));
-  });
+  observePools(
+    meter.createObservableGauge("breakwater.pool.usage", {
+      unit: "1",
+      description: "Requests in flight / pool.maxConnections",
+    }),
+    sources,
+    forService,
+    ({ active, max }) => max > 0 ? active / max : null,
+  );
+  observePools(
+    meter.createObservableGauge("breakwater.pool.limit", {
+      unit: "{request}",
+      description: "In-flight limit of the service's pool (moves with adaptive concurrency)",
+    }),
+    sources,
+    forService,
+    (pool) => pool.max,
+  );
+}
 
+/**
+ * Attribute sets cached by a path of six raw values. The hottest paths: nested maps keyed by
+ * the raw values, so a recording builds no string and no object (the keys are arguments, not
+ * an array) once its combination was seen; `build` makes the set the first time.
+ */
+function pathCachedAttributes<R>(
+  build: (record: R) => Attributes,
+): (
+  record: R,
+  k1: unknown,
+  k2: unknown,
+  k3: unknown,
+  k4: unknown,
+  k5: unknown,
+  k6: unknown,
+) => Attributes {
+  const { root, node } = createAttributeTree();
+  return (record, k1, k2, k3, k4, k5, k6) => {
+    const leaf = node(node(node(node(node(node(root, k1), k2), k3), k4), k5), k6);
+    return leaf.value ??= Object.freeze(build(record));
+  };
+}
+
+/**
+ * Creates the request-path instruments on `meter` and returns the recorders.
+ * `serviceNames` get their zero-valued series up front, so `rate()` works from the first scrape.
+ *
+ * @example
+ * ```ts
+ * const recorders = createGatewayRecorders(provider.getMeter("breakwater"), ["users"]);
+ * recorders.serverRequest({ method: "GET", status: 200, service: "users", durationS: 0.004 });
+ * ```
+ */
+export function createGatewayRecorders(meter: Meter, serviceNames: string[]): GatewayRecorders {
+  const instruments = createRequestInstruments(meter);
+  let sources: ObservedSources | null = null;
   const forService = attributeCache((service: string) => service, serviceAttributes);
+  registerObservedGauges(meter, () => sources, forService);
   const rejectedAttributes = attributeCache(
     (service: string | null, reason: string) => `${service ?? ""}\n${reason}`,
     (service, reason) => ({ ...serviceAttributes(service), [ATTR.reason]: reason }),
@@ -337,36 +408,14 @@ export function createGatewayRecorders(meter: Meter, serviceNames: string[]): Ga
     (service: string, from: string, to: string) => `${service}\n${from}\n${to}`,
     (service, from, to) => ({ [ATTR.service]: service, [ATTR.from]: from, [ATTR.to]: to }),
   );
-  // The hottest paths: nested maps keyed by the raw values, so a recording builds no string
-  // and no object once its combination was seen.
-  const serverTree = createAttributeTree();
-  function serverAttributes(a: ServerRequestRecord): Attributes {
-    const { node } = serverTree;
-    const leaf = node(
-      node(
-        node(node(node(node(serverTree.root, a.service), a.method), a.status), a.errorType),
-        a.scheme,
-      ),
-      a.route,
-    );
-    return leaf.value ??= Object.freeze(buildServerAttributes(a));
-  }
-  const clientTree = createAttributeTree();
-  function clientAttributes(a: ClientAttemptRecord): Attributes {
-    const { node } = clientTree;
-    const leaf = node(
-      node(
-        node(node(node(node(clientTree.root, a.service), a.address), a.port), a.method),
-        a.status,
-      ),
-      a.errorType,
-    );
-    return leaf.value ??= Object.freeze(buildClientAttributes(a));
-  }
-
-  for (const service of serviceNames) {
-    retriesCounter.add(0, forService(service));
-  }
+  const serverSets = pathCachedAttributes(buildServerAttributes);
+  const serverAttributes = (a: ServerRequestRecord) =>
+    serverSets(a, a.service, a.method, a.status, a.errorType, a.scheme, a.route);
+  const clientSets = pathCachedAttributes(buildClientAttributes);
+  const clientAttributes = (a: ClientAttemptRecord) =>
+    clientSets(a, a.service, a.address, a.port, a.method, a.status, a.errorType);
+  const { serverDuration, clientDuration, rejected, retries, transitions } = instruments;
+  for (const service of serviceNames) retries.add(0, forService(service));
 
   return {
     serverRequest(a) {
@@ -376,13 +425,13 @@ export function createGatewayRecorders(meter: Meter, serviceNames: string[]): Ga
       clientDuration.record(a.durationS, clientAttributes(a));
     },
     rejected(service, reason) {
-      rejectedCounter.add(1, rejectedAttributes(service, reason));
+      rejected.add(1, rejectedAttributes(service, reason));
     },
     retry(service) {
-      retriesCounter.add(1, forService(service));
+      retries.add(1, forService(service));
     },
     breakerTransition(service, from, to) {
-      transitionsCounter.add(1, transitionAttributes(service, from, to));
+      transitions.add(1, transitionAttributes(service, from, to));
     },
     observe(next) {
       sources = next;

@@ -38,6 +38,7 @@ import { OTLPMetricExporterBase } from "@opentelemetry/exporter-metrics-otlp-htt
 import { getStringFromEnv } from "@opentelemetry/core";
 import type { PushMetricExporter, ResourceMetrics } from "@opentelemetry/sdk-metrics";
 import type { ReadableSpan, SpanExporter } from "@opentelemetry/sdk-trace";
+import { deadline, DeadlineError, delay } from "../async/mod.ts";
 import { createHttp1Client } from "../proxy/http1_client.ts";
 import type { UpstreamClient } from "../proxy/upstream_client.ts";
 import type { OtlpProtocol, OtlpSignal } from "./otlp_config.ts";
@@ -45,11 +46,13 @@ import type { OtlpProtocol, OtlpSignal } from "./otlp_config.ts";
 /** Largest collector response read (the package transport's limit). */
 const MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
 /** Retry policy of the package's retrying transport. */
-const MAX_RETRIES = 5;
-const INITIAL_BACKOFF_MS = 1000;
-const MAX_BACKOFF_MS = 5000;
-const BACKOFF_MULTIPLIER = 1.5;
-const JITTER = 0.2;
+const RETRY = {
+  maxRetries: 5,
+  initialBackoffMs: 1000,
+  maxBackoffMs: 5000,
+  multiplier: 1.5,
+  jitter: 0.2,
+};
 
 /** Options of {@link createOtlpExporter}. */
 export interface OtlpExporterOptions {
@@ -161,6 +164,107 @@ function caCertsFor(signal: OtlpSignal): string[] | undefined {
   }
 }
 
+/** What a transport adds to every export request, fixed when it is created. */
+interface TransportTarget {
+  origin: string;
+  pathAndQuery: string;
+  headers: () => Promise<Record<string, string>>;
+  compression: string;
+  /** `Authorization` from the URL's userinfo, or null. */
+  basicAuth: string | null;
+}
+
+/** Basic credentials in the URL become an Authorization header, as node:http does. */
+function basicAuthOf(target: URL): string | null {
+  if (target.username === "") return null;
+  const user = decodeURIComponent(target.username);
+  return `Basic ${btoa(`${user}:${decodeURIComponent(target.password)}`)}`;
+}
+
+/** The request's header pairs and body: the exporter's headers, gzip, user agent, credentials. */
+async function exportRequest(
+  target: TransportTarget,
+  data: Uint8Array,
+): Promise<{ pairs: [string, string][]; body: Uint8Array<ArrayBuffer> }> {
+  const pairs: [string, string][] = Object.entries(await target.headers());
+  let body: Uint8Array<ArrayBuffer> = data as Uint8Array<ArrayBuffer>;
+  if (target.compression === "gzip") {
+    body = await gzip(data);
+    pairs.push(["Content-Encoding", "gzip"]);
+  }
+  pairs.push(["User-Agent", "breakwater OTel-OTLP-Exporter-JavaScript"]);
+  const { basicAuth } = target;
+  if (basicAuth !== null && !pairs.some(([name]) => name.toLowerCase() === "authorization")) {
+    pairs.push(["Authorization", basicAuth]);
+  }
+  return { pairs, body };
+}
+
+/** The collector's answer as the export delegate wants it (OTLP/HTTP spec, "Failures"). */
+function exportResponse(response: Response, bytes: Uint8Array | null): ExportResponse {
+  if (bytes === null) {
+    return {
+      status: "failure",
+      error: new Error(`OTLP export response body exceeded ${MAX_RESPONSE_BYTES} bytes`),
+    };
+  }
+  if (response.status >= 200 && response.status <= 299) {
+    return { status: "success", data: bytes };
+  }
+  if (isRetryableStatus(response.status)) {
+    return {
+      status: "retryable",
+      retryInMillis: retryAfterMs(response.headers.get("retry-after")),
+    };
+  }
+  return {
+    status: "failure",
+    error: new OTLPExporterError(
+      response.statusText || `HTTP ${response.status}`,
+      response.status,
+      new TextDecoder().decode(bytes),
+    ),
+  };
+}
+
+/**
+ * One POST and its answer, within `timeoutMs`: past it the request is aborted (its socket
+ * closed) and the export is retryable with "Request timed out", as the package's transport.
+ * Refused, reset, timed out: the collector may be back in a moment (as the package's transport
+ * treats network errors).
+ */
+async function postExport(
+  client: UpstreamClient,
+  target: TransportTarget,
+  data: Uint8Array,
+  timeoutMs: number,
+): Promise<ExportResponse> {
+  const controller = new AbortController();
+  const exchange = async () => {
+    const { pairs, body } = await exportRequest(target, data);
+    const response = await client.send({
+      origin: target.origin,
+      pathAndQuery: target.pathAndQuery,
+      method: "POST",
+      headers: pairs,
+      body,
+      signal: controller.signal,
+    });
+    return exportResponse(response, await readCapped(response, controller.signal));
+  };
+  try {
+    // A negative time left (the retry loop's clock) times out at once, as a timer would.
+    return await deadline(exchange(), Math.max(timeoutMs, 0));
+  } catch (error) {
+    if (error instanceof DeadlineError) controller.abort(new Error("Request timed out"));
+    const reason = controller.signal.aborted ? controller.signal.reason : error;
+    return {
+      status: "retryable",
+      error: reason instanceof Error ? reason : new Error(String(reason)),
+    };
+  }
+}
+
 /**
  * A transport that POSTs over the gateway's HTTP/1.1 client: one keep-alive connection per
  * collector, closed on shutdown.
@@ -171,82 +275,21 @@ export function createDenoConnectTransport(
   compression: string,
   caCerts?: string[],
 ): IExporterTransport {
-  const target = new URL(url);
-  const origin = target.origin;
-  const pathAndQuery = target.pathname + target.search;
-  // Basic credentials in the URL become an Authorization header, as node:http does.
-  const basicAuth = target.username !== ""
-    ? `Basic ${
-      btoa(`${decodeURIComponent(target.username)}:${decodeURIComponent(target.password)}`)
-    }`
-    : null;
+  const parsed = new URL(url);
+  const target: TransportTarget = {
+    origin: parsed.origin,
+    pathAndQuery: parsed.pathname + parsed.search,
+    headers,
+    compression,
+    basicAuth: basicAuthOf(parsed),
+  };
   let client: UpstreamClient | null = null;
-  const clientOf = () =>
-    client ??= createHttp1Client(() => ({ maxIdlePerHost: 2, idleTimeoutMs: 30_000 }), {
-      caCerts,
-    });
-
   return {
-    async send(data: Uint8Array, timeoutMillis: number): Promise<ExportResponse> {
-      const controller = new AbortController();
-      const timer = setTimeout(
-        () => controller.abort(new Error("Request timed out")),
-        timeoutMillis,
-      );
-      try {
-        const pairs: [string, string][] = Object.entries(await headers());
-        let body: Uint8Array<ArrayBuffer> = data as Uint8Array<ArrayBuffer>;
-        if (compression === "gzip") {
-          body = await gzip(data);
-          pairs.push(["Content-Encoding", "gzip"]);
-        }
-        pairs.push(["User-Agent", "breakwater OTel-OTLP-Exporter-JavaScript"]);
-        if (basicAuth !== null && !pairs.some(([name]) => name.toLowerCase() === "authorization")) {
-          pairs.push(["Authorization", basicAuth]);
-        }
-        const response = await clientOf().send({
-          origin,
-          pathAndQuery,
-          method: "POST",
-          headers: pairs,
-          body,
-          signal: controller.signal,
-        });
-        const bytes = await readCapped(response, controller.signal);
-        if (bytes === null) {
-          return {
-            status: "failure",
-            error: new Error(`OTLP export response body exceeded ${MAX_RESPONSE_BYTES} bytes`),
-          };
-        }
-        if (response.status >= 200 && response.status <= 299) {
-          return { status: "success", data: bytes };
-        }
-        if (isRetryableStatus(response.status)) {
-          return {
-            status: "retryable",
-            retryInMillis: retryAfterMs(response.headers.get("retry-after")),
-          };
-        }
-        return {
-          status: "failure",
-          error: new OTLPExporterError(
-            response.statusText || `HTTP ${response.status}`,
-            response.status,
-            new TextDecoder().decode(bytes),
-          ),
-        };
-      } catch (error) {
-        // Refused, reset, timed out: the collector may be back in a moment (as the package's
-        // transport treats network errors).
-        const reason = controller.signal.aborted ? controller.signal.reason : error;
-        return {
-          status: "retryable",
-          error: reason instanceof Error ? reason : new Error(String(reason)),
-        };
-      } finally {
-        clearTimeout(timer);
-      }
+    send(data: Uint8Array, timeoutMillis: number): Promise<ExportResponse> {
+      client ??= createHttp1Client(() => ({ maxIdlePerHost: 2, idleTimeoutMs: 30_000 }), {
+        caCerts,
+      });
+      return postExport(client, target, data, timeoutMillis);
     },
     shutdown() {
       client?.close();
@@ -309,6 +352,15 @@ async function readCapped(
   return out;
 }
 
+/** The wait before the next retry: the collector's `Retry-After`, else the backoff with jitter. */
+function retryWaitMs(result: ExportResponse, backoffMs: number): number {
+  if (result.status === "retryable" && result.retryInMillis !== undefined) {
+    return result.retryInMillis;
+  }
+  const jitter = 1 + (Math.random() * 2 - 1) * RETRY.jitter;
+  return Math.min(backoffMs * jitter, RETRY.maxBackoffMs);
+}
+
 /**
  * Retries `retryable` answers with exponential backoff and jitter while the export's time
  * lasts, like the package's retrying transport (not exported by it).
@@ -316,17 +368,19 @@ async function readCapped(
 export function withRetries(inner: IExporterTransport): IExporterTransport {
   return {
     async send(data, timeoutMillis) {
-      const deadline = Date.now() + timeoutMillis;
-      let backoffMs = INITIAL_BACKOFF_MS;
+      const deadlineAt = Date.now() + timeoutMillis;
+      let backoffMs = RETRY.initialBackoffMs;
       let result = await inner.send(data, timeoutMillis);
-      for (let retries = 0; result.status === "retryable" && retries < MAX_RETRIES; retries++) {
-        const jitter = 1 + (Math.random() * 2 - 1) * JITTER;
-        const waitMs = result.retryInMillis ?? Math.min(backoffMs * jitter, MAX_BACKOFF_MS);
-        backoffMs *= BACKOFF_MULTIPLIER;
-        const leftMs = deadline - Date.now();
-        if (waitMs > leftMs) break;
-        await new Promise((resolve) => setTimeout(resolve, waitMs));
-        result = await inner.send(data, deadline - Date.now());
+      for (
+        let retries = 0;
+        result.status === "retryable" && retries < RETRY.maxRetries;
+        retries++
+      ) {
+        const waitMs = retryWaitMs(result, backoffMs);
+        backoffMs *= RETRY.multiplier;
+        if (waitMs > deadlineAt - Date.now()) break;
+        await delay(Math.max(waitMs, 0));
+        result = await inner.send(data, deadlineAt - Date.now());
       }
       return result;
     },

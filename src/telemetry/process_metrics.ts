@@ -9,20 +9,10 @@ import type { Histogram, Meter } from "@opentelemetry/api";
 import process from "node:process";
 import { type CgroupLimits, readCgroupLimits } from "../config/cgroup.ts";
 
+// deno-fmt-ignore -- a table of numbers reads better on a few lines than one per line
 /** Bucket boundaries (seconds) of `breakwater.event_loop.delay`: 1 ms to 5 s. */
 export const EVENT_LOOP_DELAY_BUCKETS_S: readonly number[] = [
-  0.001,
-  0.0025,
-  0.005,
-  0.01,
-  0.025,
-  0.05,
-  0.1,
-  0.25,
-  0.5,
-  1,
-  2.5,
-  5,
+  0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5
 ];
 
 /** How often the event-loop delay is sampled by default. */

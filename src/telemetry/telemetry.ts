@@ -5,11 +5,14 @@
  *
  * @module
  */
+import type { Meter } from "@opentelemetry/api";
+import type { Resource } from "@opentelemetry/resources";
 import {
   MeterProvider,
   type MetricReader,
   PeriodicExportingMetricReader,
 } from "@opentelemetry/sdk-metrics";
+import { deadline, DeadlineError } from "../async/mod.ts";
 import { createLogger } from "./access_log.ts";
 import {
   type LogSink,
@@ -18,7 +21,13 @@ import {
 } from "./export_errors.ts";
 import { createGatewayRecorders, type GatewayRecorders } from "./instruments.ts";
 import { createOperatorRecorders, type OperatorRecorders } from "./operator_metrics.ts";
-import { type OtlpFileConfig, redactUrl, resolveExportPlan } from "./otlp_config.ts";
+import {
+  type ConfigNotice,
+  type ExportPlan,
+  type OtlpFileConfig,
+  redactUrl,
+  resolveExportPlan,
+} from "./otlp_config.ts";
 import { createOtlpExporter } from "./otlp_exporter.ts";
 import { registerProcessInfo } from "./process_info.ts";
 import { registerProcessMetrics } from "./process_metrics.ts";
@@ -87,6 +96,92 @@ function defaultSink(): LogSink {
   };
 }
 
+/** The OTLP metrics reader of `plan`, or null when metrics are not exported. */
+function otlpMetricReader(plan: ExportPlan["metrics"], log: LogSink): MetricReader | null {
+  if (plan === null) return null;
+  const { exporter, url } = createOtlpExporter("metrics", {
+    protocol: plan.protocol,
+    url: plan.configUrl,
+    timeoutMs: plan.requestTimeoutMs,
+  });
+  return new PeriodicExportingMetricReader({
+    exporter: withFailureStreakLogging(exporter, log, redactUrl(url)),
+    exportIntervalMillis: plan.intervalMs,
+    exportTimeoutMillis: plan.exportTimeoutMs,
+  });
+}
+
+/** Tracing exporting to `plan`'s collector, or tracing off when traces are not exported. */
+function tracingFor(
+  plan: ExportPlan["traces"],
+  resource: Resource,
+  version: string | undefined,
+  log: LogSink,
+): GatewayTracing {
+  if (plan === null) return createTracing({ exporter: null, resource });
+  const { exporter, url } = createOtlpExporter("traces", {
+    protocol: plan.protocol,
+    url: plan.configUrl,
+  });
+  const samplerNotices: ConfigNotice[] = [];
+  const sampler = samplerFromEnv(samplerNotices);
+  for (const notice of samplerNotices) log(notice);
+  return createTracing({
+    exporter: withSpanFailureStreakLogging(exporter, log, redactUrl(url)),
+    resource,
+    sampler,
+    version,
+  });
+}
+
+/** Every instrument on `meter`: the request path's, the operator's and the process's. */
+function registerInstruments(meter: Meter, options: TelemetryOptions, hasReaders: boolean) {
+  const recorders = createGatewayRecorders(meter, options.serviceNames);
+  const operator = createOperatorRecorders(meter, options.serviceNames, recorders.sources);
+  registerProcessInfo(meter, { version: options.version });
+  // Nothing reads the resource metrics without a reader: no sampler timer then.
+  const processMetrics = hasReaders
+    ? registerProcessMetrics(meter, {
+      cgroupRoot: options.cgroupRoot,
+      eventLoopSampleIntervalMs: options.eventLoopSampleIntervalMs,
+    })
+    : null;
+  return { recorders, operator, processMetrics };
+}
+
+/**
+ * Flushes and shuts down the metrics and the tracing within `timeoutMs`; a flush that fails
+ * or overruns is logged, never thrown (shutdown goes on without it).
+ */
+async function flushWithin(
+  provider: MeterProvider,
+  tracing: GatewayTracing,
+  timeoutMs: number,
+  log: LogSink,
+): Promise<void> {
+  try {
+    // A negative bound times out at once, as a timer of that length would.
+    const flush = Promise.all([provider.shutdown(), tracing.shutdown()]);
+    await deadline(flush, Math.max(timeoutMs, 0));
+  } catch (error) {
+    if (error instanceof DeadlineError) {
+      log({
+        level: "warn",
+        event: "telemetry_shutdown_timeout",
+        msg: "telemetry flush did not finish in time; the last metrics and spans may be lost",
+        timeoutMs,
+      });
+      return;
+    }
+    log({
+      level: "warn",
+      event: "telemetry_shutdown_failed",
+      msg: "telemetry flush failed at shutdown",
+      error: error instanceof Error ? error.message : String(error),
+    });
+  }
+}
+
 /**
  * Builds the MeterProvider, its readers and every instrument.
  *
@@ -103,58 +198,20 @@ function defaultSink(): LogSink {
  */
 export function createTelemetry(options: TelemetryOptions): GatewayTelemetry {
   const log = options.logger ?? defaultSink();
-  const readers: MetricReader[] = [];
-
   const pullReader = options.prometheus ? createPullReader() : null;
-  if (pullReader !== null) readers.push(pullReader);
-
   const plan = resolveExportPlan(options.otlp);
   for (const notice of plan.notices) log(notice);
-  if (plan.metrics !== null) {
-    const { exporter, url } = createOtlpExporter("metrics", {
-      protocol: plan.metrics.protocol,
-      url: plan.metrics.configUrl,
-      timeoutMs: plan.metrics.requestTimeoutMs,
-    });
-    readers.push(
-      new PeriodicExportingMetricReader({
-        exporter: withFailureStreakLogging(exporter, log, redactUrl(url)),
-        exportIntervalMillis: plan.metrics.intervalMs,
-        exportTimeoutMillis: plan.metrics.exportTimeoutMs,
-      }),
-    );
-  }
-
+  const otlpReader = otlpMetricReader(plan.metrics, log);
+  const readers = [pullReader, otlpReader].filter((reader) => reader !== null);
   const resource = buildResource(options.instanceId, options.version);
-  let tracing: GatewayTracing = createTracing({ exporter: null, resource });
-  if (plan.traces !== null) {
-    const { exporter, url } = createOtlpExporter("traces", {
-      protocol: plan.traces.protocol,
-      url: plan.traces.configUrl,
-    });
-    const samplerNotices: typeof plan.notices = [];
-    const sampler = samplerFromEnv(samplerNotices);
-    for (const notice of samplerNotices) log(notice);
-    tracing = createTracing({
-      exporter: withSpanFailureStreakLogging(exporter, log, redactUrl(url)),
-      resource,
-      sampler,
-      version: options.version,
-    });
-  }
-
+  const tracing = tracingFor(plan.traces, resource, options.version, log);
   const provider = new MeterProvider({ resource, readers });
   const meter = provider.getMeter(METER_NAME, options.version);
-  const recorders = createGatewayRecorders(meter, options.serviceNames);
-  const operator = createOperatorRecorders(meter, options.serviceNames, recorders.sources);
-  registerProcessInfo(meter, { version: options.version });
-  // Nothing reads the resource metrics without a reader: no sampler timer then.
-  const processMetrics = readers.length > 0
-    ? registerProcessMetrics(meter, {
-      cgroupRoot: options.cgroupRoot,
-      eventLoopSampleIntervalMs: options.eventLoopSampleIntervalMs,
-    })
-    : null;
+  const { recorders, operator, processMetrics } = registerInstruments(
+    meter,
+    options,
+    readers.length > 0,
+  );
   const render = createPrometheusRenderer();
   let lastText = "";
   let shutdownPromise: Promise<void> | null = null;
@@ -167,45 +224,17 @@ export function createTelemetry(options: TelemetryOptions): GatewayTelemetry {
     return lastText;
   }
 
-  async function shutdownOnce(): Promise<void> {
-    processMetrics?.stop();
-    const timeoutMs = options.shutdownTimeoutMs ?? DEFAULT_TELEMETRY_SHUTDOWN_TIMEOUT_MS;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const deadline = new Promise<"timeout">((resolve) => {
-      timer = setTimeout(() => resolve("timeout"), timeoutMs);
-    });
-    try {
-      const outcome = await Promise.race([
-        Promise.all([provider.shutdown(), tracing.shutdown()]).then(() => "done" as const),
-        deadline,
-      ]);
-      if (outcome === "timeout") {
-        log({
-          level: "warn",
-          event: "telemetry_shutdown_timeout",
-          msg: "telemetry flush did not finish in time; the last metrics and spans may be lost",
-          timeoutMs,
-        });
-      }
-    } catch (error) {
-      log({
-        level: "warn",
-        event: "telemetry_shutdown_failed",
-        msg: "telemetry flush failed at shutdown",
-        error: error instanceof Error ? error.message : String(error),
-      });
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
   return {
     ...recorders,
     ...operator,
     tracing,
     prometheusText,
     shutdown() {
-      shutdownPromise ??= shutdownOnce();
+      if (shutdownPromise === null) {
+        processMetrics?.stop();
+        const timeoutMs = options.shutdownTimeoutMs ?? DEFAULT_TELEMETRY_SHUTDOWN_TIMEOUT_MS;
+        shutdownPromise = flushWithin(provider, tracing, timeoutMs, log);
+      }
       return shutdownPromise;
     },
   };

@@ -246,6 +246,96 @@ function pathOnly(pathAndQuery: string): string {
   return query < 0 ? pathAndQuery : pathAndQuery.slice(0, query);
 }
 
+/** What starting a server span needs, shared by every request of one {@link createTracing}. */
+interface TracingState {
+  sampler: Sampler;
+  ids: RandomIdGenerator;
+  /**
+   * The trace id a root request was sampled on, handed to the SDK for the span it then starts
+   * (synchronously, so no other request can see it): a ratio sampler decides on the id, and
+   * the span must carry the id that was decided on.
+   */
+  decided: { traceId: string | undefined };
+  tracer: Tracer;
+  propagator: W3CTraceContextPropagator;
+}
+
+/** The provider: the sampler, ids that honour {@link TracingState.decided}, batched export. */
+function createProvider(
+  options: TracingOptions & { exporter: SpanExporter },
+  sampler: Sampler,
+  ids: RandomIdGenerator,
+  decided: { traceId: string | undefined },
+): TracerProvider {
+  return new TracerProvider({
+    resource: options.resource,
+    sampler,
+    idGenerator: {
+      generateTraceId: () => decided.traceId ?? ids.generateTraceId(),
+      generateSpanId: () => ids.generateSpanId(),
+    },
+    spanProcessors: [
+      new BatchSpanProcessor({
+        exporter: options.exporter,
+        ...(options.batch ?? batchConfigFromEnv()),
+      }),
+    ],
+  });
+}
+
+/** The server span's request attributes (HTTP semantic conventions). */
+function serverSpanAttributes(request: ServerSpanStart, method: string): Attributes {
+  const attributes: Attributes = { "http.request.method": method };
+  if (method === "_OTHER") attributes["http.request.method_original"] = request.method;
+  if (request.scheme !== undefined) attributes["url.scheme"] = request.scheme;
+  if (request.path !== undefined) attributes["url.path"] = pathOnly(request.path);
+  if (request.clientAddress) attributes["client.address"] = request.clientAddress;
+  const host = splitHost(request.host);
+  if (host !== null) {
+    attributes["server.address"] = host.address;
+    if (host.port !== undefined) attributes["server.port"] = host.port;
+  }
+  const userAgent = request.headers.get("user-agent");
+  if (userAgent !== null) attributes["user_agent.original"] = userAgent;
+  if (request.requestId !== undefined) {
+    attributes["breakwater.request_id"] = request.requestId;
+  }
+  return attributes;
+}
+
+/**
+ * A request's handle: the sampler is asked first, on the client's context or a fresh trace
+ * id; a dropped request gets ids only, a sampled one an SDK span.
+ */
+function startServerSpan(state: TracingState, request: ServerSpanStart): ServerSpanHandle {
+  const { sampler, ids, decided, tracer, propagator } = state;
+  const parent = propagator.extract(ROOT_CONTEXT, request.headers, headersGetter);
+  const parentSpanContext = trace.getSpanContext(parent);
+  const hasParent = parentSpanContext !== undefined &&
+    trace.isSpanContextValid(parentSpanContext);
+  const traceId = hasParent ? parentSpanContext.traceId : ids.generateTraceId();
+  const method = normalizeMethod(request.method);
+  const decision = sampler.shouldSample(parent, traceId, method, SpanKind.SERVER, {}, [])
+    .decision;
+  if (decision === SamplingDecision.NOT_RECORD) {
+    return createUnsampledHandle(
+      traceId,
+      ids.generateSpanId(),
+      hasParent ? parentSpanContext : undefined,
+      propagator,
+    );
+  }
+  decided.traceId = hasParent ? undefined : traceId;
+  let span: Span;
+  try {
+    span = tracer.startSpan(method, { kind: SpanKind.SERVER }, parent);
+  } finally {
+    decided.traceId = undefined;
+  }
+  if (span.isRecording()) span.setAttributes(serverSpanAttributes(request, method));
+  return createServerHandle(span, method, tracer, propagator);
+}
+
 /**
  * Creates the gateway's tracing on its own `TracerProvider` with a `BatchSpanProcessor`.
  *
@@ -262,77 +352,24 @@ function pathOnly(pathAndQuery: string): string {
  * ```
  */
 export function createTracing(options: TracingOptions): GatewayTracing {
-  if (options.exporter === null) return DISABLED;
+  const { exporter } = options;
+  if (exporter === null) return DISABLED;
   const sampler = options.sampler ?? samplerFromEnv();
   const ids = new RandomIdGenerator();
-  // The trace id a root request was sampled on, handed to the SDK for the span it then starts
-  // (synchronously, so no other request can see it): a ratio sampler decides on the id, and
-  // the span must carry the id that was decided on.
-  let decidedTraceId: string | undefined;
-  const provider = new TracerProvider({
-    resource: options.resource,
+  const decided = { traceId: undefined as string | undefined };
+  const provider = createProvider({ ...options, exporter }, sampler, ids, decided);
+  const state: TracingState = {
     sampler,
-    idGenerator: {
-      generateTraceId: () => decidedTraceId ?? ids.generateTraceId(),
-      generateSpanId: () => ids.generateSpanId(),
-    },
-    spanProcessors: [
-      new BatchSpanProcessor({
-        exporter: options.exporter,
-        ...(options.batch ?? batchConfigFromEnv()),
-      }),
-    ],
-  });
-  const tracer = provider.getTracer(TRACER_NAME, options.version);
-  const propagator = new W3CTraceContextPropagator();
+    ids,
+    decided,
+    tracer: provider.getTracer(TRACER_NAME, options.version),
+    propagator: new W3CTraceContextPropagator(),
+  };
   let shutdownPromise: Promise<void> | null = null;
 
   return {
     enabled: true,
-    startServer(request) {
-      const parent = propagator.extract(ROOT_CONTEXT, request.headers, headersGetter);
-      const parentSpanContext = trace.getSpanContext(parent);
-      const hasParent = parentSpanContext !== undefined &&
-        trace.isSpanContextValid(parentSpanContext);
-      const traceId = hasParent ? parentSpanContext.traceId : ids.generateTraceId();
-      const method = normalizeMethod(request.method);
-      const decision = sampler.shouldSample(parent, traceId, method, SpanKind.SERVER, {}, [])
-        .decision;
-      if (decision === SamplingDecision.NOT_RECORD) {
-        return createUnsampledHandle(
-          traceId,
-          ids.generateSpanId(),
-          hasParent ? parentSpanContext : undefined,
-          propagator,
-        );
-      }
-      decidedTraceId = hasParent ? undefined : traceId;
-      let span: Span;
-      try {
-        span = tracer.startSpan(method, { kind: SpanKind.SERVER }, parent);
-      } finally {
-        decidedTraceId = undefined;
-      }
-      if (span.isRecording()) {
-        const attributes: Attributes = { "http.request.method": method };
-        if (method === "_OTHER") attributes["http.request.method_original"] = request.method;
-        if (request.scheme !== undefined) attributes["url.scheme"] = request.scheme;
-        if (request.path !== undefined) attributes["url.path"] = pathOnly(request.path);
-        if (request.clientAddress) attributes["client.address"] = request.clientAddress;
-        const host = splitHost(request.host);
-        if (host !== null) {
-          attributes["server.address"] = host.address;
-          if (host.port !== undefined) attributes["server.port"] = host.port;
-        }
-        const userAgent = request.headers.get("user-agent");
-        if (userAgent !== null) attributes["user_agent.original"] = userAgent;
-        if (request.requestId !== undefined) {
-          attributes["breakwater.request_id"] = request.requestId;
-        }
-        span.setAttributes(attributes);
-      }
-      return createServerHandle(span, method, tracer, propagator);
-    },
+    startServer: (request) => startServerSpan(state, request),
     async forceFlush() {
       await provider.forceFlush();
     },
@@ -410,6 +447,75 @@ function createUnsampledHandle(
   };
 }
 
+/** The client span's request attributes (HTTP semantic conventions). */
+function clientSpanAttributes(attempt: ClientSpanStart, method: string): Attributes {
+  const attributes: Attributes = {
+    "http.request.method": method,
+    "server.address": attempt.address,
+    "server.port": attempt.port,
+    "url.full": attempt.origin + (attempt.path === undefined ? "/" : pathOnly(attempt.path)),
+  };
+  if (method === "_OTHER") attributes["http.request.method_original"] = attempt.method;
+  if (attempt.resendCount !== undefined && attempt.resendCount > 0) {
+    attributes["http.request.resend_count"] = attempt.resendCount;
+  }
+  return attributes;
+}
+
+/** Records how an attempt ended: every 4xx/5xx is an error of the call (semantic conventions). */
+function recordClientOutcome(client: Span, outcome: ClientSpanOutcome): void {
+  if (outcome.status !== undefined) {
+    client.setAttribute("http.response.status_code", outcome.status);
+  }
+  const errorType = outcome.errorType ??
+    (outcome.status === undefined
+      ? "_OTHER"
+      : outcome.status >= 400
+      ? String(outcome.status)
+      : undefined);
+  if (errorType !== undefined) {
+    client.setAttribute("error.type", errorType);
+    client.setStatus({ code: SpanStatusCode.ERROR });
+  }
+}
+
+/** Records how a request ended: only 5xx is the server's error; a gateway answer names its code. */
+function recordServerOutcome(span: Span, outcome: ServerSpanOutcome): void {
+  span.setAttribute("http.response.status_code", outcome.status);
+  const errorType = outcome.errorType ??
+    (outcome.status >= 500 ? String(outcome.status) : undefined);
+  if (errorType !== undefined) span.setAttribute("error.type", errorType);
+  if (outcome.status >= 500) {
+    span.setStatus({ code: SpanStatusCode.ERROR, message: outcome.message ?? errorType });
+  }
+}
+
+/** One attempt's CLIENT span, a child of `context`, and the trace headers naming it. */
+function startClientSpan(
+  context: Context,
+  attempt: ClientSpanStart,
+  tracer: Tracer,
+  propagator: W3CTraceContextPropagator,
+): ClientSpanHandle {
+  const clientMethod = normalizeMethod(attempt.method);
+  const client = tracer.startSpan(clientMethod, { kind: SpanKind.CLIENT }, context);
+  const carrier: { traceparent?: string; tracestate?: string } = {};
+  propagator.inject(trace.setSpan(ROOT_CONTEXT, client), carrier, defaultTextMapSetter);
+  const clientRecording = client.isRecording();
+  if (clientRecording) client.setAttributes(clientSpanAttributes(attempt, clientMethod));
+  let clientEnded = false;
+  return {
+    traceparent: carrier.traceparent!,
+    tracestate: carrier.tracestate ?? null,
+    end(outcome) {
+      if (clientEnded) return;
+      clientEnded = true;
+      if (clientRecording) recordClientOutcome(client, outcome);
+      client.end();
+    },
+  };
+}
+
 function createServerHandle(
   span: Span,
   method: string,
@@ -431,64 +537,12 @@ function createServerHandle(
     },
     startClient(attempt) {
       context ??= trace.setSpan(ROOT_CONTEXT, span);
-      const clientMethod = normalizeMethod(attempt.method);
-      const client = tracer.startSpan(clientMethod, { kind: SpanKind.CLIENT }, context);
-      const carrier: { traceparent?: string; tracestate?: string } = {};
-      propagator.inject(trace.setSpan(ROOT_CONTEXT, client), carrier, defaultTextMapSetter);
-      const clientRecording = client.isRecording();
-      if (clientRecording) {
-        const attributes: Attributes = {
-          "http.request.method": clientMethod,
-          "server.address": attempt.address,
-          "server.port": attempt.port,
-          "url.full": attempt.origin + (attempt.path === undefined ? "/" : pathOnly(attempt.path)),
-        };
-        if (clientMethod === "_OTHER") attributes["http.request.method_original"] = attempt.method;
-        if (attempt.resendCount !== undefined && attempt.resendCount > 0) {
-          attributes["http.request.resend_count"] = attempt.resendCount;
-        }
-        client.setAttributes(attributes);
-      }
-      let clientEnded = false;
-      return {
-        traceparent: carrier.traceparent!,
-        tracestate: carrier.tracestate ?? null,
-        end(outcome) {
-          if (clientEnded) return;
-          clientEnded = true;
-          if (clientRecording) {
-            if (outcome.status !== undefined) {
-              client.setAttribute("http.response.status_code", outcome.status);
-            }
-            // Client spans: every 4xx/5xx is an error of the call (semantic conventions).
-            const errorType = outcome.errorType ??
-              (outcome.status === undefined
-                ? "_OTHER"
-                : outcome.status >= 400
-                ? String(outcome.status)
-                : undefined);
-            if (errorType !== undefined) {
-              client.setAttribute("error.type", errorType);
-              client.setStatus({ code: SpanStatusCode.ERROR });
-            }
-          }
-          client.end();
-        },
-      };
+      return startClientSpan(context, attempt, tracer, propagator);
     },
     end(outcome) {
       if (ended) return;
       ended = true;
-      if (recording) {
-        span.setAttribute("http.response.status_code", outcome.status);
-        // Server spans: only 5xx is the server's error; a gateway answer names its code.
-        const errorType = outcome.errorType ??
-          (outcome.status >= 500 ? String(outcome.status) : undefined);
-        if (errorType !== undefined) span.setAttribute("error.type", errorType);
-        if (outcome.status >= 500) {
-          span.setStatus({ code: SpanStatusCode.ERROR, message: outcome.message ?? errorType });
-        }
-      }
+      if (recording) recordServerOutcome(span, outcome);
       span.end();
     },
   };
