@@ -158,8 +158,9 @@ Permissions (never -A): --allow-net, --allow-env, --allow-sys,
   --allow-read=<config>,<kv dir>,/sys/fs/cgroup,/proc/self and --allow-write=<kv dir>
   (no kv dir for ":memory:", a KV Connect URL or null). \`deno task start\` grants exactly these.
 
-Signals: SIGTERM, SIGINT and SIGHUP drain (shutdown.drainDelayMs, then up to
-  shutdown.timeoutMs for requests in flight) and exit 0.
+Signals: SIGTERM and SIGINT drain (shutdown.drainDelayMs, then up to
+  shutdown.timeoutMs for requests in flight) and exit 0. SIGHUP re-reads the config and
+  applies a valid one live (listen, admin, kv and telemetry need a restart).
 
 Exit codes: 0 clean shutdown, --help, --version or a valid --check; 1 start-up failure (a port
   in use, a missing permission); 2 an invalid config or command line.

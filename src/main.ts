@@ -1,6 +1,7 @@
 /**
  * The gateway process: parse the command line, read and validate the config, build the
- * gateway, listen on the public and admin ports, drain on SIGTERM, SIGINT or SIGHUP.
+ * gateway, listen on the public and admin ports, reload the config on SIGHUP, drain on SIGTERM
+ * or SIGINT.
  *
  * Exit codes: 0 after a clean shutdown (and for `--help`, `--version`, a valid `--check`),
  * 2 for an invalid config or command line (nothing was listened on), 1 for anything else that
@@ -198,9 +199,9 @@ function listen(config: GatewayConfig, gateway: Gateway): { public: Listener; ad
   }
 }
 
-/** Resolves with the first of SIGTERM, SIGINT or SIGHUP; later ones are ignored (one drain). */
+/** Resolves with the first of SIGTERM or SIGINT; later ones are ignored (one drain). */
 function nextShutdownSignal(): { signal: Promise<Deno.Signal>; remove(): void } {
-  const signals = ["SIGTERM", "SIGINT", "SIGHUP"] as const;
+  const signals = ["SIGTERM", "SIGINT"] as const;
   const handlers: [Deno.Signal, () => void][] = [];
   const signal = new Promise<Deno.Signal>((resolve) => {
     for (const name of signals) {
@@ -229,7 +230,13 @@ async function run(configPath: string, { config, notes }: Loaded, env: Env): Pro
   // Loaded here rather than at the top so --help, --version and --check answer without
   // loading Hono and OpenTelemetry (about 0.3 s of start-up).
   const { createGateway } = await import("./app.ts");
-  const gateway = createGateway(config, { env, logger });
+  const gateway = createGateway(config, {
+    env,
+    logger,
+    // The same reading and validation as start-up (PORT, cgroup caps), for SIGHUP and
+    // POST /admin/reload.
+    readConfig: () => loadConfig(readConfigJson(configPath), env, readCgroupLimits()).config,
+  });
 
   let servers;
   try {
@@ -243,6 +250,14 @@ async function run(configPath: string, { config, notes }: Loaded, env: Env): Pro
   }
   // Registered before `ready` so a signal during start-up drains too instead of killing.
   const shutdownSignal = nextShutdownSignal();
+  // SIGHUP re-reads the config, as `nginx -s reload` does; reloads run one at a time.
+  const onHangup = () => {
+    logger.info("reload requested", { signal: "SIGHUP", path: configPath });
+    gateway.reloadConfig().catch((error) =>
+      logger.error("config reload failed", { error: String(error) })
+    );
+  };
+  Deno.addSignalListener("SIGHUP", onHangup);
 
   await gateway.ready;
   logger.info("listening", {
@@ -254,7 +269,9 @@ async function run(configPath: string, { config, notes }: Loaded, env: Env): Pro
   });
 
   const signal = await shutdownSignal.signal;
-  await shutdown(signal, config, gateway, servers, logger);
+  Deno.removeSignalListener("SIGHUP", onHangup);
+  // The shutdown settings of the config in force (a reload may have changed them).
+  await shutdown(signal, gateway.config, gateway, servers, logger);
   shutdownSignal.remove();
   return 0;
 }

@@ -28,12 +28,26 @@ export interface AdminAppOptions {
   traffic: TrafficStats;
   /** Where operator actions are logged (never the token). */
   logger: Logger;
+  /**
+   * Re-reads and applies the config for `POST /admin/reload`; an `ok: false` answer is a
+   * refused file (400 with its problems).
+   */
+  reload?: () => Promise<
+    { ok: true; added: string[]; removed: string[]; changed: string[]; ignored: string[] } | {
+      ok: false;
+      problems: string[];
+    }
+  >;
 }
 
 const actionSchema = z.strictObject({ action: z.enum(["open", "close", "reset"]) });
 
+function adminBody(status: number, title: string, detail?: string) {
+  return { type: "about:blank", title, status, detail };
+}
+
 function adminProblem(status: number, title: string, detail?: string): Response {
-  return new Response(JSON.stringify({ type: "about:blank", title, status, detail }), {
+  return new Response(JSON.stringify(adminBody(status, title, detail)), {
     status,
     headers: { "content-type": "application/problem+json", "cache-control": "no-store" },
   });
@@ -80,15 +94,35 @@ export function createAdminApp(options: AdminAppOptions): Hono {
     });
   });
 
-  app.post("/admin/breakers/:service", async (c) => {
+  /** 403 while writes are off, 401 for a missing or wrong token, null when allowed. */
+  const refuseWrite = async (header: string | undefined): Promise<Response | null> => {
     if (adminToken === null || adminToken === "") {
       return adminProblem(403, "Admin writes are disabled", "set BREAKWATER_ADMIN_TOKEN to enable");
     }
-    if (!(await authorized(c.req.header("authorization"), adminToken))) {
+    if (!(await authorized(header, adminToken))) {
       const response = adminProblem(401, "Missing or wrong bearer token");
       response.headers.set("www-authenticate", 'Bearer realm="breakwater-admin"');
       return response;
     }
+    return null;
+  };
+
+  app.post("/admin/reload", async (c) => {
+    const refusal = await refuseWrite(c.req.header("authorization"));
+    if (refusal !== null) return refusal;
+    if (options.reload === undefined) return adminProblem(404, "Reload is not available");
+    const result = await options.reload();
+    if (!result.ok) {
+      logger.info("reload refused", { problems: result.problems.length });
+      return c.json({ ...adminBody(400, "The config is invalid"), problems: result.problems }, 400);
+    }
+    const { added, removed, changed, ignored } = result;
+    return c.json({ added, removed, changed, ignored });
+  });
+
+  app.post("/admin/breakers/:service", async (c) => {
+    const refusal = await refuseWrite(c.req.header("authorization"));
+    if (refusal !== null) return refusal;
     const service = c.req.param("service");
     if (!status.serviceNames.includes(service)) {
       return adminProblem(404, "No such service", service);

@@ -197,8 +197,8 @@ function childCommandLine(parentPid: number): string[] {
   return read(`/proc/${pid}/cmdline`).split("\0").filter((word) => word !== "");
 }
 
-for (const signal of ["SIGTERM", "SIGHUP"] as const) {
-  Deno.test(`launcher: config and KV outside the project get exactly their paths; ${signal} drains, exit 0`, async () => {
+for (const signal of ["SIGTERM", "SIGINT"] as const) {
+  Deno.test(`launcher: config and KV outside the project get exactly their paths; SIGHUP reloads, ${signal} drains, exit 0`, async () => {
     const temp = await tempConfig((dir) => smallConfig(`${dir}/state/nested/bw.kv`));
     const launcher = spawnDeno(["run", ...START_FLAGS, LAUNCHER, "--config", temp.configPath]);
     try {
@@ -221,6 +221,13 @@ for (const signal of ["SIGTERM", "SIGHUP"] as const) {
       for (const broad of ["-A", "--allow-all", "--allow-run", "--allow-ffi", "--allow-read"]) {
         assert.ok(!command.includes(broad), `child got ${broad}`);
       }
+
+      // SIGHUP reaches the gateway through the launcher and reloads instead of draining.
+      launcher.child.kill("SIGHUP");
+      await launcher.waitForLine((line) => line.includes('"msg":"config reloaded"'));
+      const afterReload = await fetch(`http://127.0.0.1:${listening.port}/healthz`);
+      assert.equal(afterReload.status, 200);
+      await afterReload.body?.cancel();
 
       const status = await launcher.stop(signal);
       assert.equal(status.code, 0, launcher.stderr());

@@ -1,0 +1,47 @@
+/**
+ * `Gateway.reload` in process: an unchanged service keeps its pool (the upstream sees one
+ * connection across the reload), a changed one gets a new runtime, metrics and the pool usage
+ * follow the config in force.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import { parseConfig } from "../../src/config/schema.ts";
+import { startTestGateway } from "../_helpers/gateway.ts";
+import { startUpstream } from "../_helpers/upstream.ts";
+import { bounded } from "../_helpers/wait.ts";
+
+Deno.test("reload in process: unchanged service keeps its pooled connection; added service routed", async () => {
+  const upstream = startUpstream(() => new Response("ok"));
+  const raw = {
+    kv: { path: ":memory:" },
+    services: { a: { prefix: "/a", upstreams: [upstream.origin], upstreamClient: "http1" } },
+  };
+  try {
+    await using gw = await startTestGateway(raw);
+    const get = async (path: string) => {
+      const response = await fetch(`${gw.url}${path}`, bounded());
+      await response.body?.cancel();
+      return response.status;
+    };
+    assert.equal(await get("/a/1"), 200);
+    assert.equal(upstream.connections(), 1);
+    const result = await gw.gateway.reload(parseConfig({
+      ...raw,
+      services: {
+        ...raw.services,
+        b: { prefix: "/b", upstreams: [upstream.origin], upstreamClient: "http1" },
+      },
+    }));
+    assert.deepEqual(result, { ok: true, added: ["b"], removed: [], changed: [], ignored: [] });
+    assert.equal(await get("/a/2"), 200);
+    // The same pooled connection: a's runtime and client carried over.
+    assert.equal(upstream.connections(), 1);
+    assert.equal(await get("/b/1"), 200);
+    assert.deepEqual(Object.keys(gw.gateway.poolUsage()), ["a", "b"]);
+    assert.deepEqual(Object.keys(gw.gateway.config.services), ["a", "b"]);
+    assert.equal(gw.gateway.inFlight(), 0);
+  } finally {
+    await upstream.close();
+  }
+});
