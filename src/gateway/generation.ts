@@ -182,6 +182,10 @@ export async function retireGeneration(
   }
   shared.live.delete(old);
   await closeUnshared(old, [...shared.live]);
+  shared.logger.info("previous config retired", {
+    services: [...old.services.keys()],
+    waitedMs: Date.now() - (untilMs - old.config.shutdown.timeoutMs),
+  });
 }
 
 /** Closes the parts of `generation` that none of `others` uses. */

@@ -11,6 +11,13 @@ import type { GatewayConfig } from "../config/schema.ts";
 /** Top-level keys that only take effect at start-up. */
 export const RESTART_ONLY_KEYS = ["listen", "admin", "kv", "telemetry"] as const;
 
+/** `limits` keys the listeners were started with (their servers read them once). */
+export const LISTENER_LIMIT_KEYS = [
+  "headerTimeoutMs",
+  "idleTimeoutMs",
+  "bodyIdleTimeoutMs",
+] as const;
+
 /** What a reload changes, for the log and `POST /admin/reload`. */
 export interface ReloadPlan {
   /** Services new in the next config, in its order. */
@@ -38,10 +45,14 @@ export interface ReloadPlan {
  * ```
  */
 export function planReload(running: GatewayConfig, next: GatewayConfig): ReloadPlan {
-  const ignored = RESTART_ONLY_KEYS.filter((key) => !sameValue(running[key], next[key]));
-  const config: GatewayConfig = { ...next };
+  const ignored: string[] = RESTART_ONLY_KEYS.filter((key) => !sameValue(running[key], next[key]));
+  const config: GatewayConfig = { ...next, limits: { ...next.limits } };
   for (const key of RESTART_ONLY_KEYS) {
     (config as unknown as Record<string, unknown>)[key] = running[key];
+  }
+  for (const key of LISTENER_LIMIT_KEYS) {
+    if (running.limits[key] !== next.limits[key]) ignored.push(`limits.${key}`);
+    config.limits[key] = running.limits[key];
   }
   const before = running.services;
   const after = next.services;
@@ -52,7 +63,7 @@ export function planReload(running: GatewayConfig, next: GatewayConfig): ReloadP
     removed: Object.keys(before).filter((name) => !(name in after)),
     changed: kept.filter((name) => !sameValue(before[name], after[name])),
     unchanged: kept.filter((name) => sameValue(before[name], after[name])),
-    ignored: [...ignored],
+    ignored,
     config,
   };
 }

@@ -22,6 +22,7 @@ Deno.test("planReload: sorts services and keeps the running listeners, kv and te
   const next = parseConfig({
     listen: { port: 9999 },
     kv: { path: "./other.kv" },
+    limits: { headerTimeoutMs: 1111 },
     services: {
       same: { prefix: "/same", upstreams },
       moved: { prefix: "/moved", upstreams, timeoutMs: 1234 },
@@ -33,8 +34,9 @@ Deno.test("planReload: sorts services and keeps the running listeners, kv and te
   assert.deepEqual(plan.removed, ["gone"]);
   assert.deepEqual(plan.changed, ["moved"]);
   assert.deepEqual(plan.unchanged, ["same"]);
-  assert.deepEqual(plan.ignored, ["listen", "kv"]);
+  assert.deepEqual(plan.ignored, ["listen", "kv", "limits.headerTimeoutMs"]);
   assert.equal(plan.config.listen.port, 8080);
+  assert.equal(plan.config.limits.headerTimeoutMs, running.limits.headerTimeoutMs);
   assert.equal(plan.config.kv.path, ":memory:");
   assert.equal(plan.config.services.moved.timeoutMs, 1234);
 });
