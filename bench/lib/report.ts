@@ -5,6 +5,7 @@
  */
 import { FAILURE_THRESHOLD, FLEET_MODES, FLEET_SCENARIOS, RECOVERY_MS } from "./fleet.ts";
 import {
+  CONTROL_MIB,
   DOWNLOAD_MIB,
   GROWTH_TARGET_MIB,
   UPLOAD_MIB,
@@ -122,7 +123,9 @@ function memoryAndTracingTargets(results: Results, add: AddTarget): void {
     name.startsWith("Breakwater")
   );
   for (const target of gateways) {
-    const rows = results.memory.filter((row) => row.target === target);
+    const rows = results.memory.filter((row) =>
+      row.target === target && !row.transfer.endsWith("(control)")
+    );
     const worst = Math.max(...rows.map((row) => row.growthMiB));
     add(
       `${target}: ${UPLOAD_MIB} MiB chunked up, ${DOWNLOAD_MIB} MiB down, RSS growth < ` +
@@ -137,14 +140,15 @@ function memoryAndTracingTargets(results: Results, add: AddTarget): void {
     const [on, sampledOut] = ratios;
     add(
       `tracing on (100% sampled): CPU/req <= ${fmt(TRACING_ON_CPU_TARGET, 2)}x off`,
-      `${fmt(on.cpu, 2)}x (per repetition ${fmt(on.cpuMin, 2)}-${fmt(on.cpuMax, 2)}x)`,
+      `${fmt(on.cpu, 2)}x (per repetition ${fmt(on.cpuMin, 2)}-${fmt(on.cpuMax, 2)}x; ` +
+        `least CPU of each ${fmt(on.cpuBest, 2)}x)`,
       on.cpu <= TRACING_ON_CPU_TARGET,
     );
     add(
       `tracing sampled out: CPU/req ~1.0x off (<= ${fmt(TRACING_SAMPLED_OUT_CPU_TARGET, 2)}x)`,
       `${fmt(sampledOut.cpu, 2)}x (per repetition ${fmt(sampledOut.cpuMin, 2)}-${
         fmt(sampledOut.cpuMax, 2)
-      }x)`,
+      }x; least CPU of each ${fmt(sampledOut.cpuBest, 2)}x)`,
       sampledOut.cpu <= TRACING_SAMPLED_OUT_CPU_TARGET,
     );
   }
@@ -153,7 +157,9 @@ function memoryAndTracingTargets(results: Results, add: AddTarget): void {
 /** CPU/req and req/s of each traced variant over "off": ratio of medians, per-rep range. */
 function tracingRatios(
   results: Results,
-): Array<{ variant: string; cpu: number; cpuMin: number; cpuMax: number; rps: number }> {
+): Array<
+  { variant: string; cpu: number; cpuMin: number; cpuMax: number; cpuBest: number; rps: number }
+> {
   const off = results.tracing.find((row) => row.variant === "off");
   if (!off) return [];
   const cpuOf = (runs: { cpuUsPerRequest: number }[]) => runs.map((run) => run.cpuUsPerRequest);
@@ -167,6 +173,9 @@ function tracingRatios(
       cpu: median(cpuOf(row.runs)) / median(cpuOf(off.runs)),
       cpuMin: Math.min(...perRep),
       cpuMax: Math.max(...perRep),
+      // Other work only ever adds CPU per request (shared caches, cores): the least one seen
+      // is the closest to the variant's own cost.
+      cpuBest: Math.min(...cpuOf(row.runs)) / Math.min(...cpuOf(off.runs)),
       rps: median(row.runs.map((run) => run.rps)) / median(off.runs.map((run) => run.rps)),
     };
   });
@@ -333,7 +342,9 @@ function memorySection(results: Results): string[] {
   if (results.memory.length === 0) return [];
   const lines = [`## Streaming memory per upstream client`, ""];
   lines.push(
-    `curl through a fresh proxy process per transfer: ${DOWNLOAD_MIB} MiB down ` +
+    `curl through a fresh proxy process per transfer: ${CONTROL_MIB} MiB down (a control: ` +
+      "what the first requests cost whatever their size), " +
+      `${DOWNLOAD_MIB} MiB down ` +
       "(`curl -o /dev/null`) from an upstream that streams it as fast as it is read; " +
       `${UPLOAD_MIB} MiB up from a pipe (\`dd bs=1M | curl -T -\`, ` +
       "`Transfer-Encoding: chunked`) to an upstream that reads at full speed, and to a slow " +
@@ -380,33 +391,40 @@ function tracingSection(results: Results): string[] {
       "repetition. CPU us/req = the gateway's own user+system CPU per request, from wrk's " +
       "start until the sink had received no export for 6 s (the batch span processor sends " +
       "the run's last spans up to 5 s after wrk stops; every variant waits out the same " +
-      "tail): the `after wrk` column is that tail's share. Each run waits up to 30 s for the " +
+      "tail): the `after wrk` column is that tail's share. Least CPU us/req = the variant's " +
+      "best run: other work only adds CPU per request, so on a shared machine it is the " +
+      "figure closest to the variant's own cost. Each run waits up to 30 s for the " +
       "machine to be 85% idle and is repeated once when other processes took over 15% of it " +
       "(the `foreign CPU` column).",
     "",
   );
   lines.push(
-    "| tracing | req/s | x off | CPU us/req | after wrk | x off | range x off | p50 ms | p99 ms | errors | foreign CPU | exports (MiB) |",
+    "| tracing | req/s | x off | CPU us/req | after wrk | x off | range x off | least CPU us/req | x off | p50 ms | p99 ms | errors | foreign CPU | exports (MiB) |",
   );
   lines.push(
-    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
   );
   const ratios = tracingRatios(results);
   for (const row of results.tracing) {
     const ratio = ratios.find((each) => each.variant === row.variant);
-    lines.push(
-      `| ${row.variant} | ${fmt(median(row.runs.map((run) => run.rps)))} | ${
-        ratio ? fmt(ratio.rps, 2) : "1.00"
-      } | ${fmt(median(row.runs.map((run) => run.cpuUsPerRequest)), 1)} | ${
-        fmt(median(row.tailUsPerRequest), 1)
-      } | ${ratio ? fmt(ratio.cpu, 2) : "1.00"} | ${
-        ratio ? `${fmt(ratio.cpuMin, 2)}-${fmt(ratio.cpuMax, 2)}` : ""
-      } | ${fmt(median(row.runs.map((run) => run.p50Ms)), 2)} | ${
-        fmt(median(row.runs.map((run) => run.p99Ms)), 2)
-      } | ${row.runs.reduce((sum, run) => sum + run.errors, 0)} | ${
-        fmt(100 * median(row.runs.map((run) => run.foreignCpuShare)))
-      }% | ${fmt(row.exports)} (${fmt(row.exportBytes / 1024 / 1024, 1)}) |`,
-    );
+    const cpu = row.runs.map((run) => run.cpuUsPerRequest);
+    const cells = [
+      row.variant,
+      fmt(median(row.runs.map((run) => run.rps))),
+      ratio ? fmt(ratio.rps, 2) : "1.00",
+      fmt(median(cpu), 1),
+      fmt(median(row.tailUsPerRequest), 1),
+      ratio ? fmt(ratio.cpu, 2) : "1.00",
+      ratio ? `${fmt(ratio.cpuMin, 2)}-${fmt(ratio.cpuMax, 2)}` : "",
+      fmt(Math.min(...cpu), 1),
+      ratio ? fmt(ratio.cpuBest, 2) : "1.00",
+      fmt(median(row.runs.map((run) => run.p50Ms)), 2),
+      fmt(median(row.runs.map((run) => run.p99Ms)), 2),
+      String(row.runs.reduce((sum, run) => sum + run.errors, 0)),
+      `${fmt(100 * median(row.runs.map((run) => run.foreignCpuShare)))}%`,
+      `${fmt(row.exports)} (${fmt(row.exportBytes / 1024 / 1024, 1)})`,
+    ];
+    lines.push(`| ${cells.join(" | ")} |`);
   }
   lines.push("");
   return lines;

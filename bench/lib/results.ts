@@ -98,7 +98,8 @@ export interface MemoryRow {
   target: string;
   /**
    * `download`: the upstream streams to curl; `upload`: curl sends a chunked body to an
-   * upstream reading at full speed; `upload, slow upstream`: to one pausing after every MiB.
+   * upstream reading at full speed; `upload, slow upstream`: to one pausing after every MiB;
+   * `download 1 MiB (control)`: the cost of a first request whatever its size.
    */
   transfer: Transfer;
   /** `cold`: the first transfer after the process started; `warm`: the one after it. */

@@ -21,12 +21,23 @@ import { startGateway, startNginx } from "../lib/targets.ts";
 
 const MIB = 1024 * 1024;
 
-/** The transfers measured, each on a fresh process. */
-export const TRANSFERS = ["download", "upload", "upload, slow upstream"] as const;
+/**
+ * The transfers measured, each on a fresh process. The 1 MiB download is a control: what a
+ * process's first requests cost whatever their size (compiled code, heap growth), so the large
+ * transfers' cold figures can be read against it.
+ */
+export const TRANSFERS = [
+  "download 1 MiB (control)",
+  "download",
+  "upload",
+  "upload, slow upstream",
+] as const;
 /** One of {@link TRANSFERS}. */
 export type Transfer = typeof TRANSFERS[number];
 /** The download: large enough that holding it would show far above the 16 MiB target. */
 export const DOWNLOAD_MIB = 256;
+/** The control download. */
+export const CONTROL_MIB = 1;
 /** The chunked upload. */
 export const UPLOAD_MIB = 100;
 /** The product's target for every transfer, cold or warm. */
@@ -175,9 +186,12 @@ interface CurlTransfer {
  */
 async function transfer(target: MemoryTarget, kind: Transfer): Promise<CurlTransfer> {
   const common = `curl -sS --max-time ${CURL_MAX_TIME_S} -H 'Expect:'`;
-  const script = kind === "download"
+  const isDownload = kind.startsWith("download");
+  const expected = (kind === "download" ? DOWNLOAD_MIB : isDownload ? CONTROL_MIB : UPLOAD_MIB) *
+    MIB;
+  const script = isDownload
     ? `${common} -o /dev/null -w '%{http_code} %{size_download} %{time_total}' ` +
-      `'${target.url}/down?mib=${DOWNLOAD_MIB}'`
+      `'${target.url}/down?mib=${expected / MIB}'`
     : `dd if=/dev/zero bs=1M count=${UPLOAD_MIB} status=none | ${common} -T - ` +
       `-H 'Transfer-Encoding: chunked' -w '\\n%{http_code} %{size_upload} %{time_total}' ` +
       `'${target.url}/${kind === "upload" ? "upload" : "slow"}'`;
@@ -190,8 +204,7 @@ async function transfer(target: MemoryTarget, kind: Transfer): Promise<CurlTrans
     );
   }
   // The upload's proof is the upstream's count, not curl's: the body must have arrived whole.
-  const bytes = kind === "download" ? Number(size) : JSON.parse(lines[0]).bytes;
-  const expected = (kind === "download" ? DOWNLOAD_MIB : UPLOAD_MIB) * MIB;
+  const bytes = isDownload ? Number(size) : JSON.parse(lines[0]).bytes;
   if (bytes !== expected) {
     throw new Error(`${target.name} ${kind}: ${bytes} bytes arrived, ${expected} sent`);
   }
