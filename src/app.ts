@@ -176,6 +176,8 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
   const reload = (next: GatewayConfig): Promise<ReloadResult & { ok: true }> => {
     const run = reloading.then(async () => {
       await ready.catch(() => {});
+      // A closing gateway builds nothing new: its parts are being closed.
+      if (closing !== null) throw new Error("the gateway is closing; reload refused");
       const plan = planReload(current.config, next);
       if (plan.ignored.length > 0) {
         logger.warn("config keys need a restart; the running values are kept", {
