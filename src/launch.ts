@@ -133,7 +133,7 @@ export function gatewayArgs(
   ];
 }
 
-/** Signals a supervisor sends to stop or hang up; each reaches the gateway, which drains. */
+/** Signals a supervisor sends to stop (the gateway drains) or hang up (it reloads its config). */
 const FORWARDED_SIGNALS = ["SIGTERM", "SIGINT", "SIGHUP"] as const;
 
 async function launch(args: string[]): Promise<number> {
