@@ -294,6 +294,8 @@ interface Fleet {
   readonly onAudit: ((entry: AuditEntry) => void) | undefined;
   readonly holdBack: boolean;
   readonly activity: FleetActivity;
+  /** The fastest failure report this instance has made: a much slower one means contention. */
+  fastestWriteMs: number;
   readonly auditRetentionMs: number;
   readonly localAudit: LocalAudit;
   readonly services: Map<string, ServiceBreaker>;
@@ -369,6 +371,7 @@ export function createFleetBreaker(options: FleetBreakerOptions): FleetBreaker {
     onTransition: options.onTransition,
     onAudit: options.onAudit,
     holdBack: options.holdBack ?? true,
+    fastestWriteMs: Infinity,
     activity: createFleetActivity(options.activityIntervalMs ?? 1000),
     auditRetentionMs,
     localAudit: createLocalAudit(),
@@ -559,7 +562,14 @@ async function exchangeBusy(fleet: Fleet): Promise<void> {
     service.busy = false;
     busy.push(service.name);
   }
-  await exchangeActivity(fleet.activity, busy, fleet.instanceId, fleet.session.call, fleet.now);
+  const writeMs = await exchangeActivity(
+    fleet.activity,
+    busy,
+    fleet.instanceId,
+    fleet.session.call,
+    fleet.now,
+  );
+  if (writeMs !== null) fleet.fastestWriteMs = Math.min(fleet.fastestWriteMs, writeMs);
 }
 
 /** Reads the window of every hot, closed service that has no report or read in flight. */
@@ -908,18 +918,23 @@ async function reportFailures(fleet: Fleet, service: ServiceBreaker): Promise<vo
   while (counts.dirty.size > 0 && fleet.session.active() && !fleet.session.closed()) {
     const read = await reportRound(counts, policy, service.name, fleet.session.call, fleet.now);
     if (read.generation !== service.fleet.generation) return;
-    const { reached, grew } = takeRead(fleet, service, read);
-    if (reached) {
-      await tripFleet(fleet, service, read);
-    } else if (grew && service.holding) {
-      // Other instances' failures are still arriving, and theirs queue for KV as ours did:
-      // wait about as long as our write took, then look again before letting calls go.
+    let { reached, grew } = takeRead(fleet, service, read);
+    // A write much slower than this instance's fastest means others are writing too: their
+    // reports queue for KV as ours did. Then, or while the count keeps rising, wait about as
+    // long as our write took and look again (bounded) before letting calls go.
+    const congested = read.writeMs > 2 * fleet.fastestWriteMs + 1;
+    fleet.fastestWriteMs = Math.min(fleet.fastestWriteMs, read.writeMs);
+    const settleUntilMs = fleet.now() + MAX_SETTLE_MS;
+    while (!reached && (grew || congested) && service.holding && fleet.now() < settleUntilMs) {
       await settle(Math.min(read.writeMs, MAX_SETTLE_MS));
       if (!fleet.session.active() || fleet.session.closed()) return;
       const again = await readRound(counts, policy, service.name, fleet.session.call, fleet.now);
       if (again.generation !== service.fleet.generation) return;
-      if (takeRead(fleet, service, again).reached) await tripFleet(fleet, service, again);
+      ({ reached, grew } = takeRead(fleet, service, again));
+      if (reached) read.atMs = again.atMs;
+      if (!grew) break;
     }
+    if (reached) await tripFleet(fleet, service, read);
     confirmFailures(counts, read.seq);
     updateHolding(fleet, service);
   }

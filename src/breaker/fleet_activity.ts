@@ -64,7 +64,8 @@ export function activityDue(activity: FleetActivity, atMs: number): boolean {
 
 /**
  * Writes the services this instance was busy with since the last exchange and reads everyone's.
- * `call` runs one store call within the KV time limit.
+ * `call` runs one store call within the KV time limit. Returns how long the write took (null
+ * when nothing was written): a quiet KV's write time, which tells a congested one apart.
  */
 export async function exchangeActivity(
   activity: FleetActivity,
@@ -72,17 +73,20 @@ export async function exchangeActivity(
   instanceId: string,
   call: <T>(operation: (store: BreakerStore) => Promise<T>) => Promise<T>,
   now: () => number,
-): Promise<void> {
+): Promise<number | null> {
   const atMs = now();
   activity.nextAtMs = atMs + activity.intervalMs;
+  let writeMs: number | null = null;
   if (busy.length > 0) {
     activity.busyAtMs = atMs;
     const expireInMs = (ACTIVE_FOR_INTERVALS + 1) * activity.intervalMs;
     await call((store) => store.publishActivity(busy, atMs, expireInMs));
+    writeMs = now() - atMs;
   } else if (activity.busyAtMs < atMs - ACTIVE_FOR_INTERVALS * activity.intervalMs) {
-    return;
+    return null;
   }
   const everyone = await call((store) => store.readActivity(MAX_ACTIVITY_READ));
   activity.others = everyone.filter((each) => each.instanceId !== instanceId);
   activity.readAtMs = now();
+  return writeMs;
 }

@@ -13,37 +13,45 @@
  *
  * Let T = `failureThreshold`, instances i = 1..N, C_i = calls instance i has in flight to the
  * service (at most its `pool.maxConnections`), r_i = its rate of calls, R = one report round
- * trip to KV (write the instance's bucket count, list the window). R is ~1 ms for a lone
- * process on a local file and 5-20 ms (up to ~50 ms right after start-up) with three processes
- * contending for one SQLite file's write lock. The upstream starts failing every call.
+ * trip to KV (write the instance's bucket counts and pulse, list the window). R is 2-5 ms for a
+ * lone process on a local file or a nearby KV Connect server, and 20-150 ms when ten processes
+ * report at once to one SQLite file (they queue for its write lock), which is exactly when an
+ * outage starts. The upstream starts failing every call.
  *
  * 1. Calls already in flight fail whatever anyone decides: up to C_i per instance. A failure
  *    counts when its outcome arrives (a timeout arrives `timeoutMs` after the call was sent), so
  *    this term is inherent to every breaker.
  * 2. Counting lag. Each instance reports failures asynchronously, coalesced to one report in
- *    flight per service, and reads the whole window after each report. What it knows of the
- *    fleet total (the others' counts as of its last read, plus its own exact count) is a lower
- *    bound of the truth that lags by at most what the others recorded during about one round
- *    trip. It opens its own breaker the moment that known total reaches T — on recording a
- *    failure, or when a read shows it — without waiting for the compare-and-set, which follows
- *    in the background and puts the fleet record (one `probeAt` for everyone) in charge.
- * 3. Propagation. So an instance that keeps sending stops within about 2R of the true total
- *    reaching T (the report in flight, then one more). An instance that is not sending adds no
- *    failures, and learns of the open record through `kv.watch` (same process, or a KV Connect
- *    server: at once) or the next re-sync (<= `syncIntervalMs` + one `getMany` on a shared
- *    SQLite file, where watch does not see other processes' writes).
+ *    flight per service, and reads the whole window after each report. Every report also
+ *    rewrites the service's pulse with the reporter's counts, which the other instances take
+ *    at their next re-sync (or at once by watch, where watch is shared) and then read the
+ *    window themselves. What an instance knows of the fleet total (the others' counts as last
+ *    read, plus its own exact count) is a lower bound of the truth; it opens its own breaker
+ *    the moment that known total reaches T — on recording a failure, on a pulse, or when a read
+ *    shows it — without waiting for the compare-and-set, which follows in the background and
+ *    puts the fleet record (one `probeAt` for everyone) in charge.
+ * 3. The hold-back (`hold.ts`). While one more failure from each instance sending to the
+ *    service could reach T, an instance that fails sends nothing more until the fleet has
+ *    counted that failure (its report landed and a read after it came back, re-read while the
+ *    count still rises). Without it, an instance keeps sending for about 2R after the true
+ *    total reached T, and r_i x 2R grows with the rate and with the fleet (ten processes on one
+ *    file: R up to 150 ms, 7 calls at 50 req/s). With it, that term is one call.
  * 4. The local cap. Each instance's local breaker also opens at T of its own failures in the
  *    window, whatever KV does, so no instance ever sends more than T + C_i failing calls.
  *
  * So the failed calls the upstream sees before every instance rejects are at most
  *
- *     T + sum over i of min(T, C_i + ceil(r_i * 2R))
+ *     T - 1 + sum over i of min(T + C_i, C_i + 1)          with the hold-back,
+ *     T + sum over i of min(T, C_i + ceil(r_i * 2R))         without it,
  *
- * i.e. T plus, per instance, its calls in flight plus the calls it sends during about two KV
- * round trips, never more than N * (T + C) (what N independent breakers give). Measured
- * (tests/breaker/fleet_processes_test.ts, 3 processes on one file, T = 5, one call at a time
- * each): at ~40 calls/s per instance the upstream saw 7 failing calls (T + 2) in 10 of 10
- * runs; at ~100 calls/s per instance 7-12 (T + 2 to T + 7) where independent breakers allow 15.
+ * never more than N * (T + C) (what N independent breakers give). The one call per instance is
+ * the call an instance sends before anything of the outage can have reached it; instances that
+ * learn of the count before their next call (a pulse, a re-sync, their own read) add nothing.
+ * Measured with ten processes at 50 req/s each, T = 5 (`bench/scenarios/fleet_scale.ts`; see
+ * `hold.ts` for the figures): one KV file, hold-back on: about 10, i.e. one failed call per
+ * instance; without it 34-56. Three processes at ~40 calls/s (tests/breaker/
+ * fleet_processes_test.ts): 7 (T + 2).
+ *
  * The fleet window counts in buckets of `windowMs / 10` and counts a bucket while any part of
  * it is in the window, so the fleet may count a failure up to 10% longer than `windowMs`: it
  * trips early, never late. With `minInstances` > 1 the fleet trip also waits for that many

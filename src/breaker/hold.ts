@@ -3,40 +3,53 @@
  *
  * The failing calls a fleet sends past `failureThreshold` are its failing call rate times how
  * long the news takes to reach every instance. On one host, ten processes writing to one SQLite
- * file queue for its write lock: a failure report that takes 2-3 ms alone took 20-140 ms (up to
+ * file queue for its write lock: a failure report that takes 2-3 ms alone took 20-150 ms (up to
  * 400 ms) when all ten reported at once, which is exactly when an outage starts. At 50 failing
- * calls per second per instance, every instance then sent two or three failing calls before it
- * heard, and ten instances let 34-41 failures through (threshold 5; ten independent breakers:
- * 50). Over a KV Connect server, 40-49. No poll interval fixes a path whose writes are slower
- * than the gap between an instance's calls, so the fleet holds back instead:
+ * calls per second per instance, every instance then sent several failing calls before it
+ * heard: ten instances let 34-41 failures through on one file and 40-49 over a KV Connect
+ * server (threshold 5; ten independent breakers: 50). No poll interval fixes a path whose
+ * writes are slower than the gap between an instance's calls, so:
  *
  * - **Hold-back.** A failure holds this instance's new calls to the service until the fleet
  *   has counted it: its report (a write) has landed in KV and a read of the window issued after
- *   it has come back. The read either reaches the threshold (the instance opens at once and
- *   trips the fleet record) or does not (calls resume). Reports queue behind each other for the
- *   write lock, so by the time ours has landed, the failures reported before it are visible
- *   too: the instances that failed first see the total that the others' first failures make.
- *   Each instance thus adds about one failure (plus the calls it had in flight) before it
- *   either stops or learns that the fleet is still below the threshold.
- * - **Pulse.** Every failure report also rewrites `["breakwater", "pulse", service]`, which
- *   instances read with the breaker records at every re-sync and watch where watch works (KV
- *   Connect, one process). An instance that sees a new pulse of the current generation reads
- *   the fleet's window at once and keeps re-reading it at the alert interval while the count
- *   rises (a "hot" service, {@link HOT_MS}); reaching the threshold opens it before its own
- *   first failure. Over KV Connect this carries a trip to every instance in about two round
- *   trips (the report, then one read), without waiting for the compare-and-set of the record.
+ *   it has come back, re-read (after about as long as the write took, for at most
+ *   {@link MAX_SETTLE_MS}) while other instances' counts still rise. The read either reaches
+ *   the threshold (the instance opens at once and trips the fleet record) or not (calls
+ *   resume). Reports queue behind each other for the write lock, so by the time ours has
+ *   landed, the failures reported before it are visible too. Each instance thus adds about one
+ *   failure, plus the calls it had in flight, before it stops. It applies only when it matters:
+ *   when this failure plus one from each other instance sending to the service (exchanged about
+ *   once a second, `fleet_activity.ts`) would reach the threshold. An instance alone with a
+ *   service never holds (its own count is exact), nor does a fleet far below its threshold.
+ * - **Pulse.** Every failure report also rewrites `["breakwater", "pulse", service]` with the
+ *   reporter's counts, in the same commit. Instances read it with the breaker records at every
+ *   re-sync, and by watch where watch is shared (KV Connect, Deno Deploy: `watchIsShared`), so
+ *   they know the others' counts without listing their keys, open on their own next failure
+ *   when that reaches the threshold, and read the window at once (and at every re-sync while
+ *   the count rises: a "hot" service, {@link HOT_MS}). Over KV Connect a trip then reaches every
+ *   instance in one report plus one watch delivery, without waiting for the compare-and-set.
  *
- * The price of the hold-back: while one failure is being counted (one KV round trip: a few ms
- * on a local file alone or over a nearby KV Connect server, tens of ms on a shared file in a
- * burst or a distant KV), the service's other requests on that instance are answered 503
- * `breaker_open` in state `half_open` with a short Retry-After. A service with a steady
- * trickle of failures under high load pays that per failure: roughly (failures per second) x
- * (round trip) x (requests per second) rejections, e.g. 1% failures at 1000 req/s and a 3 ms
- * round trip reject ~30 requests a second, 3% instead of 1%. It is what keeps the trip bounded
- * when instances outnumber the threshold; a gateway whose services fail steadily at high load
- * can turn it off (`holdBack: false`) and accept an overshoot that grows with the fleet. The
- * pulse costs nothing per request: it is one more key in each failure report's commit, and
- * window reads only while a service is hot.
+ * Measured (ten light instance processes at 50 req/s each, threshold 5, the upstream, the KV
+ * server and the instances on two shared cores; `bench/scenarios/fleet_scale.ts`): 10-12
+ * failed calls on one file and 11-12 over KV Connect, against 34-56 and 42-62 with the
+ * hold-back off in the same runs. That is one failing call per instance: the call each sends
+ * before anything of the outage can have reached it (all ten send one within 20 ms; the first
+ * report lands after a KV commit, 3 ms at best). Below that only a fleet-wide hold on
+ * instances that have not failed yet would go, and it was decided against: on every failure
+ * near the threshold (with ten instances and threshold 5, every failure) it would reject the
+ * service's traffic on every instance for the tens of ms a pulse, a read and a trial call take,
+ * to save about four failed calls per outage.
+ *
+ * The price of the hold-back: while a failure is being counted (one KV round trip: 2-5 ms on a
+ * local file or a nearby KV Connect server, tens of ms on a shared file in a burst or a distant
+ * KV), the service's other requests on that one instance are answered 503 `breaker_open` in
+ * state `half_open`, with a Retry-After of one second. A fleet whose breaker stays closed sees
+ * fewer than `failureThreshold` failures per `windowMs` (else it trips), so this happens at most
+ * that often: with the defaults, at most one failure every two seconds fleet-wide, each holding
+ * one instance for a few ms (at 1000 req/s on it, a handful of requests). `holdBack: false`
+ * turns it off and accepts an overshoot that grows with the fleet's size and rate. The pulse
+ * costs nothing per request: one more key in each failure report's commit, and window reads
+ * only while a service is hot.
  *
  * @module
  */

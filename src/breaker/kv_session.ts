@@ -9,7 +9,9 @@
  *   `alertSyncIntervalMs` while this instance has seen failures within a window (an outage is
  *   when other instances' trips must reach us fast). On a SQLite file shared by several
  *   processes `kv.watch` does not see the other processes' writes, so the re-sync is what
- *   carries them.
+ *   carries them. After each re-sync the owner's `onSync` runs its own background KV work
+ *   (window reads, the activity exchange, the fleet retry budget), so there is one rhythm and
+ *   one degraded mode for all of it.
  * - **Watch.** `kv.watch` on the records delivers changes at once within one process and from a
  *   KV Connect server.
  * - **Degraded mode.** Every KV call is limited to `kvTimeoutMs`; any failure or timeout flips

@@ -14,16 +14,18 @@
  *   `[requests, retries]` with `expireIn`, and lists the window's buckets of every instance;
  * - a retry is allowed while its own retries stay within its share of the fleet's budget, the
  *   share being its share of the fleet's requests, `requests_i x budgetPercent + floor x
- *   requests_i / fleet requests` (rounded up, so a quiet service spread thin still retries
- *   now and then), AND the fleet's retries it knows of stay within the fleet's budget.
+ *   requests_i / fleet requests` (rounded down, but at least one, so a quiet service spread
+ *   thin still retries now and then), AND the fleet's retries it knows of stay within the
+ *   fleet's budget.
  *
  * Bounds. Shares add up to the fleet's budget, so in a storm (every instance spending its whole
- * share) the fleet sends about `budgetPercent` of its requests plus one floor, plus at most one
- * retry per instance per window from the rounding up. Other instances' counts are up to one
- * exchange old (1 s by default), which moves the shares by what the traffic mix changed in that
- * time. While KV is degraded, before the first exchange, or when the last one is older than
- * three intervals, each instance falls back to the per-instance budget (its own percentage plus
- * the whole floor): a fleet that cannot talk retries as it did before, never less.
+ * share) the fleet sends at most `budgetPercent` of its requests plus one floor (the "at least
+ * one" can add one retry per instance per window only where shares are below one, and the
+ * fleet total known at the last exchange then caps it). Other instances' counts are up to one
+ * exchange old (1 s by default); the floor is split by counts of the same age (ours as of the
+ * last read), so the shares still add up to one floor. While KV is degraded, before the first exchange, or when the last one is older than
+ * the window, each instance falls back to the per-instance budget (its own percentage plus the
+ * whole floor): a fleet that cannot talk retries as it did before, never less.
  *
  * @module
  */
@@ -108,6 +110,11 @@ interface ServiceBudget {
   others: Map<number, { requests: number; retries: number }>;
   /** When `others` was read (epoch ms); -Infinity before the first read. */
   readAtMs: number;
+  /**
+   * Our own requests in the window when `others` was read: shares are taken between numbers of
+   * the same age, so they add up to the whole (others' counts lag ours by an exchange).
+   */
+  ownAtRead: number;
 }
 
 interface Budgets {
@@ -214,6 +221,7 @@ function serviceBudget(
       own: createRing(),
       others: new Map(),
       readAtMs: -Infinity,
+      ownAtRead: 0,
     };
     budgets.services.set(name, service);
   }
@@ -236,10 +244,14 @@ function serviceBudget(
   };
 }
 
-/** The fleet's numbers are fresh enough to decide with. */
+/**
+ * The fleet's numbers are fresh enough to decide with: KV is in charge and they were read
+ * within the window. Slower exchanges (a busy machine, a slow KV) keep the last shares, which
+ * move only as the traffic mix does; numbers older than the window say nothing any more.
+ */
 function fleetUsable(budgets: Budgets, service: ServiceBudget, nowMs: number): boolean {
   return budgets.access !== null && !budgets.detached && budgets.access.active() &&
-    service.readAtMs >= nowMs - 3 * budgets.exchangeIntervalMs;
+    service.readAtMs >= nowMs - budgets.windowMs;
 }
 
 function othersInWindow(
@@ -273,12 +285,15 @@ function snapshot(budgets: Budgets, service: ServiceBudget, bucket: number): Fle
   }
   const others = othersInWindow(service, bucket);
   const fleetRequests = others.requests + own.requests;
-  const floorShare = fleetRequests === 0
+  const mine = service.ownAtRead > 0 ? service.ownAtRead : own.requests;
+  const floorShare = others.requests + mine === 0
     ? service.floorPerWindow
-    : service.floorPerWindow * own.requests / fleetRequests;
+    : service.floorPerWindow * mine / (others.requests + mine);
   return {
     ...own,
-    allowedRetries: Math.ceil(own.requests * share + floorShare),
+    // At least one: a quiet service spread thin over many instances still retries now and
+    // then (the fleet total below still holds it to the fleet's budget as far as it is known).
+    allowedRetries: Math.max(1, Math.floor(own.requests * share + floorShare)),
     fleet: true,
     fleetRequests,
     fleetRetries: others.retries + own.retries,
@@ -305,7 +320,9 @@ async function exchange(budgets: Budgets): Promise<void> {
     ownInWindow(service.own, bucket).requests > 0
   );
   await publish(budgets, access, busy);
-  await Promise.all(busy.map((service) => readFleet(access, service, bucket)));
+  await Promise.all(
+    busy.map((service) => readFleet(access, service, bucket, budgets.bucketMs)),
+  );
 }
 
 async function publish(
@@ -345,6 +362,7 @@ async function readFleet(
   access: FleetKvAccess,
   service: ServiceBudget,
   bucket: number,
+  bucketMs: number,
 ): Promise<void> {
   const prefix = ["breakwater", "retry", service.name];
   const others = await access.call((kv) =>
@@ -369,4 +387,5 @@ async function readFleet(
   );
   service.others = others;
   service.readAtMs = access.now();
+  service.ownAtRead = ownInWindow(service.own, Math.floor(service.readAtMs / bucketMs)).requests;
 }

@@ -296,6 +296,8 @@ export interface RetryStormOptions {
   budgetPercent?: number;
   /** Default 3. */
   minRetriesPerSecond?: number;
+  /** The budgets' window. Default 10 s. */
+  windowMs?: number;
 }
 
 /** What {@link measureRetryStorm} counted. */
@@ -334,6 +336,7 @@ export async function measureRetryStorm(options: RetryStormOptions): Promise<Ret
       attempts: options.attempts ?? 2,
       budgetPercent: options.budgetPercent ?? 20,
       minRetriesPerSecond: options.minRetriesPerSecond ?? 3,
+      retryWindowMs: options.windowMs,
     }));
     const reports = await runChildren(
       plans,

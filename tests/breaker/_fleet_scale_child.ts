@@ -15,6 +15,7 @@
 import { type BreakerStore, createFleetBreaker } from "../../src/breaker/mod.ts";
 import { createFleetRetryBudgets } from "../../src/retry/mod.ts";
 import { createRetryBudget, type RetryBudget } from "../../src/retry/policy.ts";
+import { parseStatusRanges } from "../../src/config/status_ranges.ts";
 import { policy } from "./_helpers.ts";
 
 /** What one child does. */
@@ -41,6 +42,8 @@ export interface ChildPlan {
   budgetPercent?: number;
   /** `minRetriesPerSecond` in the retry modes. */
   minRetriesPerSecond?: number;
+  /** The retry budget's window in the retry modes (default 10 s). */
+  retryWindowMs?: number;
   /** `holdBack` of the breaker (default: the breaker's default). */
   holdBack?: boolean;
   /** `alertSyncIntervalMs` of the breaker (default: the breaker's default). */
@@ -64,6 +67,10 @@ export interface ChildReport {
   openSeenAtMs: number | null;
   /** True when the KV session was degraded at the end. */
   degraded: boolean;
+  /** When this instance was first seen degraded while sending (epoch ms), or null. */
+  degradedAtMs: number | null;
+  /** The retry budget's counts at the end (retry modes). */
+  budget: Record<string, unknown> | null;
 }
 
 const plan: ChildPlan = JSON.parse(Deno.args[0]);
@@ -79,17 +86,22 @@ const retryOptions = {
   budgetPercent: plan.budgetPercent ?? 20,
   minRetriesPerSecond: plan.minRetriesPerSecond ?? 3,
 };
-const fleetBudgets = plan.mode === "retry-fleet" ? createFleetRetryBudgets() : undefined;
+const windowMs = plan.retryWindowMs ?? 10_000;
+const fleetBudgets = plan.mode === "retry-fleet"
+  ? createFleetRetryBudgets({ windowMs, exchangeIntervalMs: windowMs / 10 })
+  : undefined;
 const budget: RetryBudget = fleetBudgets !== undefined
   ? fleetBudgets.budget("users", retryOptions)
-  : createRetryBudget({ ...retryOptions, now: () => performance.now() });
+  : createRetryBudget({ ...retryOptions, windowMs, now: () => performance.now() });
 const breaker = createFleetBreaker({
   kv,
   services: {
     users: policy({
-      // The retry runs measure the budget alone: the breaker must not stop the storm.
-      failureThreshold: retryMode ? 1_000_000 : plan.failureThreshold,
+      failureThreshold: plan.failureThreshold,
       recoveryTimeoutMs: 60_000,
+      // The retry runs measure the budget alone: the upstream's 503s are not breaker failures
+      // there (as with `failureStatuses: "500"`), so the breaker neither trips nor reports.
+      ...(retryMode ? { failureStatuses: parseStatusRanges("500") } : {}),
     }),
   },
   instanceId: plan.instanceId,
@@ -186,7 +198,12 @@ const intervalMs = 1000 / plan.ratePerS;
 let nextMs = performance.now() + Math.random() * intervalMs;
 await new Promise((resolve) => setTimeout(resolve, Math.max(0, nextMs - performance.now())));
 const pending = new Set<Promise<void>>();
+let degradedAtMs: number | null = null;
 while (Date.now() < stopAtMs) {
+  if (degradedAtMs === null && breaker.degraded()) {
+    degradedAtMs = Date.now();
+    trace({ event: "degraded" });
+  }
   if (inFlight < plan.maxInFlight) {
     inFlight++;
     const task = request().catch(() => {}).finally(() => {
@@ -196,10 +213,14 @@ while (Date.now() < stopAtMs) {
     pending.add(task);
   }
   nextMs += intervalMs;
+  // A starved process does not catch up with a burst of the requests it missed: that would
+  // measure the machine's load (calls in flight at once), not the breaker.
+  if (nextMs < performance.now() - intervalMs) nextMs = performance.now();
   await new Promise((resolve) => setTimeout(resolve, Math.max(0, nextMs - performance.now())));
 }
 await Promise.allSettled([...pending]);
 const degraded = breaker.degraded();
+const budgetAtEnd = retryMode ? { ...budget.snapshot() } : null;
 client.close();
 await breaker.close();
 kv.close();
@@ -211,5 +232,7 @@ const report: ChildReport = {
   firstRejectAtMs,
   openSeenAtMs,
   degraded,
+  degradedAtMs,
+  budget: budgetAtEnd,
 };
 console.log(JSON.stringify(report));

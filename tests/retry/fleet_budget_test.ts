@@ -119,8 +119,8 @@ Deno.test("fleet retry budget: shares follow the traffic, and the fleet total ca
     await exchangeAll([a, b], clock);
     assert.equal(spend(a.users), 63, "36 + 30 x 180/200 = 63");
     assert.equal(spend(b.users), 7, "4 + 30 x 20/200 = 7");
-    // b's traffic doubles: its share grows to ceil(8 + 30 x 40/220) = 14, 7 more than it spent,
-    // but the fleet's budget grows only to 44 + 30 = 74 and 70 are spent: 4 more.
+    // b's traffic doubles: its share grows to floor(8 + 30 x 40/220) = 13, 6 more than it
+    // spent, but the fleet's budget grows only to 44 + 30 = 74 and 70 are spent: 4 more.
     requests(b.users, 20);
     await exchangeAll([a, b], clock);
     assert.equal(b.users.snapshot().fleetRetries, 70);
@@ -140,22 +140,33 @@ Deno.test("fleet retry budget: the window slides; stale or degraded numbers fall
     requests(b.users, 100);
     await exchangeAll([a, b], clock);
     assert.equal(a.users.snapshot().fleet, true);
-    // No exchange for over three intervals: the fleet's numbers are too old to decide with.
-    clock.advance(3001);
-    assert.equal(a.users.snapshot().fleet, false);
-    assert.equal(a.users.snapshot().allowedRetries, 50, "its own 20% + the whole floor");
-    await a.budgets.sync();
+    // Exchanges late by a few intervals keep the shares...
+    clock.advance(5000);
     assert.equal(a.users.snapshot().fleet, true);
-    a.state.active = false; // the breaker's KV session went degraded
+    // ...but numbers older than the window are too old to decide with.
+    clock.advance(5001);
     assert.equal(a.users.snapshot().fleet, false);
-    a.state.active = true;
-    // Ten seconds on, the window holds no requests any more: only the floor is left.
-    clock.advance(10_000);
+    assert.equal(a.users.snapshot().allowedRetries, 30, "its own 20% of nothing + the whole floor");
+    // An instance with no requests in the window exchanges nothing (it has nothing to retry).
+    await a.budgets.sync();
+    assert.equal(a.users.snapshot().fleet, false);
+    requests(a.users, 10);
+    clock.advance(1000);
     await a.budgets.sync();
     assert.deepEqual(
-      { requests: a.users.snapshot().requests, allowed: a.users.snapshot().allowedRetries },
-      { requests: 0, allowed: 30 },
+      { ...a.users.snapshot(), fleet: true },
+      {
+        requests: 10,
+        retries: 0,
+        allowedRetries: 32, // 20% of 10 + the whole floor: b's requests left the window
+        fleet: true,
+        fleetRequests: 10,
+        fleetRetries: 0,
+        fleetAllowedRetries: 32,
+      },
     );
+    a.state.active = false; // the breaker's KV session went degraded
+    assert.equal(a.users.snapshot().fleet, false);
   } finally {
     kv.close();
   }
@@ -169,7 +180,7 @@ Deno.test("fleet retry budget: a quiet service spread thin still retries now and
     for (const each of fleet) requests(each.users, 1);
     await exchangeAll(fleet, clock);
     // 40 requests: the fleet may retry 8 + 30 = 38 times; each instance's share is 0.2 +
-    // 30/40 < 1, rounded up to one retry, and the fleet total stops the last ones.
+    // 30/40 < 1, raised to one retry, and the fleet total stops the last ones.
     const retries = fleet.map((each) => spend(each.users));
     assert.ok(retries.every((count) => count <= 1));
     const total = retries.reduce((sum, count) => sum + count, 0);
