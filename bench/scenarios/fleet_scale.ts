@@ -37,12 +37,16 @@ export interface OutageRow {
   instances: number;
   /** The breaker's hold-back. */
   holdBack: boolean;
+  /** Calls in flight per instance at most. */
+  maxInFlight: number;
   /** Failed calls per repetition. */
   failedCalls: number[];
   /** Per repetition: the slowest instance's first rejection after the threshold-th failure. */
   maxLagMs: number[];
   /** Per repetition: every instance's lag, for the median. */
   lagsMs: number[][];
+  /** Per repetition: every instance's first sight of the open breaker after the threshold-th failure. */
+  openLagsMs: number[][];
   /** Instances that went degraded during a repetition (KV slower than its time limit). */
   degraded: number[];
 }
@@ -65,20 +69,24 @@ export interface FleetScaleResults {
   retries: RetryRow[];
 }
 
-const PLAN: readonly { kv: FleetKv; instances: number; holdBack: boolean }[] = [
-  { kv: "file", instances: 1, holdBack: true },
-  { kv: "file", instances: 3, holdBack: true },
-  { kv: "file", instances: 10, holdBack: true },
-  { kv: "file", instances: 10, holdBack: false },
-  { kv: "kv-connect", instances: 1, holdBack: true },
-  { kv: "kv-connect", instances: 3, holdBack: true },
-  { kv: "kv-connect", instances: 10, holdBack: true },
-  { kv: "kv-connect", instances: 10, holdBack: false },
-];
+const PLAN: readonly { kv: FleetKv; instances: number; holdBack: boolean; maxInFlight: number }[] =
+  [
+    { kv: "file", instances: 1, holdBack: true, maxInFlight: 4 },
+    { kv: "file", instances: 3, holdBack: true, maxInFlight: 4 },
+    { kv: "file", instances: 10, holdBack: true, maxInFlight: 4 },
+    { kv: "file", instances: 10, holdBack: true, maxInFlight: 1 },
+    { kv: "file", instances: 10, holdBack: false, maxInFlight: 4 },
+    { kv: "kv-connect", instances: 1, holdBack: true, maxInFlight: 4 },
+    { kv: "kv-connect", instances: 3, holdBack: true, maxInFlight: 4 },
+    { kv: "kv-connect", instances: 10, holdBack: true, maxInFlight: 4 },
+    { kv: "kv-connect", instances: 10, holdBack: true, maxInFlight: 1 },
+    { kv: "kv-connect", instances: 10, holdBack: false, maxInFlight: 4 },
+  ];
 
 function record(row: OutageRow, result: OutageResult): void {
   row.failedCalls.push(result.failedCalls);
   row.lagsMs.push(result.tripLagsMs);
+  row.openLagsMs.push(result.openLagsMs);
   row.maxLagMs.push(Math.max(...result.tripLagsMs));
   row.degraded.push(result.reports.filter((report) => report.degradedAtMs !== null).length);
 }
@@ -90,6 +98,7 @@ export async function measureFleetScale(reps: number): Promise<FleetScaleResults
     failedCalls: [],
     maxLagMs: [],
     lagsMs: [],
+    openLagsMs: [],
     degraded: [],
   }));
   // Repetitions interleaved, so a burst of load on the machine spreads over every row.
@@ -101,6 +110,7 @@ export async function measureFleetScale(reps: number): Promise<FleetScaleResults
         kv: row.kv,
         failureThreshold: THRESHOLD,
         holdBack: row.holdBack,
+        maxInFlight: row.maxInFlight,
       });
       record(row, result);
       log(
@@ -135,18 +145,21 @@ export function fleetScaleReport(results: FleetScaleResults): string {
   const lines = [
     `Outage cost at ${RATE_PER_S} req/s per instance, threshold ${THRESHOLD} (median, max of ${
       results.outages[0]?.failedCalls.length ?? 0
-    }; independent breakers: N x ${THRESHOLD}):`,
+    }; independent breakers: N x ${THRESHOLD}). Lags from the threshold-th failure at the upstream:`,
     "",
-    "| KV | instances | hold-back | failed calls | max | trip lag, median ms | slowest, ms | degraded |",
-    "| --- | --: | --- | --: | --: | --: | --: | --: |",
+    "| KV | instances | in flight | hold-back | failed calls | max | stopped sending, median ms | slowest | saw it open, median ms | slowest | degraded |",
+    "| --- | --: | --: | --- | --: | --: | --: | --: | --: | --: | --: |",
   ];
   for (const row of results.outages) {
+    const opens = row.openLagsMs.flat();
     lines.push(
-      `| ${row.kv} | ${row.instances} | ${row.holdBack ? "on" : "off"} | ${
+      `| ${row.kv} | ${row.instances} | ${row.maxInFlight} | ${row.holdBack ? "on" : "off"} | ${
         round(median(row.failedCalls))
       } | ${Math.max(...row.failedCalls)} | ${round(median(row.lagsMs.flat()))} | ${
         round(Math.max(...row.maxLagMs))
-      } | ${row.degraded.reduce((sum, count) => sum + count, 0)} |`,
+      } | ${round(median(opens))} | ${round(Math.max(...opens))} | ${
+        row.degraded.reduce((sum, count) => sum + count, 0)
+      } |`,
     );
   }
   lines.push(

@@ -177,7 +177,8 @@ export interface FleetBreakerOptions {
    * read). A fleet of any size then adds about one failure per instance before the trip
    * reaches it. The cost: while such a failure is being counted (about one KV round trip), the
    * service's other requests on this instance are answered 503 `breaker_open` (state
-   * `half_open`). An instance alone with the service never holds. See `hold.ts`.
+   * `half_open`). An instance alone with the service never holds. A service whose breaker
+   * policy carries its own `holdBack` boolean uses that instead. See `hold.ts`.
    */
   holdBack?: boolean;
   /** How often the services each instance is sending to are exchanged. Default 1000. */
@@ -864,6 +865,15 @@ function recordFleetProbe(
 }
 
 /**
+ * The service's `holdBack` when its policy has one (a per-service config key), else the
+ * instance's option.
+ */
+function holdsBack(fleet: Fleet, policy: BreakerConfig): boolean {
+  const own = (policy as { holdBack?: unknown }).holdBack;
+  return typeof own === "boolean" ? own : fleet.holdBack;
+}
+
+/**
  * Counts a failure for the fleet: holds new calls until the fleet has counted it (hold.ts),
  * opens locally at once when the known total reached the threshold, and reports it.
  */
@@ -872,7 +882,7 @@ function countFleetFailure(fleet: Fleet, service: ServiceBreaker, atMs: number):
   const generation = service.fleet.generation;
   addOwnFailure(counts, policy, generation, atMs);
   if (
-    fleet.holdBack &&
+    holdsBack(fleet, policy) &&
     nearThreshold(
       counts,
       policy,
@@ -922,7 +932,7 @@ async function reportFailures(fleet: Fleet, service: ServiceBreaker): Promise<vo
     // A write much slower than this instance's fastest means others are writing too: their
     // reports queue for KV as ours did. Then, or while the count keeps rising, wait about as
     // long as our write took and look again (bounded) before letting calls go.
-    const congested = read.writeMs > 2 * fleet.fastestWriteMs + 1;
+    const congested = read.writeMs > 3 * fleet.fastestWriteMs + 5;
     fleet.fastestWriteMs = Math.min(fleet.fastestWriteMs, read.writeMs);
     const settleUntilMs = fleet.now() + MAX_SETTLE_MS;
     while (!reached && (grew || congested) && service.holding && fleet.now() < settleUntilMs) {

@@ -48,8 +48,8 @@
  * the call an instance sends before anything of the outage can have reached it; instances that
  * learn of the count before their next call (a pulse, a re-sync, their own read) add nothing.
  * Measured with ten processes at 50 req/s each, T = 5 (`bench/scenarios/fleet_scale.ts`; see
- * `hold.ts` for the figures): one KV file, hold-back on: about 10, i.e. one failed call per
- * instance; without it 34-56. Three processes at ~40 calls/s (tests/breaker/
+ * `hold.ts`): 11 on one KV file and 11 over KV Connect with the hold-back (one failed call per
+ * instance), 30 and 37 without it. Three processes at ~40 calls/s (tests/breaker/
  * fleet_processes_test.ts): 7 (T + 2).
  *
  * The fleet window counts in buckets of `windowMs / 10` and counts a bucket while any part of

@@ -228,18 +228,27 @@ function startWatch(session: Session): void {
     return;
   }
   const watched = session.store;
-  const handle = watched.watchRecords(
+  // The watch can fail while it is being created (a handle closed under us calls onError
+  // before watchRecords returns): the handle is then not kept.
+  let handle: RecordWatch | null = null;
+  let failed = false;
+  handle = watched.watchRecords(
     names,
     (name, entry) => {
       if (session.store === watched && !session.degraded) session.options.onEntry(name, entry);
     },
     () => {
+      failed = true;
       if (session.store !== watched) return;
-      if (session.watch === handle) session.watch = null;
+      if (handle !== null && session.watch === handle) session.watch = null;
       enterDegraded(session);
       session.reopenNeeded = true;
     },
   );
+  if (failed) {
+    track(session, handle.close());
+    return;
+  }
   session.watch = handle;
 }
 

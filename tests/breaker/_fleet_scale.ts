@@ -212,8 +212,16 @@ export interface OutageOptions {
 export interface OutageResult {
   /** Failing calls the upstream received (all of them: nothing probes within the run). */
   failedCalls: number;
-  /** Per instance: first rejection minus the threshold-th failure at the upstream (ms). */
+  /**
+   * Per instance: its first rejection minus the threshold-th failure at the upstream (ms): when
+   * it stopped sending (held back or open).
+   */
   tripLagsMs: number[];
+  /**
+   * Per instance: when it first saw the breaker open (its own or the fleet's) minus the
+   * threshold-th failure at the upstream (ms): the trip's propagation.
+   */
+  openLagsMs: number[];
   /** Last instance's first rejection minus the moment the upstream went dark (ms). */
   allRejectMs: number;
   /** Instances that never rejected (should be none). */
@@ -262,9 +270,11 @@ export async function measureOutage(options: OutageOptions): Promise<OutageResul
     const tripAtMs = failures[threshold - 1]?.atMs ?? Infinity;
     const rejects = reports.map((report) => report.firstRejectAtMs);
     const known = rejects.filter((at): at is number => at !== null);
+    const opened = reports.map((report) => report.openSeenAtMs).filter((at) => at !== null);
     return {
       failedCalls: failures.length,
       tripLagsMs: known.map((at) => at - tripAtMs),
+      openLagsMs: opened.map((at) => at! - tripAtMs),
       allRejectMs: known.length === 0 ? Infinity : Math.max(...known) - darkAtMs,
       neverRejected: rejects.length - known.length,
       reports,

@@ -138,7 +138,13 @@ Deno.test("shared: failures on both instances add up to one fleet trip", async (
       timeoutMs: 1000,
       what: "both reject",
     });
+    // Each may open on its own count first (a pulse, a read); both then take the fleet record.
+    await waitFor(
+      () => a.breaker.view("users").generation > 0 && b.breaker.view("users").generation > 0,
+      { timeoutMs: 1000, what: "both on the fleet record" },
+    );
     assert.equal(a.breaker.view("users").generation, 1, "exactly one transition");
+    assert.equal(b.breaker.view("users").generation, 1);
   } finally {
     await fleet.close();
   }

@@ -130,6 +130,10 @@ Deno.test("hold-back: never alone, never far below the threshold, never when tur
   const off = await busyFleet([kvOff, kvOff, kvOff], policy({ failureThreshold: 3 }), {
     holdBack: false,
   });
+  const kvPerService = await Deno.openKv(":memory:");
+  // A breaker policy with a holdBack key of its own (a per-service config key) decides for itself.
+  const noHold = { ...policy({ failureThreshold: 3 }), holdBack: false } as BreakerConfig;
+  const perService = await busyFleet([kvPerService, kvPerService, kvPerService], noHold);
   try {
     await alone.start();
     for (let failure = 0; failure < 4; failure++) {
@@ -144,10 +148,15 @@ Deno.test("hold-back: never alone, never far below the threshold, never when tur
       off[0].record("users", allowed(off[0].admit("users")), FAIL);
     }
     assert.equal(off[0].admit("users").allowed, true, "holdBack: false");
+    for (let failure = 0; failure < 2; failure++) {
+      perService[0].record("users", allowed(perService[0].admit("users")), FAIL);
+    }
+    assert.equal(perService[0].admit("users").allowed, true, "the service's own holdBack: false");
   } finally {
     await alone.close();
     await closeFleet(far, [kv]);
     await closeFleet(off, [kvOff]);
+    await closeFleet(perService, [kvPerService]);
   }
 });
 
