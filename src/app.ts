@@ -17,7 +17,6 @@
  */
 import { Hono } from "hono";
 import type { GatewayConfig } from "./config/schema.ts";
-import { ConfigError, formatProblem } from "./config/schema.ts";
 import { createAdminApp } from "./admin/admin_app.ts";
 import { createTrafficStats, type TrafficStats } from "./admin/traffic_stats.ts";
 import type { FleetBreaker } from "./breaker/mod.ts";
@@ -26,10 +25,9 @@ import {
   closeUnshared,
   type Generation,
   type GenerationShared,
-  retireGeneration,
 } from "./gateway/generation.ts";
+import { createReloader, type GenerationCell, type ReloadResult } from "./gateway/reloader.ts";
 import { createPublicApp } from "./gateway/public_app.ts";
-import { planReload } from "./gateway/reload.ts";
 import { type Lifecycle, metricsSources, type PoolUsage, readiness } from "./gateway/status.ts";
 import { createDeadlineScheduler } from "./proxy/deadlines.ts";
 import type { UpstreamClient } from "./proxy/upstream_client.ts";
@@ -60,24 +58,7 @@ export interface GatewayOptions {
   readConfig?: () => GatewayConfig;
 }
 
-/** What a reload did, as `POST /admin/reload` answers it. */
-export type ReloadResult =
-  | {
-    ok: true;
-    /** Services routed from now on that were not before. */
-    added: string[];
-    /** Services no longer routed (their requests in flight finish). */
-    removed: string[];
-    /** Services with new settings. */
-    changed: string[];
-    /** Restart-only keys that differ in the file; the running values are kept. */
-    ignored: string[];
-  }
-  | {
-    ok: false;
-    /** One line per problem, as start-up prints them. */
-    problems: string[];
-  };
+export type { ReloadResult } from "./gateway/reloader.ts";
 
 /** A running gateway: two Hono apps and its lifecycle. */
 export interface Gateway {
@@ -128,156 +109,134 @@ export interface Gateway {
  */
 export function createGateway(config: GatewayConfig, options: GatewayOptions = {}): Gateway {
   const adminToken = (options.env ?? Deno.env.toObject()).BREAKWATER_ADMIN_TOKEN ?? null;
-  const instanceId = options.instanceId ?? crypto.randomUUID();
-  const logger = options.logger ?? createLogger();
-  const now = options.now ?? (() => performance.now());
-  const telemetry = createTelemetry({
-    serviceNames: Object.keys(config.services),
-    prometheus: config.telemetry.prometheus,
-    otlp: config.telemetry.otlp,
-    instanceId,
-    version: VERSION,
-    logger: (line) => logger.warn(String(line.msg ?? "telemetry"), line),
-  });
-  const traffic = createTrafficStats();
   const lifecycle: Lifecycle = { started: false, draining: false };
-  const deadlines = createDeadlineScheduler({ now });
-  const kvHandle = openGatewayKv(config.kv.path, logger);
-  const shared: GenerationShared = {
-    instanceId,
-    logger,
-    telemetry,
-    traffic,
-    deadlines,
-    kv: kvHandle,
-    now,
-    client: options.client,
-    draining: () => lifecycle.draining,
-    live: new Set(),
-  };
+  const shared = createShared(config, options, lifecycle);
+  const { telemetry, traffic, logger, instanceId } = shared;
   const closingSignal = new AbortController();
-
-  let current: Generation = buildGeneration(config, null, shared);
-  const retiring = new Set<Promise<void>>();
-  const ready = current.breaker.start().then(() => {
+  const cell: GenerationCell = { current: buildGeneration(config, null, shared) };
+  const ready = cell.current.breaker.start().then(() => {
     lifecycle.started = true;
   });
-  // The metrics read the generation in force at each collection.
-  telemetry.observe(metricsSources(
-    { views: () => current.breaker.views(), degraded: () => current.breaker.degraded() },
-    {
-      ...current.status,
-      poolUsage: () => current.status.poolUsage(),
-      upstreams: () => current.status.upstreams(),
-    },
-  ));
-
-  let reloading: Promise<unknown> = Promise.resolve();
-  const reload = (next: GatewayConfig): Promise<ReloadResult & { ok: true }> => {
-    const run = reloading.then(async () => {
-      await ready.catch(() => {});
-      // A closing gateway builds nothing new: its parts are being closed.
-      if (closing !== null) throw new Error("the gateway is closing; reload refused");
-      const plan = planReload(current.config, next);
-      if (plan.ignored.length > 0) {
-        logger.warn("config keys need a restart; the running values are kept", {
-          keys: plan.ignored,
-        });
-      }
-      const previous = current;
-      const built = buildGeneration(plan.config, { previous, plan }, shared);
-      // A new breaker loads the fleet's state from KV before it decides for anyone.
-      if (built.breaker !== previous.breaker) await built.breaker.start();
-      current = built;
-      const retired = retireGeneration(previous, shared, closingSignal).finally(() =>
-        retiring.delete(retired)
-      );
-      retiring.add(retired);
-      const result = {
-        ok: true as const,
-        added: plan.added,
-        removed: plan.removed,
-        changed: plan.changed,
-        ignored: plan.ignored,
-      };
-      logger.info("config reloaded", { ...result });
-      return result;
-    });
-    reloading = run.catch(() => {});
-    return run;
-  };
-  const reloadConfig = async (): Promise<ReloadResult> => {
-    if (options.readConfig === undefined) {
-      return { ok: false, problems: ["reload is not available: the gateway reads no file"] };
-    }
-    let next: GatewayConfig;
-    try {
-      next = options.readConfig();
-    } catch (error) {
-      if (!(error instanceof ConfigError)) throw error;
-      const problems = error.problems.map(formatProblem);
-      logger.error("config reload refused; the running config keeps serving", { problems });
-      for (const problem of problems) logger.error(problem);
-      return { ok: false, problems };
-    }
-    return await reload(next);
-  };
+  observeCurrent(telemetry, cell);
+  const reloader = createReloader({
+    cell,
+    shared,
+    ready,
+    closing: closingSignal.signal,
+    readConfig: options.readConfig,
+    logger,
+  });
+  const adminOf = adminAppsOf(
+    { telemetry, adminToken, traffic, logger },
+    reloader.reloadConfig,
+  );
 
   let closing: Promise<void> | null = null;
-  const generationAdmin = new WeakMap<Generation, Hono>();
-  const adminOf = (generation: Generation): Hono => {
-    let app = generationAdmin.get(generation);
-    if (app === undefined) {
-      app = createAdminApp({
-        breaker: generation.breaker,
-        telemetry,
-        adminToken,
-        status: generation.status,
-        traffic,
-        logger,
-        reload: reloadConfig,
-      });
-      generationAdmin.set(generation, app);
-    }
-    return app;
-  };
   return {
     app: createPublicApp(() => {
-      const generation = current;
+      const generation = cell.current;
       return {
         requestPath: generation.requestPath,
         readiness: () => readiness(lifecycle, instanceId, generation.breaker, generation.status),
       };
     }),
-    adminApp: createForwardingApp(() => adminOf(current)),
+    adminApp: createForwardingApp(() => adminOf(cell.current)),
     ready,
     get breaker() {
-      return current.breaker;
+      return cell.current.breaker;
     },
     get config() {
-      return current.config;
+      return cell.current.config;
     },
     drain() {
       lifecycle.draining = true;
     },
     inFlight: () => [...shared.live].reduce((sum, generation) => sum + generation.inFlight(), 0),
-    poolUsage: () => current.status.poolUsage(),
+    poolUsage: () => cell.current.status.poolUsage(),
     traffic,
-    reload,
-    reloadConfig,
+    reload: reloader.reload,
+    reloadConfig: reloader.reloadConfig,
     close() {
       lifecycle.draining = true;
       closing ??= ready.catch(() => {}).then(async () => {
-        await reloading;
+        await reloader.settled();
         closingSignal.abort();
-        await Promise.all(retiring);
-        shared.live.delete(current);
-        await closeUnshared(current, []);
+        await reloader.retired();
+        shared.live.delete(cell.current);
+        await closeUnshared(cell.current, []);
         await telemetry.shutdown();
-        for (const closable of [options.client, deadlines, kvHandle]) closable?.close();
+        for (const closable of [options.client, shared.deadlines, shared.kv]) closable?.close();
       });
       return closing;
     },
+  };
+}
+
+/** The parts every generation shares: telemetry, traffic, the KV handle, deadlines, clocks. */
+function createShared(
+  config: GatewayConfig,
+  options: GatewayOptions,
+  lifecycle: Lifecycle,
+): GenerationShared {
+  const instanceId = options.instanceId ?? crypto.randomUUID();
+  const logger = options.logger ?? createLogger();
+  const now = options.now ?? (() => performance.now());
+  return {
+    instanceId,
+    logger,
+    telemetry: createTelemetry({
+      serviceNames: Object.keys(config.services),
+      prometheus: config.telemetry.prometheus,
+      otlp: config.telemetry.otlp,
+      instanceId,
+      version: VERSION,
+      logger: (line) => logger.warn(String(line.msg ?? "telemetry"), line),
+    }),
+    traffic: createTrafficStats(),
+    deadlines: createDeadlineScheduler({ now }),
+    kv: openGatewayKv(config.kv.path, logger),
+    now,
+    client: options.client,
+    draining: () => lifecycle.draining,
+    live: new Set(),
+  };
+}
+
+/** The metrics read the generation in force at each collection. */
+function observeCurrent(telemetry: GenerationShared["telemetry"], cell: GenerationCell): void {
+  telemetry.observe(metricsSources(
+    { views: () => cell.current.breaker.views(), degraded: () => cell.current.breaker.degraded() },
+    {
+      ...cell.current.status,
+      poolUsage: () => cell.current.status.poolUsage(),
+      upstreams: () => cell.current.status.upstreams(),
+    },
+  ));
+}
+
+/** One admin app per generation (the dashboard reads its status views once, when built). */
+function adminAppsOf(
+  parts: {
+    telemetry: GenerationShared["telemetry"];
+    adminToken: string | null;
+    traffic: TrafficStats;
+    logger: Logger;
+  },
+  reload: () => Promise<ReloadResult>,
+): (generation: Generation) => Hono {
+  const apps = new WeakMap<Generation, Hono>();
+  return (generation) => {
+    let app = apps.get(generation);
+    if (app === undefined) {
+      app = createAdminApp({
+        breaker: generation.breaker,
+        status: generation.status,
+        reload,
+        ...parts,
+      });
+      apps.set(generation, app);
+    }
+    return app;
   };
 }
 
