@@ -156,6 +156,12 @@ export interface FleetBreakerOptions {
   /** Called for every state change this instance observes (metrics, logs). Must not throw. */
   onTransition?: (event: TransitionEvent) => void;
   /**
+   * Called when this instance leaves the fleet for its local breakers (`degraded: true`: KV
+   * failed or was too slow) and when it rejoins (`false`), so operators see it in the log.
+   * Must not throw.
+   */
+  onKvStateChange?: (degraded: boolean) => void;
+  /**
    * How long a probe slot stays taken: longer than the service's whole request time
    * (`timeoutMs`), or a second probe could start while the first still runs. Default 15000.
    */
@@ -348,8 +354,12 @@ export function createFleetBreaker(options: FleetBreakerOptions): FleetBreaker {
     auditRetentionMs,
     wrapStore: options.wrapStore,
     onEntry: (name, entry) => adopt(fleet, services.get(name)!, entry),
-    onDegraded: () => carryOutagesLocally(fleet),
+    onDegraded: () => {
+      carryOutagesLocally(fleet);
+      options.onKvStateChange?.(true);
+    },
     onRejoin: () => {
+      options.onKvStateChange?.(false);
       // Versionstamps from before the trouble may come from another handle (or another store
       // behind the same path): accept whatever KV says now.
       for (const service of services.values()) {

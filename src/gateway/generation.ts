@@ -245,6 +245,17 @@ function startBreaker(
       telemetry.breakerTransition(event.service, event.from, event.to);
       logger.info("breaker transition", { ...event });
     },
+    onKvStateChange: (degraded) => {
+      if (degraded) {
+        logger.warn("kv degraded: breakers are local until KV answers again", {
+          kv: config.kv.path,
+        });
+      } else {
+        logger.info("kv recovered: breakers are shared with the fleet again", {
+          kv: config.kv.path,
+        });
+      }
+    },
   });
 }
 

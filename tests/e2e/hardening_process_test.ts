@@ -158,6 +158,15 @@ Deno.test("lost KV: the KV file locked by another writer -> requests flow, break
       const body = await json(await fetch(`${url}/readyz`, bounded()));
       return body.status === "ready";
     }, { timeoutMs: 8000, intervalMs: 50, what: "readyz ready again after the lock" });
+    // Operators see both moments in the log.
+    const logged = (prefix: string) =>
+      gateway!.lines.findIndex((line) => String(line.msg).startsWith(prefix));
+    await waitFor(() => logged("kv recovered") >= 0, {
+      timeoutMs: 2000,
+      intervalMs: 20,
+      what: "a 'kv recovered' log line",
+    });
+    assert.ok(logged("kv degraded") >= 0 && logged("kv degraded") < logged("kv recovered"));
     const still = await fetch(`${url}/s/after`, bounded());
     assert.equal(still.status, 503, "the open breaker was forgotten on recovery");
     await still.body?.cancel();
