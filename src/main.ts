@@ -185,6 +185,7 @@ function listen(config: GatewayConfig, gateway: Gateway): { public: Listener; ad
         headerTimeoutMs: config.limits.headerTimeoutMs,
         idleTimeoutMs: config.limits.idleTimeoutMs,
         bodyIdleTimeoutMs: config.limits.bodyIdleTimeoutMs,
+        maxConnections: config.limits.maxClientConnections,
       }, handler);
     } catch (error) {
       throw new ListenError(which, address.hostname, address.port, error);

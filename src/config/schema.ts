@@ -209,6 +209,11 @@ export const configFileSchema = z.strictObject({
     idleTimeoutMs: positiveMs.default(60000),
     /** A request body that delivers no bytes for this long is answered 408. */
     bodyIdleTimeoutMs: positiveMs.default(60000),
+    /**
+     * Client connections open at once on each port; one accepted beyond this is closed at once
+     * (nginx's `worker_connections`). Each costs a file descriptor and ~16 KB; null: no cap.
+     */
+    maxClientConnections: z.number().int().positive().nullable().default(10000),
   }).prefault({}),
   shutdown: z.strictObject({
     drainDelayMs: nonNegativeMs.default(0),

@@ -16,6 +16,7 @@ export const LISTENER_LIMIT_KEYS = [
   "headerTimeoutMs",
   "idleTimeoutMs",
   "bodyIdleTimeoutMs",
+  "maxClientConnections",
 ] as const;
 
 /** What a reload changes, for the log and `POST /admin/reload`. */
@@ -52,7 +53,7 @@ export function planReload(running: GatewayConfig, next: GatewayConfig): ReloadP
   }
   for (const key of LISTENER_LIMIT_KEYS) {
     if (running.limits[key] !== next.limits[key]) ignored.push(`limits.${key}`);
-    config.limits[key] = running.limits[key];
+    (config.limits as Record<string, unknown>)[key] = running.limits[key];
   }
   const before = running.services;
   const after = next.services;

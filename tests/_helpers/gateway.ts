@@ -50,6 +50,7 @@ export async function startTestGateway(
     headerTimeoutMs: config.limits.headerTimeoutMs,
     idleTimeoutMs: config.limits.idleTimeoutMs,
     bodyIdleTimeoutMs: config.limits.bodyIdleTimeoutMs,
+    maxConnections: config.limits.maxClientConnections,
   }, gateway.app.fetch);
   const admin = Deno.serve(
     { hostname: "127.0.0.1", port: 0, onListen: () => {} },

@@ -29,6 +29,7 @@ Deno.test("every documented default is filled", () => {
     headerTimeoutMs: 10000,
     idleTimeoutMs: 60000,
     bodyIdleTimeoutMs: 60000,
+    maxClientConnections: 10000,
   });
   assert.equal(config.escapedSlashes, "reject");
   assert.deepEqual(config.shutdown, { drainDelayMs: 0, timeoutMs: 25000 });

@@ -473,6 +473,40 @@ for (const client of ["http1", "fetch"] as UpstreamClientChoice[]) {
   );
 }
 
+Deno.test("limits.maxClientConnections: a connection beyond it is closed at once", async () => {
+  const upstream = startUpstream(() => new Response("ok"));
+  const gw = await startGatewayProcess({
+    limits: { maxClientConnections: 2 },
+    services: { a: { prefix: "/a", upstreams: [upstream.origin] } },
+  });
+  const port = Number(new URL(gw.url).port);
+  const held: Deno.TcpConn[] = [];
+  try {
+    for (let i = 0; i < 2; i++) held.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+    // Accepted only once the gateway has seen the two: let its accept loop run.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const extra = await Deno.connect({ hostname: "127.0.0.1", port });
+    const { closedAfterMs } = await readUntilClosed(extra, 3000);
+    assert.ok(closedAfterMs !== null && closedAfterMs < 1500, `closed after ${closedAfterMs}`);
+    for (const conn of held) conn.close();
+    held.length = 0;
+    // With the two gone, clients are served again.
+    let served = false;
+    for (let i = 0; i < 20 && !served; i++) {
+      const response = await fetch(`${gw.url}/a/x`, { signal: AbortSignal.timeout(2000) })
+        .catch(() => null);
+      served = response?.status === 200;
+      await response?.body?.cancel();
+      if (!served) await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    assert.ok(served, "served again after the held connections closed");
+  } finally {
+    for (const conn of held) conn.close();
+    await gw.stop();
+    await upstream.close();
+  }
+});
+
 Deno.test("request heads and idle connections are timed out", async () => {
   const upstream = startUpstream(() => new Response("ok"));
   const gw = await startGatewayProcess({
