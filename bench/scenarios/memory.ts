@@ -46,7 +46,7 @@ export const GROWTH_TARGET_MIB = 16;
  * The slow upstream pauses this long after every MiB it reads: at most ~100 MiB/s, below what
  * curl and the gateway push on loopback, so the gateway's request-body backpressure is what
  * keeps its memory flat. (Each pause fills the socket buffers; on loopback every refill then
- * costs more than the pause itself, so the paced uploads run at ~10 MiB/s.)
+ * costs more than the pause itself, so the paced uploads run at ~4-20 MiB/s.)
  */
 export const UPLOAD_PAUSE_MS_PER_MIB = 10;
 /** curl's bound on one transfer, so a stuck transfer fails the run instead of hanging it. */
