@@ -119,6 +119,7 @@ async function attemptOnce(attempts: Attempts, endpoint: UpstreamEndpoint, attem
     resendCount: attempt,
   });
   const sentAt = attempts.now();
+  const clientWaitBeforeMs = attempts.body.clientWaitMs();
   endpoint.inFlight++;
   let response: Response | null = null;
   let thrown: unknown = null;
@@ -145,10 +146,13 @@ async function attemptOnce(attempts: Attempts, endpoint: UpstreamEndpoint, attem
     endpoint.inFlight--;
   }
   const durationMs = attempts.now() - sentAt;
+  // The upstream's own latency: time spent waiting for the client's body is not the upstream's
+  // (or a client trickling its body could make it look slow: slowCallMs, the adaptive limit).
+  const clientWaitMs = attempts.body.clientWaitMs() - clientWaitBeforeMs;
   const verdict = blameAttempt({
     status: response?.status ?? null,
     error: response === null ? (attempts.body.clientError() ?? thrown) : null,
-    durationMs,
+    durationMs: Math.max(0, durationMs - clientWaitMs),
     clientGone: attempts.clientSignal.aborted,
     waitingOnClient: attempts.body.waitingOnClient() || scope.clientStalled(),
   });

@@ -20,6 +20,12 @@ export interface WatchedBody {
   /** Bytes read from the client so far. */
   bytesRead(): number;
   /**
+   * Milliseconds spent so far waiting for the client's bytes. Subtracted from an attempt's
+   * duration: a client that uploads slowly must not make the upstream look slow (`slowCallMs`,
+   * the adaptive limit), or any client could trip a breaker by trickling its body.
+   */
+  clientWaitMs(): number;
+  /**
    * The client's fault that ended the body, if one did. Kept here because `fetch` reports a
    * failed body stream as a bare `TypeError`, without the stream's error as its cause.
    */
@@ -57,6 +63,7 @@ export function watchRequestBody(
   }
   let seen = 0;
   let waiting = false;
+  let waitedMs = 0;
   let failure: ClientError | null = null;
   const fail = (controller: ReadableByteStreamController, error: ClientError) => {
     failure = error;
@@ -70,6 +77,7 @@ export function watchRequestBody(
       const request = controller.byobRequest;
       const view = request?.view ?? null;
       waiting = true;
+      const waitStartedMs = performance.now();
       let result: { done: boolean; value?: Uint8Array };
       try {
         // autoAllocateChunkSize makes every pull carry a BYOB request with a view.
@@ -86,6 +94,7 @@ export function watchRequestBody(
         return;
       } finally {
         waiting = false;
+        waitedMs += performance.now() - waitStartedMs;
       }
       const value = result.value;
       if (result.done) {
@@ -116,6 +125,7 @@ export function watchRequestBody(
     stream,
     bytesRead: () => seen,
     waitingOnClient: () => waiting,
+    clientWaitMs: () => waitedMs,
     clientError: () => failure,
   };
 }

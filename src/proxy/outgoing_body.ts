@@ -18,6 +18,8 @@ export interface OutgoingBody {
   replayable: boolean;
   /** True while the gateway waits for the client's next body bytes. */
   waitingOnClient: () => boolean;
+  /** Milliseconds spent waiting for the client's body bytes so far (0 for a buffered body). */
+  clientWaitMs: () => number;
   /** The client's fault that ended a streamed body, if one did. */
   clientError: () => ClientError | null;
 }
@@ -33,6 +35,7 @@ export interface IncomingBody {
 }
 
 const notWaiting = () => false;
+const noWait = () => 0;
 const noError = () => null;
 
 /**
@@ -55,7 +58,12 @@ export async function prepareBody(
   bufferUpToBytes: number | null,
   signal: AbortSignal,
 ): Promise<OutgoingBody | AttemptVerdict> {
-  const fixed = { replayable: true, waitingOnClient: notWaiting, clientError: noError };
+  const fixed = {
+    replayable: true,
+    waitingOnClient: notWaiting,
+    clientWaitMs: noWait,
+    clientError: noError,
+  };
   const { body } = incoming;
   if (body === null) return { body: null, ...fixed };
   const declaredBytes = incoming.declaredLength === null ? null : Number(incoming.declaredLength);
@@ -81,6 +89,7 @@ export async function prepareBody(
     body: watched.stream,
     replayable: false,
     waitingOnClient: watched.waitingOnClient,
+    clientWaitMs: watched.clientWaitMs,
     clientError: watched.clientError,
   };
 }

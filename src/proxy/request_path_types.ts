@@ -88,7 +88,7 @@ export interface RequestPathDeps {
   /** Metrics of refusals, attempts and retries. */
   observer: ProxyObserver;
   /** Opens each request's server span (null when tracing is off). */
-  tracing: Pick<GatewayTracing, "startServer">;
+  tracing: Pick<GatewayTracing, "startServer" | "enabled">;
   /** The record phase's sink: traffic, metrics, the access log. */
   onServed: (served: ServedRequest) => void;
 }

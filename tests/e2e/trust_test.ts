@@ -473,6 +473,43 @@ for (const client of ["http1", "fetch"] as UpstreamClientChoice[]) {
   );
 }
 
+Deno.test("a client that uploads slowly does not make the upstream a slow call", async () => {
+  const upstream = startUpstream(async (request) => {
+    await request.arrayBuffer();
+    return new Response("ok");
+  });
+  const gw = await startGatewayProcess({
+    services: {
+      s: {
+        prefix: "/s",
+        upstreams: [upstream.origin],
+        breaker: { failureThreshold: 1, slowCallMs: 200 },
+      },
+    },
+  });
+  const port = Number(new URL(gw.url).port);
+  try {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    await conn.write(
+      encoder.encode(
+        "POST /s/up HTTP/1.1\r\nHost: gw\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n",
+      ),
+    );
+    for (let i = 0; i < 4; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 150));
+      await conn.write(encoder.encode("5\r\nhello\r\n"));
+    }
+    await conn.write(encoder.encode("0\r\n\r\n"));
+    const { text } = await readUntilClosed(conn, 3000);
+    assert.equal(statusOf(text), 200, text.split("\r\n")[0]);
+    // 600 ms of the client's trickle, a quick upstream: no slow call, the breaker is untouched.
+    await assertUntouched(gw, "s");
+  } finally {
+    await gw.stop();
+    await upstream.close();
+  }
+});
+
 Deno.test("limits.maxClientConnections: a connection beyond it is closed at once", async () => {
   const upstream = startUpstream(() => new Response("ok"));
   const gw = await startGatewayProcess({

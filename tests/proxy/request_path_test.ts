@@ -104,7 +104,7 @@ interface HarnessOptions {
   service?: Record<string, unknown>;
   admission?: Admission;
   maxBodyBytes?: number;
-  tracing?: { startServer: () => ServerSpanHandle | null };
+  tracing?: { enabled: boolean; startServer: () => ServerSpanHandle | null };
 }
 
 const ADMITTED: Admission = { allowed: true, probe: false, generation: 1 };
@@ -142,7 +142,7 @@ function harness(options: HarnessOptions = {}): Harness {
       retry: () => h.retries++,
       retryRefused: (_service, reason) => refusedRetries.push(reason),
     },
-    tracing: options.tracing ?? { startServer: () => null },
+    tracing: options.tracing ?? { enabled: false, startServer: () => null },
     onServed: (record) => served.push(record),
   });
   return Object.assign(h, {
@@ -288,7 +288,10 @@ Deno.test("request path: an exception inside the send phase still hands the prob
     },
     end() {},
   };
-  const h = harness({ admission: PROBE, tracing: { startServer: () => failingSpan } });
+  const h = harness({
+    admission: PROBE,
+    tracing: { enabled: true, startServer: () => failingSpan },
+  });
   await assert.rejects(handle(h, request("/api/x")), /tracing broke/);
   assert.deepEqual(h.records, [NO_VERDICT]);
   assert.equal(h.service.limiter.active(), 0, "slots released");
