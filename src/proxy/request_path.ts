@@ -22,7 +22,7 @@ import type { ServerSpanHandle } from "../telemetry/tracing.ts";
 import { type AdmissionTicket, admissionTicket } from "./admission.ts";
 import { type AttemptScope, openAttemptScope } from "./attempt_scope.ts";
 import { type ProxyObserver, type SendResult, sendWithRetries } from "./attempts.ts";
-import { checkRequest } from "./edge_checks.ts";
+import { checkDeclaredLength, checkRequest } from "./edge_checks.ts";
 import { upstreamRequestHeaders } from "./headers.ts";
 import { acquireBoth, LimiterRejectedError, type Release } from "./limiter.ts";
 import { prepareBody } from "./outgoing_body.ts";
@@ -76,6 +76,8 @@ interface Exchange {
   scheme: string;
   /** The request target as sent (origin-form). */
   target: string;
+  /** Parsed by the gateway's own server (which hands over the target): edge checks done. */
+  strictlyParsed: boolean;
   body: ReadableStream<Uint8Array> | null;
   clientIp: string | null;
   completed: Promise<void> | undefined;
@@ -127,6 +129,7 @@ function receive(request: IncomingRequest, deps: RequestPathDeps): Exchange {
     method,
     scheme,
     target,
+    strictlyParsed: facts?.target !== undefined,
     body: facts?.body !== undefined ? facts.body : raw.body,
     clientIp,
     completed: facts?.completed,
@@ -165,7 +168,11 @@ function route(
   exchange: Exchange,
   deps: RequestPathDeps,
 ): Routed<ServiceRuntime> | Unroutable | Refusal {
-  const refusal = checkRequest(exchange.method, exchange.raw.headers, deps.maxBodyBytes);
+  // A request from the gateway's own server (it hands over the target) was parsed strictly
+  // already: method, Host and framing need no second look, only the gateway's body cap.
+  const refusal = exchange.strictlyParsed
+    ? checkDeclaredLength(exchange.raw.headers, deps.maxBodyBytes)
+    : checkRequest(exchange.method, exchange.raw.headers, deps.maxBodyBytes);
   if (refusal !== null) return { code: refusal.code, detail: refusal.message, service: null };
   return resolveRoute(exchange.target, exchange.method, deps.match, deps.escapedSlashes);
 }
