@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { checkRequest } from "../../src/proxy/edge_checks.ts";
+import { checkDeclaredLength, checkRequest } from "../../src/proxy/edge_checks.ts";
 
 const host = { host: "gw.example:8080" };
 
@@ -39,4 +39,13 @@ Deno.test("edge checks: Host and framing", () => {
     "body_too_large",
   );
   assert.equal(checkRequest("POST", new Headers({ ...host, "content-length": "10" }), 10), null);
+});
+
+Deno.test("edge checks: the declared length alone, for requests the own server parsed", () => {
+  assert.equal(
+    checkDeclaredLength(new Headers({ "content-length": "11" }), 10)?.code,
+    "body_too_large",
+  );
+  assert.equal(checkDeclaredLength(new Headers({ "content-length": "10" }), 10), null);
+  assert.equal(checkDeclaredLength(new Headers(), 10), null);
 });
