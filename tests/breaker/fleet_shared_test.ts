@@ -105,6 +105,11 @@ Deno.test("shared: a trip on one instance is seen by the other within the sync i
     });
     const lagMs = performance.now() - trippedAt;
     assert.ok(lagMs < SYNC_MS * 4, `b learned after ${lagMs.toFixed(1)} ms`);
+    // b may reject on the fleet's pulse a moment before it adopts the fleet record itself.
+    await waitFor(() => b.breaker.view("users").generation === 1, {
+      timeoutMs: 1000,
+      what: "b adopts the fleet record",
+    });
     const viewB = b.breaker.view("users");
     assert.equal(viewB.state, "open");
     assert.deepEqual(
