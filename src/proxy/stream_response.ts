@@ -38,6 +38,10 @@ export function streamResponse(
     // Measured: 100 MiB through a JS pull wrapper raised RSS by ~25-75 MiB (every chunk
     // becomes a JS buffer awaiting GC); handed over untouched it stayed flat.
     completed.then(finish, finish);
+    // The http1 client's responses are ours and their headers mutable: re-headed in place, the
+    // same object goes to the server (no second `Response` and header copy, and a body of known
+    // bytes stays known to the server). `fetch`'s responses have immutable headers: copied.
+    if (reheadInPlace(upstream, requestId)) return upstream;
     return rehead(new Response(source, init), requestId);
   }
   return rehead(new Response(watchEnd(source, finish), init), requestId);
@@ -69,6 +73,19 @@ function watchEnd(
       return reader.cancel(reason);
     },
   }, { highWaterMark: 0 });
+}
+
+/** Rewrites `response`'s own headers; false when they are immutable (nothing was changed). */
+function reheadInPlace(response: Response, requestId: string): boolean {
+  if (response.type !== "default") return false;
+  try {
+    rewriteResponseHeaders(response.headers, requestId);
+    return true;
+  } catch (error) {
+    // The first write to immutable headers throws before anything changed.
+    if (error instanceof TypeError) return false;
+    throw error;
+  }
 }
 
 function rehead(response: Response, requestId: string): Response {

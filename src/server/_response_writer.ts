@@ -17,6 +17,7 @@ import { findClientError } from "../proxy/client_error.ts";
 import { problemResponse } from "../problem.ts";
 import type { Connection } from "./_connection.ts";
 import type { RequestBody } from "./_request_body.ts";
+import { bytesOf } from "./static_body.ts";
 
 /** What the exchange needs from the request to frame the response. */
 export interface ResponseTarget {
@@ -189,8 +190,15 @@ export async function writeResponse(
   const status = response.status;
   const bodyless = target.methodUpper === "HEAD" || status < 200 || status === 204 ||
     status === 304;
-  const body = response.body;
   if (status === 101) keepAlive = false;
+  const bytes = bodyless ? null : bytesOf(response);
+  if (bytes !== null) {
+    // The whole body is known bytes: no stream is built or read (./static_body.ts).
+    if (target.body !== null && target.body.continueWithheld) keepAlive = false;
+    const gathered = { chunks: [bytes], total: bytes.length, ended: true, pending: null };
+    return await writeWhole({ connection, fields, keepAlive, target }, gathered);
+  }
+  const body = response.body;
   if (bodyless || body === null) {
     return await writeWithoutBody({ connection, fields, keepAlive, target }, body, bodyless);
   }
