@@ -6,6 +6,7 @@
  */
 import { type CgroupLimits, inFlightCapFor } from "./cgroup.ts";
 import { ConfigError, type GatewayConfig, parseConfig } from "./schema.ts";
+import { loadUpstreamTls } from "../proxy/upstream_tls.ts";
 
 /** Where the config comes from: `--config PATH`, else `BREAKWATER_CONFIG`, else `./breakwater.json`. */
 export function resolveConfigPath(
@@ -60,7 +61,8 @@ function get(value: unknown, ...keys: string[]): unknown {
  * Validates `raw`, applies `PORT` and caps the connection defaults that the file left unset to
  * what the container's CPU and memory limits allow.
  *
- * @throws {ConfigError} for an invalid file or `PORT`
+ * @throws {ConfigError} for an invalid file or `PORT`, or a service's `tls` file that cannot be
+ *   read or is not what its key says
  */
 export function loadConfig(
   raw: unknown,
@@ -68,6 +70,8 @@ export function loadConfig(
   cgroup: CgroupLimits,
 ): { config: GatewayConfig; notes: LoadNotes } {
   const config = parseConfig(raw);
+  // Read at every load, so a reload picks up rotated certificates (and refuses broken ones).
+  loadUpstreamTls(config);
   if (env.PORT !== undefined && env.PORT !== "") {
     const port = Number(env.PORT);
     if (!Number.isInteger(port) || port < 0 || port > 65535) {

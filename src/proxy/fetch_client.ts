@@ -28,6 +28,7 @@
  */
 import { ClientError, findClientError } from "./client_error.ts";
 import { watchIdle } from "./_idle_watch.ts";
+import type { UpstreamTlsOptions } from "./upstream_tls.ts";
 import {
   checkUpstreamRequest,
   classifyUpstreamFailure,
@@ -48,8 +49,11 @@ const DECODED_CODINGS = new Set(["gzip", "br"]);
 
 /** Options of {@link createFetchClient}. */
 export interface FetchClientOptions {
-  /** Extra trusted CA certificates (PEM) for https origins; the system roots otherwise. */
-  caCerts?: string[];
+  /**
+   * TLS for https origins: extra trusted CA certificates (besides Deno's default roots) and a
+   * client certificate, for every pooled connection of this client.
+   */
+  tls?: UpstreamTlsOptions;
   /**
    * A streamed body with a declared length up to this many bytes is read whole before sending,
    * so it goes out with its Content-Length instead of re-framed as chunked. Default 1 MiB.
@@ -301,7 +305,7 @@ export function createFetchClient(
     clients: new Map(),
     closed: false,
     poolFor,
-    caCerts: options.caCerts,
+    tls: options.tls ?? null,
     maxBufferedBodyBytes: options.maxBufferedBodyBytes ?? 1024 * 1024,
   };
   return {
@@ -320,7 +324,7 @@ interface FetchClientState {
   readonly clients: Map<string, Deno.HttpClient>;
   closed: boolean;
   readonly poolFor: (origin: string) => OriginPoolOptions;
-  readonly caCerts: string[] | undefined;
+  readonly tls: UpstreamTlsOptions | null;
   readonly maxBufferedBodyBytes: number;
 }
 
@@ -334,11 +338,25 @@ function httpClientFor(client: FetchClientState, origin: string): Deno.HttpClien
       // HTTP/1.1 to upstreams: plain-text h2c is not negotiated and a proxy gains nothing
       // from h2 multiplexing on loopback-like links, while keep-alive reuse is what counts.
       http2: false,
-      caCerts: client.caCerts,
+      ...httpClientTls(client.tls),
     });
     client.clients.set(origin, httpClient);
   }
   return httpClient;
+}
+
+/**
+ * The TLS part of `Deno.createHttpClient`'s options: `caCerts` (added to the default roots)
+ * and, for mTLS, `cert` and `key` (Deno 2's `TlsCertifiedKeyPem`).
+ */
+function httpClientTls(
+  tls: UpstreamTlsOptions | null,
+): { caCerts?: string[]; cert?: string; key?: string } {
+  if (tls === null) return {};
+  return {
+    ...(tls.caCerts?.length ? { caCerts: tls.caCerts } : {}),
+    ...(tls.cert !== undefined && tls.key !== undefined ? { cert: tls.cert, key: tls.key } : {}),
+  };
 }
 
 async function send(client: FetchClientState, request: UpstreamRequest): Promise<Response> {

@@ -452,7 +452,7 @@ Deno.test("https origins: TLS via Deno.connectTls, keep-alive reuse", async () =
       },
     );
     const client = createHttp1Client(() => ({ maxIdlePerHost: 4, idleTimeoutMs: 5000 }), {
-      caCerts: [cert],
+      tls: { caCerts: [cert] },
     });
     try {
       const origin = `https://localhost:${server.addr.port}`;
