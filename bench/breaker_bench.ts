@@ -22,6 +22,7 @@ const policy: BreakerConfig = {
   failureStatuses: [{ from: 500, to: 599 }],
   slowCallMs: null,
   minInstances: 1,
+  holdBack: true,
 };
 
 const kv = await Deno.openKv(":memory:");

@@ -33,6 +33,8 @@ import { createDeadlineScheduler } from "./proxy/deadlines.ts";
 import type { UpstreamClient } from "./proxy/upstream_client.ts";
 import { createLogger, createTelemetry, type Logger } from "./telemetry/mod.ts";
 import { openGatewayKv } from "./kv.ts";
+import { createKvLender } from "./breaker/mod.ts";
+import { createFleetRetryBudgets } from "./retry/mod.ts";
 import { VERSION } from "./version.ts";
 
 export type { ConnectionFacts } from "./proxy/request_path.ts";
@@ -56,6 +58,13 @@ export interface GatewayOptions {
    * answer that reload is not available (an embedded gateway reloads with `reload(config)`).
    */
   readConfig?: () => GatewayConfig;
+  /**
+   * Builds each generation's breaker instead of the fleet breaker on KV: a worker's mirror of
+   * the instance's one breaker (README, "Workers"). Nothing opens KV then.
+   */
+  breakerFactory?: (config: GatewayConfig) => FleetBreaker;
+  /** Where per-service traffic is recorded (default: a new {@link TrafficStats}). */
+  traffic?: TrafficStats;
 }
 
 export type { ReloadResult } from "./gateway/reloader.ts";
@@ -181,6 +190,7 @@ function createShared(
   const instanceId = options.instanceId ?? crypto.randomUUID();
   const logger = options.logger ?? createLogger();
   const now = options.now ?? (() => performance.now());
+  const kv = openGatewayKv(config.kv.path, logger);
   return {
     instanceId,
     logger,
@@ -192,11 +202,14 @@ function createShared(
       version: VERSION,
       logger: (line) => logger.warn(String(line.msg ?? "telemetry"), line),
     }),
-    traffic: createTrafficStats(),
+    traffic: options.traffic ?? createTrafficStats(),
     deadlines: createDeadlineScheduler({ now }),
-    kv: openGatewayKv(config.kv.path, logger),
+    kv,
+    lendKv: createKvLender(() => kv.open()),
+    retryBudgets: createFleetRetryBudgets(),
     now,
     client: options.client,
+    breakerFactory: options.breakerFactory,
     draining: () => lifecycle.draining,
     live: new Set(),
   };

@@ -5,6 +5,11 @@
  * background reads. A companion is attached at `start()`, called after every re-sync, and
  * detached at `close()`; its KV calls share the breaker's time limit and degraded mode.
  *
+ * A companion outlives breakers: a reload that changes a breaker setting builds a new breaker,
+ * which attaches the same companion (its counts carry over) while the old one still finishes
+ * its requests. The old breaker's re-syncs and its `detach` then name an access that is no
+ * longer attached, and the companion ignores them.
+ *
  * @module
  */
 
@@ -25,10 +30,13 @@ export interface FleetKvAccess {
 
 /** A part that does fleet-wide KV work in the breaker's rhythm. */
 export interface FleetKvCompanion {
-  /** Called once when the breaker starts. */
+  /** Called once when a breaker starts; replaces the access of any breaker before it. */
   attach(access: FleetKvAccess): void;
-  /** Called after every successful re-sync (every `syncIntervalMs`, faster in an outage). */
-  sync(): Promise<void>;
-  /** Called once when the breaker closes: no KV work after this. */
-  detach(): void;
+  /**
+   * Called after every successful re-sync (every `syncIntervalMs`, faster in an outage) with
+   * the calling breaker's access: nothing happens unless that is the one attached.
+   */
+  sync(from?: FleetKvAccess): Promise<void>;
+  /** Called once when a breaker closes: no KV work through `from` (when attached) after this. */
+  detach(from?: FleetKvAccess): void;
 }

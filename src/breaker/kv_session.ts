@@ -37,8 +37,13 @@ import {
 export interface KvSessionOptions {
   /** The owner's KV handle (never closed by the session), or null. */
   kv: Deno.Kv | null;
-  /** Opens a fresh handle (owned and closed by the session); see `FleetBreakerOptions.reopenKv`. */
-  reopenKv?: () => Promise<Deno.Kv>;
+  /**
+   * Opens a fresh handle (owned and closed by the session unless `kvIsLent`); `stale` is the
+   * handle that failed (null at start-up). See `FleetBreakerOptions.reopenKv`.
+   */
+  reopenKv?: (stale: Deno.Kv | null) => Promise<Deno.Kv>;
+  /** Handles from `reopenKv` belong to the opener: the session never closes them. */
+  kvIsLent?: boolean;
   /** The services whose records are synced and watched, in configuration order. */
   names: readonly string[];
   /** Written into records and leases by the store. */
@@ -275,18 +280,18 @@ async function reopen(session: Session): Promise<void> {
   session.nextReopenAtMs = atMs + reopenIntervalMs;
   let fresh: Deno.Kv;
   try {
-    fresh = await withTimeout(reopenKv(), kvTimeoutMs);
+    fresh = await withTimeout(reopenKv(session.kv), kvTimeoutMs);
   } catch {
     return;
   }
   if (session.closed) {
-    fresh.close();
+    if (!session.options.kvIsLent) fresh.close();
     return;
   }
   await stopWatch(session);
   const previous = session.ownedKv;
   session.kv = fresh;
-  session.ownedKv = fresh;
+  session.ownedKv = session.options.kvIsLent ? null : fresh;
   session.store = makeStore(session, fresh);
   session.reopenNeeded = false;
   closeQuietly(previous);
@@ -346,13 +351,13 @@ async function start(session: Session): Promise<void> {
     // The owner hands over an opener instead of a handle: open it now, and when that fails
     // (file locked, server down) serve degraded and keep trying in the background.
     try {
-      const opened = await withTimeout(reopenKv(), kvTimeoutMs);
+      const opened = await withTimeout(reopenKv(null), kvTimeoutMs);
       if (session.closed) {
-        opened.close();
+        if (!session.options.kvIsLent) opened.close();
         return;
       }
       session.kv = opened;
-      session.ownedKv = opened;
+      session.ownedKv = session.options.kvIsLent ? null : opened;
     } catch {
       enterDegraded(session);
       session.reopenNeeded = true;

@@ -50,3 +50,4 @@ export {
 } from "./fleet.ts";
 export { type AuditEntry, type AuditKind, DEFAULT_AUDIT_RETENTION_MS } from "./audit.ts";
 export type { FleetKvAccess, FleetKvCompanion } from "./companion.ts";
+export { createKvLender, type KvLender } from "./kv_lender.ts";

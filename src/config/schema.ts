@@ -8,7 +8,6 @@
  */
 import { z } from "zod";
 import { parseStatusRanges, STATUS_RANGES_PATTERN } from "./status_ranges.ts";
-import type { UpstreamTlsOptions } from "../proxy/upstream_tls.ts";
 
 const port = z.number().int().min(0).max(65535);
 const positiveMs = z.number().int().positive();
@@ -46,6 +45,12 @@ const breakerFields = {
   failureStatuses: statusRanges.default("500-599"),
   slowCallMs: positiveMs.nullable().default(null),
   minInstances: z.number().int().positive().default(1),
+  /**
+   * Near the threshold, a failure holds this instance's new calls to the service until the
+   * fleet has counted it (about one KV round trip): a fleet of any size then adds about one
+   * failed call per instance before the trip reaches it (README, "The shared breaker").
+   */
+  holdBack: z.boolean().default(true),
 };
 
 /**
@@ -63,6 +68,11 @@ const retrySchema = z.strictObject({
   maxDelayMs: nonNegativeMs.default(1000),
   budgetPercent: z.number().min(0).max(100).default(20),
   minRetriesPerSecond: z.number().min(0).default(3),
+  /**
+   * The percentage and the floor hold for the whole fleet (one floor, not one per instance),
+   * counts exchanged through KV once a second; false: each instance its own budget.
+   */
+  fleetBudget: z.boolean().default(true),
   retryOn: z.array(z.number().int().min(100).max(599)).default([502, 503, 504]),
   maxBufferedBodyBytes: z.number().int().min(0).default(65536),
 });
@@ -89,43 +99,6 @@ const outlierSchema = z.strictObject({
   maxEjectionMs: positiveMs.default(300000),
   maxEjectionPercent: z.number().min(0).max(100).default(50),
 });
-
-/** A file the gateway reads at start-up and reload (relative to its working directory). */
-const tlsFile = z.string().min(1, { error: "must be a file path" }).nullable().default(null);
-
-/**
- * TLS to a service's `https` upstreams (README, "Upstream TLS"): `caFile` is trusted besides
- * the default roots; `certFile` and `keyFile` (both or neither) are presented when an upstream
- * asks for a client certificate. The files are read by src/proxy/upstream_tls.ts, which puts
- * their contents in `material`. No switch skips verification: trust the upstream's CA instead.
- */
-const upstreamTlsSchema = z.strictObject({
-  caFile: tlsFile,
-  certFile: tlsFile,
-  keyFile: tlsFile,
-}).superRefine((tls, context) => {
-  if ((tls.certFile === null) !== (tls.keyFile === null)) {
-    context.addIssue({
-      code: "custom",
-      path: [tls.certFile === null ? "certFile" : "keyFile"],
-      message: tls.certFile === null
-        ? "tls.keyFile needs tls.certFile too"
-        : "tls.certFile needs tls.keyFile too",
-    });
-  }
-}).transform((tls): UpstreamTlsConfig => tls);
-
-/** A service's `tls` block, with the files' contents once they were read. */
-export interface UpstreamTlsConfig {
-  /** PEM CA bundle trusted besides the default roots. */
-  caFile: string | null;
-  /** PEM client certificate chain (mTLS). */
-  certFile: string | null;
-  /** PEM private key of `certFile`. */
-  keyFile: string | null;
-  /** The files' contents, read at load and reload (src/proxy/upstream_tls.ts). */
-  material?: UpstreamTlsOptions & { digest: string };
-}
 
 /** The policy keys a service has and `defaults` may set (every one optional in `defaults`). */
 const policyShape = {
@@ -155,8 +128,6 @@ const policyShape = {
    * need encoded slashes in IDs; a `..` or `.` hidden behind an encoded slash is still a 400).
    */
   escapedSlashes: z.enum(["reject", "decode", "keep"]).default("reject"),
-  /** TLS trust and client certificate for `https` upstreams; null: the default roots only. */
-  tls: upstreamTlsSchema.nullable().default(null),
 };
 
 /** A path prefix: starts with `/`, no dot segments, no empty segments, no encoded bytes. */
@@ -188,8 +159,6 @@ export const defaultsSchema = z.strictObject({
   upstreamClient: z.enum(["fetch", "http1"]).optional(),
   bodyIdleTimeoutMs: positiveMs.optional(),
   escapedSlashes: z.enum(["reject", "decode", "keep"]).optional(),
-  tls: z.strictObject({ caFile: tlsFile, certFile: tlsFile, keyFile: tlsFile }).partial()
-    .nullable().optional(),
 });
 
 /**
@@ -223,6 +192,28 @@ export const configFileSchema = z.strictObject({
   listen: z.strictObject({
     hostname: z.string().min(1).default("0.0.0.0"),
     port: port.default(8080),
+    /**
+     * HTTPS with HTTP/2 and HTTP/1.1 by ALPN (README, "TLS and HTTP/2"): PEM files, re-read on
+     * every reload. Without `port`, `listen.port` itself speaks TLS; with one, `listen.port`
+     * stays plain HTTP beside it.
+     */
+    tls: z.strictObject({
+      certFile: z.string().min(1, { error: "must be a file path" }),
+      keyFile: z.string().min(1, { error: "must be a file path" }),
+      port: port.nullable().default(null),
+      /** false: ALPN offers only http/1.1. */
+      http2: z.boolean().default(true),
+    }).nullable().default(null),
+    /** The plain port answers 308 to `https://{host}:{tls.port}` (needs `tls.port`). */
+    redirectToHttps: z.boolean().default(false),
+  }).superRefine((listen, context) => {
+    if (listen.redirectToHttps && (listen.tls === null || listen.tls.port === null)) {
+      context.addIssue({
+        code: "custom",
+        path: ["redirectToHttps"],
+        message: "needs listen.tls.port (a TLS port beside the plain one to redirect to)",
+      });
+    }
   }).prefault({}),
   admin: z.strictObject({
     hostname: z.string().min(1).default("127.0.0.1"),

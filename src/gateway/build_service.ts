@@ -13,7 +13,8 @@ import { createBalancer, endpointOf, type UpstreamEndpoint } from "../proxy/bala
 import { createLimiter, type Limiter } from "../proxy/limiter.ts";
 import type { ServiceRuntime } from "../proxy/service_runtime.ts";
 import type { UpstreamClient } from "../proxy/upstream_client.ts";
-import { createRetryBudget } from "../retry/policy.ts";
+import type { FleetRetryBudgets } from "../retry/fleet_budget.ts";
+import { createRetryBudget, type RetryBudget } from "../retry/policy.ts";
 
 /** What {@link buildService} needs from the gateway. */
 export interface BuildServiceDeps {
@@ -30,6 +31,11 @@ export interface BuildServiceDeps {
   ) => void;
   /** Called when the adaptive limit moved. */
   onLimitChange?: (service: string, limit: number) => void;
+  /**
+   * The gateway's fleet retry budgets; a service with `retry.fleetBudget` takes its budget
+   * from them. Without them every service keeps its own budget.
+   */
+  retryBudgets?: FleetRetryBudgets;
 }
 
 /** A service's runtime and what the gateway needs of it beyond the request path. */
@@ -81,11 +87,7 @@ export function buildService(config: ServiceConfig, deps: BuildServiceDeps): Bui
     client: deps.client,
     balancer,
     limiter,
-    retryBudget: createRetryBudget({
-      budgetPercent: config.retry.budgetPercent,
-      minRetriesPerSecond: config.retry.minRetriesPerSecond,
-      now: deps.now,
-    }),
+    retryBudget: retryBudgetOf(config, deps),
     onAttempt(endpoint, outcome) {
       health.record(endpoint, outcome);
       adapt(adaptive, limiter, outcome, (limit) => deps.onLimitChange?.(config.name, limit));
@@ -93,6 +95,18 @@ export function buildService(config: ServiceConfig, deps: BuildServiceDeps): Bui
     healthOf: (endpoint) => reportsHealth ? health.view(endpoint) : undefined,
     close: () => health.close(),
   };
+}
+
+/**
+ * The service's retry budget: its share of the fleet's (one floor for the whole fleet), or with
+ * `retry.fleetBudget: false` its own percentage and floor, as Envoy and Finagle count them.
+ */
+function retryBudgetOf(config: ServiceConfig, deps: BuildServiceDeps): RetryBudget {
+  const { budgetPercent, minRetriesPerSecond, fleetBudget } = config.retry;
+  if (fleetBudget && deps.retryBudgets !== undefined) {
+    return deps.retryBudgets.budget(config.name, { budgetPercent, minRetriesPerSecond });
+  }
+  return createRetryBudget({ budgetPercent, minRetriesPerSecond, now: deps.now });
 }
 
 /** The service's adaptive limit, or null when off. */

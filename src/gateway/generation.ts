@@ -8,7 +8,7 @@
  * @module
  */
 import type { TrafficStats } from "../admin/traffic_stats.ts";
-import { createFleetBreaker, type FleetBreaker } from "../breaker/mod.ts";
+import { createFleetBreaker, type FleetBreaker, type KvLender } from "../breaker/mod.ts";
 import type { GatewayConfig } from "../config/schema.ts";
 import type { GatewayKv } from "../kv.ts";
 import { createServiceClients, type ServiceClients } from "../proxy/clients.ts";
@@ -16,6 +16,7 @@ import type { DeadlineScheduler } from "../proxy/deadlines.ts";
 import { createLimiter, type Limiter } from "../proxy/limiter.ts";
 import { createRequestPath, type RequestPath } from "../proxy/request_path.ts";
 import type { UpstreamClient } from "../proxy/upstream_client.ts";
+import type { FleetRetryBudgets } from "../retry/mod.ts";
 import { buildRouteTable } from "../routing/route_table.ts";
 import type { GatewayTelemetry, Logger } from "../telemetry/mod.ts";
 import { buildService, type BuiltService } from "./build_service.ts";
@@ -33,6 +34,16 @@ export interface GenerationShared {
   traffic: TrafficStats;
   deadlines: DeadlineScheduler;
   kv: GatewayKv;
+  /**
+   * The one KV handle every generation's breaker uses (`createKvLender` over `kv`): a new
+   * breaker must not close the handle of the one still retiring.
+   */
+  lendKv: KvLender;
+  /**
+   * The fleet retry budgets of every generation: they follow the breaker in force (a new one
+   * attaches them at its start) and keep their counts across reloads.
+   */
+  retryBudgets: FleetRetryBudgets;
   now: () => number;
   /** Replaces every service's client (tests). */
   client: UpstreamClient | undefined;
@@ -92,6 +103,7 @@ export function buildGeneration(
           ...serviceEvents(shared),
           client: shared.client ?? clients!.clientFor(service.name),
           now: shared.now,
+          retryBudgets: shared.retryBudgets,
         }),
         clients,
       },
@@ -211,8 +223,9 @@ export async function closeUnshared(generation: Generation, others: Generation[]
 
 /**
  * The breaker carries over when the services and their breaker settings are the same; else a
- * new one is built on the same KV, where the fleet's state (forced, open) lives and is read
- * back at its start.
+ * new one is built on the same KV handle, where the fleet's state (forced, open) lives and is
+ * read back at its start. The fleet retry budgets move to it then (they are attached by
+ * `start()`), the old one keeps answering its requests in flight until it is retired.
  */
 function breakerCarriesOver(
   previous: Generation,
@@ -234,7 +247,15 @@ function startBreaker(
   const { telemetry, logger } = shared;
   return createFleetBreaker({
     kv: null,
-    reopenKv: () => shared.kv.open(),
+    reopenKv: shared.lendKv,
+    kvIsLent: true,
+    retryBudgets: shared.retryBudgets,
+    // A KV Connect server (and Deno Deploy's KV, `kv.path: null`) delivers every instance's
+    // writes by watch: no polling every few ms during an outage, which would load a remote KV
+    // with a read per instance just when it is busiest. A shared SQLite file's watch does not
+    // see other processes, so there the re-sync speeds up.
+    watchIsShared: config.kv.path === null || /^https?:\/\//.test(config.kv.path),
+    onAudit: (entry) => logger.info("breaker audit", { ...entry }),
     services: Object.fromEntries(
       Object.values(config.services).map((service) => [service.name, service.breaker]),
     ),

@@ -103,8 +103,9 @@ interface Ring {
 
 interface ServiceBudget {
   readonly name: string;
-  readonly budgetPercent: number;
-  readonly floorPerWindow: number;
+  /** Settings as last configured: a reload that changes them keeps the counts. */
+  budgetPercent: number;
+  floorPerWindow: number;
   readonly own: Ring;
   /** Other instances' counts per bucket as last read. */
   others: Map<number, { requests: number; retries: number }>;
@@ -123,9 +124,9 @@ interface Budgets {
   readonly exchangeIntervalMs: number;
   readonly services: Map<string, ServiceBudget>;
   clock: () => number;
+  /** The breaker lending its KV session now; null before the first and after the last. */
   access: FleetKvAccess | null;
   nextExchangeAtMs: number;
-  detached: boolean;
 }
 
 function createRing(): Ring {
@@ -192,17 +193,21 @@ export function createFleetRetryBudgets(
     clock: options.now ?? Date.now,
     access: null,
     nextExchangeAtMs: -Infinity,
-    detached: false,
   };
   return {
     budget: (service, settings) => serviceBudget(budgets, service, settings),
+    // A reload may build a new breaker: the budgets move to it with their counts, and the old
+    // breaker's later re-syncs and its close (at retirement) no longer concern them.
     attach(access) {
       budgets.access = access;
       budgets.clock = access.now;
     },
-    sync: () => exchange(budgets),
-    detach() {
-      budgets.detached = true;
+    sync(from) {
+      if (from !== undefined && from !== budgets.access) return Promise.resolve();
+      return exchange(budgets);
+    },
+    detach(from) {
+      if (from === undefined || from === budgets.access) budgets.access = null;
     },
   };
 }
@@ -224,6 +229,10 @@ function serviceBudget(
       ownAtRead: 0,
     };
     budgets.services.set(name, service);
+  } else {
+    // A reload that changed the service's settings: same counts (same KV keys), new numbers.
+    service.budgetPercent = settings.budgetPercent;
+    service.floorPerWindow = settings.minRetriesPerSecond * budgets.windowMs / 1000;
   }
   const state = service;
   return {
@@ -250,7 +259,7 @@ function serviceBudget(
  * move only as the traffic mix does; numbers older than the window say nothing any more.
  */
 function fleetUsable(budgets: Budgets, service: ServiceBudget, nowMs: number): boolean {
-  return budgets.access !== null && !budgets.detached && budgets.access.active() &&
+  return budgets.access !== null && budgets.access.active() &&
     service.readAtMs >= nowMs - budgets.windowMs;
 }
 
@@ -311,7 +320,7 @@ function allows(budgets: Budgets, service: ServiceBudget, bucket: number): boole
 /** Writes the buckets that changed, then reads the fleet's window of every busy service. */
 async function exchange(budgets: Budgets): Promise<void> {
   const access = budgets.access;
-  if (access === null || budgets.detached || !access.active()) return;
+  if (access === null || !access.active()) return;
   const nowMs = access.now();
   if (nowMs < budgets.nextExchangeAtMs) return;
   budgets.nextExchangeAtMs = nowMs + budgets.exchangeIntervalMs;

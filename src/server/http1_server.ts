@@ -98,6 +98,11 @@ export interface Http1ServerOptions {
    * `ClientError("request_timeout")`. Default 60000.
    */
   bodyIdleTimeoutMs?: number;
+  /**
+   * Accept from this listener instead of binding `hostname:port` (the TLS port hands over its
+   * handshaken HTTP/1.1 connections, `tls_server.ts`).
+   */
+  listener?: Deno.Listener<Deno.TcpConn>;
   /** A request head over this many bytes is answered 431. Default 65536. */
   maxHeadBytes?: number;
   /** Connections accepted beyond this many open ones are closed at once. Default null: none. */
@@ -200,7 +205,7 @@ export function serveHttp1(options: Http1ServerOptions, handler: Handler): Http1
   const state: ServerState = {
     config: resolveOptions(options),
     handler,
-    listener: Deno.listen(listenOptions),
+    listener: options.listener ?? Deno.listen(listenOptions),
     connections: new Set(),
     accepting: true,
     draining: false,

@@ -18,6 +18,7 @@ export function policy(overrides: Partial<BreakerConfig> = {}): BreakerConfig {
     failureStatuses: parseStatusRanges("500-599"),
     slowCallMs: null,
     minInstances: 1,
+    holdBack: true,
     ...overrides,
   };
 }
