@@ -8,11 +8,14 @@
 import { Hono } from "hono";
 import { timingSafeEqual } from "hono/utils/buffer";
 import { z } from "zod";
+import { DEFAULT_FORCE_LABEL } from "../breaker/audit.ts";
 import type { FleetBreaker } from "../breaker/mod.ts";
 import { type GatewayTelemetry, type Logger, PROMETHEUS_CONTENT_TYPE } from "../telemetry/mod.ts";
 import type { StatusViews } from "../gateway/status.ts";
 import type { TrafficStats } from "./traffic_stats.ts";
 import { addDashboardRoutes } from "./dashboard.ts";
+import { addFleetRoutes } from "./fleet_routes.ts";
+import { adminBody, adminProblem } from "./problem.ts";
 
 /** What the admin app reads and steers. */
 export interface AdminAppOptions {
@@ -40,17 +43,29 @@ export interface AdminAppOptions {
   >;
 }
 
-const actionSchema = z.strictObject({ action: z.enum(["open", "close", "reset"]) });
+/**
+ * The caller label of a forced change, as the audit timeline records it. The admin API only
+ * authenticates "holds the admin token" (one shared secret), so the label is the caller's own
+ * word for who they are: kept short and printable, and the log line next to it carries the
+ * peer address the request came from.
+ */
+// deno-lint-ignore no-control-regex
+const byLabel = z.string().min(1).max(64).regex(/^[^\u0000-\u001f\u007f]*$/).refine(
+  (label) => label.trim() !== "",
+);
 
-function adminBody(status: number, title: string, detail?: string) {
-  return { type: "about:blank", title, status, detail };
-}
+const actionSchema = z.strictObject({
+  action: z.enum(["open", "close", "reset"]),
+  by: byLabel.optional(),
+});
 
-function adminProblem(status: number, title: string, detail?: string): Response {
-  return new Response(JSON.stringify(adminBody(status, title, detail)), {
-    status,
-    headers: { "content-type": "application/problem+json", "cache-control": "no-store" },
-  });
+const ACTION_SHAPE =
+  'The body must be {"action": "open" | "close" | "reset", "by"?: "who (1-64 printable characters)"}';
+
+/** The peer address the own HTTP server or `Deno.serve` passes as the request's env. */
+function peerOf(env: unknown): string | undefined {
+  const addr = (env as { remoteAddr?: Deno.NetAddr } | undefined)?.remoteAddr;
+  return addr?.hostname === undefined ? undefined : `${addr.hostname}:${addr.port}`;
 }
 
 /**
@@ -134,12 +149,29 @@ export function createAdminApp(options: AdminAppOptions): Hono {
       return adminProblem(400, "The body must be JSON");
     }
     if (!parsed.success) {
-      return adminProblem(400, 'The body must be {"action": "open" | "close" | "reset"}');
+      const field = parsed.error.issues[0]?.path.join(".") || "body";
+      return adminProblem(400, ACTION_SHAPE, `${field}: ${parsed.error.issues[0]?.message}`);
     }
-    const view = await breaker.force(service, parsed.data.action);
-    logger.info("breaker forced", { service, action: parsed.data.action, state: view.state });
+    const { action } = parsed.data;
+    // A pasted token must not end up in KV for a week and on every dashboard.
+    if (parsed.data.by !== undefined && parsed.data.by.trim() === adminToken?.trim()) {
+      return adminProblem(400, "by must not be the admin token");
+    }
+    const by = parsed.data.by?.trim() ?? DEFAULT_FORCE_LABEL;
+    const view = await breaker.force(service, action, { by });
+    // The audit entry is the fleet's record; this line is the instance's (and carries the peer).
+    logger.info("breaker forced", {
+      service,
+      action,
+      by,
+      peer: peerOf(c.env),
+      state: view.state,
+      fleet: !view.degraded,
+    });
     return c.json(view);
   });
+
+  addFleetRoutes(app, { breaker, serviceNames: status.serviceNames });
 
   addDashboardRoutes(app, {
     ...status,

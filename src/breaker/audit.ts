@@ -52,6 +52,11 @@ export interface AuditEntry {
   /** The breaker generation after the change. */
   generation: number;
   /**
+   * For a `trip`: the fleet's failures in the window that reached the threshold, as the
+   * tripping instance counted them (the count starts from zero once the breaker opens).
+   */
+  failures?: number;
+  /**
    * True when the entry is in KV for the whole fleet; false when KV was unavailable and the
    * change applied to this instance only (it is then only logged, through `onAudit`).
    */
@@ -134,7 +139,7 @@ export function parseAuditEntry(value: unknown): AuditEntry | null {
     !(entry.by === null || typeof entry.by === "string") || !STATES.includes(entry.from) ||
     !STATES.includes(entry.to) || !Number.isSafeInteger(entry.generation)
   ) return null;
-  return {
+  const parsed: AuditEntry = {
     atMs: entry.atMs as number,
     service: entry.service,
     kind: entry.kind as AuditKind,
@@ -145,6 +150,8 @@ export function parseAuditEntry(value: unknown): AuditEntry | null {
     generation: entry.generation as number,
     fleet: true,
   };
+  if (Number.isSafeInteger(entry.failures)) parsed.failures = entry.failures as number;
+  return parsed;
 }
 
 /** A read's `limit`: a whole number in 1..{@link MAX_AUDIT_READ}, default 100. */

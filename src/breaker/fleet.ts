@@ -73,6 +73,16 @@ import {
   type FleetActivity,
   othersSending,
 } from "./fleet_activity.ts";
+import {
+  beat,
+  createHeartbeatState,
+  describeFleet,
+  type FleetSnapshot,
+  type HeartbeatState,
+  markStopped,
+  noteDegraded,
+  readHeartbeats,
+} from "./fleet_view.ts";
 import { HOLD_RETRY_AFTER_MS, HOT_MS, MAX_SETTLE_MS, nearThreshold } from "./hold.ts";
 import { createKvSession, type KvSession } from "./kv_session.ts";
 import type {
@@ -169,16 +179,9 @@ export interface FleetBreakerOptions {
   /**
    * Opens a fresh KV handle. When given, a degraded instance whose KV calls fail (not merely
    * time out) calls it every `reopenIntervalMs` until a handle answers, then rejoins. Handles it
-   * returns belong to the breaker and are closed by `close()` (unless `kvIsLent`).
+   * returns belong to the breaker and are closed by `close()`.
    */
-  reopenKv?: (stale: Deno.Kv | null) => Promise<Deno.Kv>;
-  /**
-   * The handles `reopenKv` returns are lent, not given: several breakers (the generations of a
-   * gateway during a reload) share one, and only the lender closes it. `reopenKv` then gets
-   * the handle that failed (null at start-up) and opens a new one only when that is still the
-   * current one. Default false.
-   */
-  kvIsLent?: boolean;
+  reopenKv?: () => Promise<Deno.Kv>;
   /** Pause between `reopenKv` attempts. Default 1000. */
   reopenIntervalMs?: number;
   /** Wraps the KV store (tests count its calls with it). */
@@ -203,6 +206,8 @@ export interface FleetBreakerOptions {
   onAudit?: (entry: AuditEntry) => void;
   /** How long audit entries stay in KV. Default 7 days. */
   auditRetentionMs?: number;
+  /** How often this instance writes its heartbeat for the fleet view (`fleet_view.ts`). Default 2000. */
+  heartbeatIntervalMs?: number;
   /**
    * The fleet retry budgets (`createFleetRetryBudgets` in `src/retry/fleet_budget.ts`): they
    * exchange their counts through this breaker's KV session, in its rhythm.
@@ -240,6 +245,11 @@ export interface FleetBreaker {
    * 1000). Read from KV; while KV is unavailable, the entries this instance made.
    */
   audit(service?: string, limit?: number): Promise<AuditEntry[]>;
+  /**
+   * The instances of the fleet by their heartbeats (alive, silent, stopped), this one first.
+   * While KV is unavailable, only this instance (`known: false`).
+   */
+  fleet(): Promise<FleetSnapshot>;
   /** True while KV is unavailable/slow and local breakers are in charge. */
   degraded(): boolean;
   /** Stops timers and watches. Does NOT close the kv handle (the owner does). Idempotent. */
@@ -312,6 +322,8 @@ interface Fleet {
   fastestWriteMs: number;
   readonly auditRetentionMs: number;
   readonly localAudit: LocalAudit;
+  /** This instance's heartbeat for the fleet view. */
+  readonly heartbeat: HeartbeatState;
   readonly services: Map<string, ServiceBreaker>;
   /** Service names in configuration order. */
   readonly names: readonly string[];
@@ -348,7 +360,6 @@ export function createFleetBreaker(options: FleetBreakerOptions): FleetBreaker {
   const session = createKvSession({
     kv: options.kv,
     reopenKv: options.reopenKv,
-    kvIsLent: options.kvIsLent,
     names,
     instanceId: options.instanceId,
     now,
@@ -363,10 +374,12 @@ export function createFleetBreaker(options: FleetBreakerOptions): FleetBreaker {
     wrapStore: options.wrapStore,
     onEntry: (name, entry) => adopt(fleet, services.get(name)!, entry),
     onDegraded: () => {
+      noteDegraded(fleet.heartbeat, true, now());
       carryOutagesLocally(fleet);
       options.onKvStateChange?.(true);
     },
     onRejoin: () => {
+      noteDegraded(fleet.heartbeat, false, now());
       options.onKvStateChange?.(false);
       // Versionstamps from before the trouble may come from another handle (or another store
       // behind the same path): accept whatever KV says now.
@@ -379,7 +392,8 @@ export function createFleetBreaker(options: FleetBreakerOptions): FleetBreaker {
       // Where watch is shared, pulses arrive by watch and each starts its own read.
       if (!options.watchIsShared) await readHotWindows(fleet);
       await exchangeBusy(fleet);
-      if (companion !== undefined) await companion.sync(access);
+      await session.callKv((kv) => beat(fleet.heartbeat, kv, now(), random));
+      if (companion !== undefined) await companion.sync();
     },
   });
   const fleet: Fleet = {
@@ -394,6 +408,12 @@ export function createFleetBreaker(options: FleetBreakerOptions): FleetBreaker {
     activity: createFleetActivity(options.activityIntervalMs ?? 1000),
     auditRetentionMs,
     localAudit: createLocalAudit(),
+    heartbeat: createHeartbeatState(
+      options.instanceId,
+      names,
+      now(),
+      options.heartbeatIntervalMs,
+    ),
     services,
     names,
     session,
@@ -416,9 +436,15 @@ export function createFleetBreaker(options: FleetBreakerOptions): FleetBreaker {
     views: () => names.map((name) => view(fleet, name)),
     force: (name, action, forceOptions) => force(fleet, name, action, forceOptions?.by),
     audit: (name, limit) => readAudit(fleet, name, limit),
+    fleet: () => readFleet(fleet),
     degraded: () => session.degraded(),
     async close() {
-      companion?.detach(access);
+      companion?.detach();
+      if (session.active()) {
+        // A clean stop, so the fleet view does not count this instance as silent.
+        await session.callKv((kv) => markStopped(fleet.heartbeat, kv, now(), random))
+          .catch(() => {});
+      }
       await session.close();
     },
   };
@@ -660,9 +686,18 @@ async function tripFleet(fleet: Fleet, service: ServiceBreaker, read: WindowRead
   if (service.tripping || service.fleet.generation !== read.generation) return;
   service.tripping = true;
   try {
+    // The count that tripped it goes into the audit entry: the window starts from zero in
+    // the new generation, so it is the only place the fleet can read it back from.
+    const failures = fleetFailuresInWindow(
+      service.counts,
+      service.policy,
+      read.generation,
+      read.atMs,
+    );
     const result = await fleetTransition(fleet, service, TRIP, read.generation, {
       atMs: read.atMs,
       by: null,
+      failures: failures ?? undefined,
     });
     // Won or lost, this is the record now: a loser learns of the winner's open here.
     adopt(fleet, service, result);
@@ -1063,4 +1098,16 @@ async function readAudit(
     }
   }
   return recentAudit(fleet.localAudit, name, count);
+}
+
+async function readFleet(fleet: Fleet): Promise<FleetSnapshot> {
+  let heartbeats = null;
+  if (fleet.session.active()) {
+    try {
+      heartbeats = await fleet.session.callKv((kv) => readHeartbeats(kv, fleet.random));
+    } catch {
+      // Degraded now: this instance is all it knows of.
+    }
+  }
+  return describeFleet(heartbeats, fleet.heartbeat, fleet.session.degraded(), fleet.now());
 }

@@ -139,6 +139,8 @@ export interface AuditNote {
   by: string | null;
   /** The kind, when the caller names it (a force); else derived from the records. */
   kind?: AuditKind;
+  /** For a trip: the fleet's failures in the window that reached the threshold. */
+  failures?: number;
 }
 
 /** What {@link BreakerStore.transition} did. */
@@ -421,7 +423,7 @@ function describeChange(
 ): AuditEntry | null {
   const kind = note.kind ?? transitionKind(from, to);
   if (kind === null) return null;
-  return {
+  const entry: AuditEntry = {
     atMs: note.atMs,
     service,
     kind,
@@ -432,6 +434,8 @@ function describeChange(
     generation: to.generation,
     fleet: true,
   };
+  if (kind === "trip" && note.failures !== undefined) entry.failures = note.failures;
+  return entry;
 }
 
 async function transitionRecord(
