@@ -88,7 +88,8 @@ class Connection {
   start = 0;
   end = 0;
   closed = false;
-  idleTimer: ReturnType<typeof setTimeout> | undefined;
+  /** When it was parked (`performance.now()`), for the pool's idle sweep. */
+  idleSince = 0;
   /** True while the connection sits in the pool. */
   idle = false;
   /** A read started while idle, which the next exchange takes over. */
@@ -204,8 +205,6 @@ class Connection {
   destroy(): void {
     if (this.closed) return;
     this.closed = true;
-    if (this.idleTimer !== undefined) clearTimeout(this.idleTimer);
-    this.idleTimer = undefined;
     this.pool.forget(this);
     try {
       this.conn.close();
@@ -222,16 +221,36 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
   return out;
 }
 
-/** Idle connections of one origin (a LIFO stack) plus every open connection, for `close()`. */
+/**
+ * Idle connections of one origin (a LIFO stack) plus every open connection, for `close()`.
+ *
+ * Idle timeouts: one coarse, unref'd sweep per pool while it has idle connections, instead of a
+ * `setTimeout`/`clearTimeout` pair per request (~2% of a proxied request's CPU under load). The
+ * stack is LIFO, so the longest idle are at its bottom; a connection closes up to a tick late.
+ */
 class OriginPool {
   readonly idle: Connection[] = [];
   readonly open = new Set<Connection>();
+  private sweepTimer: ReturnType<typeof setInterval> | undefined;
   constructor(readonly origin: Origin, readonly options: OriginPoolOptions) {}
 
   forget(connection: Connection): void {
     this.open.delete(connection);
     const index = this.idle.lastIndexOf(connection);
     if (index !== -1) this.idle.splice(index, 1);
+    if (this.idle.length === 0) this.stopSweep();
+  }
+
+  private sweep(): void {
+    const oldest = performance.now() - this.options.idleTimeoutMs;
+    while (this.idle.length > 0 && this.idle[0].idleSince <= oldest) this.idle[0].destroy();
+    if (this.idle.length === 0) this.stopSweep();
+  }
+
+  private stopSweep(): void {
+    if (this.sweepTimer === undefined) return;
+    clearInterval(this.sweepTimer);
+    this.sweepTimer = undefined;
   }
 
   /** Returns a healthy connection to the pool, or closes it when the pool is full or closed. */
@@ -242,23 +261,25 @@ class OriginPool {
       return;
     }
     this.idle.push(connection);
+    connection.idleSince = performance.now();
     connection.park();
-    const timer = setTimeout(() => connection.destroy(), this.options.idleTimeoutMs);
-    Deno.unrefTimer(timer);
-    connection.idleTimer = timer;
+    if (this.sweepTimer === undefined) {
+      const tickMs = Math.max(5, Math.min(1000, Math.floor(this.options.idleTimeoutMs / 10)));
+      this.sweepTimer = setInterval(() => this.sweep(), tickMs);
+      Deno.unrefTimer(this.sweepTimer);
+    }
   }
 
   take(): Connection | null {
     const connection = this.idle.pop();
     if (connection === undefined) return null;
-    if (connection.idleTimer !== undefined) clearTimeout(connection.idleTimer);
-    connection.idleTimer = undefined;
     connection.unpark();
     return connection;
   }
 
   closeAll(): void {
     for (const connection of [...this.open]) connection.destroy();
+    this.stopSweep();
   }
 }
 
