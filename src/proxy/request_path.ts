@@ -110,7 +110,9 @@ function receive(request: IncomingRequest, deps: RequestPathDeps): Exchange {
   const startedAt = deps.now();
   const { raw, requestId, facts } = request;
   const method = facts?.method ?? raw.method;
-  const scheme = raw.url.startsWith("https:") ? "https" : "http";
+  // The TLS port says so itself: its HTTP/1.1 requests carry an http:// url (RFC 9112 §3.2.2:
+  // the scheme is the connection's, not the client's to claim).
+  const scheme = facts?.scheme ?? (raw.url.startsWith("https:") ? "https" : "http");
   const target = facts?.target ?? targetOfUrl(raw.url);
   const clientIp = facts?.remoteAddr?.hostname ?? null;
   // Tracing off: no span arguments are built at all (the common case on the hot path).

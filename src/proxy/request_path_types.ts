@@ -29,6 +29,8 @@ export interface ConnectionFacts {
   method?: string;
   /** The body exactly as sent (a `Request` refuses one on GET and HEAD). */
   body?: ReadableStream<Uint8Array> | null;
+  /** How the client reached the gateway (`X-Forwarded-Proto`); else read from the url. */
+  scheme?: "http" | "https";
 }
 
 /** A request as the public app hands it over. */
