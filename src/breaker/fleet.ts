@@ -179,9 +179,16 @@ export interface FleetBreakerOptions {
   /**
    * Opens a fresh KV handle. When given, a degraded instance whose KV calls fail (not merely
    * time out) calls it every `reopenIntervalMs` until a handle answers, then rejoins. Handles it
-   * returns belong to the breaker and are closed by `close()`.
+   * returns belong to the breaker and are closed by `close()` (unless `kvIsLent`).
    */
-  reopenKv?: () => Promise<Deno.Kv>;
+  reopenKv?: (stale: Deno.Kv | null) => Promise<Deno.Kv>;
+  /**
+   * The handles `reopenKv` returns are lent, not given: several breakers (the generations of a
+   * gateway during a reload) share one, and only the lender closes it. `reopenKv` then gets
+   * the handle that failed (null at start-up) and opens a new one only when that is still the
+   * current one. Default false.
+   */
+  kvIsLent?: boolean;
   /** Pause between `reopenKv` attempts. Default 1000. */
   reopenIntervalMs?: number;
   /** Wraps the KV store (tests count its calls with it). */
@@ -360,6 +367,7 @@ export function createFleetBreaker(options: FleetBreakerOptions): FleetBreaker {
   const session = createKvSession({
     kv: options.kv,
     reopenKv: options.reopenKv,
+    kvIsLent: options.kvIsLent,
     names,
     instanceId: options.instanceId,
     now,
@@ -393,7 +401,7 @@ export function createFleetBreaker(options: FleetBreakerOptions): FleetBreaker {
       if (!options.watchIsShared) await readHotWindows(fleet);
       await exchangeBusy(fleet);
       await session.callKv((kv) => beat(fleet.heartbeat, kv, now(), random));
-      if (companion !== undefined) await companion.sync();
+      if (companion !== undefined) await companion.sync(access);
     },
   });
   const fleet: Fleet = {
@@ -439,7 +447,7 @@ export function createFleetBreaker(options: FleetBreakerOptions): FleetBreaker {
     fleet: () => readFleet(fleet),
     degraded: () => session.degraded(),
     async close() {
-      companion?.detach();
+      companion?.detach(access);
       if (session.active()) {
         // A clean stop, so the fleet view does not count this instance as silent.
         await session.callKv((kv) => markStopped(fleet.heartbeat, kv, now(), random))
