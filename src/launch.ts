@@ -5,9 +5,9 @@
  * Deno's permissions are fixed when a process starts, and which paths the gateway needs depends
  * on the config it has not read yet. This launcher reads the config (same path resolution as
  * the gateway: `--config`, `BREAKWATER_CONFIG`, `./breakwater.json`), derives
- * `--allow-read=<config>,<kv folder>,/sys/fs/cgroup,/proc/self` and `--allow-write=<kv folder>`,
- * and runs `deno run --allow-net --allow-env --allow-sys <those> src/main.ts <args>` with stdio
- * inherited. It forwards SIGTERM, SIGINT and SIGHUP to the gateway and exits with its code.
+ * `--allow-read=<config>,<kv folder>,<tls files>,/sys/fs/cgroup,/proc/self` and
+ * `--allow-write=<kv folder>`, and runs `deno run --allow-net --allow-env --allow-sys <those>
+ * src/main.ts <args>` with stdio inherited. It forwards SIGTERM, SIGINT and SIGHUP to the gateway and exits with its code.
  *
  * The launcher itself needs `--allow-read` (the config can be anywhere),
  * `--allow-env=BREAKWATER_CONFIG` and `--allow-run` (for `Deno.execPath()`, whose path depends on
@@ -69,7 +69,9 @@ export function kvFolderOf(kvPath: string | null, cwd: string): string | null {
 /**
  * The paths the gateway must read and write for a config at `configPath` whose `kv.path` is
  * `kvPath` (`undefined` when the config could not be read or validated: the gateway then stops
- * with that problem before it opens KV, so only the config itself is granted).
+ * with that problem before it opens KV, so only the config itself is granted), plus
+ * `filesRead`: other files the config names (the services' `tls` files), read at start and at
+ * every reload.
  *
  * @example
  * ```ts
@@ -82,10 +84,17 @@ export function permissionsFor(
   configPath: string,
   kvPath: string | null | undefined,
   cwd: string,
+  filesRead: readonly string[] = [],
 ): PathPermissions {
   const kvFolder = kvPath === undefined ? null : kvFolderOf(kvPath, cwd);
+  const files = [...new Set(filesRead.map((path) => resolvePath(cwd, path)))];
   return {
-    read: [resolvePath(cwd, configPath), ...(kvFolder ? [kvFolder] : []), ...SYSTEM_READ_PATHS],
+    read: [
+      resolvePath(cwd, configPath),
+      ...(kvFolder ? [kvFolder] : []),
+      ...files,
+      ...SYSTEM_READ_PATHS,
+    ],
     write: kvFolder ? [kvFolder] : [],
   };
 }
@@ -115,6 +124,26 @@ export function kvPathFromConfigFile(configPath: string): string | null | undefi
     return parseConfig(JSON.parse(Deno.readTextFileSync(configPath))).kv.path;
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * The files of every service's `tls` block (README, "Upstream TLS"), or none when the file
+ * cannot be read or is not a valid config. A file added by a later reload was not granted:
+ * that reload is refused naming the file and the flag, and a restart grants it.
+ */
+export function upstreamTlsFilesFromConfigFile(configPath: string): string[] {
+  try {
+    const config = parseConfig(JSON.parse(Deno.readTextFileSync(configPath)));
+    return Object.values(config.services).flatMap((service) =>
+      service.tls === null
+        ? []
+        : [service.tls.caFile, service.tls.certFile, service.tls.keyFile].filter(
+          (path): path is string => path !== null,
+        )
+    );
+  } catch {
+    return [];
   }
 }
 
@@ -150,7 +179,12 @@ async function launch(args: string[]): Promise<number> {
   let flags: string[];
   try {
     flags = permissionFlags(
-      permissionsFor(configPath, kvPathFromConfigFile(configPath), Deno.cwd()),
+      permissionsFor(
+        configPath,
+        kvPathFromConfigFile(configPath),
+        Deno.cwd(),
+        upstreamTlsFilesFromConfigFile(configPath),
+      ),
     );
   } catch (error) {
     console.error(`breakwater: ${(error as Error).message}`);
