@@ -7,6 +7,14 @@
  * outlier detection and adaptive limit. With a breaker the whole fleet shares, anything else
  * counted there would let one anonymous client take a service down everywhere.
  *
+ * A TLS handshake that fails (the upstream's certificate does not verify against the service's
+ * trust, or the upstream refuses the gateway's client certificate) is the upstream's: an
+ * `unreachable` attempt, 502 `upstream_unreachable`, counted. No client can cause it, and from
+ * the link's side an expired upstream certificate and a client CA the upstream stopped
+ * trusting look alike; either way every call fails until an operator acts, which is what an
+ * open breaker is for. What the gateway can check alone (files readable, PEM, the key the
+ * certificate's) is refused at load and reload, before any call (src/proxy/upstream_tls.ts).
+ *
  * @module
  */
 import type { AttemptOutcome } from "../breaker/types.ts";
