@@ -8,6 +8,7 @@
  */
 import { z } from "zod";
 import { parseStatusRanges, STATUS_RANGES_PATTERN } from "./status_ranges.ts";
+import { fallbackProblems, fallbackSchema } from "./fallback_schema.ts";
 
 const port = z.number().int().min(0).max(65535);
 const positiveMs = z.number().int().positive();
@@ -144,6 +145,13 @@ export const serviceSchema = z.strictObject({
   prefix,
   upstreams: z.array(upstreamUrl).min(1, { error: "needs at least one upstream" }),
   ...policyShape,
+  /**
+   * What answers while the breaker refuses requests (README, "Fallback while open"): another
+   * service or a static answer; null: 503 `breaker_open`. Not in `defaults`: another service
+   * is a per-service choice, and a static answer merged key by key into a service fallback
+   * would make neither.
+   */
+  fallback: fallbackSchema.nullable().default(null),
 });
 
 /** The `defaults` block: any service policy key, each optional. */
@@ -466,5 +474,6 @@ function serviceProblems(
     services[name] = { ...parsed.data, name };
   }
   problems.push(...routingProblems(services));
+  problems.push(...fallbackProblems(services, Object.keys(rawServices)));
   return { services, problems };
 }

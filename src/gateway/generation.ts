@@ -130,6 +130,7 @@ export function buildGeneration(
     random: Math.random,
     draining: shared.draining,
     observer: shared.telemetry,
+    serviceByName: (name) => services.get(name)?.runtime,
     tracing: shared.telemetry.tracing,
     onServed: createRequestLog({
       traffic: shared.traffic,

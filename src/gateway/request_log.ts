@@ -54,6 +54,7 @@ export function createRequestLog(targets: RequestLogTargets): (served: ServedReq
       requestId: served.requestId,
       breakerState: name === null ? null : targets.breakerState(name),
       error: served.error,
+      fallback: served.fallback,
       traceId: served.span?.traceId,
       spanId: served.span?.spanId,
     });

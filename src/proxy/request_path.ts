@@ -23,6 +23,12 @@ import { type AdmissionTicket, admissionTicket } from "./admission.ts";
 import { type AttemptScope, openAttemptScope } from "./attempt_scope.ts";
 import { type ProxyObserver, type SendResult, sendWithRetries } from "./attempts.ts";
 import { checkDeclaredLength, checkRequest } from "./edge_checks.ts";
+import {
+  type FallbackPlan,
+  markFallback,
+  planFallback,
+  staticFallbackResponse,
+} from "./fallback.ts";
 import { upstreamRequestHeaders } from "./headers.ts";
 import { acquireBoth, LimiterRejectedError, type Release } from "./limiter.ts";
 import { prepareBody } from "./outgoing_body.ts";
@@ -61,6 +67,7 @@ export function createRequestPath(deps: RequestPathDeps): RequestPath {
       const exchange = receive(request, deps);
       const outcome = await pass(exchange, deps, counter);
       const response = respond(exchange, outcome, deps);
+      if (exchange.fallback !== null) markFallback(response, exchange.fallback);
       record(exchange, outcome, response, deps);
       return response;
     },
@@ -85,13 +92,16 @@ interface Exchange {
   span: ServerSpanHandle | null;
   service: ServiceRuntime | null;
   path: string;
+  /** The `x-breakwater-fallback` value once the service's fallback took the request. */
+  fallback: string | null;
 }
 
 /** How a request ended, before it became a response. */
 type Outcome =
   | { kind: "forwarded"; response: Response; upstream: string; finish: () => void }
   | { kind: "refused"; refusal: Refusal; upstream: string | null }
-  | { kind: "client_gone"; upstream: string | null };
+  | { kind: "client_gone"; upstream: string | null }
+  | { kind: "fallback"; response: Response; upstream: null };
 
 /** An answer the gateway makes itself. */
 interface Refusal {
@@ -139,6 +149,7 @@ function receive(request: IncomingRequest, deps: RequestPathDeps): Exchange {
     span,
     service: null,
     path: "",
+    fallback: null,
   };
 }
 
@@ -189,6 +200,9 @@ async function forward(
   const name = service.config.name;
   const admission = deps.breaker.admit(name);
   if (!admission.allowed) {
+    // One hop: a request already on its fallback gets that service's own answer.
+    const fallback = exchange.fallback === null ? planFallback(routed, deps.serviceByName) : null;
+    if (fallback !== null) return await takeFallback(exchange, fallback, deps);
     const detail = `the breaker of "${name}" is ${admission.state}`;
     return refused({
       code: "breaker_open",
@@ -234,6 +248,23 @@ async function forward(
     finish();
     throw error;
   }
+}
+
+/**
+ * Phases 3 to 6 of the fallback, instead of 503 `breaker_open` (`./fallback.ts`): the static
+ * answer, or the request forwarded to the fallback service under its own policy. The refusing
+ * breaker hears nothing of it.
+ */
+async function takeFallback(
+  exchange: Exchange,
+  plan: FallbackPlan,
+  deps: RequestPathDeps,
+): Promise<Outcome> {
+  exchange.fallback = plan.label;
+  deps.observer.fallback?.(exchange.service!.config.name, plan.kind);
+  if (plan.kind === "service") return await forward(exchange, plan.routed, deps);
+  const response = staticFallbackResponse(plan.answer, exchange.requestId);
+  return { kind: "fallback", response, upstream: null };
 }
 
 /** Phase 4: the service's connection slot, then the gateway's. */
@@ -317,6 +348,8 @@ function respond(exchange: Exchange, outcome: Outcome, deps: RequestPathDeps): R
         outcome.finish,
         exchange.completed,
       );
+    case "fallback":
+      return outcome.response;
     case "client_gone":
       // Nobody reads it, but a handler must return one; 499 is what the access log shows.
       return new Response(null, { status: 499 });
@@ -351,7 +384,8 @@ function record(
 ): void {
   const error = outcome.kind === "refused" ? outcome.refusal.code : undefined;
   const durationMs = deps.now() - exchange.startedAt;
-  exchange.span?.end({ status: response.status, errorType: error });
+  const fallback = exchange.fallback ?? undefined;
+  exchange.span?.end({ status: response.status, errorType: error, fallback });
   deps.onServed({
     method: exchange.method,
     scheme: exchange.scheme,
@@ -362,6 +396,7 @@ function record(
     upstream: outcome.upstream,
     requestId: exchange.requestId,
     error,
+    fallback,
     span: exchange.span,
   });
 }

@@ -7,6 +7,7 @@
 import type { GatewayErrorCode } from "../problem.ts";
 import type { EscapedSlashes } from "../routing/normalize_path.ts";
 import type { RouteMatcher } from "../routing/route_table.ts";
+import type { OperatorRecorders } from "../telemetry/operator_metrics.ts";
 import type { GatewayTracing, ServerSpanHandle } from "../telemetry/tracing.ts";
 import type { AdmissionControl } from "./admission.ts";
 import type { ProxyObserver } from "./attempts.ts";
@@ -63,6 +64,8 @@ export interface ServedRequest {
   requestId: string;
   /** The gateway's own error code, when it answered itself. */
   error?: GatewayErrorCode;
+  /** The `x-breakwater-fallback` value, when the service's fallback answered (`./fallback.ts`). */
+  fallback?: string;
   /** The request's server span, when tracing is on. */
   span: ServerSpanHandle | null;
 }
@@ -87,8 +90,13 @@ export interface RequestPathDeps {
   random: () => number;
   /** True once the gateway is shutting down: new requests are answered 503 `draining`. */
   draining: () => boolean;
-  /** Metrics of refusals, attempts and retries. */
-  observer: ProxyObserver;
+  /** Metrics of refusals, attempts, retries and fallbacks. */
+  observer: ProxyObserver & Partial<Pick<OperatorRecorders, "fallback">>;
+  /**
+   * Finds a service's runtime by name, for a fallback to another service (`./fallback.ts`);
+   * without it, a service fallback is not taken (503 `breaker_open`).
+   */
+  serviceByName?: (name: string) => ServiceRuntime | undefined;
   /** Opens each request's server span (null when tracing is off). */
   tracing: Pick<GatewayTracing, "startServer" | "enabled">;
   /** The record phase's sink: traffic, metrics, the access log. */

@@ -121,6 +121,8 @@ export interface AccessLogInput {
   breakerState: string | null;
   /** The `x-breakwater-error` value or a short error description. */
   error?: string;
+  /** The `x-breakwater-fallback` value when the service's fallback answered. */
+  fallback?: string;
   /** The request's trace id (`trace_id`), when tracing is on. */
   traceId?: string;
   /** The gateway's server span id (`span_id`), when tracing is on. */
@@ -196,6 +198,7 @@ export function accessLogEntry(a: AccessLogInput): Record<string, unknown> {
     breakerState: a.breakerState,
   };
   if (a.error !== undefined) entry.error = truncate(String(a.error), 256);
+  if (a.fallback !== undefined) entry.fallback = truncate(String(a.fallback), MAX_SHORT_CHARS);
   // Field names of the OpenTelemetry spec for trace context in non-OTLP log formats.
   if (a.traceId !== undefined && TRACE_ID.test(a.traceId)) entry.trace_id = a.traceId;
   if (a.spanId !== undefined && SPAN_ID.test(a.spanId)) entry.span_id = a.spanId;

@@ -22,6 +22,12 @@ export interface OperatorRecorders {
    * when the retry budget was spent, `deadline` when the backoff would outlast `timeoutMs`.
    */
   retryRefused(service: string, reason: string): void;
+  /**
+   * A request answered by the service's fallback while its breaker refused it
+   * (`breakwater.fallback.responses`): `kind` is `static` or `service` (README, "Fallback while
+   * open").
+   */
+  fallback(service: string, kind: string): void;
 }
 
 /** Above this many cached attribute sets, new combinations are built per call. */
@@ -89,12 +95,24 @@ export function createOperatorRecorders(
   });
   for (const service of serviceNames) refused.add(0, refusedAttributes(`${service}\nbudget`));
 
+  const fallbacks = meter.createCounter("breakwater.fallback.responses", {
+    unit: "{response}",
+    description: "Requests answered by the service's fallback while its breaker was open",
+  });
+  const fallbackAttributes = cached((key) => {
+    const [service, kind] = key.split("\n");
+    return { [ATTR.service]: service, kind };
+  });
+
   return {
     upstreamAvailability(service, upstream, available, reason) {
       if (!available) ejections.add(1, ejectionAttributes(`${service}\n${upstream}\n${reason}`));
     },
     retryRefused(service, reason) {
       refused.add(1, refusedAttributes(`${service}\n${reason}`));
+    },
+    fallback(service, kind) {
+      fallbacks.add(1, fallbackAttributes(`${service}\n${kind}`));
     },
   };
 }

@@ -99,6 +99,8 @@ export interface ServerSpanOutcome {
   errorType?: string;
   /** A human-readable detail for the span status (the problem's `detail`). */
   message?: string;
+  /** The `x-breakwater-fallback` value when the fallback answered (`breakwater.fallback`). */
+  fallback?: string;
 }
 
 /** One upstream attempt's span and the trace headers to send with it. */
@@ -485,6 +487,7 @@ function recordServerOutcome(span: Span, outcome: ServerSpanOutcome): void {
   const errorType = outcome.errorType ??
     (outcome.status >= 500 ? String(outcome.status) : undefined);
   if (errorType !== undefined) span.setAttribute("error.type", errorType);
+  if (outcome.fallback !== undefined) span.setAttribute("breakwater.fallback", outcome.fallback);
   if (outcome.status >= 500) {
     span.setStatus({ code: SpanStatusCode.ERROR, message: outcome.message ?? errorType });
   }
