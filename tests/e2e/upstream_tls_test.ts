@@ -12,7 +12,8 @@
  * - a raw upstream answering `103 Early Hints` before its 200: what the client gets;
  *
  * and start-up refusing a missing file or a key that is not the certificate's (exit 2, the
- * field named).
+ * field named), and SIGHUP re-reading the files (a fixed CA bundle applies, a broken one is
+ * refused while the running config keeps serving).
  */
 import assert from "node:assert/strict";
 import { makeUpstreamCerts, startMtlsUpstream } from "../proxy/_upstream_tls_certs.ts";
@@ -271,6 +272,60 @@ Deno.test("start-up refuses tls files it cannot use: exit 2, the field named", a
       /services\.files\.tls\.keyFile: is not the private key of the first certificate/,
     );
   } finally {
+    await Deno.remove(configDir, { recursive: true });
+    await certs.remove();
+  }
+});
+
+Deno.test("a reload re-reads the tls files: a fixed CA bundle applies, a broken one is refused", async () => {
+  const certs = await makeUpstreamCerts();
+  const configDir = await Deno.makeTempDir({ prefix: "breakwater-upstream-tls-e2e-" });
+  const https = startHttpsUpstream(certs.serverCert, certs.serverKey);
+  let running: Awaited<ReturnType<typeof startGateway>> | null = null;
+  try {
+    // At first the bundle holds the wrong CA (the client CA): the upstream does not verify.
+    const trustFile = `${configDir}/trust.pem`;
+    await Deno.writeTextFile(trustFile, Deno.readTextFileSync(certs.clientCaFile));
+    const configPath = `${configDir}/gateway.json`;
+    await Deno.writeTextFile(
+      configPath,
+      JSON.stringify({
+        listen: { hostname: "127.0.0.1", port: 0 },
+        admin: { hostname: "127.0.0.1", port: 0 },
+        kv: { path: ":memory:" },
+        services: {
+          files: {
+            prefix: "/files",
+            upstreams: [https.origin],
+            stripPrefix: true,
+            tls: { caFile: trustFile },
+          },
+        },
+      }),
+    );
+    running = await startGateway(configPath);
+    const { url, gateway } = running;
+    const status = async () => {
+      const response = await fetch(`${url}/files/x`, bounded());
+      await response.body?.cancel();
+      return response.status;
+    };
+    assert.equal(await status(), 502);
+
+    await Deno.writeTextFile(trustFile, certs.ca);
+    gateway.child.kill("SIGHUP");
+    const reloaded = await gateway.waitForLine((line) => line.includes('"config reloaded"'));
+    assert.deepEqual(JSON.parse(reloaded).changed, ["files"]);
+    assert.equal(await status(), 200);
+
+    await Deno.writeTextFile(trustFile, "not a certificate\n");
+    gateway.child.kill("SIGHUP");
+    const refused = await gateway.waitForLine((line) => line.includes("config reload refused"));
+    assert.match(refused, /services\.files\.tls\.caFile: holds no PEM certificate/);
+    assert.equal(await status(), 200, "the running config keeps serving");
+  } finally {
+    await running?.gateway.stop();
+    await https.close();
     await Deno.remove(configDir, { recursive: true });
     await certs.remove();
   }
