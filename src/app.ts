@@ -31,6 +31,7 @@ import { createPublicApp } from "./gateway/public_app.ts";
 import { type Lifecycle, metricsSources, type PoolUsage, readiness } from "./gateway/status.ts";
 import { createDeadlineScheduler } from "./proxy/deadlines.ts";
 import type { UpstreamClient } from "./proxy/upstream_client.ts";
+import { createWebSocketSessions, type WebSocketSessions } from "./proxy/websocket_sessions.ts";
 import { createLogger, createTelemetry, type Logger } from "./telemetry/mod.ts";
 import { openGatewayKv } from "./kv.ts";
 import { createKvLender } from "./breaker/mod.ts";
@@ -126,7 +127,7 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
   const ready = cell.current.breaker.start().then(() => {
     lifecycle.started = true;
   });
-  observeCurrent(telemetry, cell);
+  observeCurrent(telemetry, cell, shared.websockets);
   const reloader = createReloader({
     cell,
     shared,
@@ -211,20 +212,26 @@ function createShared(
     client: options.client,
     breakerFactory: options.breakerFactory,
     draining: () => lifecycle.draining,
+    websockets: createWebSocketSessions(),
     live: new Set(),
   };
 }
 
 /** The metrics read the generation in force at each collection. */
-function observeCurrent(telemetry: GenerationShared["telemetry"], cell: GenerationCell): void {
-  telemetry.observe(metricsSources(
+function observeCurrent(
+  telemetry: GenerationShared["telemetry"],
+  cell: GenerationCell,
+  websockets?: WebSocketSessions,
+): void {
+  const sources = metricsSources(
     { views: () => cell.current.breaker.views(), degraded: () => cell.current.breaker.degraded() },
     {
       ...cell.current.status,
       poolUsage: () => cell.current.status.poolUsage(),
       upstreams: () => cell.current.status.upstreams(),
     },
-  ));
+  );
+  telemetry.observe(websockets ? { ...sources, websockets: () => websockets.open() } : sources);
 }
 
 /** One admin app per generation (the dashboard reads its status views once, when built). */

@@ -101,6 +101,14 @@ const outlierSchema = z.strictObject({
   maxEjectionPercent: z.number().min(0).max(100).default(50),
 });
 
+const websocketSchema = z.strictObject({
+  enabled: z.boolean().default(true),
+  /** Upgraded connections open at once per service (this instance); beyond: 503 pool_saturated. */
+  maxConnections: z.number().int().positive().default(1000),
+  /** No frame either way for this long: both sides get a close frame (1001). */
+  idleTimeoutMs: positiveMs.default(300000),
+});
+
 /** The policy keys a service has and `defaults` may set (every one optional in `defaults`). */
 const policyShape = {
   stripPrefix: z.boolean().default(false),
@@ -129,6 +137,14 @@ const policyShape = {
    * need encoded slashes in IDs; a `..` or `.` hidden behind an encoded slash is still a 400).
    */
   escapedSlashes: z.enum(["reject", "decode", "keep"]).default("reject"),
+  /**
+   * `Upgrade: websocket` proxied to the upstreams (README, "WebSocket"); `true`/`false` is
+   * short for `{ "enabled": ... }`.
+   */
+  websocket: z.union([
+    z.boolean().transform((enabled) => websocketSchema.parse({ enabled })),
+    websocketSchema,
+  ]).prefault({}),
 };
 
 /** A path prefix: starts with `/`, no dot segments, no empty segments, no encoded bytes. */
@@ -167,6 +183,7 @@ export const defaultsSchema = z.strictObject({
   upstreamClient: z.enum(["fetch", "http1"]).optional(),
   bodyIdleTimeoutMs: positiveMs.optional(),
   escapedSlashes: z.enum(["reject", "decode", "keep"]).optional(),
+  websocket: z.union([z.boolean(), websocketSchema.partial()]).optional(),
 });
 
 /**

@@ -16,6 +16,7 @@ import type { DeadlineScheduler } from "../proxy/deadlines.ts";
 import { createLimiter, type Limiter } from "../proxy/limiter.ts";
 import { createRequestPath, type RequestPath } from "../proxy/request_path.ts";
 import type { UpstreamClient } from "../proxy/upstream_client.ts";
+import type { WebSocketSessions } from "../proxy/websocket_sessions.ts";
 import type { FleetRetryBudgets } from "../retry/mod.ts";
 import { buildRouteTable } from "../routing/route_table.ts";
 import type { GatewayTelemetry, Logger } from "../telemetry/mod.ts";
@@ -48,6 +49,8 @@ export interface GenerationShared {
   /** Replaces every service's client (tests). */
   client: UpstreamClient | undefined;
   draining: () => boolean;
+  /** Open WebSocket sessions per service, across generations (the cap and the gauge). */
+  websockets?: WebSocketSessions;
   /** The generations alive: the one in force and those still finishing requests. */
   live: Set<Generation>;
 }
@@ -129,6 +132,7 @@ export function buildGeneration(
     now: shared.now,
     random: Math.random,
     draining: shared.draining,
+    websockets: shared.websockets,
     observer: shared.telemetry,
     serviceByName: (name) => services.get(name)?.runtime,
     tracing: shared.telemetry.tracing,

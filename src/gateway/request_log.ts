@@ -57,6 +57,7 @@ export function createRequestLog(targets: RequestLogTargets): (served: ServedReq
       fallback: served.fallback,
       traceId: served.span?.traceId,
       spanId: served.span?.spanId,
+      websocket: served.websocket,
     });
   };
 }

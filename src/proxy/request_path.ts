@@ -41,6 +41,7 @@ import type {
 } from "./request_path_types.ts";
 import type { ServiceRuntime } from "./service_runtime.ts";
 import { streamResponse } from "./stream_response.ts";
+import { proxyWebSocket, type SessionSummary, type TakeOver, wantsWebSocket } from "./websocket.ts";
 
 export type {
   ConnectionFacts,
@@ -66,6 +67,7 @@ export function createRequestPath(deps: RequestPathDeps): RequestPath {
     async handle(request) {
       const exchange = receive(request, deps);
       const outcome = await pass(exchange, deps, counter);
+      if (outcome.kind === "upgraded") return upgraded(exchange, outcome, deps);
       const response = respond(exchange, outcome, deps);
       if (exchange.fallback !== null) markFallback(response, exchange.fallback);
       record(exchange, outcome, response, deps);
@@ -88,6 +90,8 @@ interface Exchange {
   body: ReadableStream<Uint8Array> | null;
   clientIp: string | null;
   completed: Promise<void> | undefined;
+  /** The server can hand the connection over (for a WebSocket upgrade). */
+  takeOver: TakeOver | undefined;
   startedAt: number;
   span: ServerSpanHandle | null;
   service: ServiceRuntime | null;
@@ -98,6 +102,7 @@ interface Exchange {
 
 /** How a request ended, before it became a response. */
 type Outcome =
+  | { kind: "upgraded"; upstream: string; ended: Promise<SessionSummary> }
   | { kind: "forwarded"; response: Response; upstream: string; finish: () => void }
   | { kind: "refused"; refusal: Refusal; upstream: string | null }
   | { kind: "client_gone"; upstream: string | null }
@@ -145,6 +150,7 @@ function receive(request: IncomingRequest, deps: RequestPathDeps): Exchange {
     body: facts?.body !== undefined ? facts.body : raw.body,
     clientIp,
     completed: facts?.completed,
+    takeOver: facts?.takeOver,
     startedAt,
     span,
     service: null,
@@ -213,6 +219,22 @@ async function forward(
   }
   // Settled on every way out: a request that never reached the upstream hands a probe back.
   using ticket = admissionTicket(deps.breaker, name, admission);
+  if (
+    exchange.takeOver !== undefined && deps.websockets !== undefined &&
+    service.config.websocket.enabled && wantsWebSocket(exchange.raw.headers)
+  ) {
+    return await proxyWebSocket({
+      ...exchange,
+      service,
+      pathAndQuery: routed.pathAndQuery,
+      takeOver: exchange.takeOver,
+      ticket,
+      sessions: deps.websockets,
+      deadlines: deps.deadlines,
+      observer: deps.observer,
+      now: deps.now,
+    });
+  }
   const release = await acquire(service, deps, exchange.raw.signal);
   if (typeof release !== "function") return release;
 
@@ -338,9 +360,25 @@ async function send(
   });
 }
 
+/**
+ * An upgraded request: the server takes the connection over once this returns (it ignores
+ * the response); the request is recorded when the session ends, with status 101 and the
+ * session's duration.
+ */
+function upgraded(
+  exchange: Exchange,
+  outcome: Outcome & { kind: "upgraded" },
+  deps: RequestPathDeps,
+): Response {
+  outcome.ended.then((summary) => record(exchange, outcome, { status: 101 }, deps, summary));
+  return new Response(null);
+}
+
 /** Phase 6: the upstream's answer streamed back, or the gateway's own. */
 function respond(exchange: Exchange, outcome: Outcome, deps: RequestPathDeps): Response {
   switch (outcome.kind) {
+    case "upgraded":
+      return new Response(null);
     case "forwarded":
       return streamResponse(
         outcome.response,
@@ -379,8 +417,9 @@ function respond(exchange: Exchange, outcome: Outcome, deps: RequestPathDeps): R
 function record(
   exchange: Exchange,
   outcome: Outcome,
-  response: Response,
+  response: Pick<Response, "status">,
   deps: RequestPathDeps,
+  websocket?: SessionSummary,
 ): void {
   const error = outcome.kind === "refused" ? outcome.refusal.code : undefined;
   const durationMs = deps.now() - exchange.startedAt;
@@ -397,6 +436,7 @@ function record(
     requestId: exchange.requestId,
     error,
     fallback,
+    websocket,
     span: exchange.span,
   });
 }

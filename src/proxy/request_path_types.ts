@@ -14,6 +14,8 @@ import type { ProxyObserver } from "./attempts.ts";
 import type { DeadlineScheduler } from "./deadlines.ts";
 import type { Limiter } from "./limiter.ts";
 import type { ServiceRuntime } from "./service_runtime.ts";
+import type { SessionSummary, TakeOver } from "./websocket.ts";
+import type { WebSocketSessions } from "./websocket_sessions.ts";
 
 /**
  * What the server knows about a request beyond the `Request` (the gateway's own server passes
@@ -30,6 +32,8 @@ export interface ConnectionFacts {
   method?: string;
   /** The body exactly as sent (a `Request` refuses one on GET and HEAD). */
   body?: ReadableStream<Uint8Array> | null;
+  /** The server can hand the connection over after this request (the gateway's own server). */
+  takeOver?: TakeOver;
   /** How the client reached the gateway (`X-Forwarded-Proto`); else read from the url. */
   scheme?: "http" | "https";
 }
@@ -66,6 +70,8 @@ export interface ServedRequest {
   error?: GatewayErrorCode;
   /** The `x-breakwater-fallback` value, when the service's fallback answered (`./fallback.ts`). */
   fallback?: string;
+  /** What an upgraded (WebSocket) session did; the request is recorded when it ended. */
+  websocket?: SessionSummary;
   /** The request's server span, when tracing is on. */
   span: ServerSpanHandle | null;
 }
@@ -99,6 +105,8 @@ export interface RequestPathDeps {
   serviceByName?: (name: string) => ServiceRuntime | undefined;
   /** Opens each request's server span (null when tracing is off). */
   tracing: Pick<GatewayTracing, "startServer" | "enabled">;
+  /** Open WebSocket sessions per service; without it, `Upgrade: websocket` is not proxied. */
+  websockets?: WebSocketSessions;
   /** The record phase's sink: traffic, metrics, the access log. */
   onServed: (served: ServedRequest) => void;
 }

@@ -16,6 +16,8 @@ export const PHASE_HEAD = 2;
 export const PHASE_ACTIVE = 3;
 /** Closing after a last response: reads are discarded until the peer closes or time is up. */
 export const PHASE_LINGER = 4;
+/** Taken over by the handler after its request (`Upgrade`): no server timeout, no server writes. */
+export const PHASE_TAKEN = 5;
 
 /**
  * The initial read-ahead buffer: most request heads fit (it grows for bigger ones, and shrinks
@@ -63,6 +65,8 @@ export class Connection {
   lastUrlPrefix = "http://localhost";
   /** A write the request body made on its own (`100 Continue`), to be awaited before the next. */
   pendingWrite: Promise<void> | null = null;
+  /** Set while the connection is taken over: how its taker ends it when the server shuts down. */
+  onShutdown: (() => void) | null = null;
 
   /** A socket read is outstanding. */
   private reading = false;

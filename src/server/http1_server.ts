@@ -46,6 +46,7 @@ import {
   PHASE_IDLE,
   PHASE_LINGER,
   PHASE_NEW,
+  PHASE_TAKEN,
 } from "./_connection.ts";
 import { problemResponse } from "../problem.ts";
 import { RequestBody } from "./_request_body.ts";
@@ -58,6 +59,7 @@ import {
   skipLeadingEmptyLines,
 } from "./_request_head.ts";
 import { writeResponse } from "./_response_writer.ts";
+import { type TakenConnection, takeOverConnection } from "./_takeover.ts";
 import { buildRequest } from "./_server_request.ts";
 
 /** What the server knows about a request beyond the fetch `Request`. */
@@ -72,7 +74,16 @@ export interface ServeInfo {
   body: ReadableStream<Uint8Array> | null;
   /** Settles (never rejects) when the response was fully written or the connection died. */
   completed: Promise<void>;
+  /**
+   * Present for HTTP/1.1 requests: the handler takes the connection over after this request
+   * (an `Upgrade`, RFC 9110 §7.8). Called before the handler returns; the server then ignores
+   * the returned `Response`, writes nothing, hands the connection to `run` and closes it when
+   * `run` settles.
+   */
+  takeOver?: (run: (connection: TakenConnection) => Promise<void>) => void;
 }
+
+export type { TakenConnection };
 
 /** A request handler: Hono's `app.fetch` fits. */
 export type Handler = (request: Request, info: ServeInfo) => Response | Promise<Response>;
@@ -225,6 +236,9 @@ export function serveHttp1(options: Http1ServerOptions, handler: Handler): Http1
           (phase === PHASE_IDLE && connection.buffered === 0)
         ) {
           connection.close();
+        } else if (phase === PHASE_TAKEN) {
+          // Its taker ends it in its own protocol (a WebSocket close frame) and closes it.
+          connection.onShutdown?.();
         }
       }
       const empty = state.connections.size === 0
@@ -506,13 +520,20 @@ async function exchange(
   }
   // Keep a read posted while the handler runs, so a client that goes away is noticed.
   connection.watch();
+  let taker: ((connection: TakenConnection) => Promise<void>) | null = null;
   const response = await handlerResponse(state, request, {
     remoteAddr: connection.remoteAddr,
     target: head.target,
     method: head.method,
     body: body === null ? null : body.stream,
     completed,
+    takeOver: head.minor === 1 && body === null
+      ? (run) => {
+        taker = run;
+      }
+      : undefined,
   });
+  if (taker !== null) return await handOver(state, connection, taker, resolveCompleted);
 
   const outcome = await writeResponse(connection, response, {
     methodUpper: head.methodUpper,
@@ -532,6 +553,30 @@ async function exchange(
     if (body.failed) keep = false;
   }
   return keep && !connection.closed;
+}
+
+/** Runs a taker on the connection, then closes it; false: the connection does not carry on. */
+async function handOver(
+  state: ServerState,
+  connection: Connection,
+  run: (connection: TakenConnection) => Promise<void>,
+  resolveCompleted: () => void,
+): Promise<boolean> {
+  connection.onPeerGone = null;
+  resolveCompleted();
+  connection.enter(PHASE_TAKEN, state.config.now());
+  const taken = takeOverConnection(connection);
+  // Shutdown began while the handler ran: the taker hears of it at once.
+  if (state.draining) queueMicrotask(() => taken.onShutdown?.());
+  try {
+    await run(taken);
+  } catch (error) {
+    state.config.onError(error);
+  } finally {
+    connection.onShutdown = null;
+    connection.close();
+  }
+  return false;
 }
 
 /**

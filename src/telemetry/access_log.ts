@@ -127,6 +127,13 @@ export interface AccessLogInput {
   traceId?: string;
   /** The gateway's server span id (`span_id`), when tracing is on. */
   spanId?: string;
+  /** An upgraded (WebSocket) request: bytes each way after the 101, the close code, the end. */
+  websocket?: {
+    bytesFromClient: number;
+    bytesFromUpstream: number;
+    closeCode: number | null;
+    ending: string;
+  };
 }
 
 const MAX_PATH_CHARS = 2048;
@@ -202,6 +209,10 @@ export function accessLogEntry(a: AccessLogInput): Record<string, unknown> {
   // Field names of the OpenTelemetry spec for trace context in non-OTLP log formats.
   if (a.traceId !== undefined && TRACE_ID.test(a.traceId)) entry.trace_id = a.traceId;
   if (a.spanId !== undefined && SPAN_ID.test(a.spanId)) entry.span_id = a.spanId;
+  if (a.websocket !== undefined) {
+    const { bytesFromClient, bytesFromUpstream, closeCode, ending } = a.websocket;
+    entry.websocket = { bytesFromClient, bytesFromUpstream, closeCode, ending };
+  }
   return entry;
 }
 

@@ -94,6 +94,8 @@ export interface ObservedSources {
    * origin, and whether the balancer may pick it (health checks, outlier ejection).
    */
   upstreams?: () => Array<{ service: string; upstream: string; available: boolean }>;
+  /** `breakwater.websocket.open`: upgraded WebSocket connections open per service. */
+  websockets?: () => Array<{ service: string; open: number }>;
 }
 
 /** One finished request on the public port. */
@@ -360,6 +362,14 @@ function registerObservedGauges(
     forService,
     (pool) => pool.max,
   );
+  meter.createObservableUpDownCounter("breakwater.websocket.open", {
+    unit: "{connection}",
+    description: "Upgraded WebSocket connections open to the service's upstreams",
+  }).addCallback((result) => {
+    for (const { service, open } of sources()?.websockets?.() ?? []) {
+      result.observe(open, forService(service));
+    }
+  });
 }
 
 /**
