@@ -1,7 +1,7 @@
 /**
  * A client per service: each service's requests go through the kind it chose, even when two
- * services with different choices share an origin; pools are per (kind, origin), sized by the
- * largest service using them.
+ * services with different choices share an origin; pools are per (kind, TLS settings, origin),
+ * sized by the largest service using them.
  */
 import assert from "node:assert/strict";
 import { createServiceClients, type ServiceClientSpec } from "../../src/proxy/clients.ts";
@@ -84,6 +84,36 @@ Deno.test("a service that was not given has no client", () => {
   const clients = createServiceClients([service("a", "http1", ["http://127.0.0.1:9"])]);
   try {
     assert.throws(() => clients.clientFor("b"), /no upstream client for service b/);
+  } finally {
+    clients.close();
+  }
+});
+
+Deno.test("services share a client only with the same kind and the same TLS material", () => {
+  const material = (digest: string) => ({ caCerts: [], digest });
+  const tls = (digest: string | null) =>
+    digest === null
+      ? null
+      : { caFile: "ca.pem", certFile: null, keyFile: null, material: material(digest) };
+  const spec = (name: string, kind: "fetch" | "http1", digest: string | null) => ({
+    ...service(name, kind, ["https://127.0.0.1:9"]),
+    tls: tls(digest),
+  });
+  const clients = createServiceClients([
+    spec("plainA", "http1", null),
+    spec("plainB", "http1", null),
+    spec("caA", "http1", "sha256:a"),
+    spec("caA2", "http1", "sha256:a"),
+    spec("caB", "http1", "sha256:b"),
+    spec("fetchA", "fetch", "sha256:a"),
+  ]);
+  try {
+    const of = (name: string) => clients.clientFor(name);
+    assert.equal(of("plainA"), of("plainB"));
+    assert.equal(of("caA"), of("caA2"));
+    assert.notEqual(of("plainA"), of("caA"));
+    assert.notEqual(of("caA"), of("caB"));
+    assert.notEqual(of("caA"), of("fetchA"));
   } finally {
     clients.close();
   }
