@@ -36,6 +36,7 @@ import { type Scenario, type Shared, sharedProcesses } from "./lib/scenario.ts";
 import { log, RESULTS_DIR, ROOT, startedAt } from "./lib/settings.ts";
 import { bodies } from "./scenarios/bodies.ts";
 import { fleet } from "./scenarios/fleet.ts";
+import { fleetScale } from "./scenarios/fleet_scale.ts";
 import { memory } from "./scenarios/memory.ts";
 import { micro } from "./scenarios/micro.ts";
 import { profile } from "./scenarios/profile.ts";
@@ -51,6 +52,7 @@ export const SCENARIOS: readonly Scenario[] = [
   micro,
   fleet,
   propagation,
+  fleetScale,
   memory,
   tracing,
 ];

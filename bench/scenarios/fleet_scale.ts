@@ -181,8 +181,11 @@ export function fleetScaleReport(results: FleetScaleResults): string {
 
 async function run(context: BenchContext): Promise<void> {
   const results = await measureFleetScale(REPS);
-  // The driver's report has no table of its own for these rows (yet): they go in as notes.
-  for (const line of fleetScaleReport(results).split("\n")) {
+  const tables = fleetScaleReport(results);
+  // The driver's report has no table of its own for these rows (yet): they go in as notes,
+  // and whole to the output, where the tables read as tables.
+  console.log(`\nfleet_scale\n\n${tables}\n`);
+  for (const line of tables.split("\n")) {
     if (line !== "") context.results.notes.push(`fleet_scale: ${line}`);
   }
 }
