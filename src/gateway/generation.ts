@@ -48,6 +48,8 @@ export interface GenerationShared {
   now: () => number;
   /** Replaces every service's client (tests). */
   client: UpstreamClient | undefined;
+  /** Builds the breaker instead of the fleet breaker on KV (a worker's mirror). */
+  breakerFactory?: (config: GatewayConfig) => FleetBreaker;
   draining: () => boolean;
   /** Open WebSocket sessions per service, across generations (the cap and the gauge). */
   websockets?: WebSocketSessions;
@@ -250,6 +252,7 @@ function startBreaker(
   limits: DerivedLimits,
 ): FleetBreaker {
   const { telemetry, logger } = shared;
+  if (shared.breakerFactory !== undefined) return shared.breakerFactory(config);
   return createFleetBreaker({
     kv: null,
     reopenKv: shared.lendKv,

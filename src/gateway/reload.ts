@@ -9,7 +9,7 @@
 import type { GatewayConfig } from "../config/schema.ts";
 
 /** Top-level keys that only take effect at start-up. */
-export const RESTART_ONLY_KEYS = ["listen", "admin", "kv", "telemetry"] as const;
+export const RESTART_ONLY_KEYS = ["listen", "workers", "admin", "kv", "telemetry"] as const;
 
 /** `limits` keys the listeners were started with (their servers read them once). */
 export const LISTENER_LIMIT_KEYS = [

@@ -1,0 +1,82 @@
+/**
+ * The admin port of an instance with workers: the main thread's admin app (breakers, reload,
+ * dashboard, audit) with the parts that live in the workers put together first: `/metrics`
+ * merged from every worker, pool usage summed, and `GET /admin/workers`.
+ *
+ * @module
+ */
+import { Hono } from "hono";
+import type { PoolUsage } from "../gateway/status.ts";
+import { mergeExpositions } from "./metrics_merge.ts";
+
+/** One worker as `GET /admin/workers` shows it. */
+export interface WorkerStatus {
+  /** 0-based index. */
+  index: number;
+  /** True while its listener accepts. */
+  listening: boolean;
+  /** Requests it answered since the instance started (all its incarnations). */
+  requests: number;
+  /** Requests in flight at its last stats (once a second). */
+  inFlight: number;
+  /** Times it was restarted after a crash. */
+  restarts: number;
+}
+
+/** Options of {@link createWorkersAdminApp}. */
+export interface WorkersAdminOptions {
+  /** The main thread's admin app. */
+  mainApp: { fetch(request: Request): Response | Promise<Response> };
+  /** Every running worker's Prometheus text (those that answer in time). */
+  workerMetrics: () => Promise<string[]>;
+  /** Pool usage summed over the workers (as of their last stats). */
+  pools: () => Record<string, PoolUsage>;
+  /** The workers now. */
+  workers: () => WorkerStatus[];
+  /** Makes worker `index` throw (tests only; absent: the route does not exist). */
+  crash?: (index: number) => boolean;
+}
+
+/**
+ * Creates the admin app of an instance with workers.
+ *
+ * @example
+ * ```ts
+ * serveHttp1({ port: 9901 }, createWorkersAdminApp({ mainApp, workerMetrics, pools, workers }).fetch);
+ * ```
+ */
+export function createWorkersAdminApp(options: WorkersAdminOptions): Hono {
+  const app = new Hono();
+  app.get("/metrics", async (c) => {
+    const own = await options.mainApp.fetch(c.req.raw);
+    if (!own.ok) return own;
+    const text = mergeExpositions(await own.text(), await options.workerMetrics());
+    const headers = new Headers(own.headers);
+    headers.delete("content-length");
+    return new Response(text, { status: own.status, headers });
+  });
+  app.get("/admin/breakers", async (c) => {
+    const own = await options.mainApp.fetch(c.req.raw);
+    if (!own.ok) return own;
+    const body = await own.json() as { services?: { service: string; pool?: PoolUsage }[] };
+    const pools = options.pools();
+    for (const service of body.services ?? []) {
+      if (pools[service.service] !== undefined) service.pool = pools[service.service];
+    }
+    c.header("cache-control", "no-store");
+    return c.json(body);
+  });
+  app.get("/admin/workers", (c) => {
+    c.header("cache-control", "no-store");
+    return c.json({ workers: options.workers() });
+  });
+  if (options.crash !== undefined) {
+    const crash = options.crash;
+    app.post("/admin/test/crash-worker/:index", (c) => {
+      const index = Number(c.req.param("index"));
+      return crash(index) ? c.json({ crashing: index }) : c.json({ error: "no such worker" }, 404);
+    });
+  }
+  app.all("*", (c) => options.mainApp.fetch(c.req.raw));
+  return app;
+}

@@ -1,0 +1,116 @@
+/**
+ * Merges the Prometheus text of the main thread and of every worker into one exposition for
+ * the instance (a scraper must see one set of series per instance, not one per thread).
+ *
+ * Families the request path records (requests, latencies, retries, pools, ejections, the
+ * event-loop delay) are summed over the workers, series by series; histogram buckets, sums and
+ * counts add up like counters. Everything else describes the instance as a whole (the breaker,
+ * KV, the process, build info, upstream availability from the main thread's health checks) and
+ * is taken from the main thread alone, since each worker would repeat the same value.
+ *
+ * @module
+ */
+
+/**
+ * Families summed over the workers (Prometheus names, after the OpenTelemetry translation).
+ * The main thread's own copies of them describe no traffic (it serves none) and are left out.
+ */
+export const WORKER_FAMILY =
+  /^(http_(server|client)_request_duration|breakwater_(requests_rejected|retries|pool_|upstream_ejections|event_loop_delay|fallback))/;
+
+interface Family {
+  name: string;
+  /** `# HELP` and `# TYPE` lines as written. */
+  comments: string[];
+  /** Series key (`name{labels}`) -> value, in first-seen order. */
+  samples: Map<string, number>;
+}
+
+/** Parses an exposition into families, in order. Unparseable lines are dropped. */
+export function parseExposition(text: string): Family[] {
+  const families: Family[] = [];
+  const byName = new Map<string, Family>();
+  let current: Family | null = null;
+  const familyFor = (name: string): Family => {
+    let family = byName.get(name);
+    if (family === undefined) {
+      family = { name, comments: [], samples: new Map() };
+      byName.set(name, family);
+      families.push(family);
+    }
+    return family;
+  };
+  for (const line of text.split("\n")) {
+    if (line === "") continue;
+    if (line.startsWith("#")) {
+      const match = /^# (HELP|TYPE) (\S+)/.exec(line);
+      if (match === null) continue;
+      current = familyFor(match[2]);
+      current.comments.push(line);
+      continue;
+    }
+    // `name{labels} value [timestamp]`: label values may hold spaces, so split after `}`.
+    const close = line.lastIndexOf("}");
+    const rest = close >= 0 ? line.slice(close + 1).trim() : line.slice(line.indexOf(" ") + 1);
+    const key = close >= 0 ? line.slice(0, close + 1) : line.slice(0, line.indexOf(" "));
+    const value = Number(rest.split(" ")[0]);
+    if (key === "" || Number.isNaN(value) && rest.split(" ")[0] !== "NaN") continue;
+    const sampleName = key.replace(/\{.*$/, "");
+    const family = current !== null && sampleName.startsWith(current.name)
+      ? current
+      : familyFor(sampleName);
+    family.samples.set(key, value);
+  }
+  return families;
+}
+
+function render(families: Family[]): string {
+  const lines: string[] = [];
+  for (const family of families) {
+    lines.push(...family.comments);
+    for (const [key, value] of family.samples) lines.push(`${key} ${formatValue(value)}`);
+  }
+  return lines.join("\n") + "\n";
+}
+
+function formatValue(value: number): string {
+  if (value === Infinity) return "+Inf";
+  if (value === -Infinity) return "-Inf";
+  return String(value);
+}
+
+/**
+ * One exposition for the instance from the main thread's and the workers' texts.
+ *
+ * @example
+ * ```ts
+ * mergeExpositions(mainText, [worker0Text, worker1Text]);
+ * // breakwater_requests_total{service="users",...} is worker0's + worker1's;
+ * // breakwater_breaker_state{service="users"} is the main thread's.
+ * ```
+ */
+export function mergeExpositions(mainText: string, workerTexts: string[]): string {
+  const merged = parseExposition(mainText);
+  const byName = new Map(merged.map((family) => [family.name, family]));
+  const workerFamilies = workerTexts.map(parseExposition);
+  const summed = new Set<string>();
+  for (const families of workerFamilies) {
+    for (const family of families) {
+      if (!WORKER_FAMILY.test(family.name)) continue;
+      let target = byName.get(family.name);
+      if (target === undefined) {
+        target = { name: family.name, comments: family.comments, samples: new Map() };
+        byName.set(family.name, target);
+        merged.push(target);
+      }
+      if (!summed.has(family.name)) {
+        summed.add(family.name);
+        target.samples = new Map(); // the main thread's copy serves no traffic
+      }
+      for (const [key, value] of family.samples) {
+        target.samples.set(key, (target.samples.get(key) ?? 0) + value);
+      }
+    }
+  }
+  return render(merged);
+}

@@ -1,0 +1,201 @@
+/**
+ * The entry point of one gateway worker (a Web Worker of the gateway process): the public
+ * port's listener (`reusePort`, one of several sockets the kernel spreads connections over)
+ * and the request path with its own upstream pools and limiter share. The breaker is a mirror
+ * of the main thread's (`mirror_breaker.ts`); KV, the admin port and health of the instance
+ * stay on the main thread (README, "Workers").
+ *
+ * Started by `supervisor.ts` with a `start` message; answers `drain`, `reload`, `metrics`.
+ *
+ * @module
+ */
+import type { Gateway } from "../app.ts";
+import { deadline, DeadlineError } from "../async/deadline.ts";
+import { delay } from "../async/delay.ts";
+import { createTrafficStats, type TrafficStats } from "../admin/traffic_stats.ts";
+import type { BreakerConfig, GatewayConfig } from "../config/schema.ts";
+import { type Http1Server, serveHttp1 } from "../server/http1_server.ts";
+import { createLogger } from "../telemetry/access_log.ts";
+import { createMirrorHub, type MirrorHub } from "./mirror_breaker.ts";
+import {
+  type FromWorker,
+  STATS_INTERVAL_MS,
+  type ToWorker,
+  type TrafficBatch,
+} from "./protocol.ts";
+
+/** The worker's global scope (typed here: the worker lib would retype timers for every module). */
+const scope = self as unknown as {
+  postMessage(message: FromWorker): void;
+  onmessage: ((event: MessageEvent<ToWorker>) => void) | null;
+};
+const post = (message: FromWorker) => scope.postMessage(message);
+
+let gateway: Gateway | null = null;
+let server: Http1Server | null = null;
+let hub: MirrorHub | null = null;
+let testHooks = false;
+let statsTimer: ReturnType<typeof setInterval> | undefined;
+const pendingBreakers: ToWorker[] = [];
+
+/** Records locally (for nothing: the dashboard is the main thread's) and batches for it. */
+function batchingTraffic(): { stats: TrafficStats; take(): TrafficBatch } {
+  const local = createTrafficStats(10);
+  let services: string[] = [];
+  let indexOf = new Map<string, number>();
+  let records: number[] = [];
+  return {
+    stats: {
+      record(service, status, durationMs) {
+        local.record(service, status, durationMs);
+        let index = indexOf.get(service);
+        if (index === undefined) {
+          index = services.length;
+          services.push(service);
+          indexOf.set(service, index);
+        }
+        records.push(index, status, durationMs);
+      },
+      series: (service, seconds) => local.series(service, seconds),
+    },
+    take() {
+      const batch = { services, records };
+      services = [];
+      indexOf = new Map();
+      records = [];
+      return batch;
+    },
+  };
+}
+
+function policiesOf(config: GatewayConfig): Record<string, BreakerConfig> {
+  return Object.fromEntries(
+    Object.values(config.services).map((service) => [service.name, service.breaker]),
+  );
+}
+
+async function start(message: ToWorker & { type: "start" }): Promise<void> {
+  testHooks = message.testHooks;
+  const logger = createLogger();
+  hub = createMirrorHub({ post });
+  for (const queued of pendingBreakers.splice(0)) handle(queued);
+  const traffic = batchingTraffic();
+  const { createGateway } = await import("../app.ts");
+  const mirror = hub;
+  const config = message.config;
+  gateway = createGateway(config, {
+    env: message.env,
+    logger,
+    instanceId: `${message.instanceId}-w${message.index}`,
+    traffic: traffic.stats,
+    breakerFactory: (next) => mirror.breakerFor(policiesOf(next)),
+  });
+  try {
+    server = serveHttp1({
+      hostname: config.listen.hostname,
+      port: message.port,
+      reusePort: true,
+      headerTimeoutMs: config.limits.headerTimeoutMs,
+      idleTimeoutMs: config.limits.idleTimeoutMs,
+      bodyIdleTimeoutMs: config.limits.bodyIdleTimeoutMs,
+      maxConnections: config.limits.maxClientConnections,
+    }, gateway.app.fetch);
+  } catch (error) {
+    await gateway.close();
+    post({ type: "start-failed", message: describeListenError(error) });
+    return;
+  }
+  const running = gateway;
+  statsTimer = setInterval(() => {
+    post({
+      type: "stats",
+      traffic: traffic.take(),
+      pools: running.poolUsage(),
+      busy: mirror.takeBusy(),
+      inFlight: running.inFlight(),
+    });
+  }, STATS_INTERVAL_MS);
+  await gateway.ready;
+  post({ type: "listening", hostname: server.addr.hostname, port: server.addr.port });
+}
+
+function describeListenError(error: unknown): string {
+  if (error instanceof Deno.errors.AddrInUse) return "the address is already in use";
+  if (error instanceof Deno.errors.NotCapable) {
+    return "Deno was not granted net access; add --allow-net";
+  }
+  return String((error as Error)?.message ?? error);
+}
+
+async function drain(message: ToWorker & { type: "drain" }): Promise<void> {
+  const running = gateway;
+  if (running === null || server === null) {
+    post({ type: "drained", clean: true });
+    return;
+  }
+  running.drain();
+  const deadlineAt = Date.now() + message.timeoutMs;
+  // Time for load balancers to see /readyz fail before the listener goes away.
+  if (message.drainDelayMs > 0) await delay(message.drainDelayMs);
+  const clean = await deadline(server.shutdown(), Math.max(0, deadlineAt - Date.now())).then(
+    () => true,
+    (error) => {
+      if (error instanceof DeadlineError) return false;
+      throw error;
+    },
+  );
+  clearInterval(statsTimer);
+  hub?.close();
+  await running.close();
+  post({ type: "drained", clean });
+}
+
+/** This worker's Prometheus text, from its own admin app (which no port serves). */
+async function metricsText(): Promise<string | null> {
+  if (gateway === null) return null;
+  const response = await gateway.adminApp.fetch(new Request("http://worker/metrics"));
+  const text = await response.text();
+  return response.ok ? text : null;
+}
+
+function handle(message: ToWorker): void {
+  switch (message.type) {
+    case "start":
+      start(message).catch((error) => post({ type: "start-failed", message: String(error) }));
+      return;
+    case "breakers":
+      if (hub === null) pendingBreakers.push(message);
+      else hub.publish(message.entries, message.degraded);
+      return;
+    case "probe":
+      hub?.grant(message.service, message.token, message.generation);
+      return;
+    case "reload":
+      gateway?.reload(message.config).then(
+        () => post({ type: "reloaded", ok: true }),
+        (error) => post({ type: "reloaded", ok: false, message: String(error) }),
+      );
+      return;
+    case "metrics":
+      metricsText().then(
+        (text) => post({ type: "metrics", id: message.id, text }),
+        () => post({ type: "metrics", id: message.id, text: null }),
+      );
+      return;
+    case "drain":
+      drain(message).catch((error) => {
+        post({ type: "drained", clean: false });
+        throw error;
+      });
+      return;
+    case "crash":
+      if (!testHooks) return;
+      // An uncaught error, as a defect would throw: the main thread sees the error event.
+      setTimeout(() => {
+        throw new Error("crash requested by a test hook");
+      });
+      return;
+  }
+}
+
+scope.onmessage = (event) => handle(event.data);
