@@ -98,7 +98,7 @@ export function createAdminApp(options: AdminAppOptions): Hono {
 
   app.get("/admin/breakers", (c) => {
     const pools = status.poolUsage();
-    const upstreams = status.upstreams();
+    const upstreams = status.upstreamStates();
     return c.json({
       degraded: breaker.degraded(),
       services: breaker.views().map((view) => ({

@@ -2,7 +2,10 @@
  * The operator dashboard on the admin port: `GET /` (the page), `GET /dashboard.js` and
  * `GET /dashboard.css` (its script and style, served as files so the page's
  * Content-Security-Policy can forbid every inline script and style), and
- * `GET /admin/dashboard.json` (the live data the page polls once a second).
+ * `GET /admin/dashboard.json` (the live data the page polls once a second). The page also reads
+ * the fleet's timeline and instances from `GET /admin/audit` and `GET /admin/fleet`
+ * (`fleet_routes.ts`) every few seconds: those are KV reads, so they are polled more slowly
+ * than this instance's memory.
  *
  * No build step and no CDN: the page, script and style are string constants in this folder, so
  * the dashboard works offline and wherever the gateway is embedded.
@@ -11,7 +14,7 @@
  */
 import type { Hono } from "hono";
 import type { BreakerView } from "../breaker/mod.ts";
-import type { PoolUsage, StatusViews, UpstreamStatus } from "../gateway/status.ts";
+import type { PoolUsage, StatusViews, UpstreamState } from "../gateway/status.ts";
 import type { TrafficStats } from "./traffic_stats.ts";
 import { DASHBOARD_HTML } from "./dashboard_page.ts";
 import { DASHBOARD_SCRIPT } from "./dashboard_script.ts";
@@ -94,8 +97,8 @@ export interface DashboardService {
   breaker: BreakerView;
   /** This instance's pool usage. */
   pool: PoolUsage | null;
-  /** This instance's view of its upstreams. */
-  upstreams: UpstreamStatus[];
+  /** This instance's view of its upstreams, with what their state means. */
+  upstreams: UpstreamState[];
   /** Headline traffic numbers. */
   recent: RecentTraffic;
   /** Chart data. */
@@ -166,7 +169,7 @@ function recentOf(series: TrafficSeries): RecentTraffic {
  */
 export function dashboardSnapshot(source: DashboardSource): DashboardSnapshot {
   const pools = source.poolUsage();
-  const upstreams = source.upstreams();
+  const upstreams = source.upstreamStates();
   return {
     nowMs: (source.nowMs ?? Date.now)(),
     degraded: source.breaker.degraded(),

@@ -34,12 +34,23 @@ export const DASHBOARD_HTML = `<!doctype html>
 <p id="writes-off" class="notice" hidden>Steering is off on this gateway: set <code>BREAKWATER_ADMIN_TOKEN</code> to enable the force buttons (they answer 403 until then).</p>
 <div id="message" class="message" role="status" aria-live="polite"></div>
 <div id="error" class="error" role="alert" hidden></div>
+<section id="fleet" class="fleet" aria-labelledby="fleet-title">
+  <h2 id="fleet-title">Fleet</h2>
+  <p id="fleet-summary" class="fleet-summary">Loading the fleet's heartbeats…</p>
+  <div class="table-wrap">
+    <table id="fleet-table">
+      <caption class="sr-only">Gateway instances by heartbeat</caption>
+      <thead><tr><th scope="col">Instance</th><th scope="col">Heartbeat</th><th scope="col">Breakers</th><th scope="col">Started</th><th scope="col">Tripped</th></tr></thead>
+      <tbody id="fleet-rows"></tbody>
+    </table>
+  </div>
+</section>
 <main id="services" class="services" aria-label="Services" tabindex="-1">
   <noscript><p>The dashboard needs JavaScript. <a href="/admin/breakers">GET /admin/breakers</a> has the same state as JSON.</p></noscript>
 </main>
 <div id="announcer" class="sr-only" aria-live="polite" aria-atomic="false"></div>
 <footer class="foot">
-  <p>Machine-readable twin: <a href="/admin/breakers">/admin/breakers</a> · live data: <a href="/admin/dashboard.json">/admin/dashboard.json</a> · <a href="/metrics">/metrics</a></p>
+  <p>Machine-readable twin: <a href="/admin/breakers">/admin/breakers</a> · live data: <a href="/admin/dashboard.json">/admin/dashboard.json</a> · timeline: <a href="/admin/audit">/admin/audit</a> · fleet: <a href="/admin/fleet">/admin/fleet</a> · <a href="/metrics">/metrics</a></p>
 </footer>
 <dialog id="token-dialog" aria-labelledby="token-title" aria-describedby="token-help">
   <form id="token-form" method="dialog" novalidate>
@@ -48,6 +59,8 @@ export const DASHBOARD_HTML = `<!doctype html>
     <p id="token-error" class="error" role="alert" hidden></p>
     <label for="token-input">Admin token</label>
     <input id="token-input" name="token" type="password" autocomplete="off" spellcheck="false" required>
+    <label for="token-name">Your name, for the fleet's audit timeline (optional)</label>
+    <input id="token-name" name="by" type="text" maxlength="64" autocomplete="off" spellcheck="false" placeholder="dashboard">
     <div class="dialog-buttons">
       <button type="submit" id="token-submit">Use token</button>
       <button type="button" id="token-cancel" class="quiet">Cancel</button>

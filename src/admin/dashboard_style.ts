@@ -84,13 +84,16 @@ a { color: var(--focus); }
 .facts dt { color: var(--muted); font-size: 0.8rem; }
 .facts dd { margin: 0; font-variant-numeric: tabular-nums; overflow-wrap: anywhere; }
 meter { width: 100%; height: 0.6rem; }
-.charts { display: grid; grid-template-columns: repeat(auto-fit, minmax(9rem, 1fr)); gap: 0.5rem 1rem; }
+.charts { display: grid; grid-template-columns: repeat(auto-fit, minmax(min(100%, 15rem), 1fr)); gap: 0.75rem 1rem; }
 figure { margin: 0; min-width: 0; }
 figcaption { font-size: 0.8rem; color: var(--muted); display: flex; justify-content: space-between; gap: 0.5rem; flex-wrap: wrap; }
 figcaption .value { color: var(--text); font-variant-numeric: tabular-nums; }
-svg.chart { display: block; width: 100%; height: 2.5rem; border-bottom: 1px solid var(--line); }
+svg.chart { display: block; width: 100%; height: auto; overflow: visible; }
 svg.chart .a { stroke: var(--chart-a); }
-svg.chart .b { stroke: var(--chart-b); stroke-dasharray: 3 2; }
+svg.chart .b { stroke: var(--chart-b); stroke-dasharray: 4 3; }
+svg.chart .grid line { stroke: var(--line); stroke-width: 0.75; }
+svg.chart .axes line.axis { stroke: var(--muted); stroke-width: 1; }
+svg.chart text { fill: var(--muted); font-size: 10px; font-variant-numeric: tabular-nums; }
 .legend { font-size: 0.75rem; color: var(--muted); }
 .upstreams { list-style: none; padding: 0; margin: 0.75rem 0; font-size: 0.85rem; }
 .upstreams li { display: flex; gap: 0.5rem; flex-wrap: wrap; align-items: baseline; }
@@ -98,6 +101,32 @@ svg.chart .b { stroke: var(--chart-b); stroke-dasharray: 3 2; }
 .health { font-weight: 700; }
 .health[data-up="true"] { color: var(--closed); }
 .health[data-up="false"] { color: var(--open); }
+.health[data-rotation="failing"] { color: var(--half-open); }
+.upstreams .detail { flex-basis: 100%; color: var(--muted); font-size: 0.8rem; overflow-wrap: anywhere; }
+.upstreams li + li { margin-top: 0.35rem; }
+.why { margin: 0 0 0.5rem; font-size: 0.9rem; overflow-wrap: anywhere; }
+.why:empty { display: none; }
+h3.minor { font-size: 0.85rem; color: var(--muted); margin: 0.75rem 0 0.25rem; font-weight: 600; }
+.events { list-style: none; padding: 0; margin: 0 0 0.75rem; font-size: 0.8rem; }
+.events li { display: flex; gap: 0.5rem; align-items: baseline; overflow-wrap: anywhere; }
+.events time { font-variant-numeric: tabular-nums; color: var(--muted); flex: none; }
+.events li[data-kind="trip"] .event, .events li[data-kind="reopen"] .event { color: var(--open); }
+.events li[data-kind^="force"] .event { color: var(--forced-open); }
+.events .empty { color: var(--muted); }
+.fleet {
+  background: var(--card); border: 1px solid var(--line); border-radius: 8px;
+  padding: 0.75rem 1rem; margin: 0 0 1rem;
+}
+.fleet h2 { margin-bottom: 0.25rem; }
+.fleet-summary { margin: 0 0 0.5rem; color: var(--muted); font-size: 0.9rem; }
+.table-wrap { overflow-x: auto; }
+.fleet table { border-collapse: collapse; width: 100%; font-size: 0.85rem; }
+.fleet th, .fleet td { text-align: left; padding: 0.3rem 0.6rem 0.3rem 0; border-top: 1px solid var(--line); vertical-align: top; }
+.fleet thead th { border-top: none; color: var(--muted); font-weight: 600; }
+.fleet tbody th { font-family: ui-monospace, monospace; font-weight: 600; overflow-wrap: anywhere; }
+.fleet tr[data-status="silent"] td:nth-child(2), .fleet tr[data-degraded="true"] td:nth-child(3) { color: var(--open); font-weight: 600; }
+.fleet tr[data-status="stopped"] { color: var(--muted); }
+dialog input + label { margin-top: 0.75rem; }
 .actions { display: flex; flex-wrap: wrap; gap: 0.5rem; }
 button {
   font: inherit; padding: 0.4rem 0.8rem; border-radius: 6px; border: 1px solid var(--line);

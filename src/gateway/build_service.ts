@@ -15,6 +15,7 @@ import type { ServiceRuntime } from "../proxy/service_runtime.ts";
 import type { UpstreamClient } from "../proxy/upstream_client.ts";
 import type { FleetRetryBudgets } from "../retry/fleet_budget.ts";
 import { createRetryBudget, type RetryBudget } from "../retry/policy.ts";
+import { createUpstreamFailures, type UpstreamFailureView } from "./upstream_failures.ts";
 
 /** What {@link buildService} needs from the gateway. */
 export interface BuildServiceDeps {
@@ -45,6 +46,8 @@ export interface BuiltService extends ServiceRuntime {
    * configures neither health checks nor outlier detection (its views then carry no health).
    */
   healthOf(endpoint: UpstreamEndpoint): UpstreamHealthView | undefined;
+  /** The latest failure of one upstream seen by this instance (the dashboard says what it means). */
+  failuresOf(endpoint: UpstreamEndpoint): UpstreamFailureView;
   /** Stops health checks. */
   close(): Promise<void>;
 }
@@ -82,6 +85,7 @@ export function buildService(config: ServiceConfig, deps: BuildServiceDeps): Bui
   });
   const adaptive = adaptiveLimitOf(config, deps.now);
   const reportsHealth = config.healthCheck !== null || config.outlierDetection !== null;
+  const failures = createUpstreamFailures();
   return {
     config,
     client: deps.client,
@@ -90,9 +94,11 @@ export function buildService(config: ServiceConfig, deps: BuildServiceDeps): Bui
     retryBudget: retryBudgetOf(config, deps),
     onAttempt(endpoint, outcome) {
       health.record(endpoint, outcome);
+      failures.record(endpoint.origin, outcome);
       adapt(adaptive, limiter, outcome, (limit) => deps.onLimitChange?.(config.name, limit));
     },
     healthOf: (endpoint) => reportsHealth ? health.view(endpoint) : undefined,
+    failuresOf: (endpoint) => failures.view(endpoint.origin),
     close: () => health.close(),
   };
 }

@@ -8,6 +8,7 @@ import type { BreakerView } from "../breaker/types.ts";
 import type { UpstreamHealthView } from "../health/mod.ts";
 import type { ObservedSources } from "../telemetry/mod.ts";
 import type { BuiltService } from "./build_service.ts";
+import type { UpstreamFailureView } from "./upstream_failures.ts";
 
 /** Pool usage of one service, for `/readyz` and metrics. */
 export interface PoolUsage {
@@ -32,6 +33,24 @@ export interface UpstreamStatus extends Partial<UpstreamHealthView> {
   inFlight: number;
 }
 
+/**
+ * An upstream with what its state means, for the dashboard and `GET /admin/breakers`: what can
+ * take it out of rotation for this service, whether something did, and its latest failure.
+ */
+export interface UpstreamState extends UpstreamStatus, UpstreamFailureView {
+  /**
+   * `in`: in rotation; `ejected`: taken out by outlier detection until `ejectedUntilMs`;
+   * `failing_health_check`: taken out by active health checks until they pass again.
+   */
+  rotation: "in" | "ejected" | "failing_health_check";
+  /** The health check path when the service has active checks, else null (nothing probes it). */
+  healthCheckPath: string | null;
+  /** True when the service has outlier detection (failures in a row can eject it). */
+  outlierDetection: boolean;
+  /** When the ejection ends (epoch ms), or null while not ejected. */
+  ejectedUntilMs: number | null;
+}
+
 /** What the dashboard shows of a service that never changes. */
 export interface ServiceFacts {
   /** Its path prefix. */
@@ -50,6 +69,8 @@ export interface StatusViews {
   poolUsage(): Record<string, PoolUsage>;
   /** Upstream status per service. */
   upstreams(): Record<string, UpstreamStatus[]>;
+  /** Upstream status with what it means, per service (the dashboard, `GET /admin/breakers`). */
+  upstreamStates(): Record<string, UpstreamState[]>;
 }
 
 /** The breaker as the status views read it. */
@@ -70,7 +91,11 @@ export interface BreakerReadings {
  * ```
  */
 export function createStatusViews(
-  services: readonly Pick<BuiltService, "config" | "limiter" | "balancer" | "healthOf">[],
+  services: readonly Pick<
+    BuiltService,
+    "config" | "limiter" | "balancer" | "healthOf" | "failuresOf"
+  >[],
+  wallNow: () => number = Date.now,
 ): StatusViews {
   return {
     serviceNames: services.map((service) => service.config.name),
@@ -94,6 +119,31 @@ export function createStatusViews(
           ...service.healthOf(endpoint),
         })),
       ])),
+    upstreamStates: () => {
+      const atMs = wallNow();
+      return Object.fromEntries(services.map((service) => [
+        service.config.name,
+        service.balancer.endpoints.map((endpoint): UpstreamState => {
+          const health = service.healthOf(endpoint);
+          const ejected = health?.ejected ?? false;
+          return {
+            origin: endpoint.origin,
+            available: endpoint.available,
+            inFlight: endpoint.inFlight,
+            ...health,
+            ...service.failuresOf(endpoint),
+            rotation: ejected
+              ? "ejected"
+              : health?.healthy === false
+              ? "failing_health_check"
+              : "in",
+            healthCheckPath: service.config.healthCheck?.path ?? null,
+            outlierDetection: service.config.outlierDetection !== null,
+            ejectedUntilMs: ejected ? atMs + (health?.ejectedForMs ?? 0) : null,
+          };
+        }),
+      ]));
+    },
   };
 }
 

@@ -134,7 +134,17 @@ Deno.test("dashboard.json: one entry per service in config order, with everythin
     assert.equal(users.breaker.failuresInWindow, 0);
     assert.equal(users.breaker.nextProbeAt, null);
     assert.deepEqual(users.pool, { active: 0, pending: 0, max: 20 });
-    assert.deepEqual(users.upstreams, [{ origin: deadOrigin, available: true, inFlight: 0 }]);
+    assert.deepEqual(users.upstreams, [{
+      origin: deadOrigin,
+      available: true,
+      inFlight: 0,
+      rotation: "in",
+      healthCheckPath: null,
+      outlierDetection: false,
+      ejectedUntilMs: null,
+      lastFailure: null,
+      failuresInARow: 0,
+    }]);
     assert.equal(users.traffic.requests.length, CHART_SECONDS);
     assert.equal(users.traffic.stepMs, 1000);
     assert.deepEqual(users.recent, {
@@ -161,6 +171,14 @@ Deno.test("dashboard.json follows the breaker open and the traffic, live", async
     const opened = (await snapshotOf(gateway)).services[1];
     assert.ok(opened.breaker.openedAt !== null);
     assert.ok(opened.breaker.nextProbeAt !== null && opened.breaker.nextProbeAt > Date.now());
+    // No health check and no outlier detection: still in rotation, and the card can say why
+    // and what it last did (refused connections, two in a row before the breaker opened).
+    const [upstream] = opened.upstreams;
+    assert.equal(upstream.rotation, "in");
+    assert.equal(upstream.healthCheckPath, null);
+    assert.equal(upstream.lastFailure?.error, "unreachable");
+    assert.equal(upstream.lastFailure?.status, null);
+    assert.equal(upstream.failuresInARow, 2);
 
     // Traffic shows complete seconds only: wait for the second the requests fell in to end.
     await until(async () => (await snapshotOf(gateway)).services[1].recent.requestsPerSecond > 0);
@@ -251,6 +269,7 @@ Deno.test("dashboardSnapshot: headline numbers over the last seconds", () => {
     poolUsage: () => ({}),
     traffic,
     upstreams: () => ({}),
+    upstreamStates: () => ({}),
     services: { a: { prefix: "/a", failureThreshold: 5 } },
     serviceNames: ["a"],
     writesEnabled: true,
