@@ -10,6 +10,7 @@
  *   listeners cannot require one) with `tls.certFile`/`keyFile` (200) and without (502);
  * - streaming through TLS: server-sent events pass event by event, a 16 MiB download whole;
  * - a raw upstream answering `103 Early Hints` before its 200: what the client gets;
+ * - health checks over TLS with the service's trust (and without it: out of rotation);
  *
  * and start-up refusing a missing file or a key that is not the certificate's (exit 2, the
  * field named), and SIGHUP re-reading the files (a fixed CA bundle applies, a broken one is
@@ -19,7 +20,7 @@ import assert from "node:assert/strict";
 import { makeUpstreamCerts, startMtlsUpstream } from "../proxy/_upstream_tls_certs.ts";
 import { LAUNCHER, runDeno, spawnDeno, taskFlags } from "../cli/_run.ts";
 import { readRequestHead, sendRaw, startRawUpstream } from "../_helpers/upstream.ts";
-import { bounded, closeAll, within } from "../_helpers/wait.ts";
+import { bounded, closeAll, waitFor, within } from "../_helpers/wait.ts";
 
 const START_FLAGS = taskFlags("start");
 const DOWNLOAD_BYTES = 16 * 1024 * 1024;
@@ -30,6 +31,7 @@ const byteAt = (i: number) => (i * 31 + (i >>> 16)) & 0xff;
 
 /** The https upstream: `/sse` (two events; the second once `releaseSecond()`), `/download`. */
 function startHttpsUpstream(cert: string, key: string) {
+  let healthProbes = 0;
   let release: () => void = () => {};
   const second = new Promise<void>((resolve) => release = resolve);
   const server = Deno.serve({
@@ -41,6 +43,7 @@ function startHttpsUpstream(cert: string, key: string) {
     onError: () => new Response("error", { status: 500 }),
   }, (request) => {
     const path = new URL(request.url).pathname;
+    if (path === "/health") healthProbes++;
     if (path === "/sse") {
       const body = new ReadableStream<Uint8Array>({
         async start(controller) {
@@ -71,6 +74,7 @@ function startHttpsUpstream(cert: string, key: string) {
   return {
     origin: `https://127.0.0.1:${server.addr.port}`,
     releaseSecond: () => release(),
+    healthProbes: () => healthProbes,
     close: () => server.shutdown(),
   };
 }
@@ -124,6 +128,7 @@ Deno.test("upstream TLS end to end through a gateway process started by the laun
       upstreamClient: string,
       tls: unknown,
     ) => ({ prefix, upstreams: [upstream], stripPrefix: true, upstreamClient, tls });
+    const healthCheck = { intervalMs: 100, healthyThreshold: 1, unhealthyThreshold: 1 };
     const configPath = `${configDir}/gateway.json`;
     await Deno.writeTextFile(
       configPath,
@@ -142,6 +147,8 @@ Deno.test("upstream TLS end to end through a gateway process started by the laun
           "nocert-http1": service("/nocert-http1", mtls.origin, "http1", trust),
           "hints-http1": service("/hints-http1", hints.origin, "http1", null),
           "hints-fetch": service("/hints-fetch", hints.origin, "fetch", null),
+          "health-trusted": { ...service("/ht", https.origin, "http1", trust), healthCheck },
+          "health-untrusted": { ...service("/hu", https.origin, "http1", null), healthCheck },
         },
       }),
     );
@@ -182,6 +189,20 @@ Deno.test("upstream TLS end to end through a gateway process started by the laun
       assert.equal(response.status, 502);
       assert.equal(response.headers.get("x-breakwater-error"), "upstream_unreachable");
       await response.body?.cancel();
+    });
+
+    await t.step("health checks go through the service's TLS settings", async () => {
+      const upstreamsOf = async (name: string) => {
+        const response = await fetch(`${url}/readyz`, bounded());
+        return (await response.json()).services[name].upstreams;
+      };
+      await waitFor(async () => (await upstreamsOf("health-untrusted"))[0].available === false, {
+        timeoutMs: 5000,
+        what: "the untrusted service's upstream out of rotation",
+      });
+      // Probes of the trusted service arrived and kept its upstream in rotation.
+      assert.ok(https.healthProbes() > 0);
+      assert.equal((await upstreamsOf("health-trusted"))[0].available, true);
     });
 
     await t.step("server-sent events pass event by event over TLS", async () => {
