@@ -34,6 +34,8 @@ import { loadConfig, type LoadNotes, readConfigJson } from "./config/load.ts";
 import { ConfigError, formatProblem, type GatewayConfig } from "./config/schema.ts";
 import { createLogger, type Logger } from "./telemetry/access_log.ts";
 import { type Handler, serveHttp1 } from "./server/http1_server.ts";
+import { serveTls, type TlsServer } from "./server/tls_server.ts";
+import { readCertificatePair, redirectToHttps } from "./gateway/tls_listener.ts";
 
 type Env = Record<string, string | undefined>;
 type Loaded = { config: GatewayConfig; notes: LoadNotes };
@@ -110,6 +112,17 @@ function load(configPath: string, env: Env): Loaded | number {
     console.error(refused);
     return 1;
   }
+  // A certificate that cannot serve is a config problem found before anything listens.
+  if (loaded.config.listen.tls !== null) {
+    try {
+      readCertificatePair(loaded.config.listen.tls);
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      console.error(`breakwater: invalid config ${configPath}`);
+      for (const problem of error.problems) console.error(formatProblem(problem));
+      return 2;
+    }
+  }
   return loaded;
 }
 
@@ -165,11 +178,18 @@ class ListenError extends Error {
   }
 }
 
+/** The gateway's listeners: plain public (unless TLS took its port), TLS, admin. */
+interface Servers {
+  public: Listener | null;
+  tls: TlsServer | null;
+  admin: Listener;
+}
+
 /**
  * Listens on the public and admin ports. The one place that picks the HTTP server, so
  * swapping `Deno.serve` for another server with the same handler shape is a local edit.
  */
-function listen(config: GatewayConfig, gateway: Gateway): { public: Listener; admin: Listener } {
+function listen(config: GatewayConfig, gateway: Gateway): Servers {
   // Both ports run on the gateway's own HTTP/1.1 server: Deno.serve has no head or idle
   // timeouts and lets the Host header steer Request.url (README, "Security and failure
   // behaviour"). The admin port is loopback by default, but deployments open it to scrapers.
@@ -191,11 +211,44 @@ function listen(config: GatewayConfig, gateway: Gateway): { public: Listener; ad
       throw new ListenError(which, address.hostname, address.port, error);
     }
   };
-  const publicServer = serve("public", config.listen, gateway.app.fetch);
+  const tls = config.listen.tls;
+  // With tls.port the plain port stays beside TLS; without, listen.port itself speaks TLS.
+  const tlsAddress = tls === null
+    ? null
+    : { hostname: config.listen.hostname, port: tls.port ?? config.listen.port };
+  let tlsServer: TlsServer | null = null;
+  if (tls !== null && tlsAddress !== null) {
+    try {
+      tlsServer = serveTls({
+        ...tlsAddress,
+        ...readCertificatePair(tls),
+        http2: tls.http2,
+        headerTimeoutMs: config.limits.headerTimeoutMs,
+        idleTimeoutMs: config.limits.idleTimeoutMs,
+        bodyIdleTimeoutMs: config.limits.bodyIdleTimeoutMs,
+        maxConnections: config.limits.maxClientConnections,
+      }, (request, info) => gateway.app.fetch(request, info));
+    } catch (error) {
+      if (error instanceof ConfigError) throw error;
+      throw new ListenError("tls", tlsAddress.hostname, tlsAddress.port, error);
+    }
+  }
+  const started: { shutdown(): Promise<void> }[] = tlsServer === null ? [] : [tlsServer];
   try {
-    return { public: publicServer, admin: serve("admin", config.admin, gateway.adminApp.fetch) };
+    const plainHandler: Handler = tlsServer !== null && config.listen.redirectToHttps
+      ? redirectToHttps(tlsServer.addr.port, gateway.app.fetch)
+      : gateway.app.fetch;
+    const publicServer = tls !== null && tls.port === null
+      ? null
+      : serve("public", config.listen, plainHandler);
+    if (publicServer !== null) started.push(publicServer);
+    return {
+      public: publicServer,
+      tls: tlsServer,
+      admin: serve("admin", config.admin, gateway.adminApp.fetch),
+    };
   } catch (error) {
-    void publicServer.shutdown();
+    for (const server of started) void server.shutdown();
     throw error;
   }
 }
@@ -236,13 +289,37 @@ async function run(configPath: string, { config, notes }: Loaded, env: Env): Pro
     logger,
     // The same reading and validation as start-up (PORT, cgroup caps), for SIGHUP and
     // POST /admin/reload.
-    readConfig: () => loadConfig(readConfigJson(configPath), env, readCgroupLimits()).config,
+    readConfig: () => {
+      const next = loadConfig(readConfigJson(configPath), env, readCgroupLimits()).config;
+      reloadCertificate();
+      return next;
+    },
   });
+  // The certificate files are re-read with the config (listen is restart-only, so the paths
+  // are the running ones; a renewed file at the same path is what cert-manager and certbot
+  // write). A bad pair throws ConfigError: the reload is refused and the old one keeps serving.
+  let tlsServer: TlsServer | null = null;
+  const reloadCertificate = () => {
+    const tls = config.listen.tls;
+    if (tlsServer === null || tls === null) return;
+    tlsServer.setCertificate(readCertificatePair(tls));
+    logger.info("certificate reloaded", { certFile: tls.certFile, port: tlsServer.addr.port });
+  };
+
 
   let servers;
   try {
     servers = listen(config, gateway);
+    tlsServer = servers.tls;
   } catch (error) {
+    if (error instanceof ConfigError) {
+      // The files changed between the check at start-up and now.
+      logger.flush();
+      console.error(`breakwater: invalid config ${configPath}`);
+      for (const problem of error.problems) console.error(formatProblem(problem));
+      await gateway.close();
+      return 2;
+    }
     if (!(error instanceof ListenError)) throw error;
     logger.flush();
     console.error(error.message);
@@ -262,8 +339,10 @@ async function run(configPath: string, { config, notes }: Loaded, env: Env): Pro
 
   await gateway.ready;
   logger.info("listening", {
-    hostname: servers.public.addr.hostname,
-    port: servers.public.addr.port,
+    hostname: (servers.public ?? servers.tls)?.addr.hostname,
+    // listen.port's bound port, whichever server took it.
+    port: (servers.public ?? servers.tls)?.addr.port,
+    tlsPort: servers.tls?.addr.port ?? null,
     adminHostname: servers.admin.addr.hostname,
     adminPort: servers.admin.addr.port,
     degraded: gateway.breaker.degraded(),
@@ -281,7 +360,7 @@ async function shutdown(
   signal: Deno.Signal,
   config: GatewayConfig,
   gateway: Gateway,
-  servers: { public: Listener; admin: Listener },
+  servers: Servers,
   logger: Logger,
 ): Promise<void> {
   logger.info("shutdown started", { signal, inFlight: gateway.inFlight() });
@@ -300,7 +379,8 @@ async function shutdown(
     await delay(config.shutdown.drainDelayMs);
   }
   const remainingMs = Math.max(0, deadlineAt - Date.now());
-  const finished = await deadline(servers.public.shutdown(), remainingMs).then(
+  const publicShutdown = Promise.all([servers.public?.shutdown(), servers.tls?.shutdown()]);
+  const finished = await deadline(publicShutdown, remainingMs).then(
     () => true,
     (error) => {
       if (error instanceof DeadlineError) return false;
