@@ -30,6 +30,7 @@ import {
   VERSION,
 } from "./cli.ts";
 import { readCgroupLimits } from "./config/cgroup.ts";
+import { resolveWorkerCount } from "./workers/count.ts";
 import { loadConfig, type LoadNotes, readConfigJson } from "./config/load.ts";
 import { ConfigError, formatProblem, type GatewayConfig } from "./config/schema.ts";
 import { createLogger, type Logger } from "./telemetry/access_log.ts";
@@ -306,6 +307,13 @@ async function run(configPath: string, { config, notes }: Loaded, env: Env): Pro
     logger.info("certificate reloaded", { certFile: tls.certFile, port: tlsServer.addr.port });
   };
 
+  const workerCount = resolveWorkerCount(config.workers, notes.cgroup);
+  if (workerCount > 1 && config.listen.tls === null) {
+    return await runWithWorkers(configPath, config, gateway, env, logger, workerCount);
+  }
+  if (workerCount > 1) {
+    logger.warn("workers: the TLS listener runs on the main thread alone", { workers: 1 });
+  }
 
   let servers;
   try {
@@ -354,6 +362,61 @@ async function run(configPath: string, { config, notes }: Loaded, env: Env): Pro
   await shutdown(signal, gateway.config, gateway, servers, logger);
   shutdownSignal.remove();
   return 0;
+}
+
+/**
+ * The instance with several workers (README, "Workers"): the main thread keeps KV, the fleet
+ * breaker, the admin port and reloads; `workers/run.ts` runs the public port in the workers.
+ */
+async function runWithWorkers(
+  configPath: string,
+  config: GatewayConfig,
+  gateway: Gateway,
+  env: Env,
+  logger: Logger,
+  count: number,
+): Promise<number> {
+  const { runWorkers } = await import("./workers/run.ts");
+  const shutdownSignal = nextShutdownSignal();
+  const onHangup = () => {
+    logger.info("reload requested", { signal: "SIGHUP", path: configPath });
+    gateway.reloadConfig().catch((error) =>
+      logger.error("config reload failed", { error: String(error) })
+    );
+  };
+  Deno.addSignalListener("SIGHUP", onHangup);
+  try {
+    return await runWorkers({
+      config,
+      count,
+      gateway,
+      env,
+      logger,
+      shutdownSignal: shutdownSignal.signal,
+      listenAdmin: (handler) => {
+        try {
+          return serveHttp1({
+            hostname: config.admin.hostname,
+            port: config.admin.port,
+            headerTimeoutMs: config.limits.headerTimeoutMs,
+            idleTimeoutMs: config.limits.idleTimeoutMs,
+            bodyIdleTimeoutMs: config.limits.bodyIdleTimeoutMs,
+            maxConnections: config.limits.maxClientConnections,
+          }, handler);
+        } catch (error) {
+          throw new ListenError("admin", config.admin.hostname, config.admin.port, error);
+        }
+      },
+    });
+  } catch (error) {
+    if (!(error instanceof ListenError)) throw error;
+    logger.flush();
+    console.error(error.message);
+    return 1;
+  } finally {
+    Deno.removeSignalListener("SIGHUP", onHangup);
+    shutdownSignal.remove();
+  }
 }
 
 async function shutdown(

@@ -1,0 +1,226 @@
+/**
+ * A gateway process with `"workers": 2`: both workers serve the one public port, the breaker
+ * is one for the instance (a trip reaches both workers at once, one probe per half-open round),
+ * `/metrics` sums the workers, a crashed worker is restarted while the other serves, and
+ * SIGTERM drains both.
+ */
+import assert from "node:assert/strict";
+import { type GatewayProcess, startGatewayProcess } from "../_helpers/gateway.ts";
+import { startUpstream, type TestUpstream } from "../_helpers/upstream.ts";
+import { bounded, closeAll, waitFor, within } from "../_helpers/wait.ts";
+
+/** A fresh connection per request, so the kernel's `SO_REUSEPORT` choice varies. */
+async function getFresh(url: string): Promise<Response> {
+  return await fetch(url, bounded({ headers: { connection: "close" } }));
+}
+
+interface WorkersView {
+  workers: { index: number; listening: boolean; requests: number; restarts: number }[];
+}
+
+async function workersOf(gateway: GatewayProcess): Promise<WorkersView["workers"]> {
+  const response = await fetch(`${gateway.adminUrl}/admin/workers`, bounded());
+  assert.equal(response.status, 200);
+  return ((await response.json()) as WorkersView).workers;
+}
+
+async function breakerOf(gateway: GatewayProcess, service: string) {
+  const response = await fetch(`${gateway.adminUrl}/admin/breakers`, bounded());
+  const body = await response.json() as {
+    services: { service: string; state: string; pool: { max: number } }[];
+  };
+  return body.services.find((each) => each.service === service)!;
+}
+
+function config(
+  upstream: TestUpstream,
+  extra: Record<string, unknown> = {},
+  recoveryTimeoutMs = 1000,
+) {
+  return {
+    workers: 2,
+    services: {
+      api: {
+        prefix: "/api",
+        upstreams: [upstream.origin],
+        breaker: {
+          failureThreshold: 4,
+          recoveryTimeoutMs,
+          maxRecoveryTimeoutMs: recoveryTimeoutMs,
+        },
+      },
+    },
+    ...extra,
+  };
+}
+
+Deno.test("workers 2: both serve the port, one pool split, /metrics sums both, SIGTERM drains", async () => {
+  const upstream = startUpstream(() => new Response("ok"));
+  let gateway: GatewayProcess | null = null;
+  try {
+    gateway = await startGatewayProcess(config(upstream));
+    const listening = gateway.lines.find((line) => line.msg === "listening")!;
+    assert.equal(listening.workers, 2);
+    // Fresh connections until each worker answered some (the kernel hashes each connection).
+    await waitFor(async () => {
+      const response = await getFresh(`${gateway!.url}/api/x`);
+      assert.equal(await response.text(), "ok");
+      const workers = await workersOf(gateway!);
+      return workers.every((worker) => worker.requests > 0);
+    }, { timeoutMs: 10_000, what: "both workers answered requests" });
+    // The pool's 20 slots are split 10 + 10; the admin view sums them.
+    assert.equal((await breakerOf(gateway, "api")).pool.max, 20);
+
+    // Scrapes are live, the per-worker counts come with each worker's stats once a second.
+    let metrics = "";
+    await waitFor(async () => {
+      const workers = await workersOf(gateway!);
+      const total = workers.reduce((sum, worker) => sum + worker.requests, 0);
+      metrics = await (await fetch(`${gateway!.adminUrl}/metrics`, bounded())).text();
+      const served = [...metrics.matchAll(
+        /^http_server_request_duration_seconds_count\{[^}]*service="api"[^}]*\} (\d+)/gm,
+      )].reduce((sum, match) => sum + Number(match[1]), 0);
+      return served === total && total >= 2;
+    }, { timeoutMs: 5000, what: "/metrics counts every worker's requests" });
+    assert.equal(
+      metrics.match(/^# TYPE http_server_request_duration_seconds /gm)?.length,
+      1,
+      "one family, not one per worker",
+    );
+
+    const status = await within(gateway.stop("SIGTERM"), 15_000, "SIGTERM drains and exits");
+    assert.equal(status.code, 0, gateway.stderr());
+    assert.ok(gateway.lines.some((line) => line.msg === "shutdown complete" && line.clean));
+    gateway = null;
+  } finally {
+    await gateway?.stop("SIGKILL");
+    await closeAll({ upstream });
+  }
+});
+
+/** An upstream that fails (503 after `delayMs`) while `failing`, and tracks overlap. */
+function switchableUpstream(delayMs: number) {
+  const state = { failing: true, calls: 0, inFlight: 0, maxInFlight: 0 };
+  const upstream = startUpstream(async () => {
+    state.calls++;
+    state.inFlight++;
+    state.maxInFlight = Math.max(state.maxInFlight, state.inFlight);
+    try {
+      if (!state.failing) return new Response("ok");
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
+      return new Response("down", { status: 503 });
+    } finally {
+      state.inFlight--;
+    }
+  });
+  return { upstream, state };
+}
+
+Deno.test("workers 2: one breaker for the instance (trip reaches both, one probe per round)", async () => {
+  const { upstream, state } = switchableUpstream(50);
+  let gateway: GatewayProcess | null = null;
+  try {
+    gateway = await startGatewayProcess(config(upstream));
+    // Sequential failures on fresh connections, spread over both workers by the kernel.
+    let first503 = -1;
+    for (let i = 0; i < 20; i++) {
+      const response = await getFresh(`${gateway.url}/api/x`);
+      await response.body?.cancel();
+      if (response.headers.get("x-breakwater-error") === "breaker_open") {
+        first503 = i;
+        break;
+      }
+    }
+    assert.ok(first503 >= 0, "the breaker opened");
+    // Two breakers (one per worker) would let 2 x 4 failures through; one lets 4 (a fifth
+    // can only be a request admitted while the trip was being published).
+    assert.ok(state.calls <= 5, `failed calls on the upstream: ${state.calls}`);
+    const callsAtTrip = state.calls;
+
+    // Both workers refuse at once: 30 fresh connections (the kernel hashes each to one of the
+    // two listeners: all on one worker has odds of 2^-29) before the 800-1000 ms probe time.
+    for (let i = 0; i < 30; i++) {
+      const response = await getFresh(`${gateway.url}/api/x`);
+      await response.body?.cancel();
+      assert.equal(response.headers.get("x-breakwater-error"), "breaker_open", `request ${i}`);
+    }
+    assert.equal(state.calls, callsAtTrip, "no worker sent another call");
+
+    // Half-open rounds every 800-1000 ms with the upstream still failing: 8 concurrent
+    // clients for 2.2 s get one probe per round, never two at once.
+    const hammerUntil = Date.now() + 2200;
+    const callsBefore = state.calls;
+    await Promise.all(Array.from({ length: 8 }, async () => {
+      while (Date.now() < hammerUntil) {
+        const response = await getFresh(`${gateway!.url}/api/x`);
+        await response.body?.cancel();
+      }
+    }));
+    const probes = state.calls - callsBefore;
+    assert.equal(state.maxInFlight, 1, "never two probes at once");
+    assert.ok(probes >= 1 && probes <= 4, `probes in 2.2 s of 800-1000 ms rounds: ${probes}`);
+
+    // Healed: the next probe closes the breaker for both workers.
+    state.failing = false;
+    await waitFor(async () => {
+      const response = await getFresh(`${gateway!.url}/api/x`);
+      await response.body?.cancel();
+      return response.status === 200;
+    }, { timeoutMs: 5000, what: "a probe closed the breaker" });
+    await waitFor(async () => (await breakerOf(gateway!, "api")).state === "closed");
+    for (let i = 0; i < 10; i++) {
+      const response = await getFresh(`${gateway.url}/api/x`);
+      assert.equal(response.status, 200, await response.text());
+    }
+    assert.equal((await gateway.stop("SIGTERM")).code, 0, gateway.stderr());
+    gateway = null;
+  } finally {
+    await gateway?.stop("SIGKILL");
+    await closeAll({ upstream });
+  }
+});
+
+Deno.test("workers 2: a crashed worker is restarted while the other serves", async () => {
+  const upstream = startUpstream(() => new Response("ok"));
+  let gateway: GatewayProcess | null = null;
+  try {
+    gateway = await startGatewayProcess(config(upstream), {
+      env: { BREAKWATER_TEST_HOOKS: "1" },
+    });
+    const crash = await fetch(`${gateway.adminUrl}/admin/test/crash-worker/0`, {
+      ...bounded(),
+      method: "POST",
+    });
+    assert.equal(crash.status, 200);
+    let served = 0;
+    let failed = 0;
+    await waitFor(async () => {
+      try {
+        const response = await getFresh(`${gateway!.url}/api/x`);
+        if ((await response.text()) === "ok") served++;
+        else failed++;
+      } catch {
+        failed++; // a connection queued on the crashing worker's listener is reset
+      }
+      const workers = await workersOf(gateway!);
+      return workers[0].restarts === 1 && workers.every((worker) => worker.listening);
+    }, { timeoutMs: 10_000, intervalMs: 0, what: "worker 0 restarted" });
+    const crashed = gateway.lines.find((line) => line.msg === "worker crashed");
+    assert.equal(crashed?.worker, 0);
+    assert.match(String(crashed?.error), /crash requested by a test hook/);
+    assert.ok(served > failed, `served ${served}, failed ${failed} while a worker restarted`);
+    // Both serve again.
+    const before = (await workersOf(gateway)).map((worker) => worker.requests);
+    await waitFor(async () => {
+      const response = await getFresh(`${gateway!.url}/api/x`);
+      assert.equal(await response.text(), "ok");
+      const after = (await workersOf(gateway!)).map((worker) => worker.requests);
+      return after.every((count, index) => count > before[index]);
+    }, { timeoutMs: 10_000, what: "both workers served after the restart" });
+    assert.equal((await gateway.stop("SIGTERM")).code, 0, gateway.stderr());
+    gateway = null;
+  } finally {
+    await gateway?.stop("SIGKILL");
+    await closeAll({ upstream });
+  }
+});
