@@ -147,6 +147,19 @@ export function upstreamTlsFilesFromConfigFile(configPath: string): string[] {
   }
 }
 
+/**
+ * The certificate and key of `listen.tls` (README, "TLS and HTTP/2"), re-read at every reload,
+ * or none when the config has no TLS listener or is not a valid config.
+ */
+export function listenTlsFilesFromConfigFile(configPath: string): string[] {
+  try {
+    const tls = parseConfig(JSON.parse(Deno.readTextFileSync(configPath))).listen.tls;
+    return tls === null ? [] : [tls.certFile, tls.keyFile];
+  } catch {
+    return [];
+  }
+}
+
 /** The arguments after `deno` that run the gateway: `run`, permissions, main module, `args`. */
 export function gatewayArgs(
   options: { denoConfigPath: string; mainModule: string; flags: string[]; args: string[] },
@@ -183,7 +196,10 @@ async function launch(args: string[]): Promise<number> {
         configPath,
         kvPathFromConfigFile(configPath),
         Deno.cwd(),
-        upstreamTlsFilesFromConfigFile(configPath),
+        [
+          ...listenTlsFilesFromConfigFile(configPath),
+          ...upstreamTlsFilesFromConfigFile(configPath),
+        ],
       ),
     );
   } catch (error) {
