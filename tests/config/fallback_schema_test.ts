@@ -196,3 +196,13 @@ Deno.test("fallback: not a defaults key", () => {
   });
   assert.deepEqual(lines, ["defaults.fallback: unknown key"]);
 });
+
+Deno.test("fallback: the README's example is a valid config", async () => {
+  const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
+  const section = readme.slice(readme.indexOf("\n## Fallback while open\n"));
+  const block = /```json\n([\s\S]*?)\n```/.exec(section);
+  assert.ok(block, "the section has a JSON example");
+  const config = parseConfig(JSON.parse(block[1]));
+  assert.deepEqual(config.services.orders.fallback, { service: "orders-cache" });
+  assert.equal((config.services.catalog.fallback as { status: number }).status, 200);
+});

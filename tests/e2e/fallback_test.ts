@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { type GatewayProcess, startGatewayProcess } from "../_helpers/gateway.ts";
 import { startUpstream } from "../_helpers/upstream.ts";
 import { bounded, closeAll, waitFor } from "../_helpers/wait.ts";
+import { attributesOf, startOtlpReceiver } from "../telemetry/_otlp_receiver.ts";
 import { parsePrometheusText, samplesWhere } from "../telemetry/_prom_parser.ts";
 
 const FALLBACK = "x-breakwater-fallback";
@@ -62,10 +63,11 @@ Deno.test("fallback: static and service answers while open, the fallback's own 5
       contentType: request.headers.get("content-type"),
     });
   });
+  const receiver = startOtlpReceiver();
   let gateway: GatewayProcess | null = null;
   try {
     gateway = await startGatewayProcess({
-      telemetry: { prometheus: true },
+      telemetry: { prometheus: true, otlp: { endpoint: receiver.baseUrl, intervalMs: 60_000 } },
       services: {
         catalog: {
           prefix: "/api/catalog",
@@ -90,7 +92,7 @@ Deno.test("fallback: static and service answers while open, the fallback's own 5
           breaker: OPENS_ON_FIRST_FAILURE,
         },
       },
-    });
+    }, { env: { OTEL_BSP_SCHEDULE_DELAY: "50" } });
     const gw = gateway;
 
     await t.step(
@@ -163,6 +165,23 @@ Deno.test("fallback: static and service answers while open, the fallback's own 5
       assert.equal(await fallbackCount(gw, "cache", "service"), 0);
     });
 
+    await t.step("the server span records the fallback", async () => {
+      const fallbackOf = (label: string) =>
+        receiver.spans().find((span) =>
+          span.kind === 2 && attributesOf(span.attributes)["breakwater.fallback"] === label
+        );
+      await receiver.waitUntil(
+        () => fallbackOf("static") !== undefined && fallbackOf("service=cache") !== undefined,
+        5000,
+        "server spans with breakwater.fallback",
+      );
+      const span = attributesOf(fallbackOf("service=cache")!.attributes);
+      // The span is the owning service's; the attempt under it went to the fallback's upstream.
+      assert.equal(span["breakwater.service"], "orders");
+      assert.equal(span["http.route"], "/api/orders");
+      assert.equal(span["http.response.status_code"], 200);
+    });
+
     await t.step("a fallback service whose own breaker is open answers its own 503", async () => {
       cacheFailing = true;
       await untilBreakerOpen(`${gw.url}/cache/direct`);
@@ -181,6 +200,7 @@ Deno.test("fallback: static and service answers while open, the fallback's own 5
       gateway: gateway === null ? null : { close: async () => void await gateway!.stop() },
       down,
       cache,
+      receiver,
     });
   }
 });
