@@ -179,7 +179,11 @@ Deno.test("compose: three gateways on one config, mounted where the image reads 
     assert.equal(gateway.image, "breakwater:0.1.0", name);
     assert.equal(gateway.build.context, "../..", name);
     assert.ok(Deno.statSync(`${COMPOSE}/${gateway.build.context}/Dockerfile`).isFile);
-    assert.deepEqual(gateway.volumes, [`./breakwater.json:${IMAGE_CONFIG_PATH}:ro`], name);
+    assert.deepEqual(
+      gateway.volumes,
+      [`./breakwater.json:${IMAGE_CONFIG_PATH}:ro`, "./tls:/app/data/tls:ro"],
+      name,
+    );
     assert.ok(
       durationMs(gateway.stop_grace_period) > drainMs(config),
       `${name}: stop_grace_period ${gateway.stop_grace_period} <= drain ${drainMs(config)} ms`,
@@ -232,4 +236,57 @@ Deno.test("compose: kv.path is the denokv service with the same token; upstreams
       );
     }
   }
+});
+
+/** `listen.tls` pointing into `folder`, as the examples' comments say to set it. */
+function withTls(config: GatewayConfig, folder: string, cert: string, key: string): string[] {
+  return permissionsFor(IMAGE_CONFIG_PATH, config.kv.path, last(image, "WORKDIR"), [
+    `${folder}/${cert}`,
+    `${folder}/${key}`,
+  ]).read;
+}
+
+/** Whether the image's CMD --allow-read covers `path` (a granted folder covers its files). */
+function imageMayRead(path: string): boolean {
+  const cmd: string[] = JSON.parse(last(image, "CMD"));
+  const granted = cmd.find((word) => word.startsWith("--allow-read="))!.slice(13).split(",");
+  return granted.some((folder) => path === folder || path.startsWith(`${folder}/`));
+}
+
+Deno.test("kubernetes and compose: a certificate folder is mounted where the image may read it", () => {
+  const manifests = k8sManifests();
+  const pod = find(manifests, "Deployment", "breakwater").spec.template.spec;
+  const [container] = pod.containers;
+  const mount = container.volumeMounts.find((m: Manifest) => m.name === "tls");
+  assert.equal(mount.readOnly, true);
+  // A directory mount: a subPath mount never sees a renewed Secret.
+  assert.equal(mount.subPath, undefined);
+  const volume = pod.volumes.find((v: Manifest) => v.name === "tls");
+  // Optional: without the Secret the example still starts (plain HTTP).
+  assert.deepEqual(volume.secret, { secretName: "breakwater-tls", optional: true });
+  // kubernetes.io/tls Secrets hold tls.crt and tls.key.
+  const k8sFiles = withTls(kubernetesConfig(), mount.mountPath, "tls.crt", "tls.key");
+  for (const file of ["tls.crt", "tls.key"]) {
+    assert.ok(k8sFiles.includes(`${mount.mountPath}/${file}`));
+    assert.ok(imageMayRead(`${mount.mountPath}/${file}`), `${mount.mountPath}/${file}`);
+  }
+  assert.ok(container.ports.some((p: Manifest) => p.name === "https"));
+
+  const compose = composeFile();
+  const tlsVolume = (compose.services["gateway-1"].volumes as string[]).find((v) =>
+    v.startsWith("./tls:")
+  );
+  assert.ok(tlsVolume, "compose mounts ./tls");
+  const [, containerDir, mode] = tlsVolume.split(":");
+  assert.equal(mode, "ro");
+  assert.ok(imageMayRead(`${containerDir}/cert.pem`) && imageMayRead(`${containerDir}/key.pem`));
+  // The config line the compose file's comment gives parses.
+  const text = Deno.readTextFileSync(`${COMPOSE}/compose.yaml`);
+  const line = /"tls": (\{.*\})/.exec(text);
+  assert.ok(line, "the comment shows the listen.tls to set");
+  const tls = JSON.parse(line[1]);
+  const composeConfig = JSON.parse(Deno.readTextFileSync(`${COMPOSE}/breakwater.json`));
+  const parsed = parseConfig({ ...composeConfig, listen: { ...composeConfig.listen, tls } });
+  assert.equal(parsed.listen.tls?.certFile, `${containerDir}/cert.pem`);
+  assert.ok(imageMayRead(parsed.listen.tls!.keyFile));
 });
