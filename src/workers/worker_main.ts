@@ -16,6 +16,7 @@ import { createTrafficStats, type TrafficStats } from "../admin/traffic_stats.ts
 import type { BreakerConfig, GatewayConfig } from "../config/schema.ts";
 import { type Http1Server, serveHttp1 } from "../server/http1_server.ts";
 import { createLogger } from "../telemetry/access_log.ts";
+import { createLineWriter } from "../telemetry/line_writer.ts";
 import { createMirrorHub, type MirrorHub } from "./mirror_breaker.ts";
 import {
   type FromWorker,
@@ -37,6 +38,10 @@ let hub: MirrorHub | null = null;
 let testHooks = false;
 let statsTimer: ReturnType<typeof setInterval> | undefined;
 const pendingBreakers: ToWorker[] = [];
+let flushLog: () => void = () => {};
+
+/** Log batches stay under PIPE_BUF even with some multi-byte characters. */
+const LOG_BATCH_CHARS = 3000;
 
 /** Records locally (for nothing: the dashboard is the main thread's) and batches for it. */
 function batchingTraffic(): { stats: TrafficStats; take(): TrafficBatch } {
@@ -76,7 +81,11 @@ function policiesOf(config: GatewayConfig): Record<string, BreakerConfig> {
 
 async function start(message: ToWorker & { type: "start" }): Promise<void> {
   testHooks = message.testHooks;
-  const logger = createLogger();
+  // Several threads write to one stdout: a write(2) of at most PIPE_BUF (4096) bytes to a pipe
+  // is atomic (POSIX), a larger one may be interleaved with another thread's lines.
+  const lines = createLineWriter({ maxBufferedChars: LOG_BATCH_CHARS });
+  flushLog = lines.flush;
+  const logger = createLogger({ write: lines.write });
   hub = createMirrorHub({ post });
   for (const queued of pendingBreakers.splice(0)) handle(queued);
   const traffic = batchingTraffic();
@@ -147,6 +156,7 @@ async function drain(message: ToWorker & { type: "drain" }): Promise<void> {
   clearInterval(statsTimer);
   hub?.close();
   await running.close();
+  flushLog();
   post({ type: "drained", clean });
 }
 
