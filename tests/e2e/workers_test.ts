@@ -224,3 +224,49 @@ Deno.test("workers 2: a crashed worker is restarted while the other serves", asy
     await closeAll({ upstream });
   }
 });
+
+Deno.test("workers 2: SIGHUP reaches every worker; SIGTERM lets both finish their requests", async () => {
+  const fast = startUpstream(() => new Response("fast"));
+  const slow = startUpstream(async () => {
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    return new Response("slow");
+  });
+  let gateway: GatewayProcess | null = null;
+  try {
+    gateway = await startGatewayProcess(config(fast));
+    const cmdline = new TextDecoder().decode(
+      new Deno.Command("cat", { args: [`/proc/${gateway.child.pid}/cmdline`] }).outputSync()
+        .stdout,
+    ).split("\0");
+    const path = cmdline[cmdline.indexOf("--config", 2) + 1];
+    const file = JSON.parse(await Deno.readTextFile(path));
+    file.services.slow = { prefix: "/slow", upstreams: [slow.origin] };
+    await Deno.writeTextFile(path, JSON.stringify(file));
+    gateway.child.kill("SIGHUP");
+    // The main thread's reload, then each worker's.
+    await waitFor(
+      () => gateway!.lines.filter((line) => line.msg === "config reloaded").length === 3,
+      { what: "the main thread and both workers reloaded" },
+    );
+
+    // Ten slow requests on fresh connections (both workers get some), then SIGTERM.
+    const requests = Array.from(
+      { length: 10 },
+      () =>
+        getFresh(`${gateway!.url}/slow/x`).then(async (response) => ({
+          status: response.status,
+          body: await response.text(),
+        })),
+    );
+    await waitFor(() => slow.requests.length === 10, { what: "all ten reached the upstream" });
+    const stopped = gateway.stop("SIGTERM");
+    const answers = await within(Promise.all(requests), 10_000, "the slow requests finished");
+    for (const answer of answers) assert.deepEqual(answer, { status: 200, body: "slow" });
+    assert.equal((await within(stopped, 10_000, "exit")).code, 0, gateway.stderr());
+    assert.ok(gateway.lines.some((line) => line.msg === "shutdown complete" && line.clean));
+    gateway = null;
+  } finally {
+    await gateway?.stop("SIGKILL");
+    await closeAll({ fast, slow });
+  }
+});
