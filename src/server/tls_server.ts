@@ -168,6 +168,8 @@ interface H2Pipe {
 }
 
 const PIPE_BUFFER_BYTES = 64 * 1024;
+/** How long shutdown waits for hyper to close an HTTP/2 connection whose streams finished. */
+const SHUTDOWN_GRACE_MS = 1000;
 
 /**
  * Starts an HTTPS server: HTTP/2 and HTTP/1.1 by ALPN, the gateway's own HTTP/1.1 server behind
@@ -211,6 +213,8 @@ export function serveTls(options: TlsServerOptions, handler: TlsHandler): TlsSer
   const handshaking = new Set<Handshaking>();
   const pipes = new Set<H2Pipe>();
   const byInnerPort = new Map<number, H2Pipe>();
+  /** Completion of every HTTP/2 response in flight (shutdown waits for them). */
+  const streams = new Set<Promise<void>>();
   const acceptLoops: Promise<void>[] = [];
   const emptyWaiters: (() => void)[] = [];
 
@@ -240,7 +244,9 @@ export function serveTls(options: TlsServerOptions, handler: TlsHandler): TlsSer
     if (pipe === undefined) return new Response(null, { status: 421 });
     pipe.active++;
     pipe.used = true;
+    streams.add(info.completed);
     info.completed.finally(() => {
+      streams.delete(info.completed);
       if (--pipe.active === 0) pipe.idleSince = now();
     });
     return handler(request, {
@@ -419,7 +425,19 @@ export function serveTls(options: TlsServerOptions, handler: TlsHandler): TlsSer
       const empty = handshaking.size === 0 && pipes.size === 0
         ? Promise.resolve()
         : new Promise<void>((resolve) => emptyWaiters.push(resolve));
+      // Deno.serve's shutdown settles once handlers returned, with streamed bodies still going:
+      // the pipes stay until every response was written.
       await Promise.all([h1.shutdown(), inner?.shutdown(), ...acceptLoops]);
+      while (streams.size > 0) await Promise.all(streams);
+      // The last bytes may still be on their way through a pipe: hyper closes its side once
+      // they are written (GOAWAY sent, no stream left), which ends the pipe; a pipe still
+      // open after a grace period is closed.
+      let grace: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        empty,
+        new Promise<void>((resolve) => grace = setTimeout(resolve, SHUTDOWN_GRACE_MS)),
+      ]);
+      clearTimeout(grace);
       for (const pipe of [...pipes]) closePipe(pipe);
       await empty;
     },

@@ -473,3 +473,59 @@ Deno.test("tls: a partial head is cut after headerTimeoutMs; a stalled handshake
     }
   });
 });
+
+Deno.test("tls: SIGTERM drains: streaming requests over h2 and http/1.1 finish, then the process exits 0", async () => {
+  await withCa(async (ca, leaf) => {
+    const release = Promise.withResolvers<void>();
+    const upstream = startUpstream(() => {
+      const encoder = new TextEncoder();
+      return new Response(
+        new ReadableStream<Uint8Array>({
+          async start(controller) {
+            controller.enqueue(encoder.encode("first;"));
+            await release.promise;
+            controller.enqueue(encoder.encode("last"));
+            controller.close();
+          },
+        }),
+      );
+    });
+    const gateway = await startGatewayProcess({
+      listen: {
+        hostname: "127.0.0.1",
+        port: 0,
+        tls: { certFile: leaf.certFile, keyFile: leaf.keyFile },
+      },
+      shutdown: { drainDelayMs: 0, timeoutMs: 10_000 },
+      services: { api: { prefix: "/api", upstreams: [upstream.origin] } },
+    });
+    try {
+      const port = tlsPortOf(gateway);
+      const long = ["--http2", "--http1.1"].map((flag) =>
+        curl([flag, "-N", "--cacert", ca.caFile, `https://localhost:${port}/api/long`], 20_000)
+      );
+      await waitFor(() => upstream.requests.length === 2, { what: "both requests upstream" });
+      gateway.child.kill("SIGTERM");
+      await waitFor(() => gateway.lines.some((l) => l.msg === "shutdown started"), {
+        what: "shutdown started",
+      });
+      // New connections are no longer taken while the two finish.
+      await waitFor(async () => {
+        const refused = await curl(["--cacert", ca.caFile, `https://localhost:${port}/api/x`]);
+        return refused.code !== 0;
+      }, { what: "the TLS port closed to new connections" });
+      release.resolve();
+      for (const result of await Promise.all(long)) {
+        assert.equal(result.code, 0, result.stderr);
+        assert.equal(result.stdout, "first;last");
+      }
+      const status = await within(gateway.child.status, 15_000, "exit after the drain");
+      assert.equal(status.code, 0);
+      assert.ok(gateway.lines.some((l) => l.msg === "shutdown complete" && l.clean === true));
+    } finally {
+      release.resolve();
+      await gateway.stop();
+      await upstream.close();
+    }
+  });
+});
