@@ -124,7 +124,7 @@ export const DASHBOARD_SCRIPT = `"use strict";
 
   // Chart geometry in SVG user units: the plot sits right of the y-axis labels, above the
   // x-axis labels. The SVG scales as a whole (text included), so labels stay legible.
-  var CHART = { width: 300, height: 124, left: 34, right: 10, top: 18, bottom: 22 };
+  var CHART = { width: 300, height: 100, left: 34, right: 10, top: 16, bottom: 20 };
 
   function chart(container, caption, unit, legend, label) {
     var figure = el("figure");
@@ -497,8 +497,11 @@ export const DASHBOARD_SCRIPT = `"use strict";
     if (entries.length === 0) {
       if (list.children.length !== 1 || !list.firstChild.classList.contains("empty")) {
         while (list.firstChild) list.firstChild.remove();
-        list.append(el("li", "empty", incidents.audit ? "No transitions or forced changes recorded." : "Loading…"));
+        list.append(el("li", "empty"));
       }
+      setText(list.firstChild, incidents.audit
+        ? "No transitions or forced changes in the fleet's recent timeline."
+        : "Loading…");
       return;
     }
     while (list.children.length > entries.length) list.lastChild.remove();
@@ -590,6 +593,7 @@ export const DASHBOARD_SCRIPT = `"use strict";
   function render(data) {
     var container = byId("services");
     var seen = new Set();
+    var stateChanged = false;
     data.services.forEach(function (service, index) {
       seen.add(service.service);
       var refs = cards.get(service.service);
@@ -601,6 +605,8 @@ export const DASHBOARD_SCRIPT = `"use strict";
       renderCard(refs, service);
       var before = lastStates.get(service.service);
       if (before !== undefined && before !== service.breaker.state) {
+        // A transition has an entry in the fleet's timeline: read it now, not in a few seconds.
+        stateChanged = true;
         announce(service.service + " breaker is now " + stateWord(service.breaker.state) +
           " (was " + stateWord(before) + ")");
       }
@@ -609,6 +615,7 @@ export const DASHBOARD_SCRIPT = `"use strict";
     cards.forEach(function (refs, name) {
       if (!seen.has(name)) { refs.card.remove(); cards.delete(name); lastStates.delete(name); }
     });
+    if (stateChanged) setTimeout(pollIncidents, 0);
 
     var instance = byId("instance");
     instance.dataset.degraded = String(data.degraded);

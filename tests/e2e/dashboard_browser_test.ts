@@ -2,9 +2,12 @@
  * The dashboard in a real browser: Debian's Chromium, headless, driven by playwright-core,
  * against a real gateway (in process, listening on loopback) in front of real upstreams.
  *
- * It watches a breaker open when its upstream starts failing, steers it with "Force close"
- * through the in-page token dialog (a wrong token first, to see the 401 shown), resets it from
- * the keyboard, checks the layout at phone width, and writes screenshots to tests/artifacts/.
+ * It watches a breaker open when its upstream starts failing (tripped by a second gateway
+ * instance on the same KV file, so the fleet panel and the "tripped after N failures by
+ * instance X" line come from KV), steers it with "Force close" through the in-page token dialog
+ * (a wrong token first, to see the 401 shown; a name for the audit timeline), resets it from
+ * the keyboard, checks the charts' axes, the fleet panel (two instances alive, then one
+ * stopped), the layout at phone width, and writes screenshots to tests/artifacts/.
  *
  * Skipped with a message where /usr/bin/chromium is missing (.ci/run installs it via apt).
  */
@@ -13,7 +16,8 @@ import fs from "node:fs";
 // Inline specifier until deno.json maps "playwright-core" (test-only dependency).
 // deno-lint-ignore no-import-prefix
 import type { Browser, Page } from "npm:playwright-core@1.65.1";
-import { createGateway } from "../../src/app.ts";
+import { createGateway, type Gateway } from "../../src/app.ts";
+import type { AuditEntry } from "../../src/breaker/audit.ts";
 import { parseConfig } from "../../src/config/schema.ts";
 import { createLogger } from "../../src/telemetry/mod.ts";
 
@@ -84,6 +88,22 @@ async function waitUntil(page: Page, expression: string, timeoutMs = 10_000): Pr
   }
 }
 
+/** The text of an element inside a service's card. */
+async function cardText(page: Page, service: string, selector: string): Promise<string> {
+  return await page.evaluate<string>(
+    `${cardSelector(service)}?.querySelector(${JSON.stringify(selector)})?.textContent ?? ""`,
+  );
+}
+
+/** The fleet panel's row of an instance, as its cells' text. */
+async function fleetRow(page: Page, instanceId: string): Promise<string[]> {
+  return await page.evaluate<string[]>(
+    `Array.from(document.querySelector(${
+      JSON.stringify(`#fleet-rows tr[data-instance="${instanceId}"]`)
+    })?.children ?? []).map((cell) => cell.textContent)`,
+  );
+}
+
 async function waitForState(page: Page, service: string, state: string): Promise<void> {
   await waitUntil(page, `${cardSelector(service)}?.dataset.state === ${JSON.stringify(state)}`);
 }
@@ -105,30 +125,35 @@ Deno.test({
     );
     const flaky = Deno.serve(
       { hostname: "127.0.0.1", port: 0, onListen: () => {} },
-      () => failing ? new Response("boom", { status: 500 }) : Response.json({ ok: true }),
+      // Only requests to .../fail fail, so the background traffic keeps the charts going
+      // without adding failures of its own to the fleet's count.
+      (request) =>
+        failing && new URL(request.url).pathname.endsWith("/fail")
+          ? new Response("boom", { status: 500 })
+          : Response.json({ ok: true }),
     );
-    const gateway = createGateway(
-      parseConfig({
-        kv: { path: ":memory:" },
-        telemetry: { prometheus: true },
-        services: {
-          users: {
-            prefix: "/api/users",
-            upstreams: [`http://127.0.0.1:${healthy.addr.port}`],
-          },
-          orders: {
-            prefix: "/api/orders",
-            upstreams: [`http://127.0.0.1:${flaky.addr.port}`],
-            breaker: { failureThreshold: 3, recoveryTimeoutMs: 60_000 },
-          },
+    const kvDir = await Deno.makeTempDir({ prefix: "breakwater-dashboard-e2e-" });
+    const config = parseConfig({
+      kv: { path: `${kvDir}/fleet.kv` },
+      telemetry: { prometheus: true },
+      services: {
+        users: {
+          prefix: "/api/users",
+          upstreams: [`http://127.0.0.1:${healthy.addr.port}`],
         },
-      }),
-      {
-        env: { BREAKWATER_ADMIN_TOKEN: TOKEN },
-        logger: createLogger({ level: "off", write: () => {} }),
+        orders: {
+          prefix: "/api/orders",
+          upstreams: [`http://127.0.0.1:${flaky.addr.port}`],
+          breaker: { failureThreshold: 3, recoveryTimeoutMs: 60_000 },
+        },
       },
-    );
-    await gateway.ready;
+    });
+    const logger = createLogger({ level: "off", write: () => {} });
+    const env = { BREAKWATER_ADMIN_TOKEN: TOKEN };
+    // The gateway the browser looks at, and a second instance of the fleet on the same KV file.
+    const gateway = createGateway(config, { env, logger, instanceId: "gw-a" });
+    let second: Gateway | null = createGateway(config, { env, logger, instanceId: "gw-b" });
+    await Promise.all([gateway.ready, second.ready]);
     const publicServer = Deno.serve(
       { hostname: "127.0.0.1", port: 0, onListen: () => {} },
       gateway.app.fetch,
@@ -198,10 +223,94 @@ Deno.test({
         }?.querySelector(".chart .a")?.getAttribute("d") ?? "").includes("L")`,
       );
 
-      // The upstream starts failing: the breaker opens and the page follows without reload.
+      // Charts have axes: a unit, a scale from 0, and time labels in seconds before now.
+      const axes = await page.evaluate<string[]>(
+        `Array.from(${cardSelector("users")}.querySelectorAll("svg.chart")).map((chart) =>
+          Array.from(chart.querySelectorAll("text")).map((t) => t.textContent).join(" "))`,
+      );
+      assert.equal(axes.length, 3);
+      assert.match(axes[0], /^0 \S+ \S+ -120 s -60 s now req\/s$/);
+      assert.match(axes[1], /^0% 50% 100% -120 s -60 s now %$/);
+      assert.match(axes[2], /^0 \S+ \S+ -120 s -60 s now ms$/);
+      assert.match(
+        await page.evaluate<string>(
+          `${cardSelector("users")}.querySelector("svg.chart").getAttribute("aria-label")`,
+        ),
+        /over the last 120 seconds, scale 0 to \d+ req\/s/,
+      );
+      // The fleet panel: both instances alive by heartbeat, this one named as such.
+      await waitUntil(page, `document.querySelectorAll("#fleet-rows tr").length === 2`);
+      assert.deepEqual((await fleetRow(page, "gw-a")).slice(0, 3), [
+        "gw-a (this instance)",
+        "this instance",
+        "shared (fleet breakers in KV)",
+      ]);
+      const other = await fleetRow(page, "gw-b");
+      assert.match(other[1], /^alive, \d+ s ago$/);
+      assert.equal(other[2], "shared");
+      assert.match(await page.locator("#fleet-summary").innerText(), /^2 alive/);
+      // A quiet service's timeline says it is empty (once read), not "Loading…".
+      await waitUntil(
+        page,
+        `${
+          cardSelector("users")
+        }.querySelector(".events").textContent.startsWith("No transitions")`,
+      );
+      // Without a health check, an upstream in rotation says so (and that nothing ejects it).
+      assert.match(
+        await cardText(page, "users", ".upstreams li"),
+        /in rotation.*no health check: not ejected, no failure seen/,
+      );
+
+      // The upstream starts failing: one failure through this instance, the rest through the
+      // other one; the fleet's breaker opens and the page follows without reload.
       failing = true;
-      for (let i = 0; i < 4; i++) await send("/api/orders/fail");
+      assert.equal(await send("/api/orders/fail"), 500);
+      for (let i = 0; i < 3; i++) {
+        const response = await second.app.request("http://gw.test/api/orders/fail");
+        await response.body?.cancel();
+      }
       await waitForState(page, "orders", "open");
+      // This instance's upstream says what happened to it, though nothing took it out.
+      assert.match(
+        await cardText(page, "orders", ".upstreams li"),
+        /no health check: not ejected, last 500 at \d\d:\d\d:\d\d/,
+      );
+      // The window restarts at the trip; the card shows the count that tripped it instead,
+      // and which instance of the fleet did (from the audit timeline in KV).
+      const trip = ((await (await fetch(adminUrl + "/admin/audit?service=orders")).json())
+        .entries as AuditEntry[]).find((entry) => entry.kind === "trip");
+      assert.ok(trip !== undefined, "the trip is in the fleet's timeline");
+      // At least the threshold: a failure of one instance may still be on its way to the other
+      // when that one counts its own last one (see "Overshoot, bounded" in the README).
+      const failures = trip.failures!;
+      assert.ok(failures >= 3 && failures <= 4, `${failures}`);
+      const tripper = trip.instanceId === "gw-a" ? "gw-a (this instance)" : trip.instanceId;
+      await waitUntil(
+        page,
+        `${cardSelector("orders")}.querySelector(".why").textContent.startsWith("Tripped after")`,
+      );
+      assert.match(
+        await cardText(page, "orders", ".why"),
+        new RegExp(
+          `^Tripped after ${failures} failures at \\d\\d:\\d\\d:\\d\\d by instance ${
+            tripper.replace(/[()]/g, "\\$&")
+          }\\.$`,
+        ),
+      );
+      assert.ok(
+        (await cardText(page, "orders", "dl")).includes(
+          `Tripped after${failures} failures (threshold 3)`,
+        ),
+      );
+      assert.match(await cardText(page, "orders", ".events li"), /^\d\d:\d\d:\d\dtripped/);
+      assert.ok((await cardText(page, "orders", ".events")).includes(`after ${failures} failures`));
+      await waitUntil(
+        page,
+        `document.querySelector(${
+          JSON.stringify(`#fleet-rows tr[data-instance="${trip.instanceId}"]`)
+        }).lastChild.textContent === "orders"`,
+      );
       assert.deepEqual(await cardState(page, "orders"), { state: "open", word: "open" });
       const orders = page.locator('article[data-service="orders"]');
       assert.match(await orders.locator("dl").innerText(), /Next probe\s+in \d+/);
@@ -234,6 +343,7 @@ Deno.test({
       assert.match(await page.locator("#error").innerText(), /401 Unauthorized/);
       assert.equal((await cardState(page, "orders")).state, "open");
       await page.locator("#token-input").fill(TOKEN);
+      await page.locator("#token-name").fill("carol");
       await page.locator("#token-input").press("Enter");
       await waitForState(page, "orders", "forced_closed");
       assert.deepEqual(await cardState(page, "orders"), {
@@ -253,6 +363,25 @@ Deno.test({
         TOKEN,
       );
       assert.ok(requested.every((url) => !url.includes(TOKEN)), "token leaked into a URL");
+      // The forced change is in the fleet's timeline with its caller label, and on the card.
+      await waitUntil(
+        page,
+        `${cardSelector("orders")}.querySelector(".events li")?.dataset.kind === "force_close"`,
+      );
+      assert.match(
+        await cardText(page, "orders", ".events li"),
+        /forced closed \(open → forced closed\) by carol, instance gw-a \(this instance\)/,
+      );
+      assert.match(
+        await cardText(page, "orders", ".why"),
+        /^Forced closed by carol at \d\d:\d\d:\d\d through instance gw-a/,
+      );
+      const [forced] = (await (await fetch(adminUrl + "/admin/audit?limit=1")).json()).entries;
+      assert.deepEqual([forced.kind, forced.by, forced.instanceId], [
+        "force_close",
+        "carol",
+        "gw-a",
+      ]);
       // Let a poll land so the screenshot shows the polled state, then take it.
       await page.waitForTimeout(1100);
       await waitForState(page, "orders", "forced_closed");
@@ -272,6 +401,15 @@ Deno.test({
         await page.evaluate(`document.activeElement?.dataset.action`),
         "reset",
       );
+
+      // The other instance stops cleanly: the fleet panel says so (not "silent").
+      await second.close();
+      second = null;
+      await waitUntil(
+        page,
+        `document.querySelector('#fleet-rows tr[data-instance="gw-b"]')?.dataset.status === "stopped"`,
+      );
+      assert.match((await fleetRow(page, "gw-b"))[1], /^stopped at \d\d:\d\d:\d\d$/);
 
       // Phone width: nothing wider than the screen.
       await page.setViewportSize({ width: 375, height: 800 });
@@ -294,9 +432,12 @@ Deno.test({
       await publicServer.shutdown();
       await adminServer.shutdown();
       await gateway.close();
+      await second?.close();
+      await Deno.remove(kvDir, { recursive: true });
       await healthy.shutdown();
       await flaky.shutdown();
     }
-    assert.ok(performance.now() - started < 30_000, "the browser test should stay under 30 s");
+    // The fleet panel's reads come every 3 s (KV), so waiting for them adds a few seconds.
+    assert.ok(performance.now() - started < 40_000, "the browser test should stay under 40 s");
   },
 });
