@@ -189,7 +189,7 @@ export function loadUpstreamTls(
   if (problems.length > 0) throw new ConfigError(problems);
 }
 
-/** A socket's Nagle switch, when it has one (TCP and, in Deno, TLS over TCP). */
+/** Turns Nagle off on a TCP socket (Deno's `TlsConn` has no such switch). */
 function noDelay(conn: Deno.Conn): void {
   try {
     (conn as Partial<Deno.TcpConn>).setNoDelay?.(true);
@@ -202,7 +202,8 @@ function noDelay(conn: Deno.Conn): void {
  * Opens a connection to an upstream origin: TCP for `http:` and `ws:`, TLS for `https:` and
  * `wss:` with the handshake completed (so a certificate that does not verify fails here, not
  * on the first read), ALPN `http/1.1`, SNI and verification against the URL's host, and the
- * client certificate when `tls` has one. Nagle is off (a head and its body go out at once).
+ * client certificate when `tls` has one. Nagle is off, except with a client certificate (see
+ * `open` below), where the HTTP/1.1 client sends a head together with the body bytes at hand.
  *
  * @param origin the upstream origin, e.g. `https://files.internal:8443`
  * @param tls trust and client certificate for TLS origins (ignored for plain ones)
@@ -223,21 +224,12 @@ export async function connectUpstream(
   const secure = url.protocol === "https:" || url.protocol === "wss:";
   const port = url.port === "" ? (secure ? 443 : 80) : Number(url.port);
   const hostname = url.hostname.startsWith("[") ? url.hostname.slice(1, -1) : url.hostname;
-  const connecting: Promise<Deno.Conn> = secure
-    ? Deno.connectTls({
-      hostname,
-      port,
-      caCerts: tls?.caCerts?.length ? tls.caCerts : undefined,
-      alpnProtocols: ["http/1.1"],
-      ...(tls?.cert !== undefined && tls.key !== undefined ? { cert: tls.cert, key: tls.key } : {}),
-    })
-    : Deno.connect({ hostname, port });
+  const connecting = open(hostname, port, secure ? tls ?? {} : null);
   const conn = signal === undefined ? await connecting : await abortable(connecting, signal)
     .catch((error) => {
       connecting.then((late) => closeQuietly(late), () => {});
       throw error;
     });
-  noDelay(conn);
   if (!secure) return conn;
   try {
     const handshake = (conn as Deno.TlsConn).handshake();
@@ -253,6 +245,41 @@ export async function connectUpstream(
     );
   }
   return conn;
+}
+
+/**
+ * A TCP connection with Nagle off, upgraded to TLS when `tls` is given. `Deno.connectTls` has
+ * no way to turn Nagle off (its `TlsConn` has no `setNoDelay`), and with it on, a request
+ * head and the body chunk written after it waited for the upstream's delayed ACK: a streamed
+ * POST over TLS took 44 ms instead of 0.8 ms on loopback. So TLS starts on our own TCP socket
+ * (`Deno.startTls`), except with a client certificate, which only `Deno.connectTls` can present.
+ */
+async function open(
+  hostname: string,
+  port: number,
+  tls: UpstreamTlsOptions | null,
+): Promise<Deno.Conn> {
+  const caCerts = tls?.caCerts?.length ? tls.caCerts : undefined;
+  const alpnProtocols = ["http/1.1"];
+  if (tls !== null && tls.cert !== undefined && tls.key !== undefined) {
+    return await Deno.connectTls({
+      hostname,
+      port,
+      caCerts,
+      alpnProtocols,
+      cert: tls.cert,
+      key: tls.key,
+    });
+  }
+  const tcp = await Deno.connect({ hostname, port });
+  noDelay(tcp);
+  if (tls === null) return tcp;
+  try {
+    return await Deno.startTls(tcp, { hostname, caCerts, alpnProtocols });
+  } catch (error) {
+    closeQuietly(tcp);
+    throw error;
+  }
 }
 
 function closeQuietly(conn: Deno.Conn): void {
