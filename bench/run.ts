@@ -4,9 +4,10 @@
  *
  * The scenarios, in the order they run (`bench/scenarios/*.ts`):
  *
- * 1. `throughput`: wrk at 32 and 128 connections: direct upstream, nginx (keep-alive upstream,
- *    1 worker), a bare Hono + pooled fetch proxy, Breakwater (access log off and on, http1
- *    client), Fastify + @fastify/http-proxy on the machine's Node.
+ * 1. `throughput`: wrk at 32 and 128 connections, then 1 MiB responses: direct upstream, nginx
+ *    (keep-alive upstream, 1 worker), HAProxy (1 thread), a bare Hono + pooled fetch proxy,
+ *    Breakwater (defaults with the access log off and on, fetch client, tracing on, 2 workers
+ *    once supported), Fastify + @fastify/http-proxy on the machine's Node.
  * 2. `bodies`: 100 MiB down and up through Breakwater vs direct (MB/s), peak RSS growth.
  * 3. `profile`: `--cpu-prof` of Breakwater under wrk: where its CPU goes.
  * 4. `micro`: per-request costs, `deno bench --json` over the bench files.
@@ -15,6 +16,8 @@
  * 7. `memory`: peak RSS of a gateway process per upstream client, 100 MiB chunked up and
  *    256 MiB down, cold and warm (nginx as the baseline).
  * 8. `tracing`: CPU per request and req/s with tracing off, on at 100% and sampled out.
+ * 9. `https`: Breakwater terminating TLS vs nginx terminating TLS with the same certificate
+ *    (wrk over TLS, http/1.1), each beside its plain HTTP figure.
  *
  * Flags: `--only NAME[,NAME]` runs a subset (also `BENCH_ONLY`), `--dry-run` lists what would
  * run and starts nothing. Env knobs: BENCH_DURATION_S (wrk seconds per run, default 4),
@@ -37,6 +40,7 @@ import { log, RESULTS_DIR, ROOT, startedAt } from "./lib/settings.ts";
 import { bodies } from "./scenarios/bodies.ts";
 import { fleet } from "./scenarios/fleet.ts";
 import { fleetScale } from "./scenarios/fleet_scale.ts";
+import { https } from "./scenarios/https.ts";
 import { memory } from "./scenarios/memory.ts";
 import { micro } from "./scenarios/micro.ts";
 import { profile } from "./scenarios/profile.ts";
@@ -55,6 +59,7 @@ export const SCENARIOS: readonly Scenario[] = [
   fleetScale,
   memory,
   tracing,
+  https,
 ];
 
 /** What the command line asked for. */

@@ -3,6 +3,7 @@
  * talks to the same server.
  *
  * - `GET /big`: 100 MiB streamed in 64 KiB chunks (download test).
+ * - `GET /mib`: 1 MiB with its `content-length` (large bodies under wrk).
  * - `POST` anything: reads the body, answers `{"bytes": N}` (upload test).
  * - anything else: a ~100-byte JSON.
  *
@@ -20,6 +21,7 @@ const SMALL = JSON.stringify({
 });
 const BIG_BYTES = 100 * 1024 * 1024;
 const CHUNK = new Uint8Array(64 * 1024).fill(120);
+const MIB = new Uint8Array(1024 * 1024).fill(121);
 
 function bigBody(): ReadableStream<Uint8Array> {
   let sent = 0;
@@ -37,6 +39,9 @@ Deno.serve({ hostname: "127.0.0.1", port, onListen: () => {} }, async (request) 
     let bytes = 0;
     if (request.body) { for await (const chunk of request.body) bytes += chunk.length; }
     return Response.json({ bytes });
+  }
+  if (request.url.endsWith("/mib")) {
+    return new Response(MIB, { headers: { "content-type": "application/octet-stream" } });
   }
   if (request.url.endsWith("/big")) {
     return new Response(bigBody(), {

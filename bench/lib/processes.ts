@@ -95,6 +95,8 @@ export interface Tools {
   wrk: boolean;
   /** nginx: the throughput baseline. */
   nginx: boolean;
+  /** HAProxy: the other C peer. */
+  haproxy: boolean;
   /** curl: the 100 MiB bodies. */
   curl: boolean;
   /** node and npm: the Fastify peer. */
@@ -104,7 +106,7 @@ export interface Tools {
 }
 
 /**
- * Finds wrk, nginx and curl, installing the missing ones with apt-get when running as root;
+ * Finds wrk, nginx, HAProxy and curl, installing the missing ones with apt-get when running as root;
  * otherwise notes the `apt-get install` line (those parts are skipped).
  */
 export async function ensureTools(): Promise<Tools> {
@@ -112,6 +114,7 @@ export async function ensureTools(): Promise<Tools> {
   const missing = [];
   if (!(await has("wrk"))) missing.push("wrk");
   if (!(await has("nginx"))) missing.push("nginx");
+  if (!(await has("haproxy"))) missing.push("haproxy");
   if (!(await has("curl"))) missing.push("curl");
   if (missing.length > 0) {
     if (Deno.uid() === 0) {
@@ -128,6 +131,7 @@ export async function ensureTools(): Promise<Tools> {
   return {
     wrk: await has("wrk"),
     nginx: await has("nginx"),
+    haproxy: await has("haproxy"),
     curl: await has("curl"),
     node: await has("node") && await has("npm"),
     notes,

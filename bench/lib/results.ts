@@ -88,6 +88,11 @@ export interface KvWriteCheck {
   requests: number;
   /** Growth of the `-wal` file in bytes (SQLite appends every commit to it). */
   walBytes: number;
+  /**
+   * Growth of the same file over as long with no traffic (the instance's heartbeat and other
+   * timed writes), measured once before the runs; NaN when not measured.
+   */
+  idleWalBytes?: number;
   /** True when the database or its WAL was modified during the run. */
   changed: boolean;
 }
@@ -136,6 +141,8 @@ export interface TracingRow {
 export interface Results {
   /** Throughput and latency rows. */
   throughput: ThroughputRow[];
+  /** 1 MiB responses under wrk: one row per target (`connections` is wrk's). */
+  mibBodies: ThroughputRow[];
   /** Large-body rows. */
   bodies: BodyRow[];
   /** CPU profile summary. */
@@ -160,6 +167,7 @@ export interface Results {
 export function emptyResults(notes: string[] = []): Results {
   return {
     throughput: [],
+    mibBodies: [],
     bodies: [],
     profile: [],
     micro: [],

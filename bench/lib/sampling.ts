@@ -25,6 +25,19 @@ export async function cpuSeconds(pid: number): Promise<number> {
   return ticks / 100;
 }
 
+/** Resident memory of a process and its children (nginx's and HAProxy's workers), KiB. */
+export async function rssKiB(pid: number): Promise<number> {
+  const children = await run("pgrep", ["-P", String(pid)]);
+  let total = 0;
+  for (const each of [String(pid), ...decoder.decode(children.stdout).split("\n")]) {
+    if (!each.trim()) continue;
+    try {
+      total += procStatusKiB(Number(each), "VmRSS");
+    } catch { /* exited */ }
+  }
+  return total;
+}
+
 /** A `kB` field of /proc/PID/status (`VmRSS`, `VmHWM`), in KiB; NaN when absent. */
 export function procStatusKiB(pid: number, field: string): number {
   const status = Deno.readTextFileSync(`/proc/${pid}/status`);

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { type BenchUpstream, startBenchUpstream, startLineup } from "./lineup.ts";
+import { type BenchUpstream, LINEUP_SINK, startBenchUpstream, startLineup } from "./lineup.ts";
 import { running, type Tools } from "./processes.ts";
 import type { Results } from "./results.ts";
 import { log } from "./settings.ts";
@@ -77,7 +77,7 @@ export function sharedProcesses(dir: string, tools: Tools, notes: string[]): Sha
 async function stopProxies(targets: Target[], upstream: BenchUpstream): Promise<void> {
   const pids = new Set(targets.map((target) => target.pid));
   for (const proc of [...running]) {
-    if (proc === upstream.proc || !pids.has(proc.pid)) continue;
+    if (proc === upstream.proc || (!pids.has(proc.pid) && proc.name !== LINEUP_SINK)) continue;
     await proc.stop();
     if (Deno.env.get("BENCH_DEBUG")) {
       const alive = await fetch(`${upstream.url}/item`).then((r) => r.text()).catch((e) =>

@@ -56,6 +56,8 @@ export interface GatewayOptions {
   kvSyncMs?: number;
   /** Flags for \`deno run\` (\`--cpu-prof\`). */
   denoFlags?: string[];
+  /** More top-level config keys (\`workers\`). */
+  extra?: Record<string, unknown>;
 }
 
 /** Writes a config and starts `src/main.ts` on free ports (does not wait for it to listen). */
@@ -76,6 +78,7 @@ export async function startGateway(
       telemetry: { prometheus: true },
       limits: { maxBodyBytes: 200 * 1024 * 1024, maxConnections: 10_000 },
       services: options.services,
+      ...options.extra,
     }),
   );
   const proc = spawn(options.name, gatewayArgs(options.dir, configPath, options.denoFlags), {
@@ -136,6 +139,38 @@ http {
     "daemon off;",
   ], { logPath: `${prefix}/stdout.log` });
   return { name: "nginx", url: `http://127.0.0.1:${port}`, pid: proc.pid };
+}
+
+/**
+ * HAProxy with one thread (`nbthread 1`, as nginx has one worker) and keep-alive to the
+ * upstream (`http-reuse always`), in the foreground (`-db`).
+ */
+export async function startHaproxy(dir: string, upstreamPort: number): Promise<Target> {
+  const port = freePort();
+  const conf = `${dir}/haproxy.cfg`;
+  await Deno.writeTextFile(
+    conf,
+    `global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  option http-keep-alive
+  http-reuse always
+frontend bench
+  bind 127.0.0.1:${port}
+  default_backend upstream
+backend upstream
+  server u1 127.0.0.1:${upstreamPort} maxconn 256
+`,
+  );
+  const proc = spawn("haproxy", ["haproxy", "-db", "-f", conf], {
+    logPath: `${dir}/haproxy.log`,
+  });
+  return { name: "HAProxy", url: `http://127.0.0.1:${port}`, pid: proc.pid };
 }
 
 /**

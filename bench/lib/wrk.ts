@@ -5,7 +5,7 @@
  * @module
  */
 import { run } from "./processes.ts";
-import { cpuSeconds, machineTicks } from "./sampling.ts";
+import { cpuSeconds, machineTicks, rssKiB } from "./sampling.ts";
 import { decoder, RESULTS_DIR } from "./settings.ts";
 
 /** What one wrk run measured. */
@@ -24,6 +24,8 @@ export interface WrkResult {
   cpuUsPerRequest: number;
   /** Share of the machine's CPU used during the run by processes outside the test. */
   foreignCpuShare: number;
+  /** The proxy's resident memory (with its children) right after the run, MiB (NaN without). */
+  rssMiB: number;
 }
 
 /** wrk's `12.5us` / `3.2ms` / `1.1s` / `2m` as milliseconds; NaN when unreadable. */
@@ -73,6 +75,7 @@ export async function wrk(
   const ticksAfter = machineTicks();
   const cpuAfter = await cpuOf(proxyPids);
   const otherAfter = await cpuOf(otherPids);
+  const rssMiB = proxyPid === null ? NaN : await rssKiB(proxyPid) / 1024;
   const text = decoder.decode(output.stdout);
   const shStat = text.trim().split("\n").at(-1) ?? "";
   const shFields = shStat.slice(shStat.lastIndexOf(")") + 2).split(" ");
@@ -93,6 +96,7 @@ export async function wrk(
       (machineSeconds - (cpuAfter - cpuBefore) - (otherAfter - otherBefore) - wrkSeconds) /
         capacitySeconds,
     ),
+    rssMiB,
   };
   if (![result.p50Ms, result.p99Ms, result.rps].every(Number.isFinite)) {
     await Deno.writeTextFile(`${RESULTS_DIR}/wrk-unparsed.log`, `${url}\n${text}\n`, {

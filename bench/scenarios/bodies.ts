@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { isDirect } from "../lib/lineup.ts";
+import { BREAKWATER_ROWS, isDirect } from "../lib/lineup.ts";
 import { run as runCommand } from "../lib/processes.ts";
 import type { BodyRow } from "../lib/results.ts";
 import { procStatusKiB, resetPeak } from "../lib/sampling.ts";
@@ -68,10 +68,12 @@ async function run(context: BenchContext): Promise<void> {
   file.close();
   const bodyTargets = targets.filter((target) =>
     isDirect(target, upstream) || target.name.startsWith("bare") ||
-    target.name.includes("access log off") || target.name === "nginx"
+    target.name === BREAKWATER_ROWS.defaults || target.name === BREAKWATER_ROWS.fetch ||
+    target.name === "nginx" || target.name === "HAProxy"
   );
   for (const target of bodyTargets) {
-    const noRss = isDirect(target, upstream) || target.name === "nginx";
+    const noRss = isDirect(target, upstream) || target.name === "nginx" ||
+      target.name === "HAProxy";
     results.bodies.push(await measureBodies(target, dir, noRss));
     log(`bodies ${target.name}: ${JSON.stringify(results.bodies.at(-1))}`);
   }

@@ -56,17 +56,18 @@ Deno.serve({ hostname: "127.0.0.1", port: ${port}, onListen() {} }, async (reque
 }
 
 /** The running sink. */
-interface OtlpSink {
+export interface OtlpSink {
   proc: Proc;
   url: string;
   /** Exports and bytes received so far. */
   count(): Promise<{ exports: number; bytes: number }>;
 }
 
-async function startSink(dir: string): Promise<OtlpSink> {
+/** Starts the OTLP sink process (named `name`) and waits until it answers. */
+export async function startSink(dir: string, name = "otlp-sink"): Promise<OtlpSink> {
   const port = freePort();
-  const proc = spawn("otlp-sink", [Deno.execPath(), "eval", sinkSource(port)], {
-    logPath: `${dir}/otlp-sink.log`,
+  const proc = spawn(name, [Deno.execPath(), "eval", sinkSource(port)], {
+    logPath: `${dir}/${name}.log`,
   });
   const url = `http://127.0.0.1:${port}`;
   await waitHttp(`${url}/count`);
