@@ -78,6 +78,7 @@ import {
   createHeartbeatState,
   describeFleet,
   type FleetSnapshot,
+  heartbeatDue,
   type HeartbeatState,
   markStopped,
   noteDegraded,
@@ -400,7 +401,10 @@ export function createFleetBreaker(options: FleetBreakerOptions): FleetBreaker {
       // Where watch is shared, pulses arrive by watch and each starts its own read.
       if (!options.watchIsShared) await readHotWindows(fleet);
       await exchangeBusy(fleet);
-      await session.callKv((kv) => beat(fleet.heartbeat, kv, now(), random));
+      // Checked here so that a re-sync every 10 ms in an outage costs no KV call for it.
+      if (heartbeatDue(fleet.heartbeat, now())) {
+        await session.callKv((kv) => beat(fleet.heartbeat, kv, now(), random));
+      }
       if (companion !== undefined) await companion.sync(access);
     },
   });

@@ -157,6 +157,11 @@ function heartbeatOf(state: HeartbeatState, atMs: number, stoppedAtMs: number | 
   };
 }
 
+/** True when a heartbeat is due (at most one per period). */
+export function heartbeatDue(state: HeartbeatState, atMs: number): boolean {
+  return atMs >= state.nextAtMs;
+}
+
 /**
  * Writes the heartbeat when one is due (at most one per period). `random` jitters the retry of
  * a locked SQLite file.
