@@ -8,6 +8,7 @@ import { buildService } from "../../src/gateway/build_service.ts";
 import { createStatusViews } from "../../src/gateway/status.ts";
 import { createUpstreamFailures } from "../../src/gateway/upstream_failures.ts";
 import type { UpstreamClient } from "../../src/proxy/upstream_client.ts";
+import { waitFor } from "../_helpers/wait.ts";
 
 const client: UpstreamClient = {
   send: () => Promise.reject(new Error("not in this test")),
@@ -39,7 +40,7 @@ Deno.test("upstream failures: the latest one, in a row until a success, aborts i
   });
 });
 
-Deno.test("upstream states: in rotation without checks, ejected until a time, failing checks named", async () => {
+Deno.test("upstream states: in rotation without checks, ejected until a time", async () => {
   const config = parseConfig({
     services: {
       plain: { prefix: "/p", upstreams: ["http://127.0.0.1:1"] },
@@ -82,5 +83,38 @@ Deno.test("upstream states: in rotation without checks, ejected until a time, fa
     assert.equal(other.lastFailure, null);
   } finally {
     await Promise.all(services.map((service) => service.close()));
+  }
+});
+
+Deno.test("upstream states: an upstream failing its health check is out, and says so", async () => {
+  const config = parseConfig({
+    services: {
+      checked: {
+        prefix: "/c",
+        upstreams: ["http://127.0.0.1:4"],
+        healthCheck: { path: "/health", intervalMs: 20, unhealthyThreshold: 1 },
+      },
+    },
+  });
+  // The probe's answer: a 503 from the health path.
+  const sick: UpstreamClient = {
+    send: () => Promise.resolve(new Response(null, { status: 503 })),
+    close() {},
+  };
+  const [service] = Object.values(config.services).map((s) =>
+    buildService(s, { client: sick, now: () => performance.now() })
+  );
+  try {
+    const views = createStatusViews([service]);
+    await waitFor(() => views.upstreamStates().checked[0].rotation === "failing_health_check", {
+      what: "the health check to fail",
+    });
+    const [state] = views.upstreamStates().checked;
+    assert.equal(state.available, false);
+    assert.equal(state.healthy, false);
+    assert.equal(state.healthCheckPath, "/health");
+    assert.equal(state.ejectedUntilMs, null);
+  } finally {
+    await service.close();
   }
 });
