@@ -37,7 +37,7 @@ COPY --from=deps /build/deno.json /build/deno.lock ./
 RUN deno install --frozen
 COPY src ./src
 # Caches the entry point's module graph (nothing left to download), so start-up fetches nothing.
-RUN deno install --frozen --entrypoint src/main.ts
+RUN deno install --frozen --entrypoint src/main.ts src/workers/worker_main.ts
 COPY breakwater.json ./breakwater.json
 
 # The KV file lives in /app/data (mount a volume there, or point kv.path at a KV Connect URL to
@@ -62,7 +62,9 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
 
 # Explicit permissions, never -A: the ones `deno task start` derives for this config (the
 # config file, the KV folder, cgroup limits, /proc/self). Run directly rather than through
-# src/launch.ts: one process fewer, and the paths are fixed in this image.
+# src/launch.ts: one process fewer, and the paths are fixed in this image. A config with
+# "workers" above 1 also needs /app/src,/app/deno.json here (workers load the gateway's own
+# code after start-up; README, "Workers").
 CMD ["run", "--frozen", "--cached-only", "--no-prompt", \
      "--allow-net", "--allow-env", "--allow-sys", \
      "--allow-read=/app/breakwater.json,/app/data,/sys/fs/cgroup,/proc/self", \

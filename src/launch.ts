@@ -160,6 +160,23 @@ export function listenTlsFilesFromConfigFile(configPath: string): string[] {
   }
 }
 
+/**
+ * The gateway's own code (its `src/` folder and `deno.json`, read only) when the config runs
+ * more than one worker (README, "Workers"): Deno checks read access for the modules a worker
+ * loads, unlike the main module's graph. None for `"workers": 1` or an unreadable config.
+ */
+export function workerCodeFromConfigFile(configPath: string): string[] {
+  try {
+    if (parseConfig(JSON.parse(Deno.readTextFileSync(configPath))).workers === 1) return [];
+  } catch {
+    return [];
+  }
+  return [
+    decodeURIComponent(new URL(".", import.meta.url).pathname).replace(/\/$/, ""),
+    decodeURIComponent(new URL("../deno.json", import.meta.url).pathname),
+  ];
+}
+
 /** The arguments after `deno` that run the gateway: `run`, permissions, main module, `args`. */
 export function gatewayArgs(
   options: { denoConfigPath: string; mainModule: string; flags: string[]; args: string[] },
@@ -199,6 +216,7 @@ async function launch(args: string[]): Promise<number> {
         [
           ...listenTlsFilesFromConfigFile(configPath),
           ...upstreamTlsFilesFromConfigFile(configPath),
+          ...workerCodeFromConfigFile(configPath),
         ],
       ),
     );

@@ -22,6 +22,15 @@ export const WORKER_METRICS_TIMEOUT_MS = 1000;
 /** How often the config in force is compared with the one the workers run (reloads). */
 const CONFIG_CHECK_MS = 50;
 
+/** A worker's start-up error, with the flag to add when it is a missing read permission. */
+function explainStartError(error: string): string {
+  const denied = /Requires read access to "([^"]+)"/.exec(error);
+  if (denied === null) return `a worker failed to start: ${error}`;
+  const code = decodeURIComponent(new URL("..", import.meta.url).pathname).replace(/\/$/, "");
+  return `a worker could not read ${denied[1]}: workers load the gateway's code after start-up; ` +
+    `add --allow-read=${code},${code.replace(/\/src$/, "")}/deno.json (deno task start does)`;
+}
+
 /** Options of {@link runWorkers}. */
 export interface RunWorkersOptions {
   /** The config in force at start-up. */
@@ -88,7 +97,12 @@ export async function runWorkers(options: RunWorkersOptions): Promise<number> {
         return;
       case "start-failed":
         logger.error("worker could not start", { worker: index, error: message.message });
-        if (!started) startFailed(message.message);
+        if (!started) {
+          startFailed(
+            `cannot listen on ${config.listen.hostname}:${config.listen.port} (public): ` +
+              message.message,
+          );
+        }
         return;
       case "stats": {
         const { services, records } = message.traffic;
@@ -128,7 +142,10 @@ export async function runWorkers(options: RunWorkersOptions): Promise<number> {
       testHooks,
     }),
     onMessage,
-    onGone: (index) => {
+    onGone: (index, error) => {
+      // A worker that dies before the instance first listened will not do better on a retry
+      // (a missing permission, a module that does not load): start-up fails.
+      if (!started && error !== undefined) startFailed(explainStartError(error));
       const status = statuses[index];
       if (status.listening && started) status.restarts++;
       status.listening = false;
@@ -226,9 +243,7 @@ export async function runWorkers(options: RunWorkersOptions): Promise<number> {
   ]);
   if (first !== null && first !== "shutdown") {
     logger.flush();
-    console.error(
-      `breakwater: cannot listen on ${config.listen.hostname}:${config.listen.port} (public): ${first}`,
-    );
+    console.error(`breakwater: ${first}`);
     await admin.shutdown();
     await stopAll();
     return 1;

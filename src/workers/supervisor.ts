@@ -23,8 +23,8 @@ export interface SupervisorOptions {
   startMessage: (index: number) => ToWorker & { type: "start" };
   /** Every message from a worker. */
   onMessage: (index: number, message: FromWorker) => void;
-  /** Called when worker `index` is gone (crashed, or terminated). */
-  onGone: (index: number) => void;
+  /** Called when worker `index` is gone: crashed (with its error), or terminated (none). */
+  onGone: (index: number, error?: string) => void;
   logger: Logger;
   /** The worker module (default `worker_main.ts` beside this file). */
   moduleUrl?: string;
@@ -84,7 +84,7 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
       if (slot.worker !== worker) return;
       worker.terminate();
       slot.worker = null;
-      options.onGone(index);
+      options.onGone(index, String(error));
       const livedMs = Date.now() - slot.startedAtMs;
       slot.crashesInRow = livedMs >= STABLE_AFTER_MS ? 1 : slot.crashesInRow + 1;
       const restartInMs = Math.min(RESTART_MAX_MS, RESTART_BASE_MS * 2 ** (slot.crashesInRow - 1));

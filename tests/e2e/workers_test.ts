@@ -5,7 +5,11 @@
  * SIGTERM drains both.
  */
 import assert from "node:assert/strict";
-import { type GatewayProcess, startGatewayProcess } from "../_helpers/gateway.ts";
+import {
+  type GatewayProcess,
+  runGatewayExpectingExit,
+  startGatewayProcess,
+} from "../_helpers/gateway.ts";
 import { startUpstream, type TestUpstream } from "../_helpers/upstream.ts";
 import { bounded, closeAll, waitFor, within } from "../_helpers/wait.ts";
 
@@ -268,5 +272,30 @@ Deno.test("workers 2: SIGHUP reaches every worker; SIGTERM lets both finish thei
   } finally {
     await gateway?.stop("SIGKILL");
     await closeAll({ fast, slow });
+  }
+});
+
+Deno.test("workers 2: a public port taken by another program stops start-up, exit 1", async () => {
+  // Not SO_REUSEPORT: the kernel refuses the workers' sockets on it.
+  const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    const result = await within(
+      runGatewayExpectingExit(JSON.stringify({
+        workers: 2,
+        listen: { hostname: "127.0.0.1", port: taken.addr.port },
+        admin: { hostname: "127.0.0.1", port: 0 },
+        kv: { path: ":memory:" },
+        services: { api: { prefix: "/api", upstreams: ["http://127.0.0.1:9"] } },
+      })),
+      20_000,
+      "the gateway exits",
+    );
+    assert.equal(result.code, 1, result.stderr);
+    assert.match(
+      result.stderr,
+      new RegExp(`cannot listen on 127\\.0\\.0\\.1:${taken.addr.port} \\(public\\): the address`),
+    );
+  } finally {
+    taken.close();
   }
 });

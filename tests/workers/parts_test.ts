@@ -1,6 +1,7 @@
 /** The workers' pure parts: the count for "auto", the limit shares, the metrics merge. */
 import assert from "node:assert/strict";
 import { parseConfig } from "../../src/config/schema.ts";
+import { workerCodeFromConfigFile } from "../../src/launch.ts";
 import { resolveWorkerCount } from "../../src/workers/count.ts";
 import { mergeExpositions, parseExposition } from "../../src/workers/metrics_merge.ts";
 import { shareOf, workerShare } from "../../src/workers/share.ts";
@@ -92,4 +93,28 @@ Deno.test("workers: /metrics sums the request path's series over workers, the re
     merged,
     /^http_server_request_duration_seconds_bucket\{service="a",le="\+Inf"\} 8$/m,
   );
+});
+
+Deno.test("workers: the launcher grants the gateway's code only to a config with workers", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "breakwater-workers-" });
+  try {
+    const services = { a: { prefix: "/a", upstreams: ["http://127.0.0.1:1"] } };
+    const write = async (config: unknown) => {
+      await Deno.writeTextFile(`${dir}/c.json`, JSON.stringify(config));
+      return workerCodeFromConfigFile(`${dir}/c.json`);
+    };
+    assert.deepEqual(await write({ services }), []);
+    const granted = await write({ services, workers: "auto" });
+    assert.equal(granted.length, 2);
+    assert.ok(granted[0].endsWith("/src"), granted[0]);
+    assert.ok(granted[1].endsWith("/deno.json"), granted[1]);
+    assert.ok(Deno.statSync(`${granted[0]}/workers/worker_main.ts`).isFile);
+    assert.deepEqual(
+      await write({ services, workers: "many" }),
+      [],
+      "invalid: the gateway says so",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
