@@ -18,7 +18,7 @@
  */
 import assert from "node:assert/strict";
 import { makeUpstreamCerts, startMtlsUpstream } from "../proxy/_upstream_tls_certs.ts";
-import { LAUNCHER, runDeno, spawnDeno, taskFlags } from "../cli/_run.ts";
+import { LAUNCHER, MAIN, runDeno, spawnDeno, taskFlags } from "../cli/_run.ts";
 import { readRequestHead, sendRaw, startRawUpstream } from "../_helpers/upstream.ts";
 import { bounded, closeAll, waitFor, within } from "../_helpers/wait.ts";
 
@@ -267,8 +267,8 @@ Deno.test("start-up refuses tls files it cannot use: exit 2, the field named", a
   const certs = await makeUpstreamCerts();
   const configDir = await Deno.makeTempDir({ prefix: "breakwater-upstream-tls-e2e-" });
   try {
-    const run = async (tls: Record<string, string>) => {
-      const configPath = `${configDir}/gateway.json`;
+    const configPath = `${configDir}/gateway.json`;
+    const run = async (tls: Record<string, string>, directFlags?: string[]) => {
       await Deno.writeTextFile(
         configPath,
         JSON.stringify({
@@ -278,6 +278,10 @@ Deno.test("start-up refuses tls files it cannot use: exit 2, the field named", a
           services: { files: { prefix: "/f", upstreams: ["https://127.0.0.1:9"], tls } },
         }),
       );
+      // Directly (not through the launcher): with exactly the permission flags given.
+      if (directFlags !== undefined) {
+        return await runDeno(["run", "--no-prompt", ...directFlags, MAIN, "--config", configPath]);
+      }
       return await runDeno(["run", ...START_FLAGS, LAUNCHER, "--config", configPath]);
     };
     const missing = await run({ caFile: `${certs.dir}/nope.pem` });
@@ -291,6 +295,21 @@ Deno.test("start-up refuses tls files it cannot use: exit 2, the field named", a
     assert.match(
       mismatch.stderr,
       /services\.files\.tls\.keyFile: is not the private key of the first certificate/,
+    );
+    const notPem = await run({ caFile: certs.clientKeyFile });
+    assert.equal(notPem.code, 2, notPem.stderr);
+    assert.match(notPem.stderr, /services\.files\.tls\.caFile: holds no PEM certificate/);
+    // Unreadable: the gateway run without read access to the file.
+    const refused = await run({ caFile: certs.caFile }, [
+      "--allow-net",
+      "--allow-env",
+      "--allow-sys",
+      `--allow-read=${configPath},/sys/fs/cgroup,/proc/self`,
+    ]);
+    assert.equal(refused.code, 2, refused.stderr);
+    assert.match(
+      refused.stderr,
+      /services\.files\.tls\.caFile: cannot read .*ca\.pem: read not permitted \(grant it with --allow-read/,
     );
   } finally {
     await Deno.remove(configDir, { recursive: true });
