@@ -97,7 +97,7 @@ async function steps(t: Deno.TestContext): Promise<void> {
     assert.ok(!JSON.stringify({ material }).includes("PRIVATE KEY"));
   });
 
-  await t.step("readUpstreamTls names the field of each problem", () => {
+  await t.step("readUpstreamTls names the field of each problem", async () => {
     const problems = (tls: Parameters<typeof readUpstreamTls>[0]) => {
       try {
         readUpstreamTls(tls, "services.s.tls");
@@ -122,6 +122,23 @@ async function steps(t: Deno.TestContext): Promise<void> {
     assert.deepEqual(
       problems({ caFile: null, certFile: certs.clientCertFile, keyFile: certs.serverKeyFile }),
       ["services.s.tls.keyFile: is not the private key of the first certificate in tls.certFile"],
+    );
+    const encrypted = `${certs.dir}/encrypted.key`;
+    const made = new Deno.Command("openssl", {
+      args: ["pkcs8", "-topk8", "-v2", "aes-256-cbc", "-passout", "pass:secret"],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "null",
+    }).spawn();
+    const writer = made.stdin.getWriter();
+    await writer.write(new TextEncoder().encode(certs.clientKey));
+    await writer.close();
+    const output = await made.output();
+    assert.ok(output.success, "openssl pkcs8 failed");
+    Deno.writeFileSync(encrypted, output.stdout);
+    assert.deepEqual(
+      problems({ caFile: null, certFile: certs.clientCertFile, keyFile: encrypted }),
+      ["services.s.tls.keyFile: is encrypted (a passphrase is not supported)"],
     );
   });
 
