@@ -55,17 +55,21 @@ export function createWorkersAdminApp(options: WorkersAdminOptions): Hono {
     headers.delete("content-length");
     return new Response(text, { status: own.status, headers });
   });
-  app.get("/admin/breakers", async (c) => {
-    const own = await options.mainApp.fetch(c.req.raw);
+  // The main thread's pools serve no traffic: the workers' pools, summed, stand in for them.
+  const withWorkerPools = async (request: Request): Promise<Response> => {
+    const own = await options.mainApp.fetch(request);
     if (!own.ok) return own;
-    const body = await own.json() as { services?: { service: string; pool?: PoolUsage }[] };
+    const body = await own.json() as { services?: { service: string; pool?: unknown }[] };
     const pools = options.pools();
     for (const service of body.services ?? []) {
       if (pools[service.service] !== undefined) service.pool = pools[service.service];
     }
-    c.header("cache-control", "no-store");
-    return c.json(body);
-  });
+    const headers = new Headers(own.headers);
+    headers.delete("content-length");
+    return new Response(JSON.stringify(body), { status: own.status, headers });
+  };
+  app.get("/admin/breakers", (c) => withWorkerPools(c.req.raw));
+  app.get("/admin/dashboard.json", (c) => withWorkerPools(c.req.raw));
   app.get("/admin/workers", (c) => {
     c.header("cache-control", "no-store");
     return c.json({ workers: options.workers() });

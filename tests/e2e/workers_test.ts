@@ -92,6 +92,19 @@ Deno.test("workers 2: both serve the port, one pool split, /metrics sums both, S
       "one family, not one per worker",
     );
 
+    // The dashboard: every worker's traffic (sent once a second), the pools summed.
+    await waitFor(async () => {
+      const response = await fetch(`${gateway!.adminUrl}/admin/dashboard.json`, bounded());
+      const body = await response.json() as {
+        services: { service: string; pool: { max: number }; traffic: { requests: number[] } }[];
+      };
+      const api = body.services.find((service) => service.service === "api")!;
+      assert.equal(api.pool.max, 20);
+      const shown = api.traffic.requests.reduce((sum, count) => sum + count, 0);
+      const total = (await workersOf(gateway!)).reduce((sum, worker) => sum + worker.requests, 0);
+      return shown === total;
+    }, { timeoutMs: 5000, what: "the dashboard shows both workers' requests" });
+
     const status = await within(gateway.stop("SIGTERM"), 15_000, "SIGTERM drains and exits");
     assert.equal(status.code, 0, gateway.stderr());
     assert.ok(gateway.lines.some((line) => line.msg === "shutdown complete" && line.clean));
