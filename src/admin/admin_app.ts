@@ -49,10 +49,12 @@ export interface AdminAppOptions {
  * word for who they are: kept short and printable, and the log line next to it carries the
  * peer address the request came from.
  */
-// deno-lint-ignore no-control-regex
-const byLabel = z.string().min(1).max(64).regex(/^[^\u0000-\u001f\u007f]*$/).refine(
-  (label) => label.trim() !== "",
-);
+const byLabel = z.string()
+  .min(1, "must not be empty")
+  .max(64, "at most 64 characters")
+  // deno-lint-ignore no-control-regex
+  .regex(/^[^\u0000-\u001f\u007f]*$/, "no control characters")
+  .refine((label) => label.trim() !== "", "must not be blank");
 
 const actionSchema = z.strictObject({
   action: z.enum(["open", "close", "reset"]),

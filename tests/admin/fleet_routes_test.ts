@@ -131,17 +131,17 @@ Deno.test("GET /admin/audit: an unknown service is 404, a bad limit 400 naming i
 
 Deno.test("force: `by` is validated, named in the 400, and never the token itself", async () => {
   await withGateway(async (gateway) => {
-    const bad: unknown[] = [
-      { action: "open", by: "" },
-      { action: "open", by: "   " },
-      { action: "open", by: "x".repeat(65) },
-      { action: "open", by: "eve\nforged line" },
-      { action: "open", by: 42 },
+    const bad: [unknown, RegExp][] = [
+      [{ action: "open", by: "" }, /^by: must not be empty$/],
+      [{ action: "open", by: "   " }, /^by: must not be blank$/],
+      [{ action: "open", by: "x".repeat(65) }, /^by: at most 64 characters$/],
+      [{ action: "open", by: "eve\nforged line" }, /^by: no control characters$/],
+      [{ action: "open", by: 42 }, /^by: /],
     ];
-    for (const body of bad) {
+    for (const [body, detail] of bad) {
       const response = await force(gateway, "orders", body);
       assert.equal(response.status, 400, JSON.stringify(body));
-      assert.match((await response.json()).detail, /^by: /, JSON.stringify(body));
+      assert.match((await response.json()).detail, detail, JSON.stringify(body));
     }
     const token = await force(gateway, "orders", { action: "open", by: TOKEN });
     assert.equal(token.status, 400);
