@@ -277,6 +277,16 @@ function frame(type: number, flags: number, streamId: number, payload: Uint8Arra
   return out;
 }
 
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}
+
 /** A HEADERS block for `GET path` (RFC 7541: static-table names, literal values, no Huffman). */
 function getHeaders(path: string, authority: string): Uint8Array {
   const bytes = [0x82, 0x87]; // :method GET, :scheme https
@@ -288,9 +298,24 @@ function getHeaders(path: string, authority: string): Uint8Array {
   return new Uint8Array(bytes);
 }
 
-Deno.test("tls: an HTTP/2 rapid-reset burst leaves the gateway serving others; no breaker moves", async () => {
+Deno.test("tls: an HTTP/2 rapid-reset burst leaves the gateway serving others; streams reset in flight never move a breaker", async () => {
   await withCa(async (ca, leaf) => {
+    let slowSeen = 0;
+    let slowAborted = 0;
     const upstream = startUpstream(async (request) => {
+      if (new URL(request.url).pathname.includes("/slow")) {
+        // Held until the gateway gives the call up (bounded).
+        slowSeen++;
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, 10_000);
+          request.signal.addEventListener("abort", () => {
+            clearTimeout(timer);
+            slowAborted++;
+            resolve();
+          });
+        });
+        return new Response("slow");
+      }
       // Slow enough that the resets arrive while requests are in flight.
       await new Promise((resolve) => setTimeout(resolve, 20));
       return new Response(request.signal.aborted ? "late" : "ok");
@@ -330,12 +355,7 @@ Deno.test("tls: an HTTP/2 rapid-reset burst leaves the gateway serving others; n
         parts.push(frame(0x1, 0x5, stream, getHeaders(`/api/r${i}`, `localhost:${port}`)));
         parts.push(frame(0x3, 0, stream, cancel));
       }
-      const burst = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-      let offset = 0;
-      for (const part of parts) {
-        burst.set(part, offset);
-        offset += part.length;
-      }
+      const burst = concat(parts);
       // The server may close the connection mid-burst (GOAWAY ENHANCE_YOUR_CALM): fine.
       await attacker.write(burst).catch(() => 0);
       // Read what the server answers until it closes the connection (bounded).
@@ -377,6 +397,31 @@ Deno.test("tls: an HTTP/2 rapid-reset burst leaves the gateway serving others; n
           `https://localhost:${port}/api/after`,
         ]);
         assert.equal(result.stdout, "ok", result.stderr);
+      }
+
+      // Streams reset after they reached the upstream: the gateway gives the calls up, and
+      // the client's cancel is never the upstream's failure (threshold 3, 8 resets).
+      const canceller = await Deno.connectTls({
+        hostname: "localhost",
+        port,
+        caCerts: [await Deno.readTextFile(ca.caFile)],
+        alpnProtocols: ["h2"],
+      });
+      try {
+        const SLOW = 8;
+        const streams = Array.from({ length: SLOW }, (_, i) => 1 + 2 * i);
+        await canceller.write(concat([
+          new TextEncoder().encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+          frame(0x4, 0, 0, new Uint8Array()),
+          ...streams.map((id) =>
+            frame(0x1, 0x5, id, getHeaders(`/api/slow${id}`, `localhost:${port}`))
+          ),
+        ]));
+        await waitFor(() => slowSeen === SLOW, { what: `${SLOW} slow calls at the upstream` });
+        await canceller.write(concat(streams.map((id) => frame(0x3, 0, id, cancel))));
+        await waitFor(() => slowAborted === SLOW, { what: "the gateway gave the calls up" });
+      } finally {
+        canceller.close();
       }
       const response = await fetch(`${gateway.adminUrl}/admin/breakers`, bounded());
       const { services } = await response.json() as {
