@@ -285,9 +285,12 @@ async function run(configPath: string, { config, notes }: Loaded, env: Env): Pro
   // Loaded here rather than at the top so --help, --version and --check answer without
   // loading Hono and OpenTelemetry (about 0.3 s of start-up).
   const { createGateway } = await import("./app.ts");
+  // Named here so an instance's workers report under it too (README, "Workers").
+  const instanceId = crypto.randomUUID();
   const gateway = createGateway(config, {
     env,
     logger,
+    instanceId,
     // The same reading and validation as start-up (PORT, cgroup caps), for SIGHUP and
     // POST /admin/reload.
     readConfig: () => {
@@ -309,7 +312,7 @@ async function run(configPath: string, { config, notes }: Loaded, env: Env): Pro
 
   const workerCount = resolveWorkerCount(config.workers, notes.cgroup);
   if (workerCount > 1 && config.listen.tls === null) {
-    return await runWithWorkers(configPath, config, gateway, env, logger, workerCount);
+    return await runWithWorkers(configPath, config, gateway, env, logger, workerCount, instanceId);
   }
   if (workerCount > 1) {
     logger.warn("workers: the TLS listener runs on the main thread alone", { workers: 1 });
@@ -375,6 +378,7 @@ async function runWithWorkers(
   env: Env,
   logger: Logger,
   count: number,
+  instanceId: string,
 ): Promise<number> {
   const { runWorkers } = await import("./workers/run.ts");
   const shutdownSignal = nextShutdownSignal();
@@ -389,6 +393,7 @@ async function runWithWorkers(
     return await runWorkers({
       config,
       count,
+      instanceId,
       gateway,
       env,
       logger,

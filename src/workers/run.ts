@@ -37,6 +37,8 @@ export interface RunWorkersOptions {
   config: GatewayConfig;
   /** How many workers (2 or more). */
   count: number;
+  /** The instance's id (the main thread's gateway's); worker `i` reports as `<id>-w<i>`. */
+  instanceId: string;
   /** The main thread's gateway: its breaker, admin app and reload are the instance's. */
   gateway: Gateway;
   env: Record<string, string | undefined>;
@@ -57,8 +59,7 @@ export interface RunWorkersOptions {
  * ```
  */
 export async function runWorkers(options: RunWorkersOptions): Promise<number> {
-  const { config, count, gateway, logger } = options;
-  const instanceId = crypto.randomUUID();
+  const { config, count, gateway, logger, instanceId } = options;
   const statuses: (WorkerStatus & { pools: Record<string, PoolUsage> })[] = Array.from(
     { length: count },
     (_, index) => ({ index, listening: false, requests: 0, inFlight: 0, restarts: 0, pools: {} }),
