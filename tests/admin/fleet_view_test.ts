@@ -14,6 +14,9 @@ import {
   parseHeartbeat,
   readHeartbeats,
 } from "../../src/breaker/fleet_view.ts";
+import { createFleetBreaker } from "../../src/breaker/fleet.ts";
+import { waitFor } from "../_helpers/wait.ts";
+import { policy, tempKvPath } from "../breaker/_helpers.ts";
 
 const random = () => 0.5;
 
@@ -104,5 +107,59 @@ Deno.test("heartbeats on KV: one write per period, stop marked only over our own
     assert.equal(describeFleet([stopped], first, false, 5_000).members[0].self, true);
   } finally {
     kv.close();
+  }
+});
+
+Deno.test("fleet view on a shared KV file: an instance cut off from KV goes silent, then carries its degraded period", async () => {
+  const { path, remove } = await tempKvPath();
+  const kv = await Deno.openKv(path);
+  const services = { users: policy() };
+  const timing = { syncIntervalMs: 20, heartbeatIntervalMs: 50, reopenIntervalMs: 20 };
+  const a = createFleetBreaker({ kv, services, instanceId: "a", ...timing });
+  // b opens its own handles, so the test can take KV away from b alone.
+  let blocked = false;
+  const handles: Deno.Kv[] = [];
+  const b = createFleetBreaker({
+    kv: null,
+    reopenKv: async () => {
+      if (blocked) throw new Error("KV unreachable (test)");
+      const handle = await Deno.openKv(path);
+      handles.push(handle);
+      return handle;
+    },
+    services,
+    instanceId: "b",
+    ...timing,
+  });
+  const memberB = async () => (await a.fleet()).members.find((m) => m.instanceId === "b");
+  try {
+    await Promise.all([a.start(), b.start()]);
+    await waitFor(async () => (await memberB())?.status === "alive", { what: "b alive" });
+
+    blocked = true;
+    handles.at(-1)!.close();
+    await waitFor(() => b.degraded(), { what: "b degraded" });
+    const cut = await b.fleet();
+    assert.equal(cut.known, false);
+    assert.deepEqual(cut.members.map((m) => [m.instanceId, m.self, m.degraded]), [
+      ["b", true, true],
+    ]);
+    assert.ok(Number.isFinite(cut.members[0].degradedSinceMs));
+    // a hears nothing from b: silent after three periods, degraded unknown.
+    await waitFor(async () => (await memberB())?.status === "silent", { what: "b silent" });
+    assert.equal((await memberB())?.degraded, null);
+
+    blocked = false;
+    await waitFor(() => !b.degraded(), { what: "b rejoined" });
+    await waitFor(async () => (await memberB())?.status === "alive", { what: "b alive again" });
+    const back = (await memberB())!;
+    assert.equal(back.degradedCount, 1);
+    assert.ok(back.lastDegraded !== null);
+    assert.ok(back.lastDegraded.toMs >= back.lastDegraded.fromMs);
+  } finally {
+    await a.close();
+    await b.close();
+    kv.close();
+    await remove();
   }
 });
