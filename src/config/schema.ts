@@ -9,6 +9,7 @@
 import { z } from "zod";
 import { parseStatusRanges, STATUS_RANGES_PATTERN } from "./status_ranges.ts";
 import { fallbackProblems, fallbackSchema } from "./fallback_schema.ts";
+import type { UpstreamTlsOptions } from "../proxy/upstream_tls.ts";
 
 const port = z.number().int().min(0).max(65535);
 const positiveMs = z.number().int().positive();
@@ -101,6 +102,43 @@ const outlierSchema = z.strictObject({
   maxEjectionPercent: z.number().min(0).max(100).default(50),
 });
 
+/** A file the gateway reads at start-up and reload (relative to its working directory). */
+const tlsFile = z.string().min(1, { error: "must be a file path" }).nullable().default(null);
+
+/**
+ * TLS to a service's `https` upstreams (README, "Upstream TLS"): `caFile` is trusted besides
+ * the default roots; `certFile` and `keyFile` (both or neither) are presented when an upstream
+ * asks for a client certificate. The files are read by src/proxy/upstream_tls.ts, which puts
+ * their contents in `material`. No switch skips verification: trust the upstream's CA instead.
+ */
+const upstreamTlsSchema = z.strictObject({
+  caFile: tlsFile,
+  certFile: tlsFile,
+  keyFile: tlsFile,
+}).superRefine((tls, context) => {
+  if ((tls.certFile === null) !== (tls.keyFile === null)) {
+    context.addIssue({
+      code: "custom",
+      path: [tls.certFile === null ? "certFile" : "keyFile"],
+      message: tls.certFile === null
+        ? "tls.keyFile needs tls.certFile too"
+        : "tls.certFile needs tls.keyFile too",
+    });
+  }
+}).transform((tls): UpstreamTlsConfig => tls);
+
+/** A service's `tls` block, with the files' contents once they were read. */
+export interface UpstreamTlsConfig {
+  /** PEM CA bundle trusted besides the default roots. */
+  caFile: string | null;
+  /** PEM client certificate chain (mTLS). */
+  certFile: string | null;
+  /** PEM private key of `certFile`. */
+  keyFile: string | null;
+  /** The files' contents, read at load and reload (src/proxy/upstream_tls.ts). */
+  material?: UpstreamTlsOptions & { digest: string };
+}
+
 const websocketSchema = z.strictObject({
   enabled: z.boolean().default(true),
   /** Upgraded connections open at once per service (this instance); beyond: 503 pool_saturated. */
@@ -137,6 +175,8 @@ const policyShape = {
    * need encoded slashes in IDs; a `..` or `.` hidden behind an encoded slash is still a 400).
    */
   escapedSlashes: z.enum(["reject", "decode", "keep"]).default("reject"),
+  /** TLS trust and client certificate for `https` upstreams; null: the default roots only. */
+  tls: upstreamTlsSchema.nullable().default(null),
   /**
    * `Upgrade: websocket` proxied to the upstreams (README, "WebSocket"); `true`/`false` is
    * short for `{ "enabled": ... }`.
@@ -183,6 +223,8 @@ export const defaultsSchema = z.strictObject({
   upstreamClient: z.enum(["fetch", "http1"]).optional(),
   bodyIdleTimeoutMs: positiveMs.optional(),
   escapedSlashes: z.enum(["reject", "decode", "keep"]).optional(),
+  tls: z.strictObject({ caFile: tlsFile, certFile: tlsFile, keyFile: tlsFile }).partial()
+    .nullable().optional(),
   websocket: z.union([z.boolean(), websocketSchema.partial()]).optional(),
 });
 
