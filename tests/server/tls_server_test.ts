@@ -135,6 +135,36 @@ Deno.test("serveTls", async (t) => {
   }
 });
 
+Deno.test("serveTls: http2 false offers http/1.1 only", async () => {
+  ca = await createTestCa();
+  const caCert = await Deno.readTextFile(ca.caFile);
+  const server = serveTls(
+    { hostname: "127.0.0.1", port: 0, ...(await pairOf("h1")), http2: false },
+    (_request, info) => new Response(info.protocol),
+  );
+  const client = Deno.createHttpClient({ caCerts: [caCert] });
+  try {
+    const response = await fetch(`https://localhost:${server.addr.port}/`, { client });
+    assert.equal(await response.text(), "http/1.1");
+    // A client that offers h2 alone is refused in the handshake (RFC 7301 §3.2).
+    const conn = await Deno.connectTls({
+      hostname: "localhost",
+      port: server.addr.port,
+      caCerts: [caCert],
+      alpnProtocols: ["h2"],
+    });
+    try {
+      await assert.rejects(conn.handshake(), /NoApplicationProtocol/);
+    } finally {
+      conn.close();
+    }
+  } finally {
+    client.close();
+    await within(server.shutdown(), 10_000, "shutdown");
+    await ca.remove();
+  }
+});
+
 Deno.test("serveTls: a connection beyond maxConnections is closed at once", async () => {
   ca = await createTestCa();
   const caCert = await Deno.readTextFile(ca.caFile);
