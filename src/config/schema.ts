@@ -282,6 +282,13 @@ export const configFileSchema = z.strictObject({
       });
     }
   }).prefault({}),
+  /**
+   * JavaScript workers serving the public port together (`reusePort`): `"auto"` is the cgroup's
+   * CPU quota, else the core count; 1 is the single-threaded gateway (README, "Workers").
+   */
+  workers: z.union([z.literal("auto"), z.number().int().min(1).max(256)], {
+    error: 'must be "auto" or a whole number from 1 to 256',
+  }).default(1),
   admin: z.strictObject({
     hostname: z.string().min(1).default("127.0.0.1"),
     // Envoy's admin port: 9090 is Prometheus's own default, and both often share a host.
@@ -324,13 +331,6 @@ export const configFileSchema = z.strictObject({
     z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, {
       error: "service names are 1-64 letters, digits, '_', '.' or '-'",
     }),
-  /**
-   * JavaScript workers serving the public port together (`reusePort`): `"auto"` is the cgroup's
-   * CPU quota, else the core count; 1 is the single-threaded gateway (README, "Workers").
-   */
-  workers: z.union([z.literal("auto"), z.number().int().min(1).max(256)], {
-    error: 'must be "auto" or a whole number from 1 to 256',
-  }).default(1),
     z.unknown(),
   ),
 });
