@@ -18,6 +18,8 @@
  * 8. `tracing`: CPU per request and req/s with tracing off, on at 100% and sampled out.
  * 9. `https`: Breakwater terminating TLS vs nginx terminating TLS with the same certificate
  *    (wrk over TLS, http/1.1), each beside its plain HTTP figure.
+ * 10. `websocket`: WebSocket echo round trips through Breakwater vs nginx vs direct (small
+ *    messages, then 1 MiB ones), proxy CPU per round trip.
  *
  * Flags: `--only NAME[,NAME]` runs a subset (also `BENCH_ONLY`), `--dry-run` lists what would
  * run and starts nothing. Env knobs: BENCH_DURATION_S (wrk seconds per run, default 4),
@@ -47,6 +49,7 @@ import { profile } from "./scenarios/profile.ts";
 import { propagation } from "./scenarios/propagation.ts";
 import { throughput } from "./scenarios/throughput.ts";
 import { tracing } from "./scenarios/tracing.ts";
+import { websocket } from "./scenarios/websocket.ts";
 
 /** Every scenario, in run order. */
 export const SCENARIOS: readonly Scenario[] = [
@@ -60,6 +63,7 @@ export const SCENARIOS: readonly Scenario[] = [
   memory,
   tracing,
   https,
+  websocket,
 ];
 
 /** What the command line asked for. */
