@@ -153,9 +153,15 @@ function summary(configPath: string, { config, notes }: Loaded): string {
   const capped = notes.capped.length > 0
     ? `, capped by cgroup limits: ${notes.capped.join("; ")}`
     : "";
+  const tls = config.listen.tls;
+  const https = tls === null
+    ? ""
+    : tls.port === null
+    ? " (HTTPS)"
+    : ` (HTTPS on ${tls.port}${config.listen.redirectToHttps ? ", plain redirects" : ""})`;
   return `breakwater: config ${configPath} OK: ${services.length} service${
     services.length === 1 ? "" : "s"
-  } (${services.join(", ")}), listen ${config.listen.hostname}:${config.listen.port}, ` +
+  } (${services.join(", ")}), listen ${config.listen.hostname}:${config.listen.port}${https}, ` +
     `admin ${config.admin.hostname}:${config.admin.port}, kv ${kv}${capped}`;
 }
 
