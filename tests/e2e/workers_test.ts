@@ -135,9 +135,12 @@ function switchableUpstream(delayMs: number) {
 
 Deno.test("workers 2: one breaker for the instance (trip reaches both, one probe per round)", async () => {
   const { upstream, state } = switchableUpstream(50);
+  const kvDir = await Deno.makeTempDir({ prefix: "breakwater-workers-kv-" });
   let gateway: GatewayProcess | null = null;
   try {
-    gateway = await startGatewayProcess(config(upstream));
+    gateway = await startGatewayProcess(config(upstream), {
+      sharedKvPath: `${kvDir}/fleet.kv`,
+    });
     // Sequential failures on fresh connections, spread over both workers by the kernel.
     let first503 = -1;
     for (let i = 0; i < 20; i++) {
@@ -153,6 +156,18 @@ Deno.test("workers 2: one breaker for the instance (trip reaches both, one probe
     // can only be a request admitted while the trip was being published).
     assert.ok(state.calls <= 5, `failed calls on the upstream: ${state.calls}`);
     const callsAtTrip = state.calls;
+
+    // One member of the fleet: every failure counted in KV is under one instance id.
+    const kv = await Deno.openKv(`${kvDir}/fleet.kv`);
+    try {
+      const reporters = new Set<unknown>();
+      for await (const entry of kv.list({ prefix: ["breakwater", "failures", "api"] })) {
+        reporters.add(entry.key.at(-1));
+      }
+      assert.equal(reporters.size, 1, `failure reporters: ${[...reporters].join(", ")}`);
+    } finally {
+      kv.close();
+    }
 
     // Both workers refuse at once: 30 fresh connections (the kernel hashes each to one of the
     // two listeners: all on one worker has odds of 2^-29) before the 800-1000 ms probe time.
@@ -194,6 +209,7 @@ Deno.test("workers 2: one breaker for the instance (trip reaches both, one probe
   } finally {
     await gateway?.stop("SIGKILL");
     await closeAll({ upstream });
+    await Deno.remove(kvDir, { recursive: true });
   }
 });
 
