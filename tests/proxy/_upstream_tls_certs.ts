@@ -160,6 +160,24 @@ export async function startMtlsUpstream(
   certs: UpstreamCerts,
   timeoutMs = 10_000,
 ): Promise<MtlsUpstream> {
+  return await startOpensslUpstream(certs, [
+    "-CAfile",
+    certs.clientCaFile,
+    "-Verify",
+    "1",
+    "-verify_return_error",
+  ], timeoutMs);
+}
+
+/**
+ * `openssl s_server -www` with the server certificate and `extraArgs` (e.g. `-tlsextdebug`,
+ * which prints each TLS extension a client sends, SNI among them).
+ */
+export async function startOpensslUpstream(
+  certs: UpstreamCerts,
+  extraArgs: string[],
+  timeoutMs = 10_000,
+): Promise<MtlsUpstream> {
   const child = new Deno.Command("openssl", {
     args: [
       "s_server",
@@ -169,11 +187,7 @@ export async function startMtlsUpstream(
       certs.serverCertFile,
       "-key",
       certs.serverKeyFile,
-      "-CAfile",
-      certs.clientCaFile,
-      "-Verify",
-      "1",
-      "-verify_return_error",
+      ...extraArgs,
       "-www",
     ],
     stdin: "null",

@@ -10,8 +10,14 @@ import assert from "node:assert/strict";
 import { ConfigError, parseConfig } from "../../src/config/schema.ts";
 import { createServiceClients, type ServiceClientSpec } from "../../src/proxy/clients.ts";
 import { UpstreamError, type UpstreamRequest } from "../../src/proxy/upstream_client.ts";
+import { waitFor } from "../_helpers/wait.ts";
 import { connectUpstream, readUpstreamTls } from "../../src/proxy/upstream_tls.ts";
-import { makeUpstreamCerts, startMtlsUpstream, type UpstreamCerts } from "./_upstream_tls_certs.ts";
+import {
+  makeUpstreamCerts,
+  startMtlsUpstream,
+  startOpensslUpstream,
+  type UpstreamCerts,
+} from "./_upstream_tls_certs.ts";
 
 const KINDS = ["http1", "fetch"] as const;
 
@@ -202,6 +208,37 @@ async function steps(t: Deno.TestContext): Promise<void> {
       }
     },
   );
+
+  await t.step("SNI: the URL's host name is sent, an IP literal never (RFC 6066 §3)", async () => {
+    const upstream = await startOpensslUpstream(certs, ["-tlsextdebug"]);
+    const sniLines = () => upstream.output().match(/TLS client extension "server name"/g) ?? [];
+    try {
+      for (const host of ["127.0.0.1", "localhost"]) {
+        const clients = createServiceClients([
+          service("s", "http1", `https://${host}:${upstream.port}`, files(certs, false)),
+        ]);
+        try {
+          const response = await clients.clientFor("s").send(
+            request(`https://${host}:${upstream.port}`),
+          );
+          assert.equal(response.status, 200);
+          await response.text();
+        } finally {
+          clients.close();
+        }
+      }
+      // Both handshakes printed (each lists its supported groups), then count the SNIs.
+      await waitFor(
+        () =>
+          (upstream.output().match(/TLS client extension "supported_groups"/g) ?? []).length >= 2,
+        { what: "s_server to print both handshakes" },
+      );
+      assert.equal(sniLines().length, 1, upstream.output());
+      assert.match(upstream.output(), /"server name" \(id=0\), len=14/); // "localhost" + framing
+    } finally {
+      await upstream.close();
+    }
+  });
 
   await t.step("http1: streamed request bodies do not wait for delayed ACKs over TLS", async () => {
     // Nagle's algorithm holds a small write while an earlier one is unacknowledged, and the
