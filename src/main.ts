@@ -312,8 +312,9 @@ async function run(configPath: string, { config, notes }: Loaded, env: Env): Pro
   const reloadCertificate = () => {
     const tls = config.listen.tls;
     if (tlsServer === null || tls === null) return;
-    tlsServer.setCertificate(readCertificatePair(tls));
-    logger.info("certificate reloaded", { certFile: tls.certFile, port: tlsServer.addr.port });
+    if (tlsServer.setCertificate(readCertificatePair(tls))) {
+      logger.info("certificate reloaded", { certFile: tls.certFile, port: tlsServer.addr.port });
+    }
   };
 
   const workerCount = resolveWorkerCount(config.workers, notes.cgroup);

@@ -82,12 +82,13 @@ export interface TlsServer {
   /** Open client connections (handshaking, HTTP/1.1 and HTTP/2). */
   connections(): number;
   /**
-   * Serves new connections with another certificate; open ones keep theirs.
+   * Serves new connections with another certificate; open ones keep theirs. False when the
+   * pair is the one already served (nothing changes) or the server is shutting down.
    *
    * @throws {Error} when the pair is invalid or the port cannot be bound again (the old
    *   certificate keeps serving when `reusePort` is available)
    */
-  setCertificate(pair: CertificatePair): void;
+  setCertificate(pair: CertificatePair): boolean;
   /** Stops accepting, lets requests in flight finish and resolves when no connection is left. */
   shutdown(): Promise<void>;
 }
@@ -207,7 +208,8 @@ export function serveTls(options: TlsServerOptions, handler: TlsHandler): TlsSer
     return Deno.listenTls(listenOptions);
   };
 
-  let listener = open(options, options.port ?? 8443);
+  let current: CertificatePair = { cert: options.cert, key: options.key };
+  let listener = open(current, options.port ?? 8443);
   const addr = listener.addr as Deno.NetAddr;
   let accepting = true;
   const handshaking = new Set<Handshaking>();
@@ -215,7 +217,13 @@ export function serveTls(options: TlsServerOptions, handler: TlsHandler): TlsSer
   const byInnerPort = new Map<number, H2Pipe>();
   /** Completion of every HTTP/2 response in flight (shutdown waits for them). */
   const streams = new Set<Promise<void>>();
-  const acceptLoops: Promise<void>[] = [];
+  /** Accept loops still running (one, or two for a moment after a certificate swap). */
+  const acceptLoops = new Set<Promise<void>>();
+  const track = (loop: Promise<void>) => {
+    acceptLoops.add(loop);
+    const done = () => acceptLoops.delete(loop);
+    loop.then(done, done);
+  };
   const emptyWaiters: (() => void)[] = [];
 
   const handover = createHandover(addr);
@@ -378,7 +386,7 @@ export function serveTls(options: TlsServerOptions, handler: TlsHandler): TlsSer
       dispatch(conn).catch(onError);
     }
   };
-  acceptLoops.push(acceptLoop(listener));
+  track(acceptLoop(listener));
 
   const closeListener = (old: Deno.TlsListener) => {
     try {
@@ -392,29 +400,30 @@ export function serveTls(options: TlsServerOptions, handler: TlsHandler): TlsSer
     addr,
     connections: total,
     setCertificate(pair) {
-      if (!accepting) return;
+      if (!accepting) return false;
+      // The same files again (a reload for another reason): the listener stays as it is.
+      if (pair.cert === current.cert && pair.key === current.key) return false;
       const old = listener;
-      let next: Deno.TlsListener;
       if (reusePort) {
         // Bound beside the old one: a failure here leaves the old certificate serving.
-        next = open(pair, addr.port);
-        listener = next;
+        listener = open(pair, addr.port);
         closeListener(old);
       } else {
         checkCertificatePair(pair);
-        listener = next = null as unknown as Deno.TlsListener;
+        listener = null as unknown as Deno.TlsListener; // ends the old accept loop
         closeListener(old);
         try {
-          next = open(pair, addr.port);
+          listener = open(pair, addr.port);
         } catch (error) {
           // The port was lost in the gap: serve the old certificate again if possible.
-          listener = open(options, addr.port);
-          acceptLoops.push(acceptLoop(listener));
+          listener = open(current, addr.port);
+          track(acceptLoop(listener));
           throw error;
         }
-        listener = next;
       }
-      acceptLoops.push(acceptLoop(next));
+      current = { cert: pair.cert, key: pair.key };
+      track(acceptLoop(listener));
+      return true;
     },
     async shutdown() {
       accepting = false;

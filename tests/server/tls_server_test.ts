@@ -87,7 +87,12 @@ Deno.test("serveTls", async (t) => {
             };
             const otherCaCert = await Deno.readTextFile(otherCa.caFile);
             assert.throws(() => server.setCertificate({ cert: second.cert, key: first.key }));
-            server.setCertificate(second);
+            assert.equal(
+              server.setCertificate(first),
+              false,
+              "the pair already served: nothing to do",
+            );
+            assert.equal(server.setCertificate(second), true);
             // A connection in the very instant the old listener closes may be reset
             // (SO_REUSEPORT); the next ones are all served the new certificate.
             await waitFor(async () => {
