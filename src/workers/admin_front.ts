@@ -33,6 +33,10 @@ export interface WorkersAdminOptions {
   pools: () => Record<string, PoolUsage>;
   /** The workers now. */
   workers: () => WorkerStatus[];
+  /** The main thread's public app (its `/readyz` is the instance's, before the workers'). */
+  mainPublicApp: { fetch(request: Request): Response | Promise<Response> };
+  /** True once every worker listened (a restarting worker then leaves the instance ready). */
+  started: () => boolean;
   /** Makes worker `index` throw (tests only; absent: the route does not exist). */
   crash?: (index: number) => boolean;
 }
@@ -70,6 +74,32 @@ export function createWorkersAdminApp(options: WorkersAdminOptions): Hono {
   };
   app.get("/admin/breakers", (c) => withWorkerPools(c.req.raw));
   app.get("/admin/dashboard.json", (c) => withWorkerPools(c.req.raw));
+  // The instance's readiness on the admin port: the main thread's (breakers loaded, KV,
+  // draining) and every worker listening at start-up; later one listening worker is enough
+  // (the others serve while a crashed one restarts). The public port's /readyz is a worker's.
+  app.get("/readyz", async () => {
+    const own = await options.mainPublicApp.fetch(new Request("http://instance/readyz"));
+    const body = await own.json() as { status: string; services?: Record<string, unknown> };
+    const workers = options.workers();
+    const listening = workers.filter((worker) => worker.listening).length;
+    let status = own.status;
+    const required = options.started() ? 1 : workers.length;
+    if (listening < required && own.ok) {
+      status = 503;
+      body.status = "starting";
+    }
+    const pools = options.pools();
+    for (const [name, service] of Object.entries(body.services ?? {})) {
+      if (pools[name] !== undefined) (service as { pool?: unknown }).pool = pools[name];
+    }
+    return new Response(
+      JSON.stringify({ ...body, workers: { listening, total: workers.length } }),
+      {
+        status,
+        headers: { "content-type": "application/json", "cache-control": "no-store" },
+      },
+    );
+  });
   app.get("/admin/workers", (c) => {
     c.header("cache-control", "no-store");
     return c.json({ workers: options.workers() });

@@ -196,6 +196,8 @@ export async function runWorkers(options: RunWorkersOptions): Promise<number> {
   };
   const adminApp = createWorkersAdminApp({
     mainApp: gateway.adminApp,
+    mainPublicApp: gateway.app,
+    started: () => started,
     workerMetrics,
     pools: () => {
       const sums: Record<string, PoolUsage> = {};

@@ -72,6 +72,14 @@ Deno.test("workers 2: both serve the port, one pool split, /metrics sums both, S
       const workers = await workersOf(gateway!);
       return workers.every((worker) => worker.requests > 0);
     }, { timeoutMs: 10_000, what: "both workers answered requests" });
+    // The instance's readiness on the admin port: ready, both workers listening.
+    const ready = await fetch(`${gateway.adminUrl}/readyz`, bounded());
+    const readiness = await ready.json();
+    assert.equal(ready.status, 200);
+    assert.equal(readiness.status, "ready");
+    assert.deepEqual(readiness.workers, { listening: 2, total: 2 });
+    assert.equal(readiness.services.api.pool.max, 20);
+
     // The pool's 20 slots are split 10 + 10; the admin view sums them.
     assert.equal((await breakerOf(gateway, "api")).pool.max, 20);
 
