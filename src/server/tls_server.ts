@@ -28,6 +28,7 @@
  * @module
  */
 import { delay } from "../async/delay.ts";
+import { ClientError } from "../proxy/client_error.ts";
 import { type Http1Server, serveHttp1, type ServeInfo } from "./http1_server.ts";
 
 /** A PEM certificate chain and its private key. */
@@ -194,6 +195,7 @@ export function serveTls(options: TlsServerOptions, handler: TlsHandler): TlsSer
   const headerTimeoutMs = options.headerTimeoutMs ?? 10_000;
   const idleTimeoutMs = options.idleTimeoutMs ?? 60_000;
   const maxConnections = options.maxConnections ?? null;
+  const bodyIdleTimeoutMs = options.bodyIdleTimeoutMs ?? 60_000;
   const onError = options.onError ??
     ((error: unknown) => console.error("breakwater: handler failed", error));
   const http2 = options.http2 ?? true;
@@ -231,7 +233,7 @@ export function serveTls(options: TlsServerOptions, handler: TlsHandler): TlsSer
     listener: handover.listener,
     headerTimeoutMs,
     idleTimeoutMs,
-    bodyIdleTimeoutMs: options.bodyIdleTimeoutMs,
+    bodyIdleTimeoutMs,
     maxConnections,
     onError,
     now,
@@ -262,6 +264,9 @@ export function serveTls(options: TlsServerOptions, handler: TlsHandler): TlsSer
       completed: info.completed,
       scheme: "https",
       protocol: "h2",
+      // hyper waits for a stalled upload forever; the plain port's body idle timeout holds here
+      // too (GET and HEAD bodies are not on the Request: none to bound).
+      ...(request.body === null ? {} : { body: idleBounded(request.body, bodyIdleTimeoutMs) }),
     });
   });
   const innerPort = inner === null ? 0 : inner.addr.port;
@@ -451,6 +456,47 @@ export function serveTls(options: TlsServerOptions, handler: TlsHandler): TlsSer
       await empty;
     },
   };
+}
+
+/**
+ * `body` read through, erroring with `ClientError("request_timeout")` (the client's fault: the
+ * request path answers 408 and no upstream is blamed) when a read waits `idleMs` for a chunk.
+ */
+export function idleBounded(
+  body: ReadableStream<Uint8Array>,
+  idleMs: number,
+): ReadableStream<Uint8Array> {
+  const reader = body.getReader();
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const stalled = new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () =>
+            reject(
+              new ClientError(
+                "request_timeout",
+                `the request body sent nothing for ${idleMs} ms`,
+              ),
+            ),
+          idleMs,
+        );
+      });
+      try {
+        const { done, value } = await Promise.race([reader.read(), stalled]);
+        if (done) controller.close();
+        else controller.enqueue(value);
+      } catch (error) {
+        reader.cancel(error).catch(() => {});
+        controller.error(error);
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+    cancel(reason) {
+      return reader.cancel(reason);
+    },
+  });
 }
 
 /**

@@ -443,14 +443,18 @@ Deno.test("tls: an HTTP/2 rapid-reset burst leaves the gateway serving others; s
 
 Deno.test("tls: a partial head is cut after headerTimeoutMs; a stalled handshake blocks no one; body caps and header list bounds hold over h2 and http/1.1", async () => {
   await withCa(async (ca, leaf) => {
-    const upstream = startUpstream(() => new Response("ok"));
+    // Reads the whole body before answering, so a stalled upload stays stalled.
+    const upstream = startUpstream(async (request) => {
+      await request.arrayBuffer().catch(() => {});
+      return new Response("ok");
+    });
     const gateway = await startGatewayProcess({
       listen: {
         hostname: "127.0.0.1",
         port: 0,
         tls: { certFile: leaf.certFile, keyFile: leaf.keyFile },
       },
-      limits: { headerTimeoutMs: 500, maxBodyBytes: 1000 },
+      limits: { headerTimeoutMs: 500, bodyIdleTimeoutMs: 500, maxBodyBytes: 1000 },
       services: { api: { prefix: "/api", upstreams: [upstream.origin] } },
     });
     const port = tlsPortOf(gateway);
@@ -505,6 +509,46 @@ Deno.test("tls: a partial head is cut after headerTimeoutMs; a stalled handshake
       assert.equal(upstream.requests.length, 1, "only the request beside the silent one");
       const ok = await curl(["--http2", "--cacert", ca.caFile, `https://localhost:${port}/api/x`]);
       assert.equal(ok.stdout, "ok");
+
+      // An HTTP/2 upload that stalls: 408 after bodyIdleTimeoutMs, the client's fault.
+      const uploader = await Deno.connectTls({
+        hostname: "localhost",
+        port,
+        caCerts,
+        alpnProtocols: ["h2"],
+      });
+      try {
+        const post = new Uint8Array([
+          0x83, // :method POST
+          0x87, // :scheme https
+          0x04,
+          "/api/upload".length,
+          ...new TextEncoder().encode("/api/upload"),
+          0x01,
+          `localhost:${port}`.length,
+          ...new TextEncoder().encode(`localhost:${port}`),
+        ]);
+        await uploader.write(concat([
+          new TextEncoder().encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+          frame(0x4, 0, 0, new Uint8Array()),
+          frame(0x1, 0x4, 1, post), // END_HEADERS, no END_STREAM: a body follows
+          frame(0x0, 0, 1, new TextEncoder().encode("part")), // DATA, then nothing
+        ]));
+        await waitFor(
+          () =>
+            gateway.lines.some((l) =>
+              l.msg === "request" && l.path === "/api/upload" && l.status === 408
+            ),
+          { what: "the stalled h2 upload answered 408", timeoutMs: 10_000 },
+        );
+      } finally {
+        uploader.close();
+      }
+      const breakers = await fetch(`${gateway.adminUrl}/admin/breakers`, bounded());
+      const { services } = await breakers.json() as {
+        services: { failuresInWindow: number }[];
+      };
+      assert.equal(services[0].failuresInWindow, 0);
     } finally {
       for (const conn of [silent, partial]) {
         try {
