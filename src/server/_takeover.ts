@@ -36,8 +36,20 @@ export interface TakenConnection {
   onShutdown: (() => void) | null;
 }
 
-/** Hands `connection` over; the caller moved it into a phase the timeout sweep ignores. */
+/**
+ * Hands `connection` over; the caller moved it into a phase the timeout sweep ignores. A
+ * shutdown that comes before the taker set its `onShutdown` (while it still writes its first
+ * bytes) is kept and delivered when it does.
+ */
 export function takeOverConnection(connection: Connection): TakenConnection {
+  let shutdownRequested = false;
+  let onShutdown: (() => void) | null = null;
+  connection.onShutdown = () => {
+    shutdownRequested = true;
+    const callback = onShutdown;
+    onShutdown = null;
+    callback?.();
+  };
   return {
     remoteAddr: connection.remoteAddr,
     async read(buffer) {
@@ -73,10 +85,11 @@ export function takeOverConnection(connection: Connection): TakenConnection {
       return connection.closed;
     },
     get onShutdown() {
-      return connection.onShutdown;
+      return onShutdown;
     },
     set onShutdown(callback) {
-      connection.onShutdown = callback;
+      if (shutdownRequested && callback !== null) queueMicrotask(callback);
+      else onShutdown = callback;
     },
   };
 }

@@ -566,8 +566,8 @@ async function handOver(
   resolveCompleted();
   connection.enter(PHASE_TAKEN, state.config.now());
   const taken = takeOverConnection(connection);
-  // Shutdown began while the handler ran: the taker hears of it at once.
-  if (state.draining) queueMicrotask(() => taken.onShutdown?.());
+  // Shutdown began while the handler ran: the taker hears of it as soon as it listens.
+  if (state.draining) connection.onShutdown?.();
   try {
     await run(taken);
   } catch (error) {

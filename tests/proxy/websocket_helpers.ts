@@ -124,7 +124,7 @@ export interface TestClient {
   messages: (string | Uint8Array)[];
   /** The close event, once it came. */
   closed: { code: number; reason: string; wasClean: boolean } | null;
-  /** Waits for the next message (at most `timeoutMs`). */
+  /** The next message not yet handed out, waiting for it at most `timeoutMs`. */
   next(timeoutMs?: number): Promise<string | Uint8Array>;
   /** Waits for the close event (at most `timeoutMs`). */
   waitClosed(timeoutMs?: number): Promise<{ code: number; reason: string; wasClean: boolean }>;
@@ -138,6 +138,8 @@ export async function openClient(url: string, timeoutMs = 5000): Promise<TestCli
   socket.binaryType = "arraybuffer";
   const messages: (string | Uint8Array)[] = [];
   let waiting: (() => void) | null = null;
+  /** Messages handed out by `next()`. */
+  let read = 0;
   const { promise: closing, resolve: onClosed } = Promise.withResolvers<
     { code: number; reason: string; wasClean: boolean }
   >();
@@ -146,7 +148,7 @@ export async function openClient(url: string, timeoutMs = 5000): Promise<TestCli
     messages,
     closed: null,
     async next(ms = 5000) {
-      const at = messages.length;
+      const at = read++;
       if (client.closed === null && messages.length <= at) {
         await within(
           new Promise<void>((resolve) => waiting = resolve),

@@ -253,7 +253,8 @@ Deno.test("an unreachable upstream is 502 and counted", async () => {
 });
 
 Deno.test("an upstream that dies mid-session: the client sees the connection end; not counted", async () => {
-  // A raw upstream: a correct handshake, one frame read, then the socket is closed.
+  // A raw upstream: a correct handshake with a first frame in the same write (bytes the gateway
+  // reads with the 101's head), one frame read, then the socket is closed.
   const upstream = startRawUpstream(async (conn) => {
     const buffer = new Uint8Array(8192);
     let head = "";
@@ -263,10 +264,15 @@ Deno.test("an upstream that dies mid-session: the client sees the connection end
       head += new TextDecoder().decode(buffer.subarray(0, n));
     }
     const key = /sec-websocket-key: *(\S+)/i.exec(head)![1];
-    await conn.write(new TextEncoder().encode(
+    const switchHead = new TextEncoder().encode(
       "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
         `Sec-WebSocket-Accept: ${await acceptFor(key)}\r\n\r\n`,
-    ));
+    );
+    const first = new Uint8Array([0x81, 5, ...new TextEncoder().encode("first")]);
+    const both = new Uint8Array(switchHead.length + first.length);
+    both.set(switchHead);
+    both.set(first, switchHead.length);
+    await conn.write(both);
     await conn.read(buffer);
     conn.close();
   });
@@ -278,6 +284,7 @@ Deno.test("an upstream that dies mid-session: the client sees the connection end
     for (let i = 0; i < 2; i++) {
       const client = await openClient(wsUrl(gw.port, "/ws/dies"));
       clients.push(client);
+      assert.equal(await client.next(), "first");
       client.socket.send("anything");
       const closed = await client.waitClosed();
       // No close frame, as if connected directly: Deno's client reports code 0 there (a
@@ -408,6 +415,51 @@ Deno.test("embedded on Deno.serve (no connection to take over): forwarded as a p
     assert.equal(raw.status, 200, raw.head);
   } finally {
     await server.shutdown();
+    await closeAll({ gw, upstream });
+  }
+});
+
+Deno.test("a shutdown that begins during the handshake still ends the session with 1001", async () => {
+  let gotHead = false;
+  const { promise: release, resolve: doRelease } = Promise.withResolvers<void>();
+  const upstream = startRawUpstream(async (conn) => {
+    const buffer = new Uint8Array(8192);
+    let head = "";
+    while (!head.includes("\r\n\r\n")) {
+      const n = await conn.read(buffer);
+      if (n === null) return;
+      head += new TextDecoder().decode(buffer.subarray(0, n));
+    }
+    gotHead = true;
+    await release;
+    const key = /sec-websocket-key: *(\S+)/i.exec(head)![1];
+    await conn.write(new TextEncoder().encode(
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+        `Sec-WebSocket-Accept: ${await acceptFor(key)}\r\n\r\n`,
+    ));
+    // The gateway's close frame arrives; this upstream then just goes away.
+    await conn.read(buffer);
+  });
+  const gw = await startTestGateway(chatConfig(upstream.origin));
+  const connecting = rawClient(gw.port, handshakeRequest("/ws/late"));
+  let closing: Promise<void> | null = null;
+  try {
+    await waitFor(() => gotHead, { what: "the upstream got the handshake" });
+    closing = gw.close();
+    doRelease();
+    const raw = await connecting;
+    try {
+      assert.equal(raw.status, 101, raw.head);
+      const close = await raw.frame();
+      assert.equal(close?.opcode, OPCODE_CLOSE);
+      assert.equal((close!.payload[0] << 8) | close!.payload[1], 1001);
+    } finally {
+      raw.close();
+    }
+    await closing;
+  } finally {
+    doRelease();
+    await closing?.catch(() => {});
     await closeAll({ gw, upstream });
   }
 });
