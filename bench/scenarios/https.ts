@@ -76,7 +76,7 @@ http {
     "-g",
     "daemon off;",
   ], { logPath: `${prefix}/stdout.log` });
-  return { name: "nginx (HTTPS)", url: `https://localhost:${port}`, pid: proc.pid };
+  return { name: "nginx (HTTPS)", url: `https://127.0.0.1:${port}`, pid: proc.pid };
 }
 
 /** Waits until `url` answers over TLS trusting `caCert`. */
@@ -155,7 +155,7 @@ async function run(context: BenchContext): Promise<void> {
         },
       },
     });
-    targets.push({ ...tlsGateway, url: `https://localhost:${tlsPort}` });
+    targets.push({ ...tlsGateway, url: `https://127.0.0.1:${tlsPort}` });
     for (const target of targets) {
       if (target.url.startsWith("https:")) await waitHttps(`${target.url}/`, caCert);
       else await waitHttp(`${target.url}/`);
