@@ -17,7 +17,8 @@
  *   CVE-2023-44487). The loopback server learns the client's address from the pipe's local
  *   port and refuses any connection that is not one of the pipes (421). An h2 connection with
  *   no stream in progress is closed after `headerTimeoutMs` before its first request and
- *   `idleTimeoutMs` after its last one (nginx's `keepalive_timeout` for HTTP/2);
+ *   `idleTimeoutMs` after its last one (nginx's `keepalive_timeout` for HTTP/2), and a request
+ *   body that sends nothing for `bodyIdleTimeoutMs` errors (408) as on HTTP/1.1;
  * - {@link TlsServer.setCertificate} opens a new listener with the new certificate on the same
  *   port and then closes the old one; connections already open keep the certificate they
  *   were accepted with. With `--unstable-net` (Deno's `reusePort`) both listeners share the
