@@ -14,10 +14,17 @@ import type { FromWorker, MirrorDecision, MirrorEntry, ToWorker } from "./protoc
 
 /**
  * How often the real breaker is re-read for changes the workers did not cause (another
- * instance's trip read from KV, an operator's force, a probe time reached, a hold released).
+ * instance's trip read from KV, an operator's force, a probe time reached, a hold released)
+ * while anything is going on: a service not closed, failures in its window, a probe wanted.
  * Changes a worker causes (a failure that trips) are published at once.
  */
 export const PUBLISH_INTERVAL_MS = 5;
+/**
+ * The re-read while every service is closed without failures: what can change then comes from
+ * KV (re-read every `kv.syncIntervalMs`, 250 ms by default) or an operator, so 25 ms adds
+ * little, and the main thread does not wake 200 times a second for nothing.
+ */
+export const QUIET_PUBLISH_INTERVAL_MS = 25;
 /** A probe wanted but not granted within this is forgotten; the worker asks again. */
 export const WANT_TTL_MS = 1000;
 
@@ -88,7 +95,8 @@ export function decide(breaker: FleetBreaker, service: string, nowMs: number): {
 }
 
 /**
- * Creates the host and starts re-reading the breaker every {@link PUBLISH_INTERVAL_MS}.
+ * Creates the host and starts re-reading the breaker every {@link PUBLISH_INTERVAL_MS} (every
+ * {@link QUIET_PUBLISH_INTERVAL_MS} while all is quiet).
  *
  * @example
  * ```ts
@@ -177,7 +185,22 @@ export function createBreakerHost(options: BreakerHostOptions): BreakerHost {
       // A breaker replaced mid-tick by a reload: the next tick reads the new one.
     }
   };
-  const timer = setInterval(tick, PUBLISH_INTERVAL_MS);
+  /** Anything that makes the 5 ms re-read worth it. */
+  const busy = () =>
+    wants.size > 0 || probes.size > 0 ||
+    current.entries.some((entry) =>
+      entry.decision.kind !== "pass" || entry.view.failuresInWindow > 0
+    );
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let closed = false;
+  const schedule = () => {
+    if (closed) return;
+    timer = setTimeout(() => {
+      tick();
+      schedule();
+    }, busy() ? PUBLISH_INTERVAL_MS : QUIET_PUBLISH_INTERVAL_MS);
+  };
+  schedule();
 
   return {
     handle(worker, message) {
@@ -243,7 +266,8 @@ export function createBreakerHost(options: BreakerHostOptions): BreakerHost {
     },
     publish,
     close() {
-      clearInterval(timer);
+      closed = true;
+      clearTimeout(timer);
       for (const [token, probe] of probes) {
         probes.delete(token);
         probe.breaker.record(probe.service, probe.admission, RELEASED);
