@@ -14,8 +14,8 @@ export function shareOf(total: number, workers: number): number {
 
 /**
  * The config one of `workers` workers runs with: `limits.maxConnections`,
- * `limits.maxClientConnections` and each service's `pool.maxConnections` and
- * `pool.maxPending` divided by `workers` (at least 1 each, so with fewer slots than workers
+ * `limits.maxClientConnections` and each service's `pool.maxConnections`, `pool.maxPending`
+ * and `websocket.maxConnections` divided by `workers` (at least 1 each, so with fewer slots than workers
  * the instance allows one per worker). Everything else is the instance's config.
  *
  * @example
@@ -26,14 +26,23 @@ export function shareOf(total: number, workers: number): number {
 export function workerShare(config: GatewayConfig, workers: number): GatewayConfig {
   if (workers === 1) return config;
   const services = Object.fromEntries(
-    Object.entries(config.services).map(([name, service]) => [name, {
-      ...service,
-      pool: {
-        ...service.pool,
-        maxConnections: shareOf(service.pool.maxConnections, workers),
-        maxPending: shareOf(service.pool.maxPending, workers),
-      },
-    }]),
+    Object.entries(config.services).map(([name, service]) => {
+      // Upgraded connections are counted per worker too.
+      const websocket = (service as { websocket?: { maxConnections?: number } }).websocket;
+      return [name, {
+        ...service,
+        pool: {
+          ...service.pool,
+          maxConnections: shareOf(service.pool.maxConnections, workers),
+          maxPending: shareOf(service.pool.maxPending, workers),
+        },
+        ...(typeof websocket?.maxConnections === "number"
+          ? {
+            websocket: { ...websocket, maxConnections: shareOf(websocket.maxConnections, workers) },
+          }
+          : {}),
+      }];
+    }),
   );
   return {
     ...config,
