@@ -15,16 +15,23 @@
  * - a retry is allowed while its own retries stay within its share of the fleet's budget, the
  *   share being its share of the fleet's requests, `requests_i x budgetPercent + floor x
  *   requests_i / fleet requests` (rounded down, but at least one, so a quiet service spread
- *   thin still retries now and then), AND the fleet's retries it knows of stay within the
- *   fleet's budget.
+ *   thin still retries now and then; a share raised to one is allowed only while the fleet's
+ *   retries it knows of stay within the fleet's budget).
  *
  * Bounds. Shares add up to the fleet's budget, so in a storm (every instance spending its whole
  * share) the fleet sends at most `budgetPercent` of its requests plus one floor (the "at least
  * one" can add one retry per instance per window only where shares are below one, and the
  * fleet total known at the last exchange then caps it). Other instances' counts are up to one
  * exchange old (1 s by default); the floor is split by counts of the same age (ours as of the
- * last read), so the shares still add up to one floor. While KV is degraded, before the first exchange, or when the last one is older than
- * the window, each instance falls back to the per-instance budget (its own percentage plus the
+ * last read), so the shares still add up to one floor. When the traffic mix shifts, a share
+ * already spent is not taken back: the fleet can go over by what the shift moved, for one
+ * window. The fleet total caps only the shares raised to one: in a storm, the others' retries
+ * are known up to their last exchange (spent as soon as the window frees them) but their
+ * requests only partly (they keep arriving after it), so a cap on every retry would hold the
+ * whole fleet well below its budget (measured: 14 retries/s where 23 were due).
+ *
+ * While KV is degraded, before the first exchange, or when the last one is older than the
+ * window, each instance falls back to the per-instance budget (its own percentage plus the
  * whole floor): a fleet that cannot talk retries as it did before, never less.
  *
  * @module
@@ -279,17 +286,29 @@ function othersInWindow(
 }
 
 function snapshot(budgets: Budgets, service: ServiceBudget, bucket: number): FleetRetrySnapshot {
+  return view(budgets, service, bucket).snapshot;
+}
+
+/** The snapshot, and whether this instance's share was raised to the minimum of one. */
+function view(
+  budgets: Budgets,
+  service: ServiceBudget,
+  bucket: number,
+): { snapshot: FleetRetrySnapshot; raised: boolean } {
   const own = ownInWindow(service.own, bucket);
   const share = service.budgetPercent / 100;
   if (!fleetUsable(budgets, service, budgets.clock())) {
     const allowed = Math.floor(own.requests * share + service.floorPerWindow);
     return {
-      ...own,
-      allowedRetries: allowed,
-      fleet: false,
-      fleetRequests: own.requests,
-      fleetRetries: own.retries,
-      fleetAllowedRetries: allowed,
+      snapshot: {
+        ...own,
+        allowedRetries: allowed,
+        fleet: false,
+        fleetRequests: own.requests,
+        fleetRetries: own.retries,
+        fleetAllowedRetries: allowed,
+      },
+      raised: false,
     };
   }
   const others = othersInWindow(service, bucket);
@@ -298,23 +317,26 @@ function snapshot(budgets: Budgets, service: ServiceBudget, bucket: number): Fle
   const floorShare = others.requests + mine === 0
     ? service.floorPerWindow
     : service.floorPerWindow * mine / (others.requests + mine);
+  const shareRetries = Math.floor(own.requests * share + floorShare);
   return {
-    ...own,
-    // At least one: a quiet service spread thin over many instances still retries now and
-    // then (the fleet total below still holds it to the fleet's budget as far as it is known).
-    allowedRetries: Math.max(1, Math.floor(own.requests * share + floorShare)),
-    fleet: true,
-    fleetRequests,
-    fleetRetries: others.retries + own.retries,
-    fleetAllowedRetries: Math.floor(fleetRequests * share + service.floorPerWindow),
+    snapshot: {
+      ...own,
+      // At least one: a quiet service spread thin over many instances still retries now and
+      // then (the fleet total then holds it to the fleet's budget as far as it is known).
+      allowedRetries: Math.max(1, shareRetries),
+      fleet: true,
+      fleetRequests,
+      fleetRetries: others.retries + own.retries,
+      fleetAllowedRetries: Math.floor(fleetRequests * share + service.floorPerWindow),
+    },
+    raised: shareRetries < 1,
   };
 }
 
 function allows(budgets: Budgets, service: ServiceBudget, bucket: number): boolean {
-  const view = snapshot(budgets, service, bucket);
-  if (!view.fleet) return view.retries + 1 <= view.allowedRetries;
-  return view.retries + 1 <= view.allowedRetries &&
-    view.fleetRetries + 1 <= view.fleetAllowedRetries;
+  const { snapshot: counts, raised } = view(budgets, service, bucket);
+  if (counts.retries + 1 > counts.allowedRetries) return false;
+  return !raised || counts.fleetRetries + 1 <= counts.fleetAllowedRetries;
 }
 
 /** Writes the buckets that changed, then reads the fleet's window of every busy service. */
