@@ -146,16 +146,18 @@ Deno.test("workers 2: one breaker for the instance (trip reaches both, one probe
   const kvDir = await Deno.makeTempDir({ prefix: "breakwater-workers-kv-" });
   let gateway: GatewayProcess | null = null;
   try {
-    gateway = await startGatewayProcess(config(upstream), {
+    gateway = await startGatewayProcess(config(upstream, {}, 2000), {
       sharedKvPath: `${kvDir}/fleet.kv`,
     });
     // Sequential failures on fresh connections, spread over both workers by the kernel.
     let first503 = -1;
+    let trippedAt = 0;
     for (let i = 0; i < 20; i++) {
       const response = await getFresh(`${gateway.url}/api/x`);
       await response.body?.cancel();
       if (response.headers.get("x-breakwater-error") === "breaker_open") {
         first503 = i;
+        trippedAt = Date.now();
         break;
       }
     }
@@ -177,18 +179,26 @@ Deno.test("workers 2: one breaker for the instance (trip reaches both, one probe
       kv.close();
     }
 
-    // Both workers refuse at once: 30 fresh connections (the kernel hashes each to one of the
-    // two listeners: all on one worker has odds of 2^-29) before the 800-1000 ms probe time.
-    for (let i = 0; i < 30; i++) {
+    // Both workers refuse at once: fresh connections (the kernel hashes each to one of the two
+    // listeners: 12 all on one worker has odds of 2^-11) well before the 1.6-2 s probe time.
+    const refusingUntil = trippedAt + 1200;
+    let refused = 0;
+    while (Date.now() < refusingUntil && refused < 30) {
       const response = await getFresh(`${gateway.url}/api/x`);
       await response.body?.cancel();
-      assert.equal(response.headers.get("x-breakwater-error"), "breaker_open", `request ${i}`);
+      assert.equal(
+        response.headers.get("x-breakwater-error"),
+        "breaker_open",
+        `request ${refused}`,
+      );
+      refused++;
     }
+    assert.ok(refused >= 12, `only ${refused} requests in 1.2 s`);
     assert.equal(state.calls, callsAtTrip, "no worker sent another call");
 
-    // Half-open rounds every 800-1000 ms with the upstream still failing: 8 concurrent
-    // clients for 2.2 s get one probe per round, never two at once.
-    const hammerUntil = Date.now() + 2200;
+    // Half-open rounds every 1.6-2 s with the upstream still failing: 8 concurrent clients
+    // for 4.5 s get one probe per round, never two at once.
+    const hammerUntil = Date.now() + 4500;
     const callsBefore = state.calls;
     await Promise.all(Array.from({ length: 8 }, async () => {
       while (Date.now() < hammerUntil) {
@@ -198,7 +208,7 @@ Deno.test("workers 2: one breaker for the instance (trip reaches both, one probe
     }));
     const probes = state.calls - callsBefore;
     assert.equal(state.maxInFlight, 1, "never two probes at once");
-    assert.ok(probes >= 1 && probes <= 4, `probes in 2.2 s of 800-1000 ms rounds: ${probes}`);
+    assert.ok(probes >= 1 && probes <= 4, `probes in 4.5 s of 1.6-2 s rounds: ${probes}`);
 
     // Healed: the next probe closes the breaker for both workers.
     state.failing = false;
