@@ -2,6 +2,7 @@
  * `Gateway.reload` in process: an unchanged service keeps its pool (the upstream sees one
  * connection across the reload), a changed one gets a new runtime, metrics and the pool usage
  * follow the config in force; the fleet retry budget follows a new breaker with its counts.
+ * Breaker audit entries reach the log.
  *
  * @module
  */
@@ -205,5 +206,23 @@ Deno.test("reload in process: the fleet retry budget follows a new breaker and k
     observer.close();
     await upstream.close();
     await file.remove();
+  }
+});
+
+Deno.test("in process: breaker audit entries are logged as 'breaker audit'", async () => {
+  const upstream = startUpstream(() => new Response("ok"));
+  try {
+    await using gw = await startTestGateway({
+      services: { a: { prefix: "/a", upstreams: [upstream.origin] } },
+    });
+    await gw.gateway.breaker.force("a", "open", { by: "tester" });
+    const line = gw.logs.find((each) => each.msg === "breaker audit");
+    assert.ok(line !== undefined, "an audit log line");
+    assert.equal(line.service, "a");
+    assert.equal(line.kind, "force_open");
+    assert.equal(line.by, "tester");
+    assert.equal(line.fleet, true);
+  } finally {
+    await upstream.close();
   }
 });
