@@ -255,9 +255,11 @@ export function serveTls(options: TlsServerOptions, handler: TlsHandler): TlsSer
     if (pipe === undefined) return new Response(null, { status: 421 });
     pipe.active++;
     pipe.used = true;
-    streams.add(info.completed);
-    info.completed.finally(() => {
-      streams.delete(info.completed);
+    // Settled either way (a stream the client reset may reject it), never left unhandled.
+    const settled = info.completed.then(() => {}, () => {});
+    streams.add(settled);
+    settled.then(() => {
+      streams.delete(settled);
       if (--pipe.active === 0) pipe.idleSince = now();
     });
     return handler(request, {
