@@ -51,3 +51,32 @@ Deno.test("SIGTERM: open WebSockets get 1001 after the drain delay, both sides",
     await closeAll({ upstream });
   }
 });
+
+Deno.test("with two workers: sessions through both, SIGTERM closes them with 1001", async () => {
+  const upstream = startWebSocketUpstream();
+  const gateway = await startGatewayProcess({
+    workers: 2,
+    shutdown: { drainDelayMs: 100, timeoutMs: 5000 },
+    services: { chat: { prefix: "/ws", upstreams: [upstream.origin] } },
+  });
+  const clients: TestClient[] = [];
+  let stopped = false;
+  try {
+    const wsBase = gateway.url.replace("http://", "ws://");
+    for (let i = 0; i < 6; i++) {
+      const client = await openClient(`${wsBase}/ws/${i}/echo`);
+      clients.push(client);
+      client.socket.send(`n${i}`);
+      assert.equal(await client.next(), `echo:n${i}`);
+    }
+    gateway.child.kill("SIGTERM");
+    for (const client of clients) assert.equal((await client.waitClosed(8000)).code, 1001);
+    const status = await within(gateway.stop(), 15_000, "the gateway's exit");
+    stopped = true;
+    assert.equal(status.code, 0);
+  } finally {
+    for (const client of clients) await client.close();
+    if (!stopped) await gateway.stop("SIGKILL");
+    await closeAll({ upstream });
+  }
+});
