@@ -359,28 +359,52 @@ Deno.test("tls: an HTTP/2 rapid-reset burst leaves the gateway serving others; s
       // The server may close the connection mid-burst (GOAWAY ENHANCE_YOUR_CALM): fine.
       await attacker.write(burst).catch(() => 0);
       // Read what the server answers until it closes the connection (bounded).
-      const sawGoAway = await within(
+      const frames = await within(
         (async () => {
           const buffer = new Uint8Array(64 * 1024);
-          let seen = new Uint8Array();
+          const chunks: Uint8Array[] = [];
           while (true) {
             const n = await attacker.read(buffer).catch(() => null);
             if (n === null) break;
-            const next = new Uint8Array(seen.length + n);
-            next.set(seen);
-            next.set(buffer.subarray(0, n), seen.length);
-            seen = next;
+            chunks.push(buffer.slice(0, n));
           }
-          // GOAWAY is frame type 7.
+          const seen = concat(chunks);
+          const out: { type: number; flags: number; payload: Uint8Array }[] = [];
           for (let at = 0; at + 9 <= seen.length;) {
             const length = (seen[at] << 16) | (seen[at + 1] << 8) | seen[at + 2];
-            if (seen[at + 3] === 0x7) return true;
+            out.push({
+              type: seen[at + 3],
+              flags: seen[at + 4],
+              payload: seen.subarray(at + 9, at + 9 + length),
+            });
             at += 9 + length;
           }
-          return false;
+          return out;
         })(),
         15_000,
         "the attacker's connection to end",
+      );
+      // GOAWAY (type 7) with ENHANCE_YOUR_CALM (11, RFC 9113 §7).
+      const goAway = frames.find((f) => f.type === 0x7);
+      const sawGoAway = goAway !== undefined;
+      assert.equal(goAway && new DataView(goAway.payload.slice(4, 8).buffer).getUint32(0), 11);
+      // The server's SETTINGS bound streams and header lists (RFC 9113 §6.5.2).
+      const settings = new Map<number, number>();
+      for (const f of frames.filter((f) => f.type === 0x4 && (f.flags & 0x1) === 0)) {
+        const view = new DataView(f.payload.slice().buffer);
+        for (let i = 0; i + 6 <= f.payload.length; i += 6) {
+          settings.set(view.getUint16(i), view.getUint32(i + 2));
+        }
+      }
+      const maxStreams = settings.get(0x3);
+      const maxHeaderList = settings.get(0x6);
+      assert.ok(
+        maxStreams !== undefined && maxStreams <= 1000,
+        `MAX_CONCURRENT_STREAMS ${maxStreams}`,
+      );
+      assert.ok(
+        maxHeaderList !== undefined && maxHeaderList <= 65536,
+        `MAX_HEADER_LIST_SIZE ${maxHeaderList}`,
       );
       assert.ok(sawGoAway, "the server ended the attacking connection with GOAWAY");
       assert.ok(
