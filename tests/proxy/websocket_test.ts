@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { startTestGateway } from "../_helpers/gateway.ts";
 import { startRawUpstream, startUpstream } from "../_helpers/upstream.ts";
-import { closeAll, waitFor } from "../_helpers/wait.ts";
+import { closeAll, waitFor, within } from "../_helpers/wait.ts";
 import { acceptFor } from "../../src/proxy/websocket_handshake.ts";
 import {
   handshakeRequest,
@@ -460,6 +460,66 @@ Deno.test("a shutdown that begins during the handshake still ends the session wi
   } finally {
     doRelease();
     await closing?.catch(() => {});
+    await closeAll({ gw, upstream });
+  }
+});
+
+Deno.test("backpressure: a client that does not read stalls the upstream's writes", async () => {
+  const totalBytes = 96 * 1024 * 1024;
+  let written = 0;
+  let upstreamDone = false;
+  // A raw upstream that sends one 96 MiB binary frame as fast as TCP lets it.
+  const upstream = startRawUpstream(async (conn) => {
+    const buffer = new Uint8Array(8192);
+    let head = "";
+    while (!head.includes("\r\n\r\n")) {
+      const n = await conn.read(buffer);
+      if (n === null) return;
+      head += new TextDecoder().decode(buffer.subarray(0, n));
+    }
+    const key = /sec-websocket-key: *(\S+)/i.exec(head)![1];
+    await conn.write(new TextEncoder().encode(
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+        `Sec-WebSocket-Accept: ${await acceptFor(key)}\r\n\r\n`,
+    ));
+    const frameHead = new Uint8Array(10);
+    frameHead[0] = 0x82;
+    frameHead[1] = 127;
+    new DataView(frameHead.buffer).setBigUint64(2, BigInt(totalBytes));
+    await conn.write(frameHead);
+    const chunk = new Uint8Array(256 * 1024);
+    while (written < totalBytes) {
+      written += await conn.write(chunk.subarray(0, Math.min(chunk.length, totalBytes - written)));
+    }
+    upstreamDone = true;
+    await conn.read(buffer);
+  });
+  const gw = await startTestGateway(chatConfig(upstream.origin));
+  const raw = await rawClient(gw.port, handshakeRequest("/ws/big"));
+  try {
+    assert.equal(raw.status, 101, raw.head);
+    // Nothing is read: the upstream's writes stop once the socket buffers on the way are full
+    // (the gateway holds one 64 KiB chunk, not the message).
+    let last = -1;
+    await waitFor(() => {
+      const stalled = written === last && written > 0;
+      last = written;
+      return stalled;
+    }, { intervalMs: 300, timeoutMs: 10_000, what: "the upstream's writes to stall" });
+    assert.ok(!upstreamDone);
+    assert.ok(written < 48 * 1024 * 1024, `${written} bytes written before any was read`);
+    // Reading lets it all through.
+    let received = raw.pending.length;
+    const buffer = new Uint8Array(1024 * 1024);
+    while (received < totalBytes + 10) {
+      const n = await within(raw.conn.read(buffer), 5000, "the big frame's next bytes");
+      if (n === null) break;
+      received += n;
+    }
+    assert.equal(received, totalBytes + 10);
+    await waitFor(() => upstreamDone, { what: "the upstream done writing" });
+  } finally {
+    raw.close();
     await closeAll({ gw, upstream });
   }
 });
