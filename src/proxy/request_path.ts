@@ -370,7 +370,10 @@ function upgraded(
   outcome: Outcome & { kind: "upgraded" },
   deps: RequestPathDeps,
 ): Response {
-  outcome.ended.then((summary) => record(exchange, outcome, { status: 101 }, deps, summary));
+  outcome.ended.then((summary) => record(exchange, outcome, { status: 101 }, deps, summary))
+    // Nothing awaits this: a failure here must not become an unhandled rejection (which ends
+    // the process), only a log line.
+    .catch((error) => console.error("breakwater: recording a WebSocket session failed", error));
   return new Response(null);
 }
 
