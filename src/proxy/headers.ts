@@ -127,6 +127,35 @@ export function rewriteResponseHeaders(headers: Headers, requestId: string): voi
 }
 
 /**
+ * {@link rewriteResponseHeaders} on name/value pairs (any case, repeats apart): the same fields
+ * come out, as pairs.
+ */
+export function rewriteResponseFields(
+  fields: [string, string][],
+  requestId: string,
+): [string, string][] {
+  let connection: string | null = null;
+  let via: string | null = null;
+  for (const [name, value] of fields) {
+    const lower = name.toLowerCase();
+    if (lower === "connection") {
+      connection = connection === null ? value : `${connection}, ${value}`;
+    } else if (lower === "via") via = via === null ? value : `${via}, ${value}`;
+  }
+  const named = connection ? connectionTokens(connection) : null;
+  const out: [string, string][] = [];
+  for (const pair of fields) {
+    const lower = pair[0].toLowerCase();
+    if (HOP_BY_HOP.has(lower) || (named !== null && named.has(lower))) continue;
+    if (lower === "via" || lower === "x-request-id") continue;
+    out.push(pair);
+  }
+  out.push(["via", via ? `${via}, ${VIA_TOKEN}` : VIA_TOKEN]);
+  out.push(["x-request-id", requestId]);
+  return out;
+}
+
+/**
  * The headers to send back to the client as a new `Headers` (for callers that need a copy).
  */
 export function clientResponseHeaders(upstream: Headers, requestId: string): Headers {

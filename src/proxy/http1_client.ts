@@ -19,7 +19,7 @@
  *
  * @module
  */
-import { bytesResponse } from "../server/static_body.ts";
+import { fieldsResponse } from "../server/static_body.ts";
 import { ClientError, findClientError } from "./client_error.ts";
 import { type IdleWatch, watchIdle } from "./_idle_watch.ts";
 import { connectUpstream, type UpstreamTlsOptions } from "./upstream_tls.ts";
@@ -987,12 +987,13 @@ function respond(x: Exchange, responseHead: ResponseHead): Response {
     reusable = false;
   }
   const ending = endOfResponse(x, reusable);
-  const init = { status, statusText: responseHead.statusText, headers: responseHead.headers };
+  // Fields as parsed (checked strictly above): `Headers` are built only if someone reads them.
+  const { statusText, headers } = responseHead;
   if (source === null) {
     // An upstream that answered before the request body was sent in full loses the
     // connection (finish sees requestSent false), which also stops the body pump.
     ending.finish(true);
-    return new Response(null, init);
+    return fieldsResponse(null, status, statusText, headers);
   }
   const length = responseHead.contentLength;
   if (!responseHead.chunked && length !== null && length <= connection.pendingLength) {
@@ -1000,9 +1001,9 @@ function respond(x: Exchange, responseHead: ResponseHead): Response {
     // without a JavaScript stream, and free the connection at once.
     const bytes = connection.take(length);
     ending.finish(true);
-    return bytesResponse(bytes, init);
+    return fieldsResponse(bytes, status, statusText, headers);
   }
-  return new Response(bodyStream(x, source, ending), init);
+  return fieldsResponse(bodyStream(x, source, ending), status, statusText, headers);
 }
 
 /** Ends a response once: the connection goes back to the pool only after a clean end. */

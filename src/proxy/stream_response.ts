@@ -4,7 +4,8 @@
  *
  * @module
  */
-import { rewriteResponseHeaders } from "./headers.ts";
+import { bytesOf, rewriteFields } from "../server/static_body.ts";
+import { rewriteResponseFields, rewriteResponseHeaders } from "./headers.ts";
 
 /**
  * The upstream's response for the client; `finish` runs once its body was sent to the end,
@@ -24,15 +25,17 @@ export function streamResponse(
   finish: () => void,
   completed: Promise<void> | undefined,
 ): Response {
-  const init = {
+  // Built only when a new `Response` is made: reading `headers` (or `body`) of the http1
+  // client's response would build what the server can do without.
+  const init = () => ({
     status: upstream.status,
     statusText: upstream.statusText,
     headers: upstream.headers,
-  };
-  const source = upstream.body;
-  if (source === null) {
+  });
+  // A body of known bytes is not empty, and asking `body` would build its stream.
+  if (bytesOf(upstream) === null && upstream.body === null) {
     finish();
-    return rehead(new Response(null, init), requestId);
+    return rehead(new Response(null, init()), requestId);
   }
   if (completed !== undefined) {
     // Measured: 100 MiB through a JS pull wrapper raised RSS by ~25-75 MiB (every chunk
@@ -42,9 +45,9 @@ export function streamResponse(
     // same object goes to the server (no second `Response` and header copy, and a body of known
     // bytes stays known to the server). `fetch`'s responses have immutable headers: copied.
     if (reheadInPlace(upstream, requestId)) return upstream;
-    return rehead(new Response(source, init), requestId);
+    return rehead(new Response(upstream.body, init()), requestId);
   }
-  return rehead(new Response(watchEnd(source, finish), init), requestId);
+  return rehead(new Response(watchEnd(upstream.body!, finish), init()), requestId);
 }
 
 /** `source`, calling `finish` once it ended, failed or was cancelled. */
@@ -77,6 +80,8 @@ function watchEnd(
 
 /** Rewrites `response`'s own headers; false when they are immutable (nothing was changed). */
 function reheadInPlace(response: Response, requestId: string): boolean {
+  // The http1 client's fields as pairs, not yet `Headers`: rewritten as pairs.
+  if (rewriteFields(response, (fields) => rewriteResponseFields(fields, requestId))) return true;
   if (response.type !== "default") return false;
   try {
     rewriteResponseHeaders(response.headers, requestId);

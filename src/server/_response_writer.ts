@@ -17,7 +17,7 @@ import { findClientError } from "../proxy/client_error.ts";
 import { problemResponse } from "../problem.ts";
 import type { Connection } from "./_connection.ts";
 import type { RequestBody } from "./_request_body.ts";
-import { bytesOf } from "./static_body.ts";
+import { bytesOf, fieldsOf, sortAndCombine } from "./static_body.ts";
 
 /** What the exchange needs from the request to frame the response. */
 export interface ResponseTarget {
@@ -244,7 +244,9 @@ function responseFields(response: Response): ResponseFields {
     declaredText: null,
     handlerConnection: null,
   };
-  for (const [name, value] of response.headers) {
+  const pairs = fieldsOf(response);
+  // Pairs as `Headers` would yield them, so both forms go out the same way.
+  for (const [name, value] of pairs !== null ? sortAndCombine(pairs) : response.headers) {
     switch (name) {
       case "content-length":
         // An invalid length is dropped rather than passed on: the framing is ours to get right.
