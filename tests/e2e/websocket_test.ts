@@ -1,11 +1,19 @@
 /**
  * WebSocket sessions through a gateway process: SIGTERM, after the drain delay, closes open
- * sessions with 1001 on both sides, and the process still exits 0.
+ * sessions with 1001 on both sides and the process still exits 0 (one worker and two), and
+ * `wss://` through the TLS listener.
  */
 import assert from "node:assert/strict";
 import { startGatewayProcess } from "../_helpers/gateway.ts";
+import { freePort } from "../_helpers/upstream.ts";
 import { closeAll, waitFor, within } from "../_helpers/wait.ts";
-import { openClient, startWebSocketUpstream, type TestClient } from "../proxy/websocket_helpers.ts";
+import {
+  handshakeRequest,
+  openClient,
+  startWebSocketUpstream,
+  type TestClient,
+} from "../proxy/websocket_helpers.ts";
+import { createTestCa } from "./_tls_certs.ts";
 
 Deno.test("SIGTERM: open WebSockets get 1001 after the drain delay, both sides", async () => {
   const upstream = startWebSocketUpstream();
@@ -78,5 +86,60 @@ Deno.test("with two workers: sessions through both, SIGTERM closes them with 100
     for (const client of clients) await client.close();
     if (!stopped) await gateway.stop("SIGKILL");
     await closeAll({ upstream });
+  }
+});
+
+Deno.test("wss:// on the TLS listener (http/1.1 by ALPN) is proxied too", async () => {
+  const ca = await createTestCa();
+  const upstream = startWebSocketUpstream();
+  let gateway: Awaited<ReturnType<typeof startGatewayProcess>> | null = null;
+  let conn: Deno.TlsConn | null = null;
+  try {
+    const leaf = await ca.issue("localhost");
+    const tlsPort = freePort();
+    gateway = await startGatewayProcess({
+      listen: {
+        hostname: "127.0.0.1",
+        port: 0,
+        tls: { certFile: leaf.certFile, keyFile: leaf.keyFile, port: tlsPort },
+      },
+      services: { chat: { prefix: "/ws", upstreams: [upstream.origin] } },
+    });
+    conn = await Deno.connectTls({
+      hostname: "localhost",
+      port: tlsPort,
+      caCerts: [await Deno.readTextFile(ca.caFile)],
+      alpnProtocols: ["http/1.1"],
+    });
+    await conn.write(new TextEncoder().encode(handshakeRequest("/ws/tls/echo")));
+    const buffer = new Uint8Array(8192);
+    let received = new Uint8Array(0);
+    const readMore = async () => {
+      const n = await within(conn!.read(buffer), 5000, "bytes over TLS");
+      if (n === null) throw new Error("the gateway closed the TLS connection");
+      const joined = new Uint8Array(received.length + n);
+      joined.set(received);
+      joined.set(buffer.subarray(0, n), received.length);
+      received = joined;
+    };
+    while (!new TextDecoder().decode(received).includes("\r\n\r\n")) await readMore();
+    const text = new TextDecoder().decode(received);
+    assert.match(text, /^HTTP\/1\.1 101 /);
+    received = received.slice(text.indexOf("\r\n\r\n") + 4);
+    // A masked text frame "hi" (RFC 6455 §5.3), then the echo comes back unmasked.
+    const key = [9, 8, 7, 6];
+    const payload = new TextEncoder().encode("hi");
+    await conn.write(
+      new Uint8Array([0x81, 0x80 | 2, ...key, payload[0] ^ key[0], payload[1] ^ key[1]]),
+    );
+    while (received.length < 2 || received.length < 2 + received[1]) await readMore();
+    assert.equal(received[0], 0x81);
+    assert.equal(new TextDecoder().decode(received.subarray(2, 2 + received[1])), "echo:hi");
+    assert.equal(upstream.sessions[0].headers.get("x-forwarded-proto"), "https");
+  } finally {
+    conn?.close();
+    await gateway?.stop();
+    await closeAll({ upstream });
+    await ca.remove();
   }
 });
