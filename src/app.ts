@@ -66,6 +66,8 @@ export interface GatewayOptions {
   breakerFactory?: (config: GatewayConfig) => FleetBreaker;
   /** Where per-service traffic is recorded (default: a new {@link TrafficStats}). */
   traffic?: TrafficStats;
+  /** Wraps each service's health probe (one prober for all workers; README, "Workers"). */
+  probeThrough?: GenerationShared["probeThrough"];
 }
 
 export type { ReloadResult } from "./gateway/reloader.ts";
@@ -211,6 +213,7 @@ function createShared(
     now,
     client: options.client,
     breakerFactory: options.breakerFactory,
+    probeThrough: options.probeThrough,
     draining: () => lifecycle.draining,
     websockets: createWebSocketSessions(),
     live: new Set(),

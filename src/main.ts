@@ -31,6 +31,7 @@ import {
 } from "./cli.ts";
 import { readCgroupLimits } from "./config/cgroup.ts";
 import { resolveWorkerCount } from "./workers/count.ts";
+import { createSharedProber, type SharedProber } from "./workers/shared_prober.ts";
 import { loadConfig, type LoadNotes, readConfigJson } from "./config/load.ts";
 import { ConfigError, formatProblem, type GatewayConfig } from "./config/schema.ts";
 import { createLogger, type Logger } from "./telemetry/access_log.ts";
@@ -293,10 +294,14 @@ async function run(configPath: string, { config, notes }: Loaded, env: Env): Pro
   const { createGateway } = await import("./app.ts");
   // Named here so an instance's workers report under it too (README, "Workers").
   const instanceId = crypto.randomUUID();
+  const workerCount = resolveWorkerCount(config.workers, notes.cgroup);
+  // With workers, the main thread's health probes are the instance's, shared with the workers.
+  const prober = workerCount > 1 ? createSharedProber() : null;
   const gateway = createGateway(config, {
     env,
     logger,
     instanceId,
+    probeThrough: prober?.through,
     // The same reading and validation as start-up (PORT, cgroup caps), for SIGHUP and
     // POST /admin/reload.
     readConfig: () => {
@@ -317,9 +322,12 @@ async function run(configPath: string, { config, notes }: Loaded, env: Env): Pro
     }
   };
 
-  const workerCount = resolveWorkerCount(config.workers, notes.cgroup);
-  if (workerCount > 1 && config.listen.tls === null) {
-    return await runWithWorkers(configPath, config, gateway, env, logger, workerCount, instanceId);
+  if (prober !== null && config.listen.tls === null) {
+    return await runWithWorkers(configPath, config, gateway, env, logger, {
+      count: workerCount,
+      instanceId,
+      prober,
+    });
   }
   if (workerCount > 1) {
     logger.warn("workers: the TLS listener runs on the main thread alone", { workers: 1 });
@@ -384,8 +392,7 @@ async function runWithWorkers(
   gateway: Gateway,
   env: Env,
   logger: Logger,
-  count: number,
-  instanceId: string,
+  workers: { count: number; instanceId: string; prober: SharedProber },
 ): Promise<number> {
   const { runWorkers } = await import("./workers/run.ts");
   const shutdownSignal = nextShutdownSignal();
@@ -399,8 +406,7 @@ async function runWithWorkers(
   try {
     return await runWorkers({
       config,
-      count,
-      instanceId,
+      ...workers,
       gateway,
       env,
       logger,

@@ -37,7 +37,15 @@ export interface BuildServiceDeps {
    * from them. Without them every service keeps its own budget.
    */
   retryBudgets?: FleetRetryBudgets;
+  /**
+   * Wraps the service's health probe (the one that sends it through `client`): the workers of
+   * one instance share one prober this way (README, "Workers").
+   */
+  probeThrough?: (probe: HealthProbe, service: ServiceConfig) => HealthProbe;
 }
+
+/** Sends one health probe; resolves with the status. */
+export type HealthProbe = (origin: string, path: string, signal: AbortSignal) => Promise<number>;
 
 /** A service's runtime and what the gateway needs of it beyond the request path. */
 export interface BuiltService extends ServiceRuntime {
@@ -64,12 +72,15 @@ export interface BuiltService extends ServiceRuntime {
  */
 export function buildService(config: ServiceConfig, deps: BuildServiceDeps): BuiltService {
   const endpoints = config.upstreams.map(endpointOf);
+  const ownProbe: HealthProbe = (origin, path, signal) =>
+    probeStatus(deps.client, origin, path, signal);
+  const probe = deps.probeThrough?.(ownProbe, config) ?? ownProbe;
   const health = createUpstreamHealth({
     endpoints,
     healthCheck: config.healthCheck,
     outlierDetection: config.outlierDetection,
     now: deps.now,
-    probe: (origin, path, signal) => probeStatus(deps.client, origin, path, signal),
+    probe,
     onChange: (endpoint, available, reason) =>
       deps.onAvailabilityChange?.(config.name, endpoint, available, reason),
   });

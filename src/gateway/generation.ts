@@ -20,7 +20,7 @@ import type { WebSocketSessions } from "../proxy/websocket_sessions.ts";
 import type { FleetRetryBudgets } from "../retry/mod.ts";
 import { buildRouteTable } from "../routing/route_table.ts";
 import type { GatewayTelemetry, Logger } from "../telemetry/mod.ts";
-import { buildService, type BuiltService } from "./build_service.ts";
+import { buildService, type BuildServiceDeps, type BuiltService } from "./build_service.ts";
 import { type DerivedLimits, deriveLimits } from "./limits.ts";
 import type { ReloadPlan } from "./reload.ts";
 import { sameValue } from "./reload.ts";
@@ -50,6 +50,8 @@ export interface GenerationShared {
   client: UpstreamClient | undefined;
   /** Builds the breaker instead of the fleet breaker on KV (a worker's mirror). */
   breakerFactory?: (config: GatewayConfig) => FleetBreaker;
+  /** Wraps each service's health probe (one prober per instance with workers). */
+  probeThrough?: BuildServiceDeps["probeThrough"];
   draining: () => boolean;
   /** Open WebSocket sessions per service, across generations (the cap and the gauge). */
   websockets?: WebSocketSessions;
@@ -109,6 +111,7 @@ export function buildGeneration(
           client: shared.client ?? clients!.clientFor(service.name),
           now: shared.now,
           retryBudgets: shared.retryBudgets,
+          probeThrough: shared.probeThrough,
         }),
         clients,
       },

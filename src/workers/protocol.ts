@@ -55,6 +55,7 @@ export type ToWorker =
   | { type: "reload"; config: GatewayConfig }
   | { type: "metrics"; id: number }
   | { type: "drain"; drainDelayMs: number; timeoutMs: number }
+  | { type: "health-result"; id: number; status: number | null; error: string | null }
   | { type: "crash" };
 
 /** Per-service traffic of one stats period, flattened: service index, status, duration ms. */
@@ -81,6 +82,14 @@ export type FromWorker =
   }
   | { type: "metrics"; id: number; text: string | null }
   | { type: "reloaded"; ok: boolean; message?: string }
+  | {
+    type: "health-probe";
+    id: number;
+    origin: string;
+    path: string;
+    intervalMs: number;
+    timeoutMs: number;
+  }
   | { type: "drained"; clean: boolean };
 
 /** How often a worker sends its stats (traffic, pools, activity): the freshness of them. */

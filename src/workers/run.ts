@@ -15,6 +15,7 @@ import { createWorkersAdminApp, type WorkerStatus } from "./admin_front.ts";
 import { createBreakerHost } from "./breaker_host.ts";
 import type { FromWorker } from "./protocol.ts";
 import { workerShare } from "./share.ts";
+import type { SharedProber } from "./shared_prober.ts";
 import { createSupervisor } from "./supervisor.ts";
 
 /** How long a scrape waits for a worker's metrics before merging without them. */
@@ -39,6 +40,8 @@ export interface RunWorkersOptions {
   count: number;
   /** The instance's id (the main thread's gateway's); worker `i` reports as `<id>-w<i>`. */
   instanceId: string;
+  /** The main thread gateway's health probes (its `probeThrough`), which workers share. */
+  prober: SharedProber;
   /** The main thread's gateway: its breaker, admin app and reload are the instance's. */
   gateway: Gateway;
   env: Record<string, string | undefined>;
@@ -118,6 +121,22 @@ export async function runWorkers(options: RunWorkersOptions): Promise<number> {
       case "metrics":
         metricsWaiters.get(message.id)?.(message.text);
         return;
+      case "health-probe": {
+        const { id } = message;
+        options.prober.probe(message.origin, message.path, message.intervalMs, message.timeoutMs)
+          .then(
+            (status) =>
+              supervisor.postTo(index, { type: "health-result", id, status, error: null }),
+            (error) =>
+              supervisor.postTo(index, {
+                type: "health-result",
+                id,
+                status: null,
+                error: String(error),
+              }),
+          );
+        return;
+      }
       case "reloaded":
         if (!message.ok) {
           logger.error("worker reload failed", { worker: index, error: message.message });

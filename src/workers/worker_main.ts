@@ -18,6 +18,7 @@ import { type Http1Server, serveHttp1 } from "../server/http1_server.ts";
 import { createLogger } from "../telemetry/access_log.ts";
 import { createLineWriter } from "../telemetry/line_writer.ts";
 import { createMirrorHub, type MirrorHub } from "./mirror_breaker.ts";
+import { createProbeClient, type ProbeClient } from "./shared_prober.ts";
 import {
   type FromWorker,
   STATS_INTERVAL_MS,
@@ -39,6 +40,7 @@ let testHooks = false;
 let statsTimer: ReturnType<typeof setInterval> | undefined;
 const pendingBreakers: ToWorker[] = [];
 let flushLog: () => void = () => {};
+let probes: ProbeClient | null = null;
 
 /** Log batches stay under PIPE_BUF even with some multi-byte characters. */
 const LOG_BATCH_CHARS = 3000;
@@ -89,6 +91,7 @@ async function start(message: ToWorker & { type: "start" }): Promise<void> {
   hub = createMirrorHub({ post });
   for (const queued of pendingBreakers.splice(0)) handle(queued);
   const traffic = batchingTraffic();
+  probes = createProbeClient(post);
   const { createGateway } = await import("../app.ts");
   const mirror = hub;
   const config = message.config;
@@ -98,6 +101,7 @@ async function start(message: ToWorker & { type: "start" }): Promise<void> {
     instanceId: `${message.instanceId}-w${message.index}`,
     traffic: traffic.stats,
     breakerFactory: (next) => mirror.breakerFor(policiesOf(next)),
+    probeThrough: probes.through,
   });
   try {
     server = serveHttp1({
@@ -179,6 +183,9 @@ function handle(message: ToWorker): void {
       return;
     case "probe":
       hub?.grant(message.service, message.token, message.generation);
+      return;
+    case "health-result":
+      probes?.answer(message.id, message.status, message.error);
       return;
     case "reload":
       gateway?.reload(message.config).then(

@@ -346,3 +346,49 @@ Deno.test("workers 2: a public port taken by another program stops start-up, exi
     taken.close();
   }
 });
+
+Deno.test("workers 2: one health prober for the instance; its verdict steers both workers", async () => {
+  const good = startUpstream(() => new Response("good"));
+  let badProbes = 0;
+  const bad = startUpstream((request) => {
+    if (new URL(request.url).pathname === "/health") {
+      badProbes++;
+      return new Response(null, { status: 503 });
+    }
+    return new Response("bad");
+  });
+  let gateway: GatewayProcess | null = null;
+  try {
+    gateway = await startGatewayProcess({
+      workers: 2,
+      services: {
+        api: {
+          prefix: "/api",
+          upstreams: [good.origin, bad.origin],
+          healthCheck: { intervalMs: 200, unhealthyThreshold: 2 },
+        },
+      },
+    });
+    // Both workers (and the main thread) see the bad upstream fail its checks.
+    await waitFor(async () => {
+      for (let i = 0; i < 10; i++) {
+        const response = await getFresh(`${gateway!.url}/api/x`);
+        if ((await response.text()) !== "good") return false;
+      }
+      return true;
+    }, { timeoutMs: 10_000, what: "every worker keeps to the healthy upstream" });
+    // One prober: a result younger than 90% of the 200 ms interval is reused, so real probes
+    // are at least 180 ms apart and 8 of them take at least 7 x 180 ms; three probers (the main
+    // thread and two workers, each on its own phase) would send 8 in about 0.55 s.
+    const before = badProbes;
+    const from = Date.now();
+    await waitFor(() => badProbes - before >= 8, { timeoutMs: 10_000, what: "8 probes" });
+    const elapsedMs = Date.now() - from;
+    assert.ok(elapsedMs >= 1260, `8 probes in ${elapsedMs} ms`);
+    assert.equal((await gateway.stop("SIGTERM")).code, 0, gateway.stderr());
+    gateway = null;
+  } finally {
+    await gateway?.stop("SIGKILL");
+    await closeAll({ good, bad });
+  }
+});
