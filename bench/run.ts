@@ -116,10 +116,12 @@ async function runScenarios(scenarios: Scenario[], dir: string): Promise<Results
 /** Writes the raw JSON and `RESULTS.md` (or BENCH_OUT) and prints the markdown. */
 async function write(results: Results): Promise<void> {
   const durationS = (Date.now() - startedAt) / 1000;
-  const { throughput, bodies, profile, micro, fleet, propagation, memory, tracing, notes } =
+  const { throughput, mibBodies, bodies, profile, micro, fleet, propagation, memory, tracing } =
     results;
+  const { notes } = results;
   const raw = {
     throughput,
+    mibBodies,
     bodies,
     profile,
     micro,
