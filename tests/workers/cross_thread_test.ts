@@ -39,7 +39,11 @@ Deno.test("mirror across threads: a trip at one worker stops the other within mi
       };
       worker.postMessage(host.snapshot() satisfies ToWorker);
     });
-    await waitFor(() => seen.every((list) => list.length > 0), { what: "both got the snapshot" });
+    // `deno test` type-checks a worker's modules when it starts them: seconds on a busy machine.
+    await waitFor(() => seen.every((list) => list.length > 0), {
+      timeoutMs: 30_000,
+      what: "both workers loaded and got the snapshot",
+    });
     const samples: number[] = [];
     for (let round = 0; round < 15; round++) {
       const before = seen[1].length;
