@@ -22,8 +22,9 @@
  * share) the fleet sends at most `budgetPercent` of its requests plus one floor (the "at least
  * one" can add one retry per instance per window only where shares are below one, and the
  * fleet total known at the last exchange then caps it). Other instances' counts are up to one
- * exchange old (1 s by default); the floor is split by counts of the same age (ours as of the
- * last read), so the shares still add up to one floor. When the traffic mix shifts, a share
+ * exchange old (1 s by default); the floor is split by the counts every instance had published
+ * whole at the last read (buckets that ended an exchange before it), so the shares still add up
+ * to one floor while a storm ramps up. When the traffic mix shifts, a share
  * already spent is not taken back: the fleet can go over by what the shift moved, for one
  * window. The fleet total caps only the shares raised to one: in a storm, the others' retries
  * are known up to their last exchange (spent as soon as the window frees them) but their
@@ -313,10 +314,8 @@ function view(
   }
   const others = othersInWindow(service, bucket);
   const fleetRequests = others.requests + own.requests;
-  const mine = service.ownAtRead > 0 ? service.ownAtRead : own.requests;
-  const floorShare = others.requests + mine === 0
-    ? service.floorPerWindow
-    : service.floorPerWindow * mine / (others.requests + mine);
+  const floorShare = service.floorPerWindow *
+    floorFraction(budgets, service, bucket, others.requests, own.requests);
   const shareRetries = Math.floor(own.requests * share + floorShare);
   return {
     snapshot: {
@@ -331,6 +330,44 @@ function view(
     },
     raised: shareRetries < 1,
   };
+}
+
+/**
+ * Buckets this close to the last read may still lack other instances' latest counts: each
+ * publishes once an exchange, so a bucket is complete everywhere one exchange after it ended.
+ */
+const UNSETTLED_BUCKETS = 2;
+
+/**
+ * This instance's fraction of the fleet's floor: its share of the fleet's requests in the
+ * buckets of the window that every instance had published whole when the fleet was last read
+ * (older than {@link UNSETTLED_BUCKETS}). Every instance then divides the same numbers, and the
+ * fractions add up to one even while a storm ramps up (with fresher counts of its own than of
+ * the others, the instance that read last would take more than its part). Without such buckets
+ * (traffic younger than that): our requests at the read against the others' as read.
+ */
+function floorFraction(
+  budgets: Budgets,
+  service: ServiceBudget,
+  bucket: number,
+  othersRequests: number,
+  ownRequests: number,
+): number {
+  const readBucket = Math.floor(service.readAtMs / budgets.bucketMs);
+  const newest = readBucket - UNSETTLED_BUCKETS;
+  const oldest = Math.max(readBucket, bucket) - BUCKETS; // exclusive
+  let mine = 0;
+  for (let index = 0; index < RING; index++) {
+    const id = service.own.ids[index];
+    if (id > oldest && id <= newest) mine += service.own.requests[index];
+  }
+  let theirs = 0;
+  for (const [id, counts] of service.others) {
+    if (id > oldest && id <= newest) theirs += counts.requests;
+  }
+  if (mine > 0) return mine / (mine + theirs);
+  const atRead = service.ownAtRead > 0 ? service.ownAtRead : ownRequests;
+  return othersRequests + atRead === 0 ? 1 : atRead / (othersRequests + atRead);
 }
 
 function allows(budgets: Budgets, service: ServiceBudget, bucket: number): boolean {

@@ -108,7 +108,7 @@ Deno.test("fleet retry budget: two instances share one floor (70 retries, not 10
   }
 });
 
-Deno.test("fleet retry budget: shares follow the traffic; a share already spent is not taken back", async () => {
+Deno.test("fleet retry budget: shares follow the traffic once it settled; a share already spent is not taken back", async () => {
   const kv = await Deno.openKv(":memory:");
   const clock = manualClock(T0);
   const a = member(kv, "gw-a", clock.now);
@@ -119,14 +119,46 @@ Deno.test("fleet retry budget: shares follow the traffic; a share already spent 
     await exchangeAll([a, b], clock);
     assert.equal(spend(a.users), 63, "36 + 30 x 180/200 = 63");
     assert.equal(spend(b.users), 7, "4 + 30 x 20/200 = 7");
-    // b's traffic doubles: its share grows to floor(8 + 30 x 40/220) = 13, 6 more than it
-    // spent. a has spent its 63 (and will see its share shrink to 60 at its next read). The
-    // fleet ends at 76 of a budget of 44 + 30 = 74: the shift, for one window, not more.
+    // b's traffic doubles. Its new requests count for its percentage at once (8 + 3 = 11, 4
+    // more), for its part of the floor once every instance has published their second.
     requests(b.users, 20);
     await exchangeAll([a, b], clock);
     assert.equal(b.users.snapshot().fleetRetries, 70);
-    assert.equal(spend(b.users), 6);
+    assert.equal(spend(b.users), 4);
+    clock.advance(1000);
+    await exchangeAll([a, b], clock);
+    // Now 8 + 30 x 40/220 = 13 for b, 2 more; a's part shrinks to 36 + 30 x 180/220 = 60, below
+    // the 63 it spent, so a stops. The fleet ends at 76 of a budget of 44 + 30 = 74: the shift,
+    // for one window, not more.
+    assert.equal(spend(b.users), 2);
     assert.equal(spend(a.users), 0);
+    assert.equal(a.users.snapshot().allowedRetries, 60);
+  } finally {
+    kv.close();
+  }
+});
+
+Deno.test("fleet retry budget: a storm ramping up on both splits the floor as before it, not by who read last", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const clock = manualClock(T0);
+  const a = member(kv, "gw-a", clock.now);
+  const b = member(kv, "gw-b", clock.now);
+  try {
+    requests(a.users, 50);
+    requests(b.users, 50);
+    await exchangeAll([a, b], clock);
+    clock.advance(2000);
+    // The storm: 100 more requests on each; a reads before b has published its 100.
+    requests(a.users, 100);
+    requests(b.users, 100);
+    await a.budgets.sync();
+    await b.budgets.sync();
+    // Each takes half the floor (the settled seconds were 50/50): 20% of 150 + 15 = 45 each,
+    // 90 for a fleet budget of 20% of 300 + 30 = 90. Split by fresh own counts against the
+    // others' stale ones, a would take 30 + 30 x 150/200 = 52 and b 30 + 15 = 45: 97.
+    assert.equal(a.users.snapshot().allowedRetries, 45);
+    assert.equal(b.users.snapshot().allowedRetries, 45);
+    assert.equal(spend(a.users) + spend(b.users), 90);
   } finally {
     kv.close();
   }
