@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { type Connection, INTO_VIEW } from "./_connection.ts";
+import type { Connection } from "./_connection.ts";
 
 /** The client's connection, owned by whoever took it over. */
 export interface TakenConnection {
@@ -66,10 +66,15 @@ export function takeOverConnection(connection: Connection): TakenConnection {
           await connection.waitRead();
           continue;
         }
-        connection.directBytes = 0;
-        connection.readInto(buffer, INTO_VIEW);
-        await connection.waitRead();
-        if (connection.directBytes > 0) return connection.directBytes;
+        // Straight from the socket: nothing else reads it now (no watch, no head parser), and
+        // the connection's own read bookkeeping (a waiter promise per read) is not needed.
+        try {
+          const n = await connection.conn.read(buffer);
+          if (n !== null) return n;
+        } catch {
+          // reset, or closed under the read
+        }
+        return null;
       }
     },
     write: (bytes) => connection.write(bytes),
