@@ -71,7 +71,7 @@ export async function runWorkers(options: RunWorkersOptions): Promise<number> {
   let portKnown = publicPort !== 0;
   let workersConfig = gateway.config;
   let nextMetricsId = 1;
-  const metricsWaiters = new Map<number, (text: string | null) => void>();
+  const metricsWaiters = new Map<number, { index: number; resolve(text: string | null): void }>();
   const drained = new Map<number, () => void>();
   let startFailed: (message: string) => void = () => {};
   const failedToStart = new Promise<string>((resolve) => startFailed = resolve);
@@ -119,7 +119,7 @@ export async function runWorkers(options: RunWorkersOptions): Promise<number> {
         return;
       }
       case "metrics":
-        metricsWaiters.get(message.id)?.(message.text);
+        metricsWaiters.get(message.id)?.resolve(message.text);
         return;
       case "health-probe": {
         const { id } = message;
@@ -173,7 +173,9 @@ export async function runWorkers(options: RunWorkersOptions): Promise<number> {
       status.pools = {};
       host.forget(index);
       drained.get(index)?.();
-      metricsWaiters.forEach((resolve) => resolve(null));
+      for (const waiter of metricsWaiters.values()) {
+        if (waiter.index === index) waiter.resolve(null);
+      }
     },
   });
   const host = createBreakerHost({
@@ -203,9 +205,12 @@ export async function runWorkers(options: RunWorkersOptions): Promise<number> {
       asks.push(
         new Promise<string | null>((resolve) => {
           const timer = setTimeout(() => resolve(null), WORKER_METRICS_TIMEOUT_MS);
-          metricsWaiters.set(id, (text) => {
-            clearTimeout(timer);
-            resolve(text);
+          metricsWaiters.set(id, {
+            index,
+            resolve: (text) => {
+              clearTimeout(timer);
+              resolve(text);
+            },
           });
           supervisor.postTo(index, { type: "metrics", id });
         }).finally(() => metricsWaiters.delete(id)),

@@ -115,7 +115,13 @@ async function start(message: ToWorker & { type: "start" }): Promise<void> {
     }, gateway.app.fetch);
   } catch (error) {
     await gateway.close();
-    post({ type: "start-failed", message: describeListenError(error) });
+    const reason = describeListenError(error);
+    post({ type: "start-failed", message: reason });
+    // A worker that cannot listen is of no use: end it as a crash, so the main thread stops
+    // start-up (before the instance first listened) or restarts it with backoff (after).
+    setTimeout(() => {
+      throw new Error(`cannot listen: ${reason}`);
+    });
     return;
   }
   const running = gateway;
