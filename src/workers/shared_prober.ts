@@ -78,7 +78,11 @@ export function createSharedProber(options: { now?: () => number } = {}): Shared
   return {
     through(probe, service) {
       if (service.healthCheck === null) return probe;
-      const { intervalMs, timeoutMs } = service.healthCheck;
+      const { intervalMs, timeoutMs, path: checked } = service.healthCheck;
+      // Known before the first probe, so a worker that asks first is answered too.
+      for (const origin of service.upstreams) {
+        senders.set(keyOf(new URL(origin).origin, checked), probe);
+      }
       return (origin, path, signal) => {
         const key = keyOf(origin, path);
         senders.set(key, probe);

@@ -36,6 +36,9 @@ Deno.test("shared prober: one real probe per interval for the main thread and it
       });
       return client.through(send, service);
     });
+    // A worker asking before the main thread's first probe is answered (one probe).
+    assert.equal(await workers[0](upstream.origin, "/health", AbortSignal.timeout(2000)), 200);
+    assert.equal(upstream.requests.length, 1);
     const all = () =>
       Promise.all(
         [mainProbe, ...workers].map((probe) =>
