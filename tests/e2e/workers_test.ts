@@ -11,6 +11,8 @@ import {
   startGatewayProcess,
 } from "../_helpers/gateway.ts";
 import { startUpstream, type TestUpstream } from "../_helpers/upstream.ts";
+import { readCgroupLimits } from "../../src/config/cgroup.ts";
+import { resolveWorkerCount } from "../../src/workers/count.ts";
 import { bounded, closeAll, waitFor, within } from "../_helpers/wait.ts";
 
 /** A fresh connection per request, so the kernel's `SO_REUSEPORT` choice varies. */
@@ -390,5 +392,24 @@ Deno.test("workers 2: one health prober for the instance; its verdict steers bot
   } finally {
     await gateway?.stop("SIGKILL");
     await closeAll({ good, bad });
+  }
+});
+
+Deno.test("workers auto: as many as the cgroup quota or the cores allow", async () => {
+  const upstream = startUpstream(() => new Response("ok"));
+  let gateway: GatewayProcess | null = null;
+  try {
+    gateway = await startGatewayProcess({ ...config(upstream), workers: "auto" });
+    const expected = resolveWorkerCount("auto", readCgroupLimits());
+    const listening = gateway.lines.find((line) => line.msg === "listening")!;
+    // One worker is the single-threaded gateway, whose listening line names no workers.
+    assert.equal(listening.workers ?? 1, expected);
+    const response = await getFresh(`${gateway.url}/api/x`);
+    assert.equal(await response.text(), "ok");
+    assert.equal((await gateway.stop("SIGTERM")).code, 0, gateway.stderr());
+    gateway = null;
+  } finally {
+    await gateway?.stop("SIGKILL");
+    await closeAll({ upstream });
   }
 });
