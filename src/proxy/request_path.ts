@@ -35,6 +35,7 @@ import { prepareBody } from "./outgoing_body.ts";
 import type {
   ConnectionFacts,
   IncomingRequest,
+  RawRequest,
   RequestPath,
   RequestPathDeps,
   ServedRequest,
@@ -47,6 +48,7 @@ export type {
   ConnectionFacts,
   IncomingRequest,
   ProxyObserver,
+  RawRequest,
   RequestPath,
   RequestPathDeps,
   ServedRequest,
@@ -79,7 +81,7 @@ export function createRequestPath(deps: RequestPathDeps): RequestPath {
 
 /** One request on its way through the phases. */
 interface Exchange {
-  raw: Request;
+  raw: RawRequest;
   requestId: string;
   method: string;
   scheme: string;
@@ -102,7 +104,7 @@ interface Exchange {
 
 /** How a request ended, before it became a response. */
 type Outcome =
-  | { kind: "upgraded"; upstream: string; ended: Promise<SessionSummary> }
+  | { kind: "upgraded"; upstream: string; ended: Promise<SessionSummary>; response?: Response }
   | { kind: "forwarded"; response: Response; upstream: string; finish: () => void }
   | { kind: "refused"; refusal: Refusal; upstream: string | null }
   | { kind: "client_gone"; upstream: string | null }
@@ -220,8 +222,8 @@ async function forward(
   // Settled on every way out: a request that never reached the upstream hands a probe back.
   using ticket = admissionTicket(deps.breaker, name, admission);
   if (
-    exchange.takeOver !== undefined && deps.websockets !== undefined &&
-    service.config.websocket.enabled && wantsWebSocket(exchange.raw.headers)
+    deps.websockets !== undefined && service.config.websocket.enabled &&
+    wantsWebSocket(exchange.raw.headers)
   ) {
     return await proxyWebSocket({
       ...exchange,
@@ -362,8 +364,8 @@ async function send(
 
 /**
  * An upgraded request: the server takes the connection over once this returns (it ignores
- * the response); the request is recorded when the session ends, with status 101 and the
- * session's duration.
+ * the response), or, embedded on `Deno.serve`, the response is `Deno.upgradeWebSocket`'s; the
+ * request is recorded when the session ends, with status 101 and the session's duration.
  */
 function upgraded(
   exchange: Exchange,
@@ -374,7 +376,7 @@ function upgraded(
     // Nothing awaits this: a failure here must not become an unhandled rejection (which ends
     // the process), only a log line.
     .catch((error) => console.error("breakwater: recording a WebSocket session failed", error));
-  return new Response(null);
+  return outcome.response ?? new Response(null);
 }
 
 /** Phase 6: the upstream's answer streamed back, or the gateway's own. */

@@ -38,10 +38,19 @@ export interface ConnectionFacts {
   scheme?: "http" | "https";
 }
 
+/**
+ * What the request path reads of the client's request: a fetch `Request` fits; the gateway's
+ * own server hands over a lighter object with the same members (no `Request` is built).
+ */
+export type RawRequest = Pick<Request, "headers" | "signal" | "url" | "method" | "body">;
+
 /** A request as the public app hands it over. */
 export interface IncomingRequest {
-  /** The client's request (headers, abort signal, and the body when `facts` has none). */
-  raw: Request;
+  /**
+   * The client's request: headers and abort signal; the method, url and body only where
+   * `facts` has none.
+   */
+  raw: RawRequest;
   /** The gateway's `X-Request-Id` for it. */
   requestId: string;
   /** What the server knows beyond the `Request`. */

@@ -34,7 +34,8 @@ import {
 } from "./websocket_handshake.ts";
 import { type RelayEnd, relayWebSocket, type SessionSummary } from "./websocket_relay.ts";
 import type { WebSocketSessions } from "./websocket_sessions.ts";
-import { openUpstream, refusalBody, writeAll } from "./websocket_upstream.ts";
+import { openUpstream, refusalBody, type UpstreamHead, writeAll } from "./websocket_upstream.ts";
+import { bridgeWebSocket } from "./websocket_bridge.ts";
 import type { TakenConnection } from "../server/_takeover.ts";
 import type { UpstreamTlsOptions } from "./upstream_tls.ts";
 
@@ -51,7 +52,7 @@ export interface WebSocketRequest {
   /** The method exactly as sent. */
   method: string;
   /** The client's request (headers and its abort signal). */
-  raw: Request;
+  raw: Pick<Request, "headers" | "signal">;
   /** Path and query for the upstream. */
   pathAndQuery: string;
   /** The request id. */
@@ -62,8 +63,11 @@ export interface WebSocketRequest {
   scheme: string;
   /** When the gateway received the request, on `now`'s clock. */
   startedAt: number;
-  /** The server's hand-over of the connection. */
-  takeOver: TakeOver;
+  /**
+   * The server's hand-over of the connection; without it (embedded on `Deno.serve`) the client
+   * side is upgraded with `Deno.upgradeWebSocket` and bridged message by message.
+   */
+  takeOver: TakeOver | undefined;
   /** The breaker admission the handshake's outcome is recorded on. */
   ticket: AdmissionTicket;
   /** Open sessions per service (the cap). */
@@ -85,7 +89,13 @@ export type WebSocketOutcome =
   }
   | { kind: "client_gone"; upstream: string | null }
   | { kind: "forwarded"; response: Response; upstream: string; finish: () => void }
-  | { kind: "upgraded"; upstream: string; ended: Promise<SessionSummary> };
+  | {
+    kind: "upgraded";
+    upstream: string;
+    ended: Promise<SessionSummary>;
+    /** The response to return (`Deno.upgradeWebSocket`'s), when the server does not take over. */
+    response?: Response;
+  };
 
 /**
  * Sends the handshake upstream and, on a 101, arranges the relay.
@@ -143,16 +153,18 @@ async function handshake(request: WebSocketRequest): Promise<WebSocketOutcome> {
   const { config } = service;
   const endpoint = service.balancer.pick();
   const key = raw.headers.get("sec-websocket-key")!.trim();
-  const bytes = upstreamHandshake(
-    request.pathAndQuery,
-    new URL(endpoint.origin).host,
-    upstreamRequestHeaders(raw.headers, {
-      clientIp: request.clientIp,
-      proto: request.scheme,
-      host: raw.headers.get("host"),
-      requestId: request.requestId,
-    }),
-  );
+  let headers = upstreamRequestHeaders(raw.headers, {
+    clientIp: request.clientIp,
+    proto: request.scheme,
+    host: raw.headers.get("host"),
+    requestId: request.requestId,
+  });
+  // Bridged message by message, frames are re-made here: no extension (permessage-deflate)
+  // can be agreed with the upstream then.
+  if (request.takeOver === undefined) {
+    headers = headers.filter(([name]) => name !== "sec-websocket-extensions");
+  }
+  const bytes = upstreamHandshake(request.pathAndQuery, new URL(endpoint.origin).host, headers);
   const expected = await acceptFor(key);
   const scope = openAttemptScope(
     raw.signal,
@@ -223,6 +235,7 @@ async function handshake(request: WebSocketRequest): Promise<WebSocketOutcome> {
     });
     return { kind: "forwarded", response, upstream, finish: () => {} };
   }
+  if (request.takeOver === undefined) return bridge(request, conn, head, upstream);
   let resolveEnded!: (summary: SessionSummary) => void;
   const ended = new Promise<SessionSummary>((resolve) => resolveEnded = resolve);
   request.takeOver((client) =>
@@ -232,6 +245,39 @@ async function handshake(request: WebSocketRequest): Promise<WebSocketOutcome> {
     }).then(resolveEnded)
   );
   return { kind: "upgraded", upstream, ended };
+}
+
+/** Upgrades the client with `Deno.upgradeWebSocket` and bridges it to the upstream. */
+function bridge(
+  request: WebSocketRequest,
+  conn: Deno.Conn,
+  head: UpstreamHead,
+  upstream: string,
+): WebSocketOutcome {
+  const protocol = head.headers.find(([name]) => name.toLowerCase() === "sec-websocket-protocol");
+  let upgraded: { socket: WebSocket; response: Response };
+  try {
+    if (!(request.raw instanceof Request)) throw new TypeError("no Request to upgrade");
+    upgraded = Deno.upgradeWebSocket(request.raw, protocol ? { protocol: protocol[1] } : {});
+  } catch (error) {
+    // Not a request `Deno.serve` can upgrade (built by hand, or another server's).
+    closeQuietly(conn);
+    const message = error instanceof Error ? error.message : String(error);
+    return {
+      kind: "refused",
+      refusal: {
+        code: "internal_error",
+        detail: `the client's connection cannot be upgraded here: ${message}`,
+        service: request.service.config.name,
+      },
+      upstream,
+    };
+  }
+  const ended = bridgeWebSocket(upgraded.socket, conn, head.rest, {
+    idleTimeoutMs: request.service.config.websocket.idleTimeoutMs,
+    now: request.now,
+  });
+  return { kind: "upgraded", upstream, ended, response: upgraded.response };
 }
 
 /** Writes the 101 to the client and relays until both sides closed. */
