@@ -15,6 +15,17 @@ export const DURATION_S = Number(Deno.env.get("BENCH_DURATION_S") ?? 4);
 export const REPS = Number(Deno.env.get("BENCH_REPS") ?? 3);
 /** wrk connection counts of the throughput runs. */
 export const CONNECTIONS: readonly number[] = [32, 128];
+/**
+ * Longest wait for a quiet machine before a throughput run (`BENCH_QUIET_WAIT_MS`, default
+ * 8000). On a machine that is never quiet (shared with other work) a shorter wait only saves
+ * time: the foreign CPU column still says how busy it was.
+ */
+export const QUIET_WAIT_MS = Number(Deno.env.get("BENCH_QUIET_WAIT_MS") ?? 8000);
+/**
+ * A throughput run during which other processes used more than this share of the machine is
+ * repeated once (`BENCH_FOREIGN_REPEAT`, default 0.15; 1 never repeats).
+ */
+export const FOREIGN_REPEAT_SHARE = Number(Deno.env.get("BENCH_FOREIGN_REPEAT") ?? 0.15);
 /** When this run started (epoch ms), for the log and the report's run time. */
 export const startedAt = Date.now();
 

@@ -10,7 +10,14 @@ import { BREAKWATER_ROWS, isDirect } from "../lib/lineup.ts";
 import type { KvWriteCheck, ThroughputRow } from "../lib/results.ts";
 import { kvFiles, waitQuiet } from "../lib/sampling.ts";
 import type { BenchContext, Scenario } from "../lib/scenario.ts";
-import { CONNECTIONS, DURATION_S, log, REPS } from "../lib/settings.ts";
+import {
+  CONNECTIONS,
+  DURATION_S,
+  FOREIGN_REPEAT_SHARE,
+  log,
+  QUIET_WAIT_MS,
+  REPS,
+} from "../lib/settings.ts";
 import type { Target } from "../lib/targets.ts";
 import { wrk, type WrkResult } from "../lib/wrk.ts";
 
@@ -26,7 +33,7 @@ async function measure(
   const others = isDirect(target, upstream) ? [] : [upstream.proc.pid];
   let result: WrkResult | undefined;
   for (let attempt = 0; attempt < 2; attempt++) {
-    const waitedMs = await waitQuiet();
+    const waitedMs = await waitQuiet(QUIET_WAIT_MS);
     if (waitedMs > 1000) log(`waited ${waitedMs} ms for a quiet machine`);
     const kvPath = `${dir}/throughput.kv`;
     // Only the defaults row runs on throughput.kv.
@@ -43,7 +50,7 @@ async function measure(
         changed: kvAfter.walMtime !== kvBefore.walMtime || kvAfter.dbMtime !== kvBefore.dbMtime,
       });
     }
-    if (result.foreignCpuShare <= 0.15) break;
+    if (result.foreignCpuShare <= FOREIGN_REPEAT_SHARE) break;
     log(`foreign CPU ${(100 * result.foreignCpuShare).toFixed(0)}%: repeating`);
   }
   return result;
@@ -116,7 +123,7 @@ async function measureMibBodies(context: BenchContext, targets: Target[]): Promi
   for (const target of targets) await wrk(`${target.url}/mib`, MIB_CONNECTIONS, 1, null);
   for (let rep = 0; rep < REPS; rep++) {
     for (const [index, target] of targets.entries()) {
-      await waitQuiet();
+      await waitQuiet(QUIET_WAIT_MS);
       const others = isDirect(target, upstream) ? [] : [upstream.proc.pid];
       const result = await wrk(
         `${target.url}/mib`,
