@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { startTestGateway } from "../_helpers/gateway.ts";
-import { startRawUpstream, startUpstream } from "../_helpers/upstream.ts";
+import { startRawUpstream } from "../_helpers/upstream.ts";
 import { closeAll, waitFor, within } from "../_helpers/wait.ts";
 import { acceptFor } from "../../src/proxy/websocket_handshake.ts";
 import {
@@ -400,20 +400,40 @@ Deno.test("a graceful server shutdown sends 1001 to both sides", async () => {
   }
 });
 
-Deno.test("embedded on Deno.serve (no connection to take over): forwarded as a plain request", async () => {
-  const upstream = startUpstream((request) =>
-    new Response(`upgrade=${request.headers.get("upgrade")}`)
-  );
+Deno.test("embedded on Deno.serve: bridged message by message with Deno.upgradeWebSocket", async () => {
+  const upstream = startWebSocketUpstream();
   const gw = await startTestGateway(chatConfig(upstream.origin));
   const server = Deno.serve(
     { hostname: "127.0.0.1", port: 0, onListen: () => {} },
     gw.gateway.app.fetch,
   );
+  const clients: TestClient[] = [];
   try {
-    const raw = await rawClient(server.addr.port, handshakeRequest("/ws/x"));
-    raw.close();
-    assert.equal(raw.status, 200, raw.head);
+    const url = wsUrl(server.addr.port, "/ws/embedded/echo");
+    const first = await openClient(url);
+    clients.push(first);
+    first.socket.send("hello");
+    assert.equal(await first.next(), "echo:hello");
+    const big = new Uint8Array(3 * 1024 * 1024);
+    for (let i = 0; i < big.length; i++) big[i] = i & 0xff;
+    first.socket.send(big);
+    assert.deepEqual(await first.next(10_000), big);
+    first.socket.close(4001, "client says bye");
+    assert.equal((await first.waitClosed()).code, 4001);
+    await waitFor(() => upstream.sessions[0]?.closed !== null, { what: "the upstream's close" });
+    assert.deepEqual(upstream.sessions[0].closed, { code: 4001, reason: "client says bye" });
+
+    const second = await openClient(url);
+    clients.push(second);
+    second.socket.send("close:4002:server says bye");
+    const closed = await second.waitClosed();
+    assert.deepEqual([closed.code, closed.reason], [4002, "server says bye"]);
+    await waitFor(
+      () => gw.logs.filter((line) => line.msg === "request" && line.status === 101).length === 2,
+      { what: "two access log lines with status 101" },
+    );
   } finally {
+    for (const client of clients) await client.close();
     await server.shutdown();
     await closeAll({ gw, upstream });
   }
