@@ -543,3 +543,60 @@ Deno.test("backpressure: a client that does not read stalls the upstream's write
     await closeAll({ gw, upstream });
   }
 });
+
+Deno.test("embedded: the upstream's ping answered, its death and the idle timeout reach the client", async () => {
+  // A raw upstream: a ping right after its 101, then it waits for the pong and dies.
+  let pongPayload = "";
+  const upstream = startRawUpstream(async (conn) => {
+    const buffer = new Uint8Array(8192);
+    let head = "";
+    while (!head.includes("\r\n\r\n")) {
+      const n = await conn.read(buffer);
+      if (n === null) return;
+      head += new TextDecoder().decode(buffer.subarray(0, n));
+    }
+    const key = /sec-websocket-key: *(\S+)/i.exec(head)![1];
+    await conn.write(new TextEncoder().encode(
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+        `Sec-WebSocket-Accept: ${await acceptFor(key)}\r\n\r\n`,
+    ));
+    if (head.includes("/ping")) {
+      await conn.write(new Uint8Array([0x89, 4, ...new TextEncoder().encode("ping")]));
+      const n = await conn.read(buffer);
+      // A masked pong (client role): opcode 0xA, mask bit, 4-byte key, payload.
+      if (n !== null && (buffer[0] & 0x0f) === OPCODE_PONG) {
+        const length = buffer[1] & 0x7f;
+        const mask = buffer.subarray(2, 6);
+        pongPayload = new TextDecoder().decode(
+          buffer.subarray(6, 6 + length).map((byte, i) => byte ^ mask[i & 3]),
+        );
+      }
+      return; // the socket is closed: the upstream died
+    }
+    await conn.read(buffer); // quiet until the gateway's close
+  });
+  const gw = await startTestGateway(
+    chatConfig(upstream.origin, { websocket: { idleTimeoutMs: 300 } }),
+  );
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    gw.gateway.app.fetch,
+  );
+  const clients: TestClient[] = [];
+  try {
+    const dying = await openClient(wsUrl(server.addr.port, "/ws/ping"));
+    clients.push(dying);
+    const died = await dying.waitClosed();
+    assert.equal(pongPayload, "ping");
+    assert.deepEqual([died.code, died.reason], [1000, "upstream connection ended"]);
+
+    const quiet = await openClient(wsUrl(server.addr.port, "/ws/quiet"));
+    clients.push(quiet);
+    const idle = await quiet.waitClosed();
+    assert.deepEqual([idle.code, idle.reason], [1000, "idle timeout"]);
+  } finally {
+    for (const client of clients) await client.close();
+    await server.shutdown();
+    await closeAll({ gw, upstream });
+  }
+});
