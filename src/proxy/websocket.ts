@@ -260,7 +260,7 @@ function bridge(
     if (!(request.raw instanceof Request)) throw new TypeError("no Request to upgrade");
     upgraded = Deno.upgradeWebSocket(request.raw, protocol ? { protocol: protocol[1] } : {});
   } catch (error) {
-    // Not a request `Deno.serve` can upgrade (built by hand, or another server's).
+    // No `Request` here, or one `Deno.upgradeWebSocket` refuses (headers it does not accept).
     closeQuietly(conn);
     const message = error instanceof Error ? error.message : String(error);
     return {
