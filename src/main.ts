@@ -36,7 +36,7 @@ import { loadConfig, type LoadNotes, readConfigJson } from "./config/load.ts";
 import { ConfigError, formatProblem, type GatewayConfig } from "./config/schema.ts";
 import { createLogger, type Logger } from "./telemetry/access_log.ts";
 import { type Handler, serveHttp1 } from "./server/http1_server.ts";
-import { serveTls, type TlsServer } from "./server/tls_server.ts";
+import { serveTls, type TlsHandler, type TlsServer } from "./server/tls_server.ts";
 import { readCertificatePair, redirectToHttps } from "./gateway/tls_listener.ts";
 
 type Env = Record<string, string | undefined>;
@@ -235,7 +235,7 @@ function listen(config: GatewayConfig, gateway: Gateway): Servers {
         idleTimeoutMs: config.limits.idleTimeoutMs,
         bodyIdleTimeoutMs: config.limits.bodyIdleTimeoutMs,
         maxConnections: config.limits.maxClientConnections,
-      }, (request, info) => gateway.app.fetch(request, info));
+      }, gateway.app.fetch as TlsHandler); // with its direct entry point, as on the plain port
     } catch (error) {
       if (error instanceof ConfigError) throw error;
       throw new ListenError("tls", tlsAddress.hostname, tlsAddress.port, error);

@@ -30,7 +30,13 @@
  */
 import { delay } from "../async/delay.ts";
 import { ClientError } from "../proxy/client_error.ts";
-import { type Http1Server, serveHttp1, type ServeInfo } from "./http1_server.ts";
+import {
+  type DirectRequest,
+  type Handler,
+  type Http1Server,
+  serveHttp1,
+  type ServeInfo,
+} from "./http1_server.ts";
 
 /** A PEM certificate chain and its private key. */
 export interface CertificatePair {
@@ -52,8 +58,18 @@ export interface TlsServeInfo extends Partial<Omit<ServeInfo, "remoteAddr" | "co
   protocol: "h2" | "http/1.1";
 }
 
-/** A handler for the TLS port: Hono's `app.fetch` fits. */
-export type TlsHandler = (request: Request, info: TlsServeInfo) => Response | Promise<Response>;
+/**
+ * A handler for the TLS port: Hono's `app.fetch` fits. Its `direct` entry point, when it has
+ * one, serves the HTTP/1.1 requests as the own server parsed them (see `Handler` in
+ * `http1_server.ts`), with `scheme` and `protocol` added.
+ */
+export type TlsHandler =
+  & ((request: Request, info: TlsServeInfo) => Response | Promise<Response>)
+  & {
+    direct?: (
+      request: DirectRequest & Pick<TlsServeInfo, "scheme" | "protocol">,
+    ) => Response | Promise<Response> | null;
+  };
 
 /** Options of {@link serveTls}. */
 export interface TlsServerOptions extends CertificatePair {
@@ -93,6 +109,17 @@ export interface TlsServer {
   setCertificate(pair: CertificatePair): boolean;
   /** Stops accepting, lets requests in flight finish and resolves when no connection is left. */
   shutdown(): Promise<void>;
+}
+
+/** The TLS handler as the HTTP/1.1 server's, `direct` entry point included. */
+function http1Handler(handler: TlsHandler): Handler {
+  const wrapped: Handler = (request, info) =>
+    handler(request, { ...info, scheme: "https", protocol: "http/1.1" });
+  const direct = handler.direct;
+  if (direct !== undefined) {
+    wrapped.direct = (request) => direct({ ...request, scheme: "https", protocol: "http/1.1" });
+  }
+  return wrapped;
 }
 
 /** Whether Deno was started with `--unstable-net` (which `reusePort` needs). */
@@ -238,7 +265,7 @@ export function serveTls(options: TlsServerOptions, handler: TlsHandler): TlsSer
     maxConnections,
     onError,
     now,
-  }, (request, info) => handler(request, { ...info, scheme: "https", protocol: "http/1.1" }));
+  }, http1Handler(handler));
 
   // hyper's HTTP/2 on a loopback port, fed only through the pipes below.
   const inner = !http2 ? null : Deno.serve({
