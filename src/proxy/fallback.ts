@@ -19,7 +19,8 @@ import {
   type StaticFallback,
 } from "../config/fallback_schema.ts";
 import type { Routed } from "../routing/resolve_route.ts";
-import { upstreamPath } from "../routing/route_table.ts";
+import { applyEscapedSlashes } from "../routing/normalize_path.ts";
+import { ownsPath, upstreamPath } from "../routing/route_table.ts";
 import type { ServiceRuntime } from "./service_runtime.ts";
 
 /**
@@ -69,11 +70,34 @@ export function planFallback(
   if (!isServiceFallback(fallback)) return { kind: "static", label: "static", answer: fallback };
   const target = serviceByName?.(fallback.service);
   if (target === undefined) return null;
+  const owned = ownedByFallback(routed, target);
+  if (owned === null) return null;
   return {
     kind: "service",
     label: `service=${fallback.service}`,
-    routed: rerouted(routed, target),
+    routed: rerouted(owned, target),
   };
+}
+
+const ESCAPED_SLASH = /%2f|%5c/i;
+
+/**
+ * `routed` with its path as the fallback service's own `escapedSlashes` policy would have left
+ * it, had the client asked that service (the refusing service's `keep` must not carry `%2F`
+ * past a fallback that rejects it): null when that policy refuses the path, so the client
+ * gets the refusing breaker's 503 rather than a fallback answer to a request it may not make.
+ */
+function ownedByFallback(
+  routed: Routed<ServiceRuntime>,
+  target: ServiceRuntime,
+): Routed<ServiceRuntime> | null {
+  if (!ESCAPED_SLASH.test(routed.path)) return routed;
+  const decided = applyEscapedSlashes(routed.path, target.config.escapedSlashes);
+  if ("error" in decided) return null;
+  if (decided.path === routed.path) return routed;
+  // Decoded and resolved: still the refusing service's resource, or no fallback at all.
+  if (!ownsPath(routed.target.config.prefix, decided.path)) return null;
+  return { ...routed, path: decided.path };
 }
 
 /**
