@@ -811,3 +811,113 @@ Deno.test({
     }
   },
 });
+
+interface WorkerView {
+  index: number;
+  listening: boolean;
+  requests: number;
+  restarts: number;
+}
+
+Deno.test("hostile clients on workers: connections killed mid-request on both workers, then a worker crash with calls in flight, move no breaker", async () => {
+  let seen = 0;
+  let aborted = 0;
+  const upstream = startUpstream(async (request) => {
+    if (!new URL(request.url).pathname.startsWith("/api/slow")) return new Response("ok");
+    seen++;
+    // Held until the gateway gives the call up (at most 10 s).
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, 10_000);
+      request.signal.addEventListener("abort", () => {
+        aborted++;
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    return new Response("late");
+  });
+  let gateway: GatewayProcess | null = null;
+  const conns: Deno.TcpConn[] = [];
+  const closeConns = () => {
+    for (const conn of conns.splice(0)) {
+      try {
+        conn.close();
+      } catch {
+        // closed by the gateway
+      }
+    }
+  };
+  try {
+    gateway = await startGatewayProcess({
+      workers: 2,
+      services: {
+        api: {
+          prefix: "/api",
+          upstreams: [upstream.origin],
+          timeoutMs: 20_000,
+          breaker: { failureThreshold: 1, recoveryTimeoutMs: 60_000 },
+        },
+      },
+    }, { env: { BREAKWATER_TEST_HOOKS: "1" } });
+    const port = Number(new URL(gateway.url).port);
+    const adminUrl = gateway.adminUrl;
+    const workers = async () =>
+      ((await (await fetch(`${adminUrl}/admin/workers`, bounded())).json()) as {
+        workers: WorkerView[];
+      }).workers;
+    const breaker = async () =>
+      ((await (await fetch(`${adminUrl}/admin/breakers`, bounded())).json()) as {
+        services: { state: string; failuresInWindow: number }[];
+      }).services[0];
+    // Fresh connections land on either worker (the kernel hashes each one): until both served.
+    await waitFor(async () => {
+      const response = await fetch(
+        `${gateway!.url}/api/ok`,
+        bounded({ headers: { connection: "close" } }),
+      );
+      await response.body?.cancel();
+      return (await workers()).every((worker) => worker.requests > 0);
+    }, { timeoutMs: 10_000, what: "both workers served a request" });
+
+    // 1. 16 slow requests (2^-15 odds that all sit on one worker), then every socket killed.
+    const open = async (count: number) => {
+      for (let i = 0; i < count; i++) {
+        const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+        conns.push(conn);
+        await conn.write(
+          new TextEncoder().encode(
+            `GET /api/slow/${conns.length} HTTP/1.1\r\nHost: gw.test\r\n\r\n`,
+          ),
+        );
+      }
+    };
+    await open(16);
+    await waitFor(() => seen === 16, { timeoutMs: 10_000, what: "16 calls at the upstream" });
+    closeConns();
+    await waitFor(() => aborted === 16, {
+      timeoutMs: 10_000,
+      what: "the gateway gave up all 16 calls",
+    });
+    assert.deepEqual(await breaker().then((b) => [b.state, b.failuresInWindow]), ["closed", 0]);
+
+    // 2. A worker crashes with calls in flight: its calls end with it; none is the upstream's.
+    await open(8);
+    await waitFor(() => seen === 24, { timeoutMs: 10_000, what: "8 more calls at the upstream" });
+    const crash = await fetch(`${adminUrl}/admin/test/crash-worker/0`, bounded({ method: "POST" }));
+    await crash.body?.cancel();
+    assert.equal(crash.status, 200);
+    await waitFor(async () => {
+      const now = await workers();
+      return now[0].restarts === 1 && now.every((worker) => worker.listening);
+    }, { timeoutMs: 10_000, what: "worker 0 restarted" });
+    closeConns();
+    await waitFor(() => aborted === 24, { timeoutMs: 10_000, what: "every call given up" });
+    assert.deepEqual(await breaker().then((b) => [b.state, b.failuresInWindow]), ["closed", 0]);
+    const after = await fetch(`${gateway.url}/api/ok`, bounded());
+    assert.equal(await after.text(), "ok");
+  } finally {
+    closeConns();
+    await gateway?.stop();
+    await upstream.close();
+  }
+});
