@@ -428,6 +428,7 @@ Deno.test("hostile tls listener: plain HTTP, odd SNI, CONTINUATION and SETTINGS 
         tls: { certFile: leaf.certFile, keyFile: leaf.keyFile, port: 0 },
         redirectToHttps: true,
       },
+      limits: { headerTimeoutMs: 1000, maxClientConnections: 3 },
       services: {
         api: { prefix: "/api", upstreams: [upstream.origin], breaker: { failureThreshold: 1 } },
       },
@@ -467,6 +468,34 @@ Deno.test("hostile tls listener: plain HTTP, odd SNI, CONTINUATION and SETTINGS 
       }
     }
     await served("plain HTTP on the TLS port");
+
+    // 1b. Handshakes that stall after the start of a ClientHello, as many as the connection cap
+    // (3): Deno cannot close a socket mid-handshake (README, "TLS and HTTP/2"), but after
+    // headerTimeoutMs they no longer count, so they lock nobody out for longer than that.
+    const stalled: Deno.TcpConn[] = [];
+    const stalledAt = performance.now();
+    try {
+      for (let i = 0; i < 3; i++) {
+        const conn = await Deno.connect({ hostname: "127.0.0.1", port: tlsPort });
+        stalled.push(conn);
+        await conn.write(new Uint8Array([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc]));
+      }
+      await waitFor(
+        async () =>
+          (await curlStatus(["--cacert", ca.caFile, `https://localhost:${tlsPort}/api/ok`])) ===
+            "200",
+        {
+          timeoutMs: 8000,
+          intervalMs: 100,
+          what: "a client served beside three stalled handshakes",
+        },
+      );
+      const servedAfterMs = performance.now() - stalledAt;
+      // Not before headerTimeoutMs: the three held the cap until then (the cap is real).
+      assert.ok(servedAfterMs >= 900, `served after ${Math.round(servedAfterMs)} ms`);
+    } finally {
+      for (const conn of stalled) conn.close();
+    }
 
     // 2. No SNI (an IP literal) and odd SNI values: served by the one certificate.
     for (
