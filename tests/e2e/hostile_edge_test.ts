@@ -884,6 +884,8 @@ Deno.test("hostile clients on workers: connections killed mid-request on both wo
           prefix: "/api",
           upstreams: [upstream.origin],
           timeoutMs: 20_000,
+          // Each worker gets half: room for all 24 calls however the kernel spreads them.
+          pool: { maxConnections: 64 },
           breaker: { failureThreshold: 1, recoveryTimeoutMs: 60_000 },
         },
       },
