@@ -67,12 +67,26 @@ export class FrameScanner {
   /** The payload of a control frame, gathered (null for a data frame). */
   private control: Uint8Array | null = null;
   private controlAt = 0;
+  /** Whether frames must be masked (from a client), must not be (from a server), or either. */
+  private readonly requireMasked: boolean | null;
   /** Frames seen whole. */
   frames = 0;
+  /**
+   * Set when a frame breaks the masking rule (RFC 6455 §5.1): scanning stops before it for
+   * good, and `violationSplit` says whether its first bytes went out with an earlier chunk.
+   */
+  violation: string | null = null;
+  /** See {@link violation}. */
+  violationSplit = false;
 
-  /** @param onControl hears each control frame seen whole */
-  constructor(onControl: (frame: ControlFrame) => void) {
+  /**
+   * @param onControl hears each control frame seen whole
+   * @param requireMasked true: every frame must be masked (a client's); false: none may be (a
+   *   server's); null: not checked
+   */
+  constructor(onControl: (frame: ControlFrame) => void, requireMasked: boolean | null = null) {
     this.onControl = onControl;
+    this.requireMasked = requireMasked;
   }
 
   /** True when the bytes scanned so far end exactly at a frame boundary. */
@@ -85,11 +99,17 @@ export class FrameScanner {
    * after `from` (returning `from` when already at one). Returns where scanning stopped.
    */
   scan(bytes: Uint8Array, from: number, to: number, stopAtBoundary: boolean): number {
+    if (this.violation !== null) return from;
     let at = from;
     while (at < to) {
       if (stopAtBoundary && this.atBoundary) return at;
       if (this.payloadLeft === -1) {
+        const frameStart = this.headerBytes === 0 ? at : -1;
         at = this.readHeader(bytes, at, to);
+        if (this.violation !== null) {
+          this.violationSplit = frameStart === -1;
+          return frameStart === -1 ? from : frameStart;
+        }
         continue;
       }
       const n = Math.min(this.payloadLeft, to - at);
@@ -109,6 +129,13 @@ export class FrameScanner {
     const header = this.header;
     while (at < to) {
       header[this.headerBytes++] = bytes[at++];
+      if (this.headerBytes === 2 && this.requireMasked !== null) {
+        const masked = (header[1] & 0x80) !== 0;
+        if (masked !== this.requireMasked) {
+          this.violation = masked ? "a masked frame from the server" : "an unmasked client frame";
+          return at;
+        }
+      }
       const needed = this.headerLength();
       if (needed !== -1 && this.headerBytes === needed) {
         this.startPayload();

@@ -45,7 +45,9 @@ export type SessionEnding =
   /** The gateway closed it: nothing moved for `idleTimeoutMs`. */
   | "idle_timeout"
   /** The gateway closed it: shutdown. */
-  | "shutdown";
+  | "shutdown"
+  /** The gateway closed it: a frame broke the masking rule (RFC 6455 §5.1), 1002. */
+  | "protocol_error";
 
 /** What a finished session did. */
 export interface SessionSummary {
@@ -136,13 +138,15 @@ export function relayWebSocket(
       source,
       sink,
       masked,
+      // A client's frames must be masked, a server's must not be (RFC 6455 §5.1); frames the
+      // gateway writes towards `sink` are masked exactly when the source's must be.
       scanner: new FrameScanner((frame) => {
         if (frame.opcode !== OPCODE_CLOSE) return;
         dir.closeSeen = true;
         if (closeCode === null) closeCode = closeInfo(frame.payload).code;
         ending ??= from;
         maybeFinish();
-      }),
+      }, masked),
       bytes: 0,
       writing: false,
       pending: null,
@@ -223,8 +227,33 @@ export function relayWebSocket(
         }
         at = end;
       }
+      if (dir.scanner.violation !== null) {
+        await protocolError(dir, dir.scanner.violation);
+        return;
+      }
       if (dir.pending !== null && dir.scanner.atBoundary) await flushPending(dir);
     }
+  };
+
+  /**
+   * `dir`'s source broke the masking rule: the gateway ends the session as the endpoint that
+   * saw it must (RFC 6455 §7.1.7), 1002 to both sides; the bad frame is never passed on.
+   */
+  const protocolError = async (dir: Direction, what: string) => {
+    if (closeCode === null) closeCode = 1002;
+    ending = "protocol_error";
+    goingAway = true;
+    const other = dir === fromClient ? fromUpstream : fromClient;
+    sendClose(other, 1002, what);
+    if (!dir.dropping && !dir.closeSeen && !dir.scanner.violationSplit) {
+      dir.pending = closeFrame(1002, "protocol error", dir.masked);
+      await flushPending(dir);
+    }
+    dir.dropping = true;
+    // Its answer is not waited for: a failed connection is closed (RFC 6455 §7.1.7).
+    dir.closeSeen = true;
+    armCloseTimer();
+    maybeFinish();
   };
 
   const pump = async (dir: Direction, first: Uint8Array) => {

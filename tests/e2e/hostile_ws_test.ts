@@ -137,9 +137,8 @@ Deno.test("hostile ws client: framing violations end the session, never a breake
 
 Deno.test({
   name: "hostile ws client: an unmasked client frame is refused with 1002 (RFC 6455 §5.1)",
-  // The relay passes frames untouched and Deno's upstream (fastwebsockets) accepts unmasked
-  // client frames: the frame is echoed and nobody closes. Needs the relay to check the mask bit.
-  ignore: true,
+  // Deno's upstream (fastwebsockets) accepts unmasked client frames: the gateway, the client's
+  // server, must refuse them itself.
   fn: async () => {
     const upstream = startWebSocketUpstream();
     const gw = await startTestGateway(chatConfig(upstream.origin));
@@ -318,6 +317,39 @@ Deno.test("hostile ws upstream: lies in the handshake are 502 and counted; a lie
     );
     assert.equal(failures(gw), 3);
     assert.equal(gw.gateway.breaker.view("chat").state, "closed");
+  } finally {
+    await closeAll({ gw, upstream });
+  }
+});
+
+Deno.test("hostile ws client: an HTTP/1.0 upgrade is an ordinary request; pipelined requests after a refused one are served", async () => {
+  const upstream = startWebSocketUpstream();
+  const gw = await startTestGateway(chatConfig(upstream.origin));
+  try {
+    // HTTP/1.0 has no Upgrade (RFC 9110 §7.8): forwarded plain, Upgrade dropped (README).
+    const old = await rawClient(
+      gw.port,
+      handshakeRequest("/ws/old/echo").replace("HTTP/1.1", "HTTP/1.0"),
+    );
+    old.close();
+    assert.equal(old.status, 200, old.head);
+    assert.equal(upstream.sessions.length, 0, "an upstream session was opened for HTTP/1.0");
+
+    // An upgrade the upstream refuses (403), then a plain request pipelined behind it: the
+    // connection stays usable, and the second request is answered as HTTP, not relayed.
+    const pipelined = await rawClient(
+      gw.port,
+      handshakeRequest("/ws/p/forbidden") +
+        "GET /ws/p/plain HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n",
+    );
+    try {
+      assert.equal(pipelined.status, 403, pipelined.head);
+      const rest = await pipelined.readUntil(/plain \/ws\/p\/plain/, 5000);
+      assert.match(rest, /HTTP\/1\.1 200 OK[\s\S]*plain \/ws\/p\/plain upgrade=null$/);
+    } finally {
+      pipelined.close();
+    }
+    assert.equal(failures(gw), 0);
   } finally {
     await closeAll({ gw, upstream });
   }

@@ -100,3 +100,28 @@ Deno.test("closeFrame: unmasked as a server sends it, masked as a client must", 
   assert.equal(closeFrame(1000, "x".repeat(300), false).length, 2 + 125);
   assert.deepEqual(closeInfo(new Uint8Array(0)), { code: null, reason: "" });
 });
+
+Deno.test("the masking rule (RFC 6455 §5.1): scanning stops before the frame that breaks it", () => {
+  const good = frame(0x1, text("ok"), MASK);
+  const bad = frame(0x1, text("no"), null);
+  const stream = concat(good, bad);
+  const client = new FrameScanner(() => {}, true);
+  assert.equal(client.scan(stream, 0, stream.length, false), good.length);
+  assert.equal(client.violation, "an unmasked client frame");
+  assert.equal(client.violationSplit, false);
+  // Nothing more is taken once it broke.
+  assert.equal(client.scan(stream, good.length, stream.length, false), good.length);
+
+  // The bad frame's first byte came with an earlier chunk.
+  const split = new FrameScanner(() => {}, true);
+  assert.equal(split.scan(stream, 0, good.length + 1, false), good.length + 1);
+  assert.equal(split.scan(stream, good.length + 1, stream.length, false), good.length + 1);
+  assert.equal(split.violationSplit, true);
+
+  const server = new FrameScanner(() => {}, false);
+  assert.equal(server.scan(good, 0, good.length, false), 0);
+  assert.equal(server.violation, "a masked frame from the server");
+  const unchecked = new FrameScanner(() => {});
+  assert.equal(unchecked.scan(stream, 0, stream.length, false), stream.length);
+  assert.equal(unchecked.violation, null);
+});
