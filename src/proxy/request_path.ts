@@ -223,7 +223,11 @@ async function forward(
   using ticket = admissionTicket(deps.breaker, name, admission);
   if (
     deps.websockets !== undefined && service.config.websocket.enabled &&
-    wantsWebSocket(exchange.raw.headers)
+    wantsWebSocket(exchange.raw.headers) &&
+    // Upgradable: the own server hands the connection over (HTTP/1.1, no body), or a fetch
+    // Request for Deno.upgradeWebSocket. An HTTP/1.0 request is neither: no Upgrade there
+    // (RFC 9110 §7.8), so it goes on as an ordinary request.
+    (exchange.takeOver !== undefined || exchange.raw instanceof Request)
   ) {
     return await proxyWebSocket({
       ...exchange,
