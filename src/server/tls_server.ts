@@ -198,6 +198,35 @@ interface H2Pipe {
 }
 
 const PIPE_BUFFER_BYTES = 64 * 1024;
+
+/**
+ * An HTTP/2 request with its `:authority` as the `Host` field (RFC 9113 §8.3.1: it stands in
+ * for Host). hyper keeps the authority in the URL only, and the Request's headers are
+ * immutable, so without this the handler sees no Host over h2: no validation of a malformed
+ * authority (400 on HTTP/1.1) and no `X-Forwarded-Host` upstream. The URL gets a fixed
+ * authority: a hostile one (userinfo, a bad port) must not make the Request constructor throw
+ * before the handler can refuse it.
+ */
+function withAuthorityAsHost(request: Request, body: ReadableStream<Uint8Array> | null): Request {
+  if (request.headers.has("host")) return request;
+  const url = request.url;
+  const start = url.indexOf("://") + 3;
+  const slash = url.indexOf("/", start);
+  const end = slash === -1 ? url.length : slash;
+  const headers = new Headers(request.headers);
+  headers.set("host", url.slice(start, end));
+  try {
+    return new Request(`http://h2.invalid${slash === -1 ? "/" : url.slice(end)}`, {
+      method: request.method,
+      headers,
+      signal: request.signal,
+      ...(body === null ? {} : { body, duplex: "half" }),
+    });
+  } catch {
+    // A method the Request constructor refuses (CONNECT, TRACE): the handler refuses it anyway.
+    return request;
+  }
+}
 /** How long shutdown waits for hyper to close an HTTP/2 connection whose streams finished. */
 const SHUTDOWN_GRACE_MS = 1000;
 
@@ -289,14 +318,15 @@ export function serveTls(options: TlsServerOptions, handler: TlsHandler): TlsSer
       streams.delete(settled);
       if (--pipe.active === 0) pipe.idleSince = now();
     });
-    return handler(request, {
+    // hyper waits for a stalled upload forever; the plain port's body idle timeout holds here
+    // too (GET and HEAD bodies are not on the Request: none to bound).
+    const body = request.body === null ? null : idleBounded(request.body, bodyIdleTimeoutMs);
+    return handler(withAuthorityAsHost(request, body), {
       remoteAddr: pipe.remoteAddr,
       completed: info.completed,
       scheme: "https",
       protocol: "h2",
-      // hyper waits for a stalled upload forever; the plain port's body idle timeout holds here
-      // too (GET and HEAD bodies are not on the Request: none to bound).
-      ...(request.body === null ? {} : { body: idleBounded(request.body, bodyIdleTimeoutMs) }),
+      ...(body === null ? {} : { body }),
     });
   });
   const innerPort = inner === null ? 0 : inner.addr.port;
