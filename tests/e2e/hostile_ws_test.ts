@@ -354,3 +354,98 @@ Deno.test("hostile ws client: an HTTP/1.0 upgrade is an ordinary request; pipeli
     await closeAll({ gw, upstream });
   }
 });
+
+Deno.test("hostile ws client: a frame sent in the same write as the handshake is relayed, not lost", async () => {
+  const upstream = startWebSocketUpstream();
+  const gw = await startTestGateway(chatConfig(upstream.origin));
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: gw.port });
+  try {
+    // RFC 6455 §4.1 says wait for the 101; a client that does not must lose nothing either.
+    const key = [1, 2, 3, 4];
+    const head = new TextEncoder().encode(handshakeRequest("/ws/early/echo"));
+    const frameBytes = [0x81, 0x82, ...key, 104 ^ key[0], 105 ^ key[1]];
+    await conn.write(new Uint8Array([...head, ...frameBytes]));
+    const text = await within(
+      (async () => {
+        const buffer = new Uint8Array(4096);
+        let seen = "";
+        while (!seen.includes("echo:hi")) {
+          const n = await conn.read(buffer);
+          if (n === null) break;
+          seen += new TextDecoder().decode(buffer.subarray(0, n));
+        }
+        return seen;
+      })(),
+      5000,
+      "the echo of the early frame",
+    );
+    assert.match(text, /^HTTP\/1\.1 101 [\s\S]*echo:hi$/);
+    assert.deepEqual(upstream.sessions[0].messages, ["hi"]);
+  } finally {
+    conn.close();
+    await closeAll({ gw, upstream });
+  }
+});
+
+Deno.test("hostile ws client: one that reads nothing holds the gateway's memory to its buffers; every byte arrives once it reads", async () => {
+  const TOTAL = 64 * 1024 * 1024;
+  let upstreamWroteBytes = 0;
+  // An upstream that sends one 64 MiB binary frame as fast as the gateway takes it.
+  const upstream = startRawUpstream(async (conn) => {
+    const head = await readHead(conn);
+    const key = /sec-websocket-key: *(\S+)/i.exec(head)![1];
+    await conn.write(new TextEncoder().encode(
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+        `Sec-WebSocket-Accept: ${await acceptFor(key)}\r\n\r\n`,
+    ));
+    const header = new Uint8Array(10);
+    header[0] = 0x82;
+    header[1] = 127;
+    new DataView(header.buffer).setBigUint64(2, BigInt(TOTAL));
+    await conn.write(header);
+    const chunk = new Uint8Array(64 * 1024).fill(0x5a);
+    for (let sent = 0; sent < TOTAL; sent += chunk.length) {
+      // Conn.write may take part of a chunk: the rest is written too.
+      for (let at = 0; at < chunk.length;) at += await conn.write(chunk.subarray(at));
+      upstreamWroteBytes += chunk.length;
+    }
+    const buffer = new Uint8Array(1024);
+    while ((await conn.read(buffer)) !== null) {
+      // until the gateway closes
+    }
+  });
+  const gw = await startTestGateway(chatConfig(upstream.origin));
+  const raw = await rawClient(gw.port, handshakeRequest("/ws/flood"));
+  try {
+    assert.equal(raw.status, 101, raw.head);
+    // The upstream stalls once the socket buffers on both hops are full.
+    let last = -1;
+    await waitFor(() => {
+      const stalled = upstreamWroteBytes > 0 && upstreamWroteBytes === last;
+      last = upstreamWroteBytes;
+      return stalled;
+    }, { intervalMs: 300, timeoutMs: 10_000, what: "the upstream's writes stalled" });
+    assert.ok(
+      upstreamWroteBytes < 32 * 1024 * 1024,
+      `${upstreamWroteBytes} bytes left the upstream towards a client that reads nothing`,
+    );
+    // Reading resumes the flow: all of it arrives, byte for byte.
+    let received = raw.pending.length;
+    const buffer = new Uint8Array(256 * 1024);
+    await within(
+      (async () => {
+        while (received < TOTAL + 10) {
+          const n = await raw.conn.read(buffer);
+          if (n === null) break;
+          received += n;
+        }
+      })(),
+      30_000,
+      "the 64 MiB frame read",
+    );
+    assert.equal(received, TOTAL + 10);
+  } finally {
+    raw.close();
+    await closeAll({ gw, upstream });
+  }
+});
