@@ -36,7 +36,6 @@ import {
   BatchSpanProcessor,
   type BatchSpanProcessorOptions,
   ParentBasedSampler,
-  RandomIdGenerator,
   type Sampler,
   SamplingDecision,
   type SpanExporter,
@@ -44,6 +43,7 @@ import {
   TracerProvider,
 } from "@opentelemetry/sdk-trace";
 import { normalizeMethod } from "./instruments.ts";
+import { type SpanIds, spanIds } from "./_span_ids.ts";
 import type { ConfigNotice } from "./otlp_config.ts";
 
 /** The instrumentation scope name of the gateway's spans. */
@@ -251,7 +251,7 @@ function pathOnly(pathAndQuery: string): string {
 /** What starting a server span needs, shared by every request of one {@link createTracing}. */
 interface TracingState {
   sampler: Sampler;
-  ids: RandomIdGenerator;
+  ids: SpanIds;
   /**
    * The trace id a root request was sampled on, handed to the SDK for the span it then starts
    * (synchronously, so no other request can see it): a ratio sampler decides on the id, and
@@ -266,7 +266,7 @@ interface TracingState {
 function createProvider(
   options: TracingOptions & { exporter: SpanExporter },
   sampler: Sampler,
-  ids: RandomIdGenerator,
+  ids: SpanIds,
   decided: { traceId: string | undefined },
 ): TracerProvider {
   return new TracerProvider({
@@ -324,7 +324,6 @@ function startServerSpan(state: TracingState, request: ServerSpanStart): ServerS
       traceId,
       ids.generateSpanId(),
       hasParent ? parentSpanContext : undefined,
-      propagator,
     );
   }
   decided.traceId = hasParent ? undefined : traceId;
@@ -357,7 +356,7 @@ export function createTracing(options: TracingOptions): GatewayTracing {
   const { exporter } = options;
   if (exporter === null) return DISABLED;
   const sampler = options.sampler ?? samplerFromEnv();
-  const ids = new RandomIdGenerator();
+  const ids = spanIds();
   const decided = { traceId: undefined as string | undefined };
   const provider = createProvider({ ...options, exporter }, sampler, ids, decided);
   const state: TracingState = {
@@ -419,7 +418,6 @@ function createUnsampledHandle(
   traceId: string,
   spanId: string,
   parent: SpanContext | undefined,
-  propagator: W3CTraceContextPropagator,
 ): ServerSpanHandle {
   let client: ClientSpanHandle | null = null;
   return {
@@ -428,21 +426,13 @@ function createUnsampledHandle(
     sampled: false,
     setRoute: NO_OP,
     startClient() {
-      if (client === null) {
-        const carrier: { traceparent?: string; tracestate?: string } = {};
-        const context = trace.setSpanContext(ROOT_CONTEXT, {
-          traceId,
-          spanId,
-          traceFlags: 0,
-          traceState: parent?.traceState,
-        });
-        propagator.inject(context, carrier, defaultTextMapSetter);
-        client = {
-          traceparent: carrier.traceparent!,
-          tracestate: carrier.tracestate ?? null,
-          end: NO_OP,
-        };
-      }
+      // Written as W3CTraceContextPropagator.inject writes it (version 00, flags 00), without
+      // its context objects and id checks: both ids are valid by construction.
+      client ??= {
+        traceparent: `00-${traceId}-${spanId}-00`,
+        tracestate: parent?.traceState?.serialize() ?? null,
+        end: NO_OP,
+      };
       return client;
     },
     end: NO_OP,
