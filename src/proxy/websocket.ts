@@ -57,6 +57,8 @@ export interface WebSocketRequest {
   pathAndQuery: string;
   /** The request id. */
   requestId: string;
+  /** The `x-breakwater-fallback` value when a fallback service took the request, else null. */
+  fallback?: string | null;
   /** The client's address, for `X-Forwarded-For`. */
   clientIp: string | null;
   /** `http` or `https`, as the client spoke to the gateway. */
@@ -239,10 +241,16 @@ async function handshake(request: WebSocketRequest): Promise<WebSocketOutcome> {
   let resolveEnded!: (summary: SessionSummary) => void;
   const ended = new Promise<SessionSummary>((resolve) => resolveEnded = resolve);
   request.takeOver((client) =>
-    relay(client, conn, head.rest, clientSwitchHead(head.headers, request.requestId), {
-      idleTimeoutMs: config.websocket.idleTimeoutMs,
-      now,
-    }).then(resolveEnded)
+    relay(
+      client,
+      conn,
+      head.rest,
+      clientSwitchHead(head.headers, request.requestId, request.fallback ?? null),
+      {
+        idleTimeoutMs: config.websocket.idleTimeoutMs,
+        now,
+      },
+    ).then(resolveEnded)
   );
   return { kind: "upgraded", upstream, ended };
 }

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { FALLBACK_HEADER } from "./fallback.ts";
 import { type HeaderPairs, HOP_BY_HOP_HEADERS, VIA_TOKEN } from "./headers.ts";
 
 /** The GUID of RFC 6455 §1.3, appended to the key before hashing. */
@@ -112,9 +113,15 @@ export function switchProblem(headers: HeaderPairs, expectedAccept: string): str
 
 /**
  * The `101` head the client gets: the upstream's fields minus hop-by-hop ones (and those its
- * `Connection` names), `Upgrade`/`Connection` for the client's hop, `Via` and the request id.
+ * `Connection` names), `Upgrade`/`Connection` for the client's hop, `Via` and the request id,
+ * and `x-breakwater-fallback` when a fallback service took the request (as on every answer
+ * that took a fallback: README, "Fallback while open").
  */
-export function clientSwitchHead(headers: HeaderPairs, requestId: string): Uint8Array {
+export function clientSwitchHead(
+  headers: HeaderPairs,
+  requestId: string,
+  fallback: string | null = null,
+): Uint8Array {
   const named = new Set(HOP_BY_HOP_HEADERS);
   for (const [name, value] of headers) {
     if (name.toLowerCase() !== "connection") continue;
@@ -125,6 +132,7 @@ export function clientSwitchHead(headers: HeaderPairs, requestId: string): Uint8
   for (const [name, value] of headers) {
     const lower = name.toLowerCase();
     if (named.has(lower) || lower === "x-request-id" || lower === "content-length") continue;
+    if (fallback !== null && lower === FALLBACK_HEADER) continue;
     if (lower === "via") {
       via = via === null ? value : `${via}, ${value}`;
       continue;
@@ -133,6 +141,7 @@ export function clientSwitchHead(headers: HeaderPairs, requestId: string): Uint8
   }
   head += "upgrade: websocket\r\nconnection: Upgrade\r\n";
   head += `via: ${via === null ? VIA_TOKEN : `${via}, ${VIA_TOKEN}`}\r\n`;
+  if (fallback !== null) head += `${FALLBACK_HEADER}: ${fallback}\r\n`;
   head += `x-request-id: ${requestId}\r\n\r\n`;
   return latin1(head);
 }

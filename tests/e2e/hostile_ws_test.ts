@@ -449,3 +449,39 @@ Deno.test("hostile ws client: one that reads nothing holds the gateway's memory 
     await closeAll({ gw, upstream });
   }
 });
+
+Deno.test("hostile ws client: an upgrade to an open service goes to its fallback service, marked, never to the refusing upstream", async () => {
+  const upstream = startWebSocketUpstream();
+  const refusing = startWebSocketUpstream();
+  const gw = await startTestGateway(
+    {
+      services: {
+        chat: { prefix: "/ws", upstreams: [refusing.origin], fallback: { service: "spare" } },
+        spare: { prefix: "/spare", upstreams: [upstream.origin] },
+      },
+    },
+    { BREAKWATER_ADMIN_TOKEN: "hostile-ws-token" },
+  );
+  try {
+    const forced = await fetch(`${gw.adminUrl}/admin/breakers/chat`, {
+      method: "POST",
+      headers: { authorization: "Bearer hostile-ws-token" },
+      body: '{"action":"open"}',
+      signal: AbortSignal.timeout(5000),
+    });
+    assert.equal(forced.status, 200, await forced.text());
+    const raw = await rawClient(gw.port, handshakeRequest("/ws/room/echo"));
+    try {
+      assert.equal(raw.status, 101, raw.head);
+      assert.match(raw.head, /^x-breakwater-fallback: service=spare$/im);
+      await raw.send(0x1, new TextEncoder().encode("via spare"));
+      assert.equal(new TextDecoder().decode((await raw.frame())!.payload), "echo:via spare");
+    } finally {
+      raw.close();
+    }
+    assert.deepEqual(upstream.sessions.map((session) => session.path), ["/spare/room/echo"]);
+    assert.equal(refusing.sessions.length, 0);
+  } finally {
+    await closeAll({ gw, upstream, refusing });
+  }
+});
