@@ -18,7 +18,6 @@
 import {
   type Attributes,
   type Context,
-  defaultTextMapSetter,
   ROOT_CONTEXT,
   type Span,
   type SpanContext,
@@ -38,6 +37,7 @@ import {
   ParentBasedSampler,
   type Sampler,
   SamplingDecision,
+  type SamplingResult,
   type SpanExporter,
   TraceIdRatioBasedSampler,
   TracerProvider,
@@ -233,13 +233,35 @@ export function batchConfigFromEnv(): BatchSettings {
   };
 }
 
+/** A `Host` value split into the span's `server.address` and `server.port`. */
+type SplitHost = { address: string; port?: number } | null;
+
 /** `host:port` (or `[v6]:port`) -> address and port; null when there is no usable host. */
-function splitHost(host: string | null | undefined): { address: string; port?: number } | null {
-  if (host === null || host === undefined || host === "") return null;
+function parseHost(host: string): SplitHost {
   const match = /^(\[[^\]]*\]|[^:]*)(?::(\d+))?$/.exec(host);
   if (match === null) return null;
   const address = match[1].startsWith("[") ? match[1].slice(1, -1) : match[1];
   return match[2] === undefined ? { address } : { address, port: Number(match[2]) };
+}
+
+/** Distinct `Host` values remembered by {@link splitHost}; past it the memory starts over. */
+const HOST_CACHE_ENTRIES = 64;
+const hostCache = new Map<string, SplitHost>();
+
+/**
+ * {@link parseHost}, remembered: a gateway sees a handful of `Host` values, and the regular
+ * expression was a tenth of a sampled request's span work. The client chooses the value, so
+ * the memory is bounded (cleared when full) rather than trusted to stay small.
+ */
+function splitHost(host: string | null | undefined): SplitHost {
+  if (host === null || host === undefined || host === "") return null;
+  let split = hostCache.get(host);
+  if (split === undefined) {
+    split = parseHost(host);
+    if (hostCache.size >= HOST_CACHE_ENTRIES) hostCache.clear();
+    hostCache.set(host, split);
+  }
+  return split;
 }
 
 /** The path part of a path-and-query. */
@@ -253,25 +275,38 @@ interface TracingState {
   sampler: Sampler;
   ids: SpanIds;
   /**
-   * The trace id a root request was sampled on, handed to the SDK for the span it then starts
-   * (synchronously, so no other request can see it): a ratio sampler decides on the id, and
-   * the span must carry the id that was decided on.
+   * What was decided for the server span the SDK is about to start (synchronously, so no other
+   * request can see it): the trace id a root request was sampled on (a ratio sampler decides on
+   * the id, and the span must carry the id that was decided on) and the sampler's result, so
+   * the SDK does not ask the sampler a second time.
    */
-  decided: { traceId: string | undefined };
+  decided: Decided;
   tracer: Tracer;
   propagator: W3CTraceContextPropagator;
 }
 
-/** The provider: the sampler, ids that honour {@link TracingState.decided}, batched export. */
+/** See {@link TracingState.decided}. */
+interface Decided {
+  traceId: string | undefined;
+  result: SamplingResult | undefined;
+}
+
+/**
+ * The provider: a sampler and ids that honour {@link TracingState.decided} (the client spans,
+ * never decided beforehand, go to `sampler`), batched export.
+ */
 function createProvider(
   options: TracingOptions & { exporter: SpanExporter },
   sampler: Sampler,
   ids: SpanIds,
-  decided: { traceId: string | undefined },
+  decided: Decided,
 ): TracerProvider {
   return new TracerProvider({
     resource: options.resource,
-    sampler,
+    sampler: {
+      shouldSample: (...args) => decided.result ?? sampler.shouldSample(...args),
+      toString: () => sampler.toString(),
+    },
     idGenerator: {
       generateTraceId: () => decided.traceId ?? ids.generateTraceId(),
       generateSpanId: () => ids.generateSpanId(),
@@ -317,9 +352,8 @@ function startServerSpan(state: TracingState, request: ServerSpanStart): ServerS
     trace.isSpanContextValid(parentSpanContext);
   const traceId = hasParent ? parentSpanContext.traceId : ids.generateTraceId();
   const method = normalizeMethod(request.method);
-  const decision = sampler.shouldSample(parent, traceId, method, SpanKind.SERVER, {}, [])
-    .decision;
-  if (decision === SamplingDecision.NOT_RECORD) {
+  const result = sampler.shouldSample(parent, traceId, method, SpanKind.SERVER, {}, []);
+  if (result.decision === SamplingDecision.NOT_RECORD) {
     return createUnsampledHandle(
       traceId,
       ids.generateSpanId(),
@@ -327,14 +361,16 @@ function startServerSpan(state: TracingState, request: ServerSpanStart): ServerS
     );
   }
   decided.traceId = hasParent ? undefined : traceId;
+  decided.result = result;
   let span: Span;
   try {
     span = tracer.startSpan(method, { kind: SpanKind.SERVER }, parent);
   } finally {
     decided.traceId = undefined;
+    decided.result = undefined;
   }
   if (span.isRecording()) span.setAttributes(serverSpanAttributes(request, method));
-  return createServerHandle(span, method, tracer, propagator);
+  return createServerHandle(span, method, tracer);
 }
 
 /**
@@ -357,7 +393,7 @@ export function createTracing(options: TracingOptions): GatewayTracing {
   if (exporter === null) return DISABLED;
   const sampler = options.sampler ?? samplerFromEnv();
   const ids = spanIds();
-  const decided = { traceId: undefined as string | undefined };
+  const decided: Decided = { traceId: undefined, result: undefined };
   const provider = createProvider({ ...options, exporter }, sampler, ids, decided);
   const state: TracingState = {
     sampler,
@@ -483,23 +519,31 @@ function recordServerOutcome(span: Span, outcome: ServerSpanOutcome): void {
   }
 }
 
+/**
+ * The `traceparent` naming `spanContext`, written as `W3CTraceContextPropagator.inject` writes
+ * it (version 00, the flags as two hex digits) without the context it would build per attempt
+ * and the id checks it would repeat: a span the SDK started under the server span has valid
+ * ids, and its context is never suppressed.
+ */
+function traceparentOf(spanContext: SpanContext): string {
+  return `00-${spanContext.traceId}-${spanContext.spanId}-0${spanContext.traceFlags.toString(16)}`;
+}
+
 /** One attempt's CLIENT span, a child of `context`, and the trace headers naming it. */
 function startClientSpan(
   context: Context,
   attempt: ClientSpanStart,
   tracer: Tracer,
-  propagator: W3CTraceContextPropagator,
 ): ClientSpanHandle {
   const clientMethod = normalizeMethod(attempt.method);
   const client = tracer.startSpan(clientMethod, { kind: SpanKind.CLIENT }, context);
-  const carrier: { traceparent?: string; tracestate?: string } = {};
-  propagator.inject(trace.setSpan(ROOT_CONTEXT, client), carrier, defaultTextMapSetter);
+  const clientContext = client.spanContext();
   const clientRecording = client.isRecording();
   if (clientRecording) client.setAttributes(clientSpanAttributes(attempt, clientMethod));
   let clientEnded = false;
   return {
-    traceparent: carrier.traceparent!,
-    tracestate: carrier.tracestate ?? null,
+    traceparent: traceparentOf(clientContext),
+    tracestate: clientContext.traceState?.serialize() ?? null,
     end(outcome) {
       if (clientEnded) return;
       clientEnded = true;
@@ -513,7 +557,6 @@ function createServerHandle(
   span: Span,
   method: string,
   tracer: Tracer,
-  propagator: W3CTraceContextPropagator,
 ): ServerSpanHandle {
   const spanContext = span.spanContext();
   const recording = span.isRecording();
@@ -530,7 +573,7 @@ function createServerHandle(
     },
     startClient(attempt) {
       context ??= trace.setSpan(ROOT_CONTEXT, span);
-      return startClientSpan(context, attempt, tracer, propagator);
+      return startClientSpan(context, attempt, tracer);
     },
     end(outcome) {
       if (ended) return;
