@@ -224,10 +224,12 @@ async function forward(
   if (
     deps.websockets !== undefined && service.config.websocket.enabled &&
     wantsWebSocket(exchange.raw.headers) &&
-    // Upgradable: the own server hands the connection over (HTTP/1.1, no body), or a fetch
-    // Request for Deno.upgradeWebSocket. An HTTP/1.0 request is neither: no Upgrade there
-    // (RFC 9110 §7.8), so it goes on as an ordinary request.
-    (exchange.takeOver !== undefined || exchange.raw instanceof Request)
+    // Upgradable: the own server hands the connection over (HTTP/1.1, no body), or, embedded
+    // on Deno.serve, a fetch Request for Deno.upgradeWebSocket. A request the own server parsed
+    // without offering the connection (HTTP/1.0: no Upgrade there, RFC 9110 §7.8) goes on as an
+    // ordinary request, even as a fetch Request (Deno.upgradeWebSocket does not refuse those).
+    (exchange.takeOver !== undefined ||
+      (!exchange.strictlyParsed && exchange.raw instanceof Request))
   ) {
     return await proxyWebSocket({
       ...exchange,
