@@ -153,6 +153,8 @@ Environment:
                              span batching
   OTEL_DENO                  Deno's built-in OpenTelemetry; the gateway keeps its own
                              providers and sends exactly one traceparent upstream either way
+  BREAKWATER_TEST_HOOKS      tests only: "1" adds POST /admin/test/crash-worker/{n} (workers);
+                             never set it in production
 
 Permissions (never -A): --allow-net, --allow-env, --allow-sys,
   --allow-read=<config>,<kv dir>,/sys/fs/cgroup,/proc/self and --allow-write=<kv dir>

@@ -19,7 +19,13 @@ function problemLines(input: unknown): string[] {
 
 Deno.test("every documented default is filled", () => {
   const config = parseConfig(minimal);
-  assert.deepEqual(config.listen, { hostname: "0.0.0.0", port: 8080 });
+  assert.deepEqual(config.listen, {
+    hostname: "0.0.0.0",
+    port: 8080,
+    tls: null,
+    redirectToHttps: false,
+  });
+  assert.equal(config.workers, 1);
   // Envoy's admin port: 9090 is Prometheus's default.
   assert.deepEqual(config.admin, { hostname: "127.0.0.1", port: 9901 });
   assert.equal(config.kv.path, "./data/breakwater.kv");
