@@ -74,8 +74,9 @@ export function createPublicApp(current: () => PublicAppTarget): Hono {
 
 /**
  * What the request path reads of a request the server parsed: its headers and signal (the
- * method, target and body come from the facts); the url only says the scheme, `http` on this
- * port (the TLS port wraps the handler and is served through Hono).
+ * method, target and body come from the facts); the url is a stand-in whose scheme is never
+ * read, because the server's facts say whether the connection spoke TLS (plain port and the TLS
+ * port's HTTP/1.1 connections alike).
  */
 function lightRequest(request: DirectRequest): RawRequest {
   return {
