@@ -60,6 +60,12 @@ export interface Attempts {
   now: () => number;
   /** Uniform draw in [0, 1) for jitter. */
   random: () => number;
+  /**
+   * Passes an upstream's interim responses (`103 Early Hints`) on to the client as they come.
+   * One from an attempt that then fails or is retried has gone out already: harmless for hints
+   * (RFC 8297 §2: a client may ignore them, the final response is what counts).
+   */
+  informational?: (status: number, fields: [string, string][]) => boolean;
 }
 
 /** What the attempts came to. */
@@ -132,6 +138,7 @@ async function attemptOnce(attempts: Attempts, endpoint: UpstreamEndpoint, attem
       body: attempts.body.body,
       signal: scope.signal,
       bodyIdleTimeoutMs: service.config.bodyIdleTimeoutMs,
+      onInformational: attempts.informational,
       // A body that fails on the upstream's side after the head is a late failure of this
       // attempt: an upstream that answers heads and then stalls its bodies must still trip.
       onBodyFailure: (error) => {

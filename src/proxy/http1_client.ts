@@ -40,7 +40,7 @@ export const MAX_HEAD_BYTES = 64 * 1024;
 const MAX_CHUNK_LINE_BYTES = 4096;
 /** The largest trailer section accepted (it is read and discarded). */
 const MAX_TRAILER_BYTES = 64 * 1024;
-/** Interim (1xx) responses skipped before giving up. */
+/** Interim (1xx) responses taken before the final one; one more fails the attempt. */
 const MAX_INTERIM_RESPONSES = 16;
 /** Each connection's read-ahead buffer: a whole head must fit. */
 const READ_BUFFER_BYTES = MAX_HEAD_BYTES;
@@ -380,19 +380,25 @@ function indexOfHeadEnd(connection: Connection, from: number): number {
   return -1;
 }
 
-/** Reads one head from the connection; throws NoResponseError when nothing at all came. */
-async function readHead(connection: Connection): Promise<ResponseHead> {
+/**
+ * Reads one head from the connection, of at most `maxBytes` (what the interim heads before it
+ * left of {@link MAX_HEAD_BYTES}); throws NoResponseError when nothing at all came.
+ */
+async function readHead(
+  connection: Connection,
+  maxBytes: number,
+): Promise<{ head: ResponseHead; bytes: number }> {
   let scanned = 0;
   while (true) {
     const end = indexOfHeadEnd(connection, scanned - 3);
     if (end !== -1) {
-      if (end + 4 > MAX_HEAD_BYTES) throw new ProtocolError("response head over 64 KiB");
+      if (end + 4 > maxBytes) throw new ProtocolError("response heads over 64 KiB");
       const text = latin1(connection.buffer, connection.start, connection.start + end);
       connection.consume(end + 4);
-      return parseResponseHead(text);
+      return { head: parseResponseHead(text), bytes: end + 4 };
     }
-    if (connection.pendingLength >= MAX_HEAD_BYTES) {
-      throw new ProtocolError("response head over 64 KiB");
+    if (connection.pendingLength >= maxBytes) {
+      throw new ProtocolError("response heads over 64 KiB");
     }
     scanned = connection.pendingLength;
     const empty = scanned === 0;
@@ -855,7 +861,7 @@ async function exchange(
   const x = openExchange(client, connection, request);
   try {
     await writeRequest(x, prepared);
-    return respond(x, await readFinalHead(connection));
+    return respond(x, await readFinalHead(connection, request.onInformational));
   } catch (error) {
     x.detach();
     connection.destroy();
@@ -946,13 +952,24 @@ async function writeRequest(x: Exchange, prepared: PreparedRequest): Promise<voi
   });
 }
 
-/** Reads response heads until the final one, skipping interim (1xx) answers. */
-async function readFinalHead(connection: Connection): Promise<ResponseHead> {
+/**
+ * Reads response heads until the final one. Interim (1xx) heads go to `onInformational` as they
+ * come (all but `100 Continue`, which answers the gateway's own `Expect`, not the client's):
+ * at most {@link MAX_INTERIM_RESPONSES}, and all heads together within {@link MAX_HEAD_BYTES},
+ * so an upstream sending endless 1xx fails the attempt instead of holding it.
+ */
+async function readFinalHead(
+  connection: Connection,
+  onInformational: UpstreamRequest["onInformational"],
+): Promise<ResponseHead> {
   let interim = 0;
+  let headBytes = 0;
   while (true) {
     let responseHead: ResponseHead;
     try {
-      responseHead = await readHead(connection);
+      const read = await readHead(connection, MAX_HEAD_BYTES - headBytes);
+      responseHead = read.head;
+      headBytes += read.bytes;
     } catch (error) {
       if (interim > 0 && error instanceof NoResponseError) {
         throw new ProtocolError("connection closed after an interim response");
@@ -966,6 +983,7 @@ async function readFinalHead(connection: Connection): Promise<ResponseHead> {
     if (responseHead.status === 101) throw new ProtocolError("unexpected 101 upgrade");
     if (responseHead.status < 100) throw new ProtocolError("invalid status");
     if (++interim > MAX_INTERIM_RESPONSES) throw new ProtocolError("too many 1xx responses");
+    if (responseHead.status !== 100) onInformational?.(responseHead.status, responseHead.headers);
   }
 }
 

@@ -94,6 +94,8 @@ interface Exchange {
   completed: Promise<void> | undefined;
   /** The server can hand the connection over (for a WebSocket upgrade). */
   takeOver: TakeOver | undefined;
+  /** The server can send the client an interim response (HTTP/1.1 on the own server). */
+  sendInformational: ConnectionFacts["sendInformational"];
   startedAt: number;
   span: ServerSpanHandle | null;
   service: ServiceRuntime | null;
@@ -153,6 +155,7 @@ function receive(request: IncomingRequest, deps: RequestPathDeps): Exchange {
     clientIp,
     completed: facts?.completed,
     takeOver: facts?.takeOver,
+    sendInformational: facts?.sendInformational,
     startedAt,
     span,
     service: null,
@@ -365,6 +368,7 @@ async function send(
     observer: deps.observer,
     now: deps.now,
     random: deps.random,
+    informational: exchange.sendInformational,
   });
 }
 

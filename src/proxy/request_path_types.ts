@@ -34,6 +34,11 @@ export interface ConnectionFacts {
   body?: ReadableStream<Uint8Array> | null;
   /** The server can hand the connection over after this request (the gateway's own server). */
   takeOver?: TakeOver;
+  /**
+   * Writes an interim response (`103 Early Hints`) to the client before the final one; false
+   * when it may not. The gateway's own server offers it on HTTP/1.1 only.
+   */
+  sendInformational?: (status: number, fields: [string, string][]) => boolean;
   /** How the client reached the gateway (`X-Forwarded-Proto`); else read from the url. */
   scheme?: "http" | "https";
 }

@@ -64,6 +64,12 @@ export interface UpstreamRequest {
    * against its breaker. Not called when the consumer cancels or the client goes away.
    */
   onBodyFailure?: (error: UpstreamError) => void;
+  /**
+   * Called with each interim (1xx) response that came before the final one, as it comes: its
+   * status (102-199; a 101 fails the attempt) and its fields as received. Only the `http1`
+   * client calls it; `fetch` gives no access to interim responses and drops them.
+   */
+  onInformational?: (status: number, fields: [string, string][]) => void;
 }
 
 /** Sends requests to upstreams; the response body is streamed, never buffered. */

@@ -63,7 +63,7 @@ export class Connection {
   /** The last `Host` seen and the url prefix made of it (clients repeat their Host). */
   lastHost: string | null = null;
   lastUrlPrefix = "http://localhost";
-  /** A write the request body made on its own (`100 Continue`), to be awaited before the next. */
+  /** Interim responses being written (`writeInterim`), to be awaited before the next write. */
   pendingWrite: Promise<void> | null = null;
   /** Set while the connection is taken over: how its taker ends it when the server shuts down. */
   onShutdown: (() => void) | null = null;
@@ -223,6 +223,21 @@ export class Connection {
     while (offset < bytes.length) {
       offset += await this.conn.write(offset === 0 ? bytes : bytes.subarray(offset));
     }
+  }
+
+  /**
+   * Writes an interim response (`100 Continue`, a handler's `103`) after any still being
+   * written, so two never interleave; the final head awaits {@link pendingWrite} first.
+   */
+  writeInterim(bytes: Uint8Array): Promise<void> {
+    const prior = this.pendingWrite;
+    const write = prior === null ? this.write(bytes) : prior.then(() => this.write(bytes));
+    const settled = write.catch(() => {});
+    this.pendingWrite = settled;
+    settled.then(() => {
+      if (this.pendingWrite === settled) this.pendingWrite = null;
+    });
+    return write;
   }
 
   /** Enters `phase` now. */

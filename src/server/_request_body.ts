@@ -119,10 +119,7 @@ export class RequestBody {
       if (this.continueState === CONTINUE_WANTED && !this.responseStarted) {
         // RFC 9110 §10.1.1: the client holds its body back until this interim response.
         this.continueState = CONTINUE_SENT;
-        const write = this.connection.write(CONTINUE);
-        this.connection.pendingWrite = write.catch(() => {});
-        await write;
-        this.connection.pendingWrite = null;
+        await this.connection.writeInterim(CONTINUE);
       }
       const request = controller.byobRequest;
       if (request !== null && request.view !== null) {

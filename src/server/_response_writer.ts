@@ -66,6 +66,8 @@ function soon(): Promise<null> {
 
 const REASONS: Record<number, string> = {
   101: "Switching Protocols",
+  102: "Processing",
+  103: "Early Hints",
   200: "OK",
   201: "Created",
   202: "Accepted",

@@ -59,6 +59,7 @@ import {
   skipLeadingEmptyLines,
 } from "./_request_head.ts";
 import { writeResponse } from "./_response_writer.ts";
+import { createInformationalGate, type SendInformational } from "./_informational.ts";
 import { type TakenConnection, takeOverConnection } from "./_takeover.ts";
 import { buildRequest } from "./_server_request.ts";
 
@@ -81,9 +82,16 @@ export interface ServeInfo {
    * `run` settles.
    */
   takeOver?: (run: (connection: TakenConnection) => Promise<void>) => void;
+  /**
+   * Present for HTTP/1.1 requests (RFC 9110 §15.2: never to an HTTP/1.0 client): writes an
+   * interim response, 102-199 (a `103 Early Hints`, RFC 8297), before the final one. Hop-by-hop
+   * fields are dropped (RFC 9110 §7.6.1). False when it did not go out: the handler already
+   * returned its response, the status or a field is invalid, or the request sent 16 already.
+   */
+  sendInformational?: SendInformational;
 }
 
-export type { TakenConnection };
+export type { SendInformational, TakenConnection };
 
 /** A request as the server parsed it, for a {@link Handler}'s `direct` entry point. */
 export interface DirectRequest extends ServeInfo {
@@ -527,6 +535,7 @@ async function exchange(
   };
 
   let taker: ((connection: TakenConnection) => Promise<void>) | null = null;
+  const interim = head.minor === 1 ? createInformationalGate(connection) : null;
   const info: ServeInfo = {
     remoteAddr: connection.remoteAddr,
     target: head.target,
@@ -538,6 +547,7 @@ async function exchange(
         taker = run;
       }
       : undefined,
+    sendInformational: interim?.send,
   };
   let response: Response | null = null;
   try {
@@ -561,6 +571,9 @@ async function exchange(
     const detail = error instanceof Error ? error.message : String(error);
     await refuse(state, connection, 400, "bad_request", detail);
     return false;
+  } finally {
+    // Answered: an interim response may no longer follow (RFC 9110 §15.2).
+    interim?.close();
   }
   if (taker !== null) return await handOver(state, connection, taker, resolveCompleted);
 
