@@ -8,7 +8,8 @@
  *   hop-by-hop fields of the 103 dropped;
  * - an HTTP/1.0 client gets no 103 (RFC 9110 §15.2), the 200 only;
  * - the `fetch` client drops interim responses: the 200 only;
- * - an upstream sending 20 x 103 fails the attempt after 16 passed: 502, counted by the breaker.
+ * - an upstream sending 20 x 103 fails the attempt after 16 passed: 502, counted by the breaker;
+ * - with a retry, the failed attempt's 103 has gone out before the retry's 103 and 200.
  */
 import assert from "node:assert/strict";
 import { startGatewayProcess } from "../_helpers/gateway.ts";
@@ -44,6 +45,21 @@ function startHintsUpstream(hints: number) {
   return { ...upstream, release: () => release() };
 }
 
+/** Sends a 103 and closes on odd requests; a 103 and the 200 on even ones. */
+function startFlakyUpstream() {
+  let requests = 0;
+  return startRawUpstream(async (conn) => {
+    const head = await readRequestHead(conn);
+    if (head === "") return;
+    // Anything else (a health probe, should one be configured) is answered plainly.
+    if (!head.startsWith("GET /x ")) return void await conn.write(encoder.encode(FINAL));
+    const n = requests++;
+    await conn.write(encoder.encode(`HTTP/1.1 103 Early Hints\r\nLink: </attempt-${n}>\r\n\r\n`));
+    if (n % 2 === 0) return; // closed after an interim response: the attempt fails
+    await conn.write(encoder.encode(FINAL));
+  });
+}
+
 /** Sends `request` on a new connection and reads every response up to the final one. */
 async function exchange(port: number, request: string): Promise<RawResponse[]> {
   const client = await RawClient.connect(port);
@@ -62,6 +78,7 @@ async function exchange(port: number, request: string): Promise<RawResponse[]> {
 Deno.test("103 Early Hints through a gateway process", async (t) => {
   const hints = startHintsUpstream(1);
   const flood = startHintsUpstream(20);
+  const flaky = startFlakyUpstream();
   let gateway: Awaited<ReturnType<typeof startGatewayProcess>> | null = null;
   try {
     const service = (prefix: string, origin: string, upstreamClient: string) => ({
@@ -76,6 +93,10 @@ Deno.test("103 Early Hints through a gateway process", async (t) => {
         "hints-http1": service("/h1", hints.origin, "http1"),
         "hints-fetch": service("/hf", hints.origin, "fetch"),
         flood: service("/flood", flood.origin, "http1"),
+        flaky: {
+          ...service("/flaky", flaky.origin, "http1"),
+          retry: { attempts: 1, baseDelayMs: 1, maxDelayMs: 5 },
+        },
       },
     });
     const port = Number(new URL(gateway.url).port);
@@ -137,8 +158,21 @@ Deno.test("103 Early Hints through a gateway process", async (t) => {
         third[0].fields.some(([n, v]) => n === "x-breakwater-error" && v === "breaker_open"),
       );
     });
+
+    await t.step("a retried request: the failed attempt's 103, then the retry's", async () => {
+      const responses = await exchange(
+        port,
+        "GET /flaky/x HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n",
+      );
+      assert.deepEqual(responses.map((r) => r.status), [103, 103, 200]);
+      assert.deepEqual(responses.slice(0, 2).map((r) => r.fields), [
+        [["link", "</attempt-0>"]],
+        [["link", "</attempt-1>"]],
+      ]);
+      assert.equal(responses[2].body, "final");
+    });
   } finally {
     await gateway?.stop();
-    await closeAll({ hints, flood });
+    await closeAll({ hints, flood, flaky });
   }
 });
