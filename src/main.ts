@@ -280,6 +280,21 @@ function nextShutdownSignal(): { signal: Promise<Deno.Signal>; remove(): void } 
   };
 }
 
+/**
+ * SIGHUP re-reads the config, as `nginx -s reload` does (reloads run one at a time); returns
+ * what stops listening for it.
+ */
+function reloadOnHangup(gateway: Gateway, configPath: string, logger: Logger): () => void {
+  const onHangup = () => {
+    logger.info("reload requested", { signal: "SIGHUP", path: configPath });
+    gateway.reloadConfig().catch((error) =>
+      logger.error("config reload failed", { error: String(error) })
+    );
+  };
+  Deno.addSignalListener("SIGHUP", onHangup);
+  return () => Deno.removeSignalListener("SIGHUP", onHangup);
+}
+
 async function run(configPath: string, { config, notes }: Loaded, env: Env): Promise<number> {
   const logger = createLogger();
   logger.info("config loaded", {
@@ -354,14 +369,7 @@ async function run(configPath: string, { config, notes }: Loaded, env: Env): Pro
   }
   // Registered before `ready` so a signal during start-up drains too instead of killing.
   const shutdownSignal = nextShutdownSignal();
-  // SIGHUP re-reads the config, as `nginx -s reload` does; reloads run one at a time.
-  const onHangup = () => {
-    logger.info("reload requested", { signal: "SIGHUP", path: configPath });
-    gateway.reloadConfig().catch((error) =>
-      logger.error("config reload failed", { error: String(error) })
-    );
-  };
-  Deno.addSignalListener("SIGHUP", onHangup);
+  const stopReloadingOnHangup = reloadOnHangup(gateway, configPath, logger);
 
   await gateway.ready;
   logger.info("listening", {
@@ -375,7 +383,7 @@ async function run(configPath: string, { config, notes }: Loaded, env: Env): Pro
   });
 
   const signal = await shutdownSignal.signal;
-  Deno.removeSignalListener("SIGHUP", onHangup);
+  stopReloadingOnHangup();
   // The shutdown settings of the config in force (a reload may have changed them).
   await shutdown(signal, gateway.config, gateway, servers, logger);
   shutdownSignal.remove();
@@ -396,13 +404,7 @@ async function runWithWorkers(
 ): Promise<number> {
   const { runWorkers } = await import("./workers/run.ts");
   const shutdownSignal = nextShutdownSignal();
-  const onHangup = () => {
-    logger.info("reload requested", { signal: "SIGHUP", path: configPath });
-    gateway.reloadConfig().catch((error) =>
-      logger.error("config reload failed", { error: String(error) })
-    );
-  };
-  Deno.addSignalListener("SIGHUP", onHangup);
+  const stopReloadingOnHangup = reloadOnHangup(gateway, configPath, logger);
   try {
     return await runWorkers({
       config,
@@ -432,7 +434,7 @@ async function runWithWorkers(
     console.error(error.message);
     return 1;
   } finally {
-    Deno.removeSignalListener("SIGHUP", onHangup);
+    stopReloadingOnHangup();
     shutdownSignal.remove();
   }
 }

@@ -10,6 +10,7 @@
  */
 import type { ServiceConfig } from "../config/schema.ts";
 import type { HealthProbe } from "../gateway/build_service.ts";
+import type { FromWorker } from "./protocol.ts";
 
 /** A result is reused while younger than this share of the interval. */
 export const REUSE_SHARE = 0.9;
@@ -118,16 +119,7 @@ export interface ProbeClient {
  * ```
  */
 export function createProbeClient(
-  post: (
-    message: {
-      type: "health-probe";
-      id: number;
-      origin: string;
-      path: string;
-      intervalMs: number;
-      timeoutMs: number;
-    },
-  ) => void,
+  post: (message: Extract<FromWorker, { type: "health-probe" }>) => void,
 ): ProbeClient {
   const waiting = new Map<number, { resolve(status: number): void; reject(error: Error): void }>();
   let nextId = 1;
