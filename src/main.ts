@@ -160,10 +160,17 @@ function summary(configPath: string, { config, notes }: Loaded): string {
     : tls.port === null
     ? " (HTTPS)"
     : ` (HTTPS on ${tls.port}${config.listen.redirectToHttps ? ", plain redirects" : ""})`;
+  // The thread count as start-up will resolve it (README, "Workers"); one thread says nothing.
+  const workerCount = resolveWorkerCount(config.workers, notes.cgroup);
+  const workers = workerCount === 1
+    ? ""
+    : tls === null
+    ? `, ${workerCount} workers`
+    : `, 1 thread (${workerCount} workers asked; the TLS listener runs on one)`;
   return `breakwater: config ${configPath} OK: ${services.length} service${
     services.length === 1 ? "" : "s"
-  } (${services.join(", ")}), listen ${config.listen.hostname}:${config.listen.port}${https}, ` +
-    `admin ${config.admin.hostname}:${config.admin.port}, kv ${kv}${capped}`;
+  } (${services.join(", ")}), listen ${config.listen.hostname}:${config.listen.port}${https}` +
+    `${workers}, admin ${config.admin.hostname}:${config.admin.port}, kv ${kv}${capped}`;
 }
 
 /** A listening server, whichever HTTP server implementation serves it. */

@@ -93,6 +93,21 @@ Deno.test("--check validates and summarises without listening or opening KV, exi
   }
 });
 
+Deno.test("--check names the worker threads start-up would run", async () => {
+  const temp = await tempConfig(() => ({ ...smallConfig(":memory:"), workers: 3 }));
+  try {
+    const { code, stdout, stderr } = await runMain(
+      ["--allow-env", `--allow-read=${temp.configPath},/sys/fs/cgroup`],
+      ["--check", "--config", temp.configPath],
+      { PORT: "" },
+    );
+    assert.equal(code, 0, stderr);
+    assert.match(stdout, /, listen 127\.0\.0\.1:0, 3 workers, admin /);
+  } finally {
+    await temp.cleanup();
+  }
+});
+
 Deno.test("--check on an invalid config prints every problem and exits 2", async () => {
   const temp = await tempConfig(() => ({
     services: { users: { prefix: "/api/users", upstreams: ["ftp://x"], colour: "red" } },
