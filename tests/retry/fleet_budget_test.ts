@@ -64,6 +64,23 @@ function member(kv: Deno.Kv, instanceId: string, now: () => number): Member {
   return { budgets, users, state };
 }
 
+/**
+ * Runs `body` with one member per id on a fresh in-memory KV and a manual clock at {@link T0},
+ * and closes the KV afterwards.
+ */
+async function withFleet(
+  instanceIds: readonly string[],
+  body: (members: Member[], clock: ReturnType<typeof manualClock>) => Promise<void>,
+): Promise<void> {
+  const kv = await Deno.openKv(":memory:");
+  const clock = manualClock(T0);
+  try {
+    await body(instanceIds.map((id) => member(kv, id, clock.now)), clock);
+  } finally {
+    kv.close();
+  }
+}
+
 Deno.test("fleet retry budget: unattached, it is the per-instance budget", () => {
   const clock = manualClock(T0);
   const fleet = createFleetRetryBudgets({ now: clock.now }).budget("users", SETTINGS);
@@ -80,11 +97,7 @@ Deno.test("fleet retry budget: unattached, it is the per-instance budget", () =>
 });
 
 Deno.test("fleet retry budget: two instances share one floor (70 retries, not 100)", async () => {
-  const kv = await Deno.openKv(":memory:");
-  const clock = manualClock(T0);
-  const a = member(kv, "gw-a", clock.now);
-  const b = member(kv, "gw-b", clock.now);
-  try {
+  await withFleet(["gw-a", "gw-b"], async ([a, b], clock) => {
     requests(a.users, 100);
     requests(b.users, 100);
     await exchangeAll([a, b], clock);
@@ -103,17 +116,11 @@ Deno.test("fleet retry budget: two instances share one floor (70 retries, not 10
     assert.equal(spend(a.users), 35);
     assert.equal(spend(b.users), 35);
     // Per instance, the same traffic would have cost 2 x (20 + 30) = 100 retries.
-  } finally {
-    kv.close();
-  }
+  });
 });
 
 Deno.test("fleet retry budget: shares follow the traffic once it settled; a share already spent is not taken back", async () => {
-  const kv = await Deno.openKv(":memory:");
-  const clock = manualClock(T0);
-  const a = member(kv, "gw-a", clock.now);
-  const b = member(kv, "gw-b", clock.now);
-  try {
+  await withFleet(["gw-a", "gw-b"], async ([a, b], clock) => {
     requests(a.users, 180);
     requests(b.users, 20);
     await exchangeAll([a, b], clock);
@@ -133,17 +140,11 @@ Deno.test("fleet retry budget: shares follow the traffic once it settled; a shar
     assert.equal(spend(b.users), 2);
     assert.equal(spend(a.users), 0);
     assert.equal(a.users.snapshot().allowedRetries, 60);
-  } finally {
-    kv.close();
-  }
+  });
 });
 
 Deno.test("fleet retry budget: a storm ramping up on both splits the floor as before it, not by who read last", async () => {
-  const kv = await Deno.openKv(":memory:");
-  const clock = manualClock(T0);
-  const a = member(kv, "gw-a", clock.now);
-  const b = member(kv, "gw-b", clock.now);
-  try {
+  await withFleet(["gw-a", "gw-b"], async ([a, b], clock) => {
     requests(a.users, 50);
     requests(b.users, 50);
     await exchangeAll([a, b], clock);
@@ -159,17 +160,11 @@ Deno.test("fleet retry budget: a storm ramping up on both splits the floor as be
     assert.equal(a.users.snapshot().allowedRetries, 45);
     assert.equal(b.users.snapshot().allowedRetries, 45);
     assert.equal(spend(a.users) + spend(b.users), 90);
-  } finally {
-    kv.close();
-  }
+  });
 });
 
 Deno.test("fleet retry budget: the window slides; stale or degraded numbers fall back per instance", async () => {
-  const kv = await Deno.openKv(":memory:");
-  const clock = manualClock(T0);
-  const a = member(kv, "gw-a", clock.now);
-  const b = member(kv, "gw-b", clock.now);
-  try {
+  await withFleet(["gw-a", "gw-b"], async ([a, b], clock) => {
     requests(a.users, 100);
     requests(b.users, 100);
     await exchangeAll([a, b], clock);
@@ -201,16 +196,12 @@ Deno.test("fleet retry budget: the window slides; stale or degraded numbers fall
     );
     a.state.active = false; // the breaker's KV session went degraded
     assert.equal(a.users.snapshot().fleet, false);
-  } finally {
-    kv.close();
-  }
+  });
 });
 
 Deno.test("fleet retry budget: a quiet service spread thin still retries now and then", async () => {
-  const kv = await Deno.openKv(":memory:");
-  const clock = manualClock(T0);
-  const fleet = Array.from({ length: 40 }, (_, index) => member(kv, `gw-${index}`, clock.now));
-  try {
+  const ids = Array.from({ length: 40 }, (_, index) => `gw-${index}`);
+  await withFleet(ids, async (fleet, clock) => {
     for (const each of fleet) requests(each.users, 1);
     await exchangeAll(fleet, clock);
     // 40 requests: the fleet may retry 8 + 30 = 38 times; each instance's share is 0.2 +
@@ -219,16 +210,11 @@ Deno.test("fleet retry budget: a quiet service spread thin still retries now and
     assert.ok(retries.every((count) => count <= 1));
     const total = retries.reduce((sum, count) => sum + count, 0);
     assert.ok(total >= 30 && total <= 40, `fleet retried ${total} times`);
-  } finally {
-    kv.close();
-  }
+  });
 });
 
 Deno.test("fleet retry budget: no KV call per request or retry, only per exchange", async () => {
-  const kv = await Deno.openKv(":memory:");
-  const clock = manualClock(T0);
-  const a = member(kv, "gw-a", clock.now);
-  try {
+  await withFleet(["gw-a"], async ([a]) => {
     for (let request = 0; request < 1000; request++) {
       a.users.recordRequest();
       a.users.tryAcquireRetry();
@@ -238,9 +224,7 @@ Deno.test("fleet retry budget: no KV call per request or retry, only per exchang
     assert.equal(a.state.calls, 2, "one commit of the counts, one read of the fleet's");
     await a.budgets.sync();
     assert.equal(a.state.calls, 2, "not again before exchangeIntervalMs");
-  } finally {
-    kv.close();
-  }
+  });
 });
 
 Deno.test("fleet retry budget: exchanged on the fleet breaker's KV session", async () => {
