@@ -93,12 +93,42 @@ export async function startGateway(
   };
 }
 
-/** nginx with one worker and a keep-alive upstream pool, as the throughput baseline. */
-export async function startNginx(dir: string, upstreamPort: number): Promise<Target> {
+/** What differs between the nginx configurations the scenarios measure. */
+export interface NginxOptions {
+  /** Process name in the logs and the prefix directory under `dir` (one per nginx). */
+  name: string;
+  /** The target's row name in the report. */
+  label: string;
+  /** Directives inside `http { }` before the server block (body limits, upstream pools). */
+  http: string[];
+  /** What follows the address on the `listen` line (`ssl http2`), if anything. */
+  listen?: string;
+  /** Directives inside `server { }` after `listen` (certificates, locations). */
+  server: string[];
+  /** The target URL's scheme. */
+  scheme?: "http" | "https";
+}
+
+/**
+ * One nginx worker in the foreground, with its temp paths and logs under `dir/name`, on a
+ * free port; the scenarios give only the directives that differ.
+ *
+ * @example
+ * ```ts
+ * const target = await startNginxWith(dir, {
+ *   name: "nginx-ws",
+ *   label: "nginx",
+ *   http: [],
+ *   server: ["location / { proxy_pass http://127.0.0.1:8080; }"],
+ * });
+ * ```
+ */
+export async function startNginxWith(dir: string, options: NginxOptions): Promise<Target> {
   const port = freePort();
-  const prefix = `${dir}/nginx`;
+  const prefix = `${dir}/${options.name}`;
   await Deno.mkdir(prefix, { recursive: true });
   const conf = `${prefix}/nginx.conf`;
+  const indent = (lines: string[], spaces: string) => lines.map((l) => `${spaces}${l}\n`).join("");
   await Deno.writeTextFile(
     conf,
     `worker_processes 1;
@@ -112,22 +142,13 @@ http {
   fastcgi_temp_path ${prefix}/fastcgi;
   uwsgi_temp_path ${prefix}/uwsgi;
   scgi_temp_path ${prefix}/scgi;
-  client_max_body_size 0;
-  upstream bench_upstream { server 127.0.0.1:${upstreamPort}; keepalive 32; }
-  server {
-    listen 127.0.0.1:${port};
-    location / {
-      proxy_pass http://bench_upstream;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_request_buffering off;
-      proxy_buffering off;
-    }
-  }
+${indent(options.http, "  ")}  server {
+    listen 127.0.0.1:${port}${options.listen ? ` ${options.listen}` : ""};
+${indent(options.server, "    ")}  }
 }
 `,
   );
-  const proc = spawn("nginx", [
+  const proc = spawn(options.name, [
     "nginx",
     "-p",
     prefix,
@@ -138,7 +159,32 @@ http {
     "-g",
     "daemon off;",
   ], { logPath: `${prefix}/stdout.log` });
-  return { name: "nginx", url: `http://127.0.0.1:${port}`, pid: proc.pid };
+  return {
+    name: options.label,
+    url: `${options.scheme ?? "http"}://127.0.0.1:${port}`,
+    pid: proc.pid,
+  };
+}
+
+/** nginx with one worker and a keep-alive upstream pool, as the throughput baseline. */
+export function startNginx(dir: string, upstreamPort: number): Promise<Target> {
+  return startNginxWith(dir, {
+    name: "nginx",
+    label: "nginx",
+    http: [
+      "client_max_body_size 0;",
+      `upstream bench_upstream { server 127.0.0.1:${upstreamPort}; keepalive 32; }`,
+    ],
+    server: [
+      "location / {",
+      "  proxy_pass http://bench_upstream;",
+      "  proxy_http_version 1.1;",
+      '  proxy_set_header Connection "";',
+      "  proxy_request_buffering off;",
+      "  proxy_buffering off;",
+      "}",
+    ],
+  });
 }
 
 /**

@@ -14,11 +14,11 @@ import { createTestCa } from "../../tests/e2e/_tls_certs.ts";
 import type { BenchUpstream } from "../lib/lineup.ts";
 import { lineupServices } from "../lib/lineup.ts";
 import { freePort, waitHttp } from "../lib/ports.ts";
-import { spawn, stopPid } from "../lib/processes.ts";
+import { stopPid } from "../lib/processes.ts";
 import { waitQuiet } from "../lib/sampling.ts";
 import type { BenchContext, Scenario } from "../lib/scenario.ts";
 import { log, median, REPS, sleep } from "../lib/settings.ts";
-import { startGateway, startNginx, type Target } from "../lib/targets.ts";
+import { startGateway, startNginx, startNginxWith, type Target } from "../lib/targets.ts";
 import { wrk, type WrkResult } from "../lib/wrk.ts";
 
 /** wrk connections. */
@@ -27,56 +27,29 @@ export const HTTPS_CONNECTIONS = 32;
 export const HTTPS_DURATION_S = 5;
 
 /** nginx, one worker, terminating TLS (h2 and http/1.1 by ALPN) with `cert`/`key`. */
-async function startNginxTls(
+function startNginxTls(
   dir: string,
   upstream: BenchUpstream,
   cert: string,
   key: string,
 ): Promise<Target> {
-  const port = freePort();
-  const prefix = `${dir}/nginx-tls`;
-  await Deno.mkdir(prefix, { recursive: true });
-  const conf = `${prefix}/nginx.conf`;
-  await Deno.writeTextFile(
-    conf,
-    `worker_processes 1;
-pid ${prefix}/nginx.pid;
-error_log ${prefix}/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path ${prefix}/body;
-  proxy_temp_path ${prefix}/proxy;
-  fastcgi_temp_path ${prefix}/fastcgi;
-  uwsgi_temp_path ${prefix}/uwsgi;
-  scgi_temp_path ${prefix}/scgi;
-  upstream bench_upstream { server 127.0.0.1:${upstream.port}; keepalive 32; }
-  server {
-    listen 127.0.0.1:${port} ssl http2;
-    ssl_certificate ${cert};
-    ssl_certificate_key ${key};
-    location / {
-      proxy_pass http://bench_upstream;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_buffering off;
-    }
-  }
-}
-`,
-  );
-  const proc = spawn("nginx-tls", [
-    "nginx",
-    "-p",
-    prefix,
-    "-e",
-    `${prefix}/error.log`,
-    "-c",
-    conf,
-    "-g",
-    "daemon off;",
-  ], { logPath: `${prefix}/stdout.log` });
-  return { name: "nginx (HTTPS)", url: `https://127.0.0.1:${port}`, pid: proc.pid };
+  return startNginxWith(dir, {
+    name: "nginx-tls",
+    label: "nginx (HTTPS)",
+    scheme: "https",
+    http: [`upstream bench_upstream { server 127.0.0.1:${upstream.port}; keepalive 32; }`],
+    listen: "ssl http2",
+    server: [
+      `ssl_certificate ${cert};`,
+      `ssl_certificate_key ${key};`,
+      "location / {",
+      "  proxy_pass http://bench_upstream;",
+      "  proxy_http_version 1.1;",
+      '  proxy_set_header Connection "";',
+      "  proxy_buffering off;",
+      "}",
+    ],
+  });
 }
 
 /** Waits until `url` answers over TLS trusting `caCert`. */

@@ -18,7 +18,7 @@ import { spawn, stopPid } from "../lib/processes.ts";
 import { cpuSeconds, waitQuiet } from "../lib/sampling.ts";
 import type { BenchContext, Scenario } from "../lib/scenario.ts";
 import { decoder, DURATION_S, log, median, REPS } from "../lib/settings.ts";
-import { startGateway, type Target } from "../lib/targets.ts";
+import { startGateway, startNginxWith, type Target } from "../lib/targets.ts";
 
 /** WebSockets the load keeps open. */
 export const WS_CONNECTIONS = 16;
@@ -122,49 +122,21 @@ async function load(
 }
 
 /** nginx, one worker, proxying WebSocket as its documentation shows. */
-async function startNginxWebSocket(dir: string, upstreamPort: number): Promise<Target> {
-  const port = freePort();
-  const prefix = `${dir}/nginx-ws`;
-  await Deno.mkdir(prefix, { recursive: true });
-  const conf = `${prefix}/nginx.conf`;
-  await Deno.writeTextFile(
-    conf,
-    `worker_processes 1;
-pid ${prefix}/nginx.pid;
-error_log ${prefix}/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path ${prefix}/body;
-  proxy_temp_path ${prefix}/proxy;
-  fastcgi_temp_path ${prefix}/fastcgi;
-  uwsgi_temp_path ${prefix}/uwsgi;
-  scgi_temp_path ${prefix}/scgi;
-  server {
-    listen 127.0.0.1:${port};
-    location / {
-      proxy_pass http://127.0.0.1:${upstreamPort};
-      proxy_http_version 1.1;
-      proxy_set_header Upgrade $http_upgrade;
-      proxy_set_header Connection "upgrade";
-      proxy_read_timeout 3600s;
-    }
-  }
-}
-`,
-  );
-  const proc = spawn("nginx-ws", [
-    "nginx",
-    "-p",
-    prefix,
-    "-e",
-    `${prefix}/error.log`,
-    "-c",
-    conf,
-    "-g",
-    "daemon off;",
-  ], { logPath: `${prefix}/stdout.log` });
-  return { name: "nginx", url: `http://127.0.0.1:${port}`, pid: proc.pid };
+function startNginxWebSocket(dir: string, upstreamPort: number): Promise<Target> {
+  return startNginxWith(dir, {
+    name: "nginx-ws",
+    label: "nginx",
+    http: [],
+    server: [
+      "location / {",
+      `  proxy_pass http://127.0.0.1:${upstreamPort};`,
+      "  proxy_http_version 1.1;",
+      "  proxy_set_header Upgrade $http_upgrade;",
+      '  proxy_set_header Connection "upgrade";',
+      "  proxy_read_timeout 3600s;",
+      "}",
+    ],
+  });
 }
 
 function summary(name: string, unit: string, runs: LoadResult[], scale: number): string {
