@@ -32,6 +32,27 @@ function connectionTokens(connection: string): Set<string> {
   return names;
 }
 
+/**
+ * The names the `Connection` fields among `fields` list (lower-cased), or null when there are
+ * none: with {@link isHopByHop}, what a pairs-based rewrite drops (RFC 9110 §7.6.1).
+ */
+export function namedByConnection(fields: HeaderPairs): Set<string> | null {
+  let connection: string | null = null;
+  for (const [name, value] of fields) {
+    if (name.toLowerCase() !== "connection") continue;
+    connection = connection === null ? value : `${connection}, ${value}`;
+  }
+  return connection ? connectionTokens(connection) : null;
+}
+
+/**
+ * True when the lower-cased field name `lower` is hop-by-hop: a listed one or one `named` (from
+ * {@link namedByConnection}) lists (RFC 9110 §7.6.1).
+ */
+export function isHopByHop(lower: string, named: Set<string> | null): boolean {
+  return HOP_BY_HOP.has(lower) || (named !== null && named.has(lower));
+}
+
 /** The `Via` token this gateway adds (RFC 9110 §7.6.3). */
 export const VIA_TOKEN = "1.1 breakwater";
 
@@ -134,21 +155,14 @@ export function rewriteResponseFields(
   fields: [string, string][],
   requestId: string,
 ): [string, string][] {
-  let connection: string | null = null;
+  const named = namedByConnection(fields);
   let via: string | null = null;
-  for (const [name, value] of fields) {
-    const lower = name.toLowerCase();
-    if (lower === "connection") {
-      connection = connection === null ? value : `${connection}, ${value}`;
-    } else if (lower === "via") via = via === null ? value : `${via}, ${value}`;
-  }
-  const named = connection ? connectionTokens(connection) : null;
   const out: [string, string][] = [];
   for (const pair of fields) {
     const lower = pair[0].toLowerCase();
-    if (HOP_BY_HOP.has(lower) || (named !== null && named.has(lower))) continue;
-    if (lower === "via" || lower === "x-request-id") continue;
-    out.push(pair);
+    if (isHopByHop(lower, named) || lower === "x-request-id") continue;
+    if (lower === "via") via = via === null ? pair[1] : `${via}, ${pair[1]}`;
+    else out.push(pair);
   }
   out.push(["via", via ? `${via}, ${VIA_TOKEN}` : VIA_TOKEN]);
   out.push(["x-request-id", requestId]);

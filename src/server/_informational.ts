@@ -10,7 +10,7 @@
  *
  * @module
  */
-import { HOP_BY_HOP_HEADERS } from "../proxy/headers.ts";
+import { isHopByHop, namedByConnection } from "../proxy/headers.ts";
 import type { Connection } from "./_connection.ts";
 import { reasonPhrase } from "./_response_writer.ts";
 
@@ -20,7 +20,6 @@ export const MAX_INFORMATIONAL_PER_REQUEST = 16;
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 /** A field value as RFC 9110 §5.5 allows it: no CR, LF or NUL (which would split the head). */
 const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
-const HOP_BY_HOP = new Set(HOP_BY_HOP_HEADERS);
 /** Framing fields mean nothing on an interim head (RFC 9110 §15.2: it has no content). */
 const NOT_ON_INTERIM = new Set(["content-length", "date"]);
 
@@ -40,16 +39,12 @@ export type SendInformational = (status: number, fields: [string, string][]) => 
  */
 export function informationalHead(status: number, fields: [string, string][]): Uint8Array | null {
   if (!Number.isInteger(status) || status < 102 || status > 199) return null;
-  const named = new Set<string>();
-  for (const [name, value] of fields) {
-    if (name.toLowerCase() !== "connection") continue;
-    for (const token of value.split(",")) named.add(token.trim().toLowerCase());
-  }
+  const named = namedByConnection(fields);
   let text = `HTTP/1.1 ${status} ${reasonPhrase(status)}\r\n`;
   for (const [name, value] of fields) {
     if (!TOKEN.test(name) || !FIELD_VALUE.test(value)) return null;
     const lower = name.toLowerCase();
-    if (HOP_BY_HOP.has(lower) || named.has(lower) || NOT_ON_INTERIM.has(lower)) continue;
+    if (isHopByHop(lower, named) || NOT_ON_INTERIM.has(lower)) continue;
     text += `${lower}: ${value.trim()}\r\n`;
   }
   text += "\r\n";

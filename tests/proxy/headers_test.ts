@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import {
   clientResponseHeaders,
+  rewriteResponseFields,
   stripHopByHop,
   upstreamRequestHeaders,
 } from "../../src/proxy/headers.ts";
@@ -109,4 +110,22 @@ Deno.test("headers named in Connection, spoofed forwarding headers and Host neve
   assert.equal(out.get("x-forwarded-host"), "gw");
   assert.equal(out.get("x-forwarded-proto"), "http");
   assert.equal(out.get("x-request-id"), "real");
+});
+
+Deno.test("response fields as pairs come out as the Headers rewrite makes them, Via named in Connection too", () => {
+  const cases: [string, string][][] = [
+    [["Via", "1.0 a"], ["via", "1.1 b"], ["X-Request-Id", "spoof"], ["ETag", '"1"']],
+    [["Connection", "via, x-drop"], ["Via", "1.0 a"], ["X-Drop", "1"], ["Keep-Alive", "5"]],
+    [["connection", "close"], ["connection", "x-b"], ["x-b", "2"], ["Set-Cookie", "a=1"]],
+  ];
+  for (const fields of cases) {
+    const pairs = rewriteResponseFields(fields, "rid-1");
+    const fromPairs = [...new Headers(pairs)];
+    const fromHeaders = [...clientResponseHeaders(new Headers(fields), "rid-1")];
+    assert.deepEqual(fromPairs, fromHeaders);
+  }
+  // Connection named Via: the upstream's Via is hop-by-hop, only the gateway's own remains.
+  const named = new Headers(rewriteResponseFields(cases[1], "rid-1"));
+  assert.equal(named.get("via"), "1.1 breakwater");
+  assert.equal(named.get("x-drop"), null);
 });
