@@ -35,7 +35,7 @@ import { createSharedProber, type SharedProber } from "./workers/shared_prober.t
 import { loadConfig, type LoadNotes, readConfigJson } from "./config/load.ts";
 import { ConfigError, formatProblem, type GatewayConfig } from "./config/schema.ts";
 import { createLogger, type Logger } from "./telemetry/access_log.ts";
-import { type Handler, serveHttp1 } from "./server/http1_server.ts";
+import { type Handler, type Http1Server, serveHttp1 } from "./server/http1_server.ts";
 import { serveTls, type TlsHandler, type TlsServer } from "./server/tls_server.ts";
 import { readCertificatePair, redirectToHttps } from "./gateway/tls_listener.ts";
 
@@ -200,32 +200,43 @@ interface Servers {
   admin: Listener;
 }
 
+type Address = { hostname: string; port: number };
+
+/**
+ * Serves `handler` on `address` with the gateway's own HTTP/1.1 server and the config's
+ * limits; a failed bind becomes a ListenError naming `which`. Both the single-thread and the
+ * workers path listen through it, so the two cannot drift apart.
+ */
+function serveOn(
+  config: GatewayConfig,
+  which: string,
+  address: Address,
+  handler: Handler,
+): Http1Server {
+  // Both ports run on the gateway's own HTTP/1.1 server: Deno.serve has no head or idle
+  // timeouts and lets the Host header steer Request.url (README, "Security and failure
+  // behaviour"). The admin port is loopback by default, but deployments open it to scrapers.
+  try {
+    return serveHttp1({
+      hostname: address.hostname,
+      port: address.port,
+      headerTimeoutMs: config.limits.headerTimeoutMs,
+      idleTimeoutMs: config.limits.idleTimeoutMs,
+      bodyIdleTimeoutMs: config.limits.bodyIdleTimeoutMs,
+      maxConnections: config.limits.maxClientConnections,
+    }, handler);
+  } catch (error) {
+    throw new ListenError(which, address.hostname, address.port, error);
+  }
+}
+
 /**
  * Listens on the public and admin ports. The one place that picks the HTTP server, so
  * swapping `Deno.serve` for another server with the same handler shape is a local edit.
  */
 function listen(config: GatewayConfig, gateway: Gateway): Servers {
-  // Both ports run on the gateway's own HTTP/1.1 server: Deno.serve has no head or idle
-  // timeouts and lets the Host header steer Request.url (README, "Security and failure
-  // behaviour"). The admin port is loopback by default, but deployments open it to scrapers.
-  const serve = (
-    which: string,
-    address: { hostname: string; port: number },
-    handler: Handler,
-  ): Listener => {
-    try {
-      return serveHttp1({
-        hostname: address.hostname,
-        port: address.port,
-        headerTimeoutMs: config.limits.headerTimeoutMs,
-        idleTimeoutMs: config.limits.idleTimeoutMs,
-        bodyIdleTimeoutMs: config.limits.bodyIdleTimeoutMs,
-        maxConnections: config.limits.maxClientConnections,
-      }, handler);
-    } catch (error) {
-      throw new ListenError(which, address.hostname, address.port, error);
-    }
-  };
+  const serve = (which: string, address: Address, handler: Handler) =>
+    serveOn(config, which, address, handler);
   const tls = config.listen.tls;
   // With tls.port the plain port stays beside TLS; without, listen.port itself speaks TLS.
   const tlsAddress = tls === null
@@ -420,20 +431,7 @@ async function runWithWorkers(
       env,
       logger,
       shutdownSignal: shutdownSignal.signal,
-      listenAdmin: (handler) => {
-        try {
-          return serveHttp1({
-            hostname: config.admin.hostname,
-            port: config.admin.port,
-            headerTimeoutMs: config.limits.headerTimeoutMs,
-            idleTimeoutMs: config.limits.idleTimeoutMs,
-            bodyIdleTimeoutMs: config.limits.bodyIdleTimeoutMs,
-            maxConnections: config.limits.maxClientConnections,
-          }, handler);
-        } catch (error) {
-          throw new ListenError("admin", config.admin.hostname, config.admin.port, error);
-        }
-      },
+      listenAdmin: (handler) => serveOn(config, "admin", config.admin, handler),
     });
   } catch (error) {
     if (!(error instanceof ListenError)) throw error;
