@@ -21,6 +21,7 @@
 import {
   closeFrame,
   closeInfo,
+  encodeFrame,
   OPCODE_CLOSE,
   OPCODE_PING,
   OPCODE_PONG,
@@ -40,27 +41,6 @@ export interface BridgeOptions {
 }
 
 const HIGH_WATER_BYTES = 1024 * 1024;
-
-/** A frame masked as a client must send it (§5.3). */
-function maskedFrame(opcode: number, payload: Uint8Array): Uint8Array {
-  const lengthBytes = payload.length < 126 ? 0 : payload.length < 65536 ? 2 : 8;
-  const frame = new Uint8Array(2 + lengthBytes + 4 + payload.length);
-  frame[0] = 0x80 | opcode;
-  if (lengthBytes === 0) frame[1] = 0x80 | payload.length;
-  else if (lengthBytes === 2) {
-    frame[1] = 0x80 | 126;
-    frame[2] = payload.length >> 8;
-    frame[3] = payload.length & 0xff;
-  } else {
-    frame[1] = 0x80 | 127;
-    new DataView(frame.buffer).setBigUint64(2, BigInt(payload.length));
-  }
-  const key = crypto.getRandomValues(new Uint8Array(4));
-  const at = 2 + lengthBytes;
-  frame.set(key, at);
-  for (let i = 0; i < payload.length; i++) frame[at + 4 + i] = payload[i] ^ key[i & 3];
-  return frame;
-}
 
 /**
  * Bridges `socket` (the client) and `conn` (the upstream, after its 101) until both closed.
@@ -125,7 +105,7 @@ export function bridgeWebSocket(
     // 1005 and 1006 are never sent (§7.4.1): an empty close frame says "no code".
     const empty = code === null || code === 1005 || code === 1006;
     toUpstream(
-      empty ? maskedFrame(OPCODE_CLOSE, new Uint8Array(0)) : closeFrame(code, reason, true),
+      empty ? encodeFrame(OPCODE_CLOSE, new Uint8Array(0), true) : closeFrame(code, reason, true),
     );
     closeTimer ??= setTimeout(closeUpstream, closeTimeoutMs);
   };
@@ -136,7 +116,7 @@ export function bridgeWebSocket(
       ? new TextEncoder().encode(event.data)
       : new Uint8Array(event.data as ArrayBuffer);
     bytesFromClient += payload.length;
-    toUpstream(maskedFrame(typeof event.data === "string" ? 0x1 : 0x2, payload));
+    toUpstream(encodeFrame(typeof event.data === "string" ? 0x1 : 0x2, payload, true));
   };
   socket.onerror = () => {};
   socket.onclose = (event) => {
@@ -202,7 +182,7 @@ export function bridgeWebSocket(
       pending = pending.subarray(headerBytes + length);
       lastActivityAt = now();
       if (opcode === OPCODE_PING) {
-        toUpstream(maskedFrame(OPCODE_PONG, payload));
+        toUpstream(encodeFrame(OPCODE_PONG, payload, true));
         continue;
       }
       if (opcode === OPCODE_PONG) continue;

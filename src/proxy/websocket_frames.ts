@@ -192,6 +192,40 @@ export class FrameScanner {
 }
 
 /**
+ * One whole frame (FIN set) of `opcode` carrying `payload` (RFC 6455 §5.2): unmasked as a server
+ * sends it, or masked with a random key as a client must (§5.3).
+ *
+ * @example
+ * ```ts
+ * await conn.write(encodeFrame(0x1, new TextEncoder().encode("hi"), true));
+ * ```
+ */
+export function encodeFrame(opcode: number, payload: Uint8Array, masked: boolean): Uint8Array {
+  const lengthBytes = payload.length < 126 ? 0 : payload.length < 65536 ? 2 : 8;
+  const at = 2 + lengthBytes;
+  const frame = new Uint8Array(at + (masked ? 4 : 0) + payload.length);
+  frame[0] = 0x80 | opcode;
+  const maskBit = masked ? 0x80 : 0;
+  if (lengthBytes === 0) frame[1] = maskBit | payload.length;
+  else if (lengthBytes === 2) {
+    frame[1] = maskBit | 126;
+    frame[2] = payload.length >> 8;
+    frame[3] = payload.length & 0xff;
+  } else {
+    frame[1] = maskBit | 127;
+    new DataView(frame.buffer).setBigUint64(2, BigInt(payload.length));
+  }
+  if (!masked) {
+    frame.set(payload, at);
+    return frame;
+  }
+  const key = crypto.getRandomValues(new Uint8Array(4));
+  frame.set(key, at);
+  for (let i = 0; i < payload.length; i++) frame[at + 4 + i] = payload[i] ^ key[i & 3];
+  return frame;
+}
+
+/**
  * A close frame (RFC 6455 §5.5.1) with `code` and `reason` (truncated to fit 125 bytes):
  * unmasked as a server sends it, or masked with a random key as a client must (§5.3).
  */
@@ -201,15 +235,5 @@ export function closeFrame(code: number, reason: string, masked: boolean): Uint8
   payload[0] = code >> 8;
   payload[1] = code & 0xff;
   payload.set(encoded, 2);
-  const frame = new Uint8Array(2 + (masked ? 4 : 0) + payload.length);
-  frame[0] = 0x80 | OPCODE_CLOSE;
-  frame[1] = (masked ? 0x80 : 0) | payload.length;
-  if (!masked) {
-    frame.set(payload, 2);
-    return frame;
-  }
-  const key = crypto.getRandomValues(new Uint8Array(4));
-  frame.set(key, 2);
-  for (let i = 0; i < payload.length; i++) frame[6 + i] = payload[i] ^ key[i & 3];
-  return frame;
+  return encodeFrame(OPCODE_CLOSE, payload, masked);
 }

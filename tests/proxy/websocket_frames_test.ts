@@ -4,6 +4,7 @@ import {
   closeFrame,
   closeInfo,
   type ControlFrame,
+  encodeFrame,
   FrameScanner,
   OPCODE_CLOSE,
   OPCODE_PING,
@@ -82,6 +83,17 @@ Deno.test("stopAtBoundary stops where a frame ends, never inside one", () => {
   // Already at a boundary: nothing is taken.
   assert.equal(scanner.scan(stream, first.length, stream.length, true), first.length);
   assert.equal(scanner.scan(stream, first.length, stream.length, false), stream.length);
+});
+
+Deno.test("encodeFrame: every length form, unmasked as a server sends it, masked as a client must", () => {
+  for (const length of [0, 125, 126, 65535, 65536]) {
+    const payload = new Uint8Array(length).map((_, i) => i & 0xff);
+    assert.deepEqual(encodeFrame(0x2, payload, false), frame(0x2, payload, null), `${length}`);
+    const masked = encodeFrame(0x1, payload, true);
+    const keyAt = 2 + (length < 126 ? 0 : length < 65536 ? 2 : 8);
+    const key = masked.slice(keyAt, keyAt + 4);
+    assert.deepEqual(masked, frame(0x1, payload, key), `${length} masked`);
+  }
 });
 
 Deno.test("closeFrame: unmasked as a server sends it, masked as a client must", () => {
