@@ -4,6 +4,8 @@
  *
  * @module
  */
+import assert from "node:assert/strict";
+import type { Admission } from "../../src/breaker/types.ts";
 import type { BreakerConfig } from "../../src/config/schema.ts";
 import { parseStatusRanges } from "../../src/config/status_ranges.ts";
 
@@ -77,4 +79,10 @@ export function countingStore<S extends object>(store: S, counts: CallCounts): S
     };
   }
   return wrapped as S;
+}
+
+/** Asserts that an admission was allowed (naming it when not) and narrows its type. */
+export function allowed(admission: Admission): Admission & { allowed: true } {
+  assert.equal(admission.allowed, true, JSON.stringify(admission));
+  return admission as Admission & { allowed: true };
 }

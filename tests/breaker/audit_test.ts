@@ -7,15 +7,17 @@ import { type AuditEntry, cleanLabel, MAX_LABEL_LENGTH } from "../../src/breaker
 import { createFleetBreaker, type FleetBreaker } from "../../src/breaker/fleet.ts";
 import type { Admission } from "../../src/breaker/types.ts";
 import { waitFor } from "../_helpers/wait.ts";
-import { type ManualClock, manualClock, policy, seededRandom, tempKvPath } from "./_helpers.ts";
+import {
+  allowed,
+  type ManualClock,
+  manualClock,
+  policy,
+  seededRandom,
+  tempKvPath,
+} from "./_helpers.ts";
 
 const FAIL = { status: 503, durationMs: 2 };
 const OK = { status: 200, durationMs: 2 };
-
-function allowed(admission: Admission): Admission & { allowed: true } {
-  assert.equal(admission.allowed, true, JSON.stringify(admission));
-  return admission as Admission & { allowed: true };
-}
 
 interface Instance {
   breaker: FleetBreaker;

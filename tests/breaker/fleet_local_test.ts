@@ -4,17 +4,19 @@
 import assert from "node:assert/strict";
 import { createFleetBreaker, type FleetBreaker } from "../../src/breaker/fleet.ts";
 import { createKvBreakerStore, recordKey } from "../../src/breaker/kv_store.ts";
-import type { Admission, TransitionEvent } from "../../src/breaker/types.ts";
-import { type CallCounts, countingStore, manualClock, policy, seededRandom } from "./_helpers.ts";
+import type { TransitionEvent } from "../../src/breaker/types.ts";
+import {
+  allowed,
+  type CallCounts,
+  countingStore,
+  manualClock,
+  policy,
+  seededRandom,
+} from "./_helpers.ts";
 import { waitFor } from "../_helpers/wait.ts";
 
 const FAIL = { status: 503, durationMs: 5 };
 const OK = { status: 200, durationMs: 5 };
-
-function allowed(admission: Admission): Admission & { allowed: true } {
-  assert.equal(admission.allowed, true, JSON.stringify(admission));
-  return admission as Admission & { allowed: true };
-}
 
 function localBreaker(overrides = {}) {
   const clock = manualClock();

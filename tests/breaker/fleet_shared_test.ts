@@ -8,17 +8,19 @@ import { createFleetBreaker, type FleetBreaker } from "../../src/breaker/fleet.t
 import { recordKey } from "../../src/breaker/kv_store.ts";
 import type { BreakerConfig } from "../../src/config/schema.ts";
 import type { Admission, TransitionEvent } from "../../src/breaker/types.ts";
-import { type ManualClock, manualClock, policy, seededRandom, tempKvPath } from "./_helpers.ts";
+import {
+  allowed,
+  type ManualClock,
+  manualClock,
+  policy,
+  seededRandom,
+  tempKvPath,
+} from "./_helpers.ts";
 import { waitFor } from "../_helpers/wait.ts";
 
 const FAIL = { status: 502, durationMs: 5 };
 const OK = { status: 200, durationMs: 5 };
 const SYNC_MS = 25;
-
-function allowed(admission: Admission): Admission & { allowed: true } {
-  assert.equal(admission.allowed, true, JSON.stringify(admission));
-  return admission as Admission & { allowed: true };
-}
 
 interface Instance {
   breaker: FleetBreaker;

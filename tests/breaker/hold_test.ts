@@ -5,20 +5,14 @@
  */
 import assert from "node:assert/strict";
 import { createFleetBreaker, type FleetBreaker } from "../../src/breaker/fleet.ts";
-import type { Admission } from "../../src/breaker/types.ts";
 import type { BreakerConfig } from "../../src/config/schema.ts";
 import { openKvConnect, startKvConnectServer } from "../_helpers/kv_connect/mod.ts";
 import { waitFor } from "../_helpers/wait.ts";
-import { type CallCounts, countingStore, policy, tempKvPath } from "./_helpers.ts";
+import { allowed, type CallCounts, countingStore, policy, tempKvPath } from "./_helpers.ts";
 
 const FAIL = { status: 503, durationMs: 2 };
 const OK = { status: 200, durationMs: 2 };
 const HELD = { allowed: false, retryAfterMs: 1000, state: "half_open" };
-
-function allowed(admission: Admission): Admission & { allowed: true } {
-  assert.equal(admission.allowed, true, JSON.stringify(admission));
-  return admission as Admission & { allowed: true };
-}
 
 function breakerOn(
   kv: Deno.Kv,
