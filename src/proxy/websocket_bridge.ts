@@ -41,6 +41,9 @@ export interface BridgeOptions {
 }
 
 const HIGH_WATER_BYTES = 1024 * 1024;
+// One of each per process, not per message: both are stateless between calls used like this.
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
 
 /**
  * Bridges `socket` (the client) and `conn` (the upstream, after its 101) until both closed.
@@ -113,7 +116,7 @@ export function bridgeWebSocket(
   socket.onmessage = (event) => {
     lastActivityAt = now();
     const payload = typeof event.data === "string"
-      ? new TextEncoder().encode(event.data)
+      ? encoder.encode(event.data)
       : new Uint8Array(event.data as ArrayBuffer);
     bytesFromClient += payload.length;
     toUpstream(encodeFrame(typeof event.data === "string" ? 0x1 : 0x2, payload, true));
@@ -211,7 +214,7 @@ export function bridgeWebSocket(
       message = [];
       messageBytes = 0;
       if (socket.readyState !== WebSocket.OPEN) continue;
-      socket.send(messageOpcode === 0x1 ? new TextDecoder().decode(whole) : whole);
+      socket.send(messageOpcode === 0x1 ? decoder.decode(whole) : whole);
       while (socket.readyState === WebSocket.OPEN && socket.bufferedAmount > HIGH_WATER_BYTES) {
         await new Promise((wake) => setTimeout(wake, 5));
       }
