@@ -7,7 +7,7 @@
  * @module
  */
 import type { Hono } from "hono";
-import { MAX_AUDIT_READ } from "../breaker/audit.ts";
+import { DEFAULT_AUDIT_READ, MAX_AUDIT_READ } from "../breaker/audit.ts";
 import type { FleetBreaker } from "../breaker/mod.ts";
 import { adminProblem } from "./problem.ts";
 
@@ -19,8 +19,10 @@ export interface FleetRoutesSource {
   serviceNames: readonly string[];
 }
 
-/** Default `limit` of `GET /admin/audit`. */
-export const DEFAULT_AUDIT_LIMIT = 100;
+/** Default `limit` of `GET /admin/audit`: the audit read's own default. */
+export const DEFAULT_AUDIT_LIMIT = DEFAULT_AUDIT_READ;
+
+const LIMIT_PROBLEM = `limit must be a whole number from 1 to ${MAX_AUDIT_READ}`;
 
 /**
  * Parses `limit`: absent is the default, else a whole number in 1..{@link MAX_AUDIT_READ}; a
@@ -28,12 +30,9 @@ export const DEFAULT_AUDIT_LIMIT = 100;
  */
 export function parseAuditLimit(raw: string | undefined): number | string {
   if (raw === undefined || raw === "") return DEFAULT_AUDIT_LIMIT;
-  if (!/^[0-9]{1,7}$/.test(raw)) return `limit must be a whole number from 1 to ${MAX_AUDIT_READ}`;
+  if (!/^[0-9]{1,7}$/.test(raw)) return LIMIT_PROBLEM;
   const limit = Number(raw);
-  if (limit < 1 || limit > MAX_AUDIT_READ) {
-    return `limit must be a whole number from 1 to ${MAX_AUDIT_READ}`;
-  }
-  return limit;
+  return limit < 1 || limit > MAX_AUDIT_READ ? LIMIT_PROBLEM : limit;
 }
 
 /**

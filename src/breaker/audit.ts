@@ -69,6 +69,8 @@ export const DEFAULT_AUDIT_RETENTION_MS = 7 * 24 * 3600 * 1000;
 export const MAX_LABEL_LENGTH = 64;
 /** The most entries one read returns. */
 export const MAX_AUDIT_READ = 1000;
+/** The entries a read returns when it names no limit. */
+export const DEFAULT_AUDIT_READ = 100;
 /** The label of a force without one. */
 export const DEFAULT_FORCE_LABEL = "admin";
 
@@ -154,9 +156,9 @@ export function parseAuditEntry(value: unknown): AuditEntry | null {
   return parsed;
 }
 
-/** A read's `limit`: a whole number in 1..{@link MAX_AUDIT_READ}, default 100. */
+/** A read's `limit`: a whole number in 1..{@link MAX_AUDIT_READ}, default {@link DEFAULT_AUDIT_READ}. */
 export function clampLimit(limit: number | undefined): number {
-  if (limit === undefined || !Number.isFinite(limit)) return 100;
+  if (limit === undefined || !Number.isFinite(limit)) return DEFAULT_AUDIT_READ;
   return Math.min(MAX_AUDIT_READ, Math.max(1, Math.floor(limit)));
 }
 
