@@ -7,6 +7,7 @@
  * @module
  */
 import { within } from "../_helpers/wait.ts";
+import { acceptFor } from "../../src/proxy/websocket_handshake.ts";
 
 /** The upgrade request's headers an upstream session records. */
 const RECORDED_HEADERS = [
@@ -340,4 +341,28 @@ function parseServerFrame(
     payload: bytes.slice(at, at + length),
     length: at + length,
   };
+}
+
+/**
+ * A raw upstream's side of the handshake: reads the upgrade request's head from `conn` (bytes
+ * after it are not kept); null when the gateway closed first.
+ */
+export async function readUpgradeHead(conn: Deno.Conn): Promise<string | null> {
+  const buffer = new Uint8Array(8192);
+  let head = "";
+  while (!head.includes("\r\n\r\n")) {
+    const n = await conn.read(buffer);
+    if (n === null) return null;
+    head += new TextDecoder().decode(buffer.subarray(0, n));
+  }
+  return head;
+}
+
+/** The 101 a correct upstream answers the upgrade request `head` with (RFC 6455 §4.2.2). */
+export async function switchFor(head: string): Promise<Uint8Array> {
+  const key = /sec-websocket-key: *(\S+)/i.exec(head)![1];
+  return new TextEncoder().encode(
+    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+      `Sec-WebSocket-Accept: ${await acceptFor(key)}\r\n\r\n`,
+  );
 }

@@ -12,7 +12,9 @@ import {
   handshakeRequest,
   openClient,
   rawClient,
+  readUpgradeHead,
   startWebSocketUpstream,
+  switchFor,
   type TestClient,
 } from "./websocket_helpers.ts";
 
@@ -257,17 +259,9 @@ Deno.test("an upstream that dies mid-session: the client sees the connection end
   // reads with the 101's head), one frame read, then the socket is closed.
   const upstream = startRawUpstream(async (conn) => {
     const buffer = new Uint8Array(8192);
-    let head = "";
-    while (!head.includes("\r\n\r\n")) {
-      const n = await conn.read(buffer);
-      if (n === null) return;
-      head += new TextDecoder().decode(buffer.subarray(0, n));
-    }
-    const key = /sec-websocket-key: *(\S+)/i.exec(head)![1];
-    const switchHead = new TextEncoder().encode(
-      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-        `Sec-WebSocket-Accept: ${await acceptFor(key)}\r\n\r\n`,
-    );
+    const head = await readUpgradeHead(conn);
+    if (head === null) return;
+    const switchHead = await switchFor(head);
     const first = new Uint8Array([0x81, 5, ...new TextEncoder().encode("first")]);
     const both = new Uint8Array(switchHead.length + first.length);
     both.set(switchHead);
@@ -444,19 +438,11 @@ Deno.test("a shutdown that begins during the handshake still ends the session wi
   const { promise: release, resolve: doRelease } = Promise.withResolvers<void>();
   const upstream = startRawUpstream(async (conn) => {
     const buffer = new Uint8Array(8192);
-    let head = "";
-    while (!head.includes("\r\n\r\n")) {
-      const n = await conn.read(buffer);
-      if (n === null) return;
-      head += new TextDecoder().decode(buffer.subarray(0, n));
-    }
+    const head = await readUpgradeHead(conn);
+    if (head === null) return;
     gotHead = true;
     await release;
-    const key = /sec-websocket-key: *(\S+)/i.exec(head)![1];
-    await conn.write(new TextEncoder().encode(
-      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-        `Sec-WebSocket-Accept: ${await acceptFor(key)}\r\n\r\n`,
-    ));
+    await conn.write(await switchFor(head));
     // The gateway's close frame arrives; this upstream then just goes away.
     await conn.read(buffer);
   });
@@ -491,17 +477,9 @@ Deno.test("backpressure: a client that does not read stalls the upstream's write
   // A raw upstream that sends one 96 MiB binary frame as fast as TCP lets it.
   const upstream = startRawUpstream(async (conn) => {
     const buffer = new Uint8Array(8192);
-    let head = "";
-    while (!head.includes("\r\n\r\n")) {
-      const n = await conn.read(buffer);
-      if (n === null) return;
-      head += new TextDecoder().decode(buffer.subarray(0, n));
-    }
-    const key = /sec-websocket-key: *(\S+)/i.exec(head)![1];
-    await conn.write(new TextEncoder().encode(
-      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-        `Sec-WebSocket-Accept: ${await acceptFor(key)}\r\n\r\n`,
-    ));
+    const head = await readUpgradeHead(conn);
+    if (head === null) return;
+    await conn.write(await switchFor(head));
     const frameHead = new Uint8Array(10);
     frameHead[0] = 0x82;
     frameHead[1] = 127;
@@ -549,17 +527,9 @@ Deno.test("embedded: the upstream's ping answered, its death and the idle timeou
   let pongPayload = "";
   const upstream = startRawUpstream(async (conn) => {
     const buffer = new Uint8Array(8192);
-    let head = "";
-    while (!head.includes("\r\n\r\n")) {
-      const n = await conn.read(buffer);
-      if (n === null) return;
-      head += new TextDecoder().decode(buffer.subarray(0, n));
-    }
-    const key = /sec-websocket-key: *(\S+)/i.exec(head)![1];
-    await conn.write(new TextEncoder().encode(
-      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-        `Sec-WebSocket-Accept: ${await acceptFor(key)}\r\n\r\n`,
-    ));
+    const head = await readUpgradeHead(conn);
+    if (head === null) return;
+    await conn.write(await switchFor(head));
     if (head.includes("/ping")) {
       await conn.write(new Uint8Array([0x89, 4, ...new TextEncoder().encode("ping")]));
       const n = await conn.read(buffer);
