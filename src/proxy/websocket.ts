@@ -136,12 +136,9 @@ export async function proxyWebSocket(request: WebSocketRequest): Promise<WebSock
   let slotKept = false;
   try {
     const outcome = await handshake(request);
-    slotKept = outcome.kind === "upgraded";
-    if (outcome.kind === "forwarded") {
-      // Not a session: the slot goes back now, the body finishes on its own.
-      return outcome;
-    }
+    // Only a session keeps its slot; a refusal's body ("forwarded") finishes on its own.
     if (outcome.kind === "upgraded") {
+      slotKept = true;
       outcome.ended.finally(() => sessions.release(name));
     }
     return outcome;
