@@ -14,6 +14,7 @@ import {
   startTestGateway,
   type TestGateway,
 } from "../_helpers/gateway.ts";
+import { concatBytes, H2_PREFACE, h2Frame, hpackLiterals } from "../_helpers/h2_frames.ts";
 import { memoryKiB } from "../_helpers/process.ts";
 import { startRecordingUpstream } from "../_helpers/raw_http.ts";
 import { startUpstream } from "../_helpers/upstream.ts";
@@ -308,42 +309,6 @@ Deno.test("hostile fallback: no path escapes the fallback service's prefix; HEAD
   }
 });
 
-/** An HTTP/2 frame (RFC 9113 §4.1). */
-function h2Frame(type: number, flags: number, streamId: number, payload: Uint8Array): Uint8Array {
-  const out = new Uint8Array(9 + payload.length);
-  out[0] = payload.length >> 16;
-  out[1] = (payload.length >> 8) & 0xff;
-  out[2] = payload.length & 0xff;
-  out[3] = type;
-  out[4] = flags;
-  new DataView(out.buffer).setUint32(5, streamId);
-  out.set(payload, 9);
-  return out;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
-}
-
-/** HPACK (RFC 7541) literal fields without indexing and without Huffman; lengths under 127. */
-function hpack(fields: [number | string, string][]): Uint8Array {
-  const bytes: number[] = [];
-  for (const [name, value] of fields) {
-    const valueBytes = new TextEncoder().encode(value);
-    if (typeof name === "number") bytes.push(name);
-    else bytes.push(0x00, name.length, ...new TextEncoder().encode(name));
-    bytes.push(valueBytes.length, ...valueBytes);
-  }
-  return new Uint8Array(bytes);
-}
-
-const PREFACE = new TextEncoder().encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 const H2_HEADERS = 0x1;
 const H2_RST_STREAM = 0x3;
 const H2_SETTINGS = 0x4;
@@ -375,7 +340,7 @@ async function readFrames(
           ended = true;
           return;
         }
-        pending = concat([pending, buffer.subarray(0, n)]);
+        pending = concatBytes([pending, buffer.subarray(0, n)]);
         while (pending.length >= 9) {
           const length = (pending[0] << 16) | (pending[1] << 8) | pending[2];
           if (pending.length < 9 + length) break;
@@ -539,17 +504,17 @@ Deno.test("hostile tls listener: plain HTTP, odd SNI, CONTINUATION and SETTINGS 
       });
       try {
         assert.equal((await conn.handshake()).alpnProtocol, "h2");
-        await conn.write(concat([PREFACE, h2Frame(H2_SETTINGS, 0, 0, new Uint8Array())]));
-        const headBlock = concat([
+        await conn.write(concatBytes([H2_PREFACE, h2Frame(H2_SETTINGS, 0, 0, new Uint8Array())]));
+        const headBlock = concatBytes([
           new Uint8Array([0x82, 0x87]),
-          hpack([[0x04, "/api/flood"], [0x01, `localhost:${tlsPort}`]]),
+          hpackLiterals([[0x04, "/api/flood"], [0x01, `localhost:${tlsPort}`]]),
         ]);
-        const piece = hpack([["x-flood", "v".repeat(100)]]);
+        const piece = hpackLiterals([["x-flood", "v".repeat(100)]]);
         const continuation = h2Frame(
           H2_CONTINUATION,
           0,
           1,
-          concat(Array.from({ length: 100 }, () => piece)),
+          concatBytes(Array.from({ length: 100 }, () => piece)),
         );
         const reading = readFrames(conn, 20_000);
         await conn.write(h2Frame(H2_HEADERS, 0x1, /* END_STREAM, no END_HEADERS */ 1, headBlock));
@@ -558,7 +523,7 @@ Deno.test("hostile tls listener: plain HTTP, odd SNI, CONTINUATION and SETTINGS 
         try {
           // Up to 256 MiB of header block, 64 frames (~700 KiB) per write, for at most 10 s.
           for (let i = 0; i < 6000 && performance.now() - floodStarted < 10_000; i++) {
-            const batch = concat(Array.from({ length: 64 }, () => continuation));
+            const batch = concatBytes(Array.from({ length: 64 }, () => continuation));
             await within(conn.write(batch), 5000, "a CONTINUATION batch written");
             writtenBytes += batch.length;
           }
@@ -593,9 +558,9 @@ Deno.test("hostile tls listener: plain HTTP, odd SNI, CONTINUATION and SETTINGS 
       });
       try {
         await conn.handshake();
-        await conn.write(PREFACE);
+        await conn.write(H2_PREFACE);
         const settings = h2Frame(H2_SETTINGS, 0, 0, new Uint8Array([0, 3, 0, 0, 0, 100]));
-        const batch = concat(Array.from({ length: 4096 }, () => settings));
+        const batch = concatBytes(Array.from({ length: 4096 }, () => settings));
         let writtenFrames = 0;
         const floodStarted = performance.now();
         try {
@@ -650,17 +615,17 @@ Deno.test("hostile tls listener: plain HTTP, odd SNI, CONTINUATION and SETTINGS 
           "x".repeat(120),
         ];
         const streams = authorities.map((_, i) => 1 + 2 * i);
-        await conn.write(concat([
-          PREFACE,
+        await conn.write(concatBytes([
+          H2_PREFACE,
           h2Frame(H2_SETTINGS, 0, 0, new Uint8Array()),
           ...authorities.map((authority, i) =>
             h2Frame(
               H2_HEADERS,
               0x5,
               streams[i],
-              concat([
+              concatBytes([
                 new Uint8Array([0x82, 0x87]),
-                hpack([[0x04, `/api/a${i}`], [0x01, authority]]),
+                hpackLiterals([[0x04, `/api/a${i}`], [0x01, authority]]),
               ]),
             )
           ),
@@ -825,15 +790,18 @@ Deno.test({
       try {
         await conn.handshake();
         const authorities = ["a@b", "x:99999"];
-        await conn.write(concat([
-          PREFACE,
+        await conn.write(concatBytes([
+          H2_PREFACE,
           h2Frame(H2_SETTINGS, 0, 0, new Uint8Array()),
           ...authorities.map((authority, i) =>
             h2Frame(
               H2_HEADERS,
               0x5,
               1 + 2 * i,
-              concat([new Uint8Array([0x82, 0x87]), hpack([[0x04, "/api/x"], [0x01, authority]])]),
+              concatBytes([
+                new Uint8Array([0x82, 0x87]),
+                hpackLiterals([[0x04, "/api/x"], [0x01, authority]]),
+              ]),
             )
           ),
         ]));

@@ -14,6 +14,7 @@ import {
   runGatewayExpectingExit,
   startGatewayProcess,
 } from "../_helpers/gateway.ts";
+import { concatBytes, H2_PREFACE, h2Frame, hpackLiterals } from "../_helpers/h2_frames.ts";
 import { startUpstream } from "../_helpers/upstream.ts";
 import { bounded, waitFor, within } from "../_helpers/wait.ts";
 import { createTestCa, type ServerCertFiles, type TestCa } from "./_tls_certs.ts";
@@ -264,38 +265,12 @@ Deno.test("tls: a bad certificate or key stops start-up with exit 2 naming the f
   });
 });
 
-/** An HTTP/2 frame (RFC 9113 §4.1). */
-function frame(type: number, flags: number, streamId: number, payload: Uint8Array): Uint8Array {
-  const out = new Uint8Array(9 + payload.length);
-  out[0] = payload.length >> 16;
-  out[1] = (payload.length >> 8) & 0xff;
-  out[2] = payload.length & 0xff;
-  out[3] = type;
-  out[4] = flags;
-  new DataView(out.buffer).setUint32(5, streamId);
-  out.set(payload, 9);
-  return out;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
-}
-
 /** A HEADERS block for `GET path` (RFC 7541: static-table names, literal values, no Huffman). */
 function getHeaders(path: string, authority: string): Uint8Array {
-  const bytes = [0x82, 0x87]; // :method GET, :scheme https
-  const literal = (index: number, value: string) => {
-    bytes.push(index, value.length, ...new TextEncoder().encode(value));
-  };
-  literal(0x04, path); // :path, literal without indexing
-  literal(0x01, authority); // :authority
-  return new Uint8Array(bytes);
+  return concatBytes([
+    new Uint8Array([0x82, 0x87]), // :method GET, :scheme https (indexed)
+    hpackLiterals([[0x04, path], [0x01, authority]]), // :path, :authority
+  ]);
 }
 
 Deno.test("tls: an HTTP/2 rapid-reset burst leaves the gateway serving others; streams reset in flight never move a breaker", async () => {
@@ -346,16 +321,16 @@ Deno.test("tls: an HTTP/2 rapid-reset burst leaves the gateway serving others; s
       assert.equal(handshake.alpnProtocol, "h2");
       const cancel = new Uint8Array([0, 0, 0, 8]); // CANCEL
       const parts: Uint8Array[] = [
-        new TextEncoder().encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
-        frame(0x4, 0, 0, new Uint8Array()), // SETTINGS
+        H2_PREFACE,
+        h2Frame(0x4, 0, 0, new Uint8Array()), // SETTINGS
       ];
       const BURST = 2000;
       for (let i = 0; i < BURST; i++) {
         const stream = 1 + 2 * i;
-        parts.push(frame(0x1, 0x5, stream, getHeaders(`/api/r${i}`, `localhost:${port}`)));
-        parts.push(frame(0x3, 0, stream, cancel));
+        parts.push(h2Frame(0x1, 0x5, stream, getHeaders(`/api/r${i}`, `localhost:${port}`)));
+        parts.push(h2Frame(0x3, 0, stream, cancel));
       }
-      const burst = concat(parts);
+      const burst = concatBytes(parts);
       // The server may close the connection mid-burst (GOAWAY ENHANCE_YOUR_CALM): fine.
       await attacker.write(burst).catch(() => 0);
       // Read what the server answers until it closes the connection (bounded).
@@ -368,7 +343,7 @@ Deno.test("tls: an HTTP/2 rapid-reset burst leaves the gateway serving others; s
             if (n === null) break;
             chunks.push(buffer.slice(0, n));
           }
-          const seen = concat(chunks);
+          const seen = concatBytes(chunks);
           const out: { type: number; flags: number; payload: Uint8Array }[] = [];
           for (let at = 0; at + 9 <= seen.length;) {
             const length = (seen[at] << 16) | (seen[at + 1] << 8) | seen[at + 2];
@@ -434,15 +409,15 @@ Deno.test("tls: an HTTP/2 rapid-reset burst leaves the gateway serving others; s
       try {
         const SLOW = 8;
         const streams = Array.from({ length: SLOW }, (_, i) => 1 + 2 * i);
-        await canceller.write(concat([
-          new TextEncoder().encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
-          frame(0x4, 0, 0, new Uint8Array()),
+        await canceller.write(concatBytes([
+          H2_PREFACE,
+          h2Frame(0x4, 0, 0, new Uint8Array()),
           ...streams.map((id) =>
-            frame(0x1, 0x5, id, getHeaders(`/api/slow${id}`, `localhost:${port}`))
+            h2Frame(0x1, 0x5, id, getHeaders(`/api/slow${id}`, `localhost:${port}`))
           ),
         ]));
         await waitFor(() => slowSeen === SLOW, { what: `${SLOW} slow calls at the upstream` });
-        await canceller.write(concat(streams.map((id) => frame(0x3, 0, id, cancel))));
+        await canceller.write(concatBytes(streams.map((id) => h2Frame(0x3, 0, id, cancel))));
         await waitFor(() => slowAborted === SLOW, { what: "the gateway gave the calls up" });
       } finally {
         canceller.close();
@@ -552,11 +527,11 @@ Deno.test("tls: a partial head is cut after headerTimeoutMs; a stalled handshake
           `localhost:${port}`.length,
           ...new TextEncoder().encode(`localhost:${port}`),
         ]);
-        await uploader.write(concat([
-          new TextEncoder().encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
-          frame(0x4, 0, 0, new Uint8Array()),
-          frame(0x1, 0x4, 1, post), // END_HEADERS, no END_STREAM: a body follows
-          frame(0x0, 0, 1, new TextEncoder().encode("part")), // DATA, then nothing
+        await uploader.write(concatBytes([
+          H2_PREFACE,
+          h2Frame(0x4, 0, 0, new Uint8Array()),
+          h2Frame(0x1, 0x4, 1, post), // END_HEADERS, no END_STREAM: a body follows
+          h2Frame(0x0, 0, 1, new TextEncoder().encode("part")), // DATA, then nothing
         ]));
         await waitFor(
           () =>
