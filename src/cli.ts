@@ -162,7 +162,7 @@ Permissions (never -A): --allow-net, --allow-env, --allow-sys,
 
 Signals: SIGTERM and SIGINT drain (shutdown.drainDelayMs, then up to
   shutdown.timeoutMs for requests in flight) and exit 0. SIGHUP re-reads the config and
-  applies a valid one live (listen, admin, kv and telemetry need a restart).
+  applies a valid one live (listen, workers, admin, kv and telemetry need a restart).
 
 Exit codes: 0 clean shutdown, --help, --version or a valid --check; 1 start-up failure (a port
   in use, a missing permission); 2 an invalid config or command line.

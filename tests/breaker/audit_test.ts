@@ -113,6 +113,12 @@ Deno.test("audit: trip, probe, reopen and close name the instance that made them
     a.breaker.record("users", allowed(a.breaker.admit("users")), FAIL);
     a.breaker.record("users", allowed(a.breaker.admit("users")), FAIL);
     await waitFor(() => b.breaker.view("users").state === "open", { what: "b sees the trip" });
+    // b may reject on a's pulse before the fleet record exists; the record's probe time is set
+    // when it is written, so the manual clock moves only once both hold the record.
+    await waitFor(
+      () => a.breaker.view("users").generation === 1 && b.breaker.view("users").generation === 1,
+      { what: "both adopt the fleet record" },
+    );
     // Half-open: only b asks, so b wins the probe slot; its probe fails (reopen)...
     clock.advance(1000);
     const probe = await probeSlot(b.breaker);
