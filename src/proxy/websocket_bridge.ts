@@ -4,8 +4,9 @@
  * side the raw connection the handshake was sent on. Messages cross over one by one, so unlike
  * the byte relay (`./websocket_relay.ts`) they are reassembled and re-framed here:
  *
- * - upstream to client: frames read (RFC 6455 §5.2), fragments joined (at most
- *   `maxMessageBytes`, else both sides get 1009), text and binary sent on the `WebSocket`,
+ * - upstream to client: frames read (RFC 6455 §5.2) into one buffer that grows to fit the frame,
+ *   fragments joined (at most `maxMessageBytes`, else both sides get 1009), text and binary
+ *   sent on the `WebSocket` (a text message that is not UTF-8 fails the session: 1007, §8.1),
  *   waiting while its `bufferedAmount` is over 1 MiB (backpressure towards the upstream); pings
  *   answered by the gateway (the API cannot send a ping on);
  * - client to upstream: each message written as one masked frame (§5.3), in order; the
@@ -41,9 +42,25 @@ export interface BridgeOptions {
 }
 
 const HIGH_WATER_BYTES = 1024 * 1024;
+/** Room for one read of the upstream; the buffer grows past it only for a bigger frame. */
+const READ_BYTES = 64 * 1024;
+/** An empty buffer bigger than this (after a big frame) is dropped for a fresh `READ_BYTES`. */
+const SHRINK_ABOVE_BYTES = 1024 * 1024;
+const OPCODE_TEXT = 0x1;
 // One of each per process, not per message: both are stateless between calls used like this.
 const encoder = new TextEncoder();
-const decoder = new TextDecoder();
+// `fatal`: invalid UTF-8 throws instead of becoming U+FFFD, so it can fail the connection.
+const decoder = new TextDecoder("utf-8", { fatal: true });
+const INVALID_UTF8 = Symbol("invalid UTF-8");
+
+/** The text of a text message's bytes, or {@link INVALID_UTF8}. */
+function utf8(bytes: Uint8Array): string | typeof INVALID_UTF8 {
+  try {
+    return decoder.decode(bytes);
+  } catch {
+    return INVALID_UTF8;
+  }
+}
 
 /**
  * Bridges `socket` (the client) and `conn` (the upstream, after its 101) until both closed.
@@ -145,16 +162,40 @@ export function bridgeWebSocket(
   idleTimer = setTimeout(checkIdle, options.idleTimeoutMs);
 
   const readUpstream = async () => {
-    let pending = upstreamFirst;
-    const buffer = new Uint8Array(64 * 1024);
-    const more = async (): Promise<boolean> => {
-      const n = await conn.read(buffer);
-      if (n === null) return false;
-      bytesFromUpstream += n;
-      const joined = new Uint8Array(pending.length + n);
-      joined.set(pending);
-      joined.set(buffer.subarray(0, n), pending.length);
-      pending = joined;
+    // The client's socket opens once the host sent the 101; a message the upstream sends right
+    // after its own 101 (a greeting) waits for that instead of being dropped as undeliverable.
+    if (socket.readyState === WebSocket.CONNECTING) {
+      await new Promise((opened) => {
+        socket.addEventListener("open", opened, { once: true });
+        socket.addEventListener("close", opened, { once: true });
+      });
+    }
+    // Unread upstream bytes are buf[start, end). Reads land in place and the buffer grows by
+    // doubling to fit the frame being read, so a 64 MiB frame costs its bytes once, not one copy
+    // of everything so far per 64 KiB read (quadratic).
+    let buf = new Uint8Array(Math.max(READ_BYTES, upstreamFirst.length));
+    buf.set(upstreamFirst);
+    let start = 0;
+    let end = upstreamFirst.length;
+    /** Reads until `need` unread bytes are buffered; false at EOF first. */
+    const fill = async (need: number): Promise<boolean> => {
+      while (end - start < need) {
+        if (buf.length - start < need || end === buf.length) {
+          const unread = buf.subarray(start, end);
+          if (buf.length >= need && unread.length < buf.length / 2) buf.copyWithin(0, start, end);
+          else {
+            const grown = new Uint8Array(Math.max(need, buf.length * 2));
+            grown.set(unread);
+            buf = grown;
+          }
+          end -= start;
+          start = 0;
+        }
+        const n = await conn.read(buf.subarray(end));
+        if (n === null) return false;
+        bytesFromUpstream += n;
+        end += n;
+      }
       return true;
     };
     bytesFromUpstream += upstreamFirst.length;
@@ -162,15 +203,20 @@ export function bridgeWebSocket(
     let messageBytes = 0;
     let messageOpcode = 0;
     while (true) {
+      // After a big frame, give its buffer back rather than hold it for the whole session.
+      if (start === end && buf.length > SHRINK_ABOVE_BYTES) {
+        buf = new Uint8Array(READ_BYTES);
+        start = end = 0;
+      }
       // A whole frame: header (2-14 bytes), then the payload.
-      while (pending.length < 2) if (!(await more())) return;
-      const lengthCode = pending[1] & 0x7f;
+      if (!(await fill(2))) return;
+      const lengthCode = buf[start + 1] & 0x7f;
       const headerBytes = 2 + (lengthCode === 126 ? 2 : lengthCode === 127 ? 8 : 0);
-      while (pending.length < headerBytes) if (!(await more())) return;
+      if (!(await fill(headerBytes))) return;
       const length = lengthCode === 126
-        ? (pending[2] << 8) | pending[3]
+        ? (buf[start + 2] << 8) | buf[start + 3]
         : lengthCode === 127
-        ? Number(new DataView(pending.buffer, pending.byteOffset + 2, 8).getBigUint64(0))
+        ? Number(new DataView(buf.buffer, buf.byteOffset + start + 2, 8).getBigUint64(0))
         : lengthCode;
       if (messageBytes + length > maxMessageBytes) {
         closeCode ??= 1009;
@@ -178,11 +224,12 @@ export function bridgeWebSocket(
         closeClient(1000, "message too big");
         return;
       }
-      while (pending.length < headerBytes + length) if (!(await more())) return;
-      const fin = (pending[0] & 0x80) !== 0;
-      const opcode = pending[0] & 0x0f;
-      const payload = pending.slice(headerBytes, headerBytes + length);
-      pending = pending.subarray(headerBytes + length);
+      if (!(await fill(headerBytes + length))) return;
+      const fin = (buf[start] & 0x80) !== 0;
+      const opcode = buf[start] & 0x0f;
+      // A copy: the buffer is read into again.
+      const payload = buf.slice(start + headerBytes, start + headerBytes + length);
+      start += headerBytes + length;
       lastActivityAt = now();
       if (opcode === OPCODE_PING) {
         toUpstream(encodeFrame(OPCODE_PONG, payload, true));
@@ -214,7 +261,17 @@ export function bridgeWebSocket(
       message = [];
       messageBytes = 0;
       if (socket.readyState !== WebSocket.OPEN) continue;
-      socket.send(messageOpcode === 0x1 ? decoder.decode(whole) : whole);
+      const text = messageOpcode === OPCODE_TEXT ? utf8(whole) : null;
+      if (text === INVALID_UTF8) {
+        // RFC 6455 §8.1: a text message that is not UTF-8 fails the connection, close code 1007
+        // (§7.4.1). Replacing the bad bytes would hand the client text the upstream never sent.
+        closeCode ??= 1007;
+        ending ??= "protocol_error";
+        sendCloseUpstream(1007, "invalid UTF-8 in a text message");
+        closeClient(1007, "invalid UTF-8 in a text message");
+        return;
+      }
+      socket.send(text ?? whole);
       while (socket.readyState === WebSocket.OPEN && socket.bufferedAmount > HIGH_WATER_BYTES) {
         await new Promise((wake) => setTimeout(wake, 5));
       }
