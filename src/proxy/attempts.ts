@@ -58,6 +58,11 @@ export interface Attempts {
   observer: ProxyObserver;
   /** Monotonic milliseconds. */
   now: () => number;
+  /**
+   * Epoch milliseconds: a `Retry-After` HTTP date (RFC 9110 §10.2.3) is read against it, as the
+   * monotonic `now` has no date.
+   */
+  wallNow: () => number;
   /** Uniform draw in [0, 1) for jitter. */
   random: () => number;
   /**
@@ -212,7 +217,7 @@ function retryDelayMs(
       : verdict.outcome.error === "unreachable");
   if (!retryable) return null;
   const retryAfter = response !== null
-    ? retryAfterMs(response.headers.get("retry-after"), Date.now())
+    ? retryAfterMs(response.headers.get("retry-after"), attempts.wallNow())
     : null;
   const delayMs = Math.max(
     retryAfter ?? 0,

@@ -367,6 +367,7 @@ async function send(
     trace: exchange.span,
     observer: deps.observer,
     now: deps.now,
+    wallNow: deps.wallNow ?? Date.now,
     random: deps.random,
     informational: exchange.sendInformational,
   });

@@ -106,6 +106,8 @@ export interface RequestPathDeps {
   deadlines: DeadlineScheduler;
   /** Monotonic milliseconds. */
   now: () => number;
+  /** Epoch milliseconds, for `Retry-After` dates (RFC 9110 §10.2.3). Default `Date.now`. */
+  wallNow?: () => number;
   /** Uniform draw in [0, 1) for jitter. */
   random: () => number;
   /** True once the gateway is shutting down: new requests are answered 503 `draining`. */

@@ -105,6 +105,8 @@ interface HarnessOptions {
   admission?: Admission;
   maxBodyBytes?: number;
   tracing?: { enabled: boolean; startServer: () => ServerSpanHandle | null };
+  /** Epoch milliseconds for `Retry-After` dates. */
+  wallNow?: () => number;
 }
 
 const ADMITTED: Admission = { allowed: true, probe: false, generation: 1 };
@@ -134,6 +136,7 @@ function harness(options: HarnessOptions = {}): Harness {
     globalLimiter: createLimiter({ limit: 100, maxPending: 0, queueTimeoutMs: 1000 }),
     deadlines,
     now,
+    wallNow: options.wallNow,
     random: () => 0.5,
     draining: () => draining.value,
     observer: {
@@ -345,6 +348,37 @@ Deno.test("request path: a spent budget or a near deadline refuses the retry", a
   await refused.body?.cancel();
   assert.equal(late.sent.length, 1);
   assert.deepEqual(late.refusedRetries, ["deadline"]);
+});
+
+Deno.test("request path: a Retry-After date is read against the wall clock passed in", async () => {
+  // A manual wall clock in 2001: the dates below are long past on the machine's own clock, so
+  // reading them against Date.now would make every wait 0 and retry at once.
+  const wallMs = Date.parse("Mon, 01 Jan 2001 00:00:00 GMT");
+  const answer = (retryAfter: string) => () =>
+    new Response("busy", { status: 503, headers: { "retry-after": retryAfter } });
+  // 2 s after the wall clock, with 1 s of timeoutMs: the wait would pass the deadline.
+  const later = harness({
+    service: { timeoutMs: 1000, retry: { attempts: 1, baseDelayMs: 0 } },
+    steps: [answer("Mon, 01 Jan 2001 00:00:02 GMT"), () => new Response("ok")],
+    wallNow: () => wallMs,
+  });
+  const refused = await handle(later, request("/api/x"));
+  assert.equal(refused.status, 503);
+  await refused.body?.cancel();
+  assert.equal(later.sent.length, 1);
+  assert.deepEqual(later.refusedRetries, ["deadline"]);
+
+  // A date the wall clock has reached: no wait, the retry goes at once.
+  const now = harness({
+    service: { timeoutMs: 1000, retry: { attempts: 1, baseDelayMs: 0 } },
+    steps: [answer("Mon, 01 Jan 2001 00:00:00 GMT"), () => new Response("ok")],
+    wallNow: () => wallMs,
+  });
+  const retried = await handle(now, request("/api/x"));
+  assert.equal(retried.status, 200);
+  await retried.body?.cancel();
+  assert.equal(now.sent.length, 2);
+  assert.deepEqual(now.refusedRetries, []);
 });
 
 Deno.test("request path: only requests safe to repeat are retried, and never a probe", async () => {
