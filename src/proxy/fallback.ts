@@ -22,6 +22,7 @@ import type { Routed } from "../routing/resolve_route.ts";
 import { applyEscapedSlashes } from "../routing/normalize_path.ts";
 import { ownsPath, upstreamPath } from "../routing/route_table.ts";
 import type { ServiceRuntime } from "./service_runtime.ts";
+import { fieldsResponse } from "../server/static_body.ts";
 
 /**
  * The header every fallback answer carries: `static` for a static answer, `service=<name>`
@@ -139,10 +140,52 @@ export function reroot(path: string, fromPrefix: string, toPrefix: string): stri
   return toPrefix + rest;
 }
 
+/** A static answer made ready for the wire: built once per config object, not per request. */
+export interface PreparedStaticFallback {
+  /** The status. */
+  status: number;
+  /** The header fields as pairs, checked and normalised once by `Headers`. */
+  fields: [string, string][];
+  /** The body's UTF-8 bytes; null for an empty body (and the null-body statuses). */
+  bytes: Uint8Array<ArrayBuffer> | null;
+}
+
 /**
- * The static answer: the configured status, headers and body. Its `x-request-id` is the
- * request's, as on every answer of the gateway; `content-type` is `text/plain;charset=UTF-8`
- * for a body unless `headers` set one (the `Response` constructor's rule).
+ * Prepared answers by config object. A reload parses a new config, whose fallback objects are
+ * new keys (prepared again on their first use); the old entries go with the old config.
+ */
+const preparedAnswers = new WeakMap<StaticFallback, PreparedStaticFallback>();
+
+/**
+ * The static answer's status, fields and bytes, encoded once per config object (load and
+ * reload): `content-type` is `text/plain;charset=UTF-8` for a body unless `headers` set one
+ * (the `Response` constructor's rule).
+ *
+ * @example
+ * ```ts
+ * const ready = prepareStaticFallback(config.services.orders.fallback as StaticFallback);
+ * ready.bytes; // the body's UTF-8, the same array on every request
+ * ```
+ */
+export function prepareStaticFallback(answer: StaticFallback): PreparedStaticFallback {
+  let ready = preparedAnswers.get(answer);
+  if (ready !== undefined) return ready;
+  const headers = new Headers(answer.headers);
+  // A `Response` with a body refuses null-body statuses; validation keeps their body empty.
+  const bytes = answer.body === "" ? null : new TextEncoder().encode(answer.body);
+  if (bytes !== null && !headers.has("content-type")) {
+    headers.set("content-type", "text/plain;charset=UTF-8");
+  }
+  ready = { status: answer.status, fields: [...headers], bytes };
+  preparedAnswers.set(answer, ready);
+  return ready;
+}
+
+/**
+ * The static answer: the configured status, headers and body, as prepared once by
+ * {@link prepareStaticFallback}; its `x-request-id` is the request's, as on every answer of the
+ * gateway. The gateway's server writes the prepared fields and bytes without a `Headers` or a
+ * body stream (`src/server/static_body.ts`).
  *
  * @example
  * ```ts
@@ -150,11 +193,11 @@ export function reroot(path: string, fromPrefix: string, toPrefix: string): stri
  * ```
  */
 export function staticFallbackResponse(answer: StaticFallback, requestId: string): Response {
-  const headers = new Headers(answer.headers);
-  headers.set("x-request-id", requestId);
-  // A `Response` with a body refuses null-body statuses; validation keeps their body empty.
-  const body = answer.body === "" ? null : answer.body;
-  return new Response(body, { status: answer.status, headers });
+  const ready = prepareStaticFallback(answer);
+  // Each response gets its own array: a response's fields may be rewritten in place.
+  const fields = ready.fields.slice();
+  fields.push(["x-request-id", requestId]);
+  return fieldsResponse(ready.bytes, ready.status, "", fields);
 }
 
 /** Marks `response` as a fallback answer (in place; the gateway's responses are mutable). */

@@ -7,6 +7,7 @@
  */
 import assert from "node:assert/strict";
 import type { Admission, AttemptOutcome } from "../../src/breaker/types.ts";
+import type { StaticFallback } from "../../src/config/fallback_schema.ts";
 import { parseConfig } from "../../src/config/schema.ts";
 import { buildService, type BuiltService } from "../../src/gateway/build_service.ts";
 import type { AdmissionControl } from "../../src/proxy/admission.ts";
@@ -15,6 +16,7 @@ import {
   FALLBACK_HEADER,
   markFallback,
   planFallback,
+  prepareStaticFallback,
   reroot,
   rerouted,
   staticFallbackResponse,
@@ -24,6 +26,7 @@ import { createRequestPath, type ServedRequest } from "../../src/proxy/request_p
 import type { ServiceRuntime } from "../../src/proxy/service_runtime.ts";
 import type { UpstreamClient, UpstreamRequest } from "../../src/proxy/upstream_client.ts";
 import { buildRouteTable } from "../../src/routing/route_table.ts";
+import { bytesOf, fieldsOf } from "../../src/server/static_body.ts";
 
 Deno.test("reroot: the part below one prefix goes below the other", () => {
   assert.equal(reroot("/api/orders/7", "/api/orders", "/cache"), "/cache/7");
@@ -119,6 +122,41 @@ Deno.test("staticFallbackResponse: status, headers, body, request id; bodyless s
   assert.equal(empty.body, null);
 
   assert.equal(markFallback(empty, "static").headers.get(FALLBACK_HEADER), "static");
+});
+
+Deno.test("staticFallbackResponse: bytes and fields built once per config, not per request", async () => {
+  const config = () =>
+    parseConfig({
+      services: {
+        orders: {
+          prefix: "/api/orders",
+          upstreams: ["http://o.test"],
+          fallback: { status: 200, headers: { "X-A": "1" }, body: "[]" },
+        },
+      },
+    }).services.orders.fallback as StaticFallback;
+  const loaded = config();
+  const first = staticFallbackResponse(loaded, "r1");
+  const second = staticFallbackResponse(loaded, "r2");
+  // The server writes these bytes as they are: one array for every request of this config.
+  assert.ok(bytesOf(first) !== null);
+  assert.equal(bytesOf(first), bytesOf(second));
+  assert.equal(bytesOf(first), prepareStaticFallback(loaded).bytes);
+  assert.deepEqual(fieldsOf(second), [
+    ["content-type", "text/plain;charset=UTF-8"],
+    ["x-a", "1"],
+    ["x-request-id", "r2"],
+  ]);
+  // One request's id stays out of the prepared fields the next request starts from.
+  assert.deepEqual(prepareStaticFallback(loaded).fields.map(([name]) => name), [
+    "content-type",
+    "x-a",
+  ]);
+  // A reload parses a new config: its answer is prepared anew.
+  const reloaded = config();
+  assert.notEqual(prepareStaticFallback(reloaded), prepareStaticFallback(loaded));
+  assert.equal(await first.text(), "[]");
+  assert.equal(await second.text(), "[]");
 });
 
 // --- The request path with fallbacks ----------------------------------------------------------
