@@ -29,7 +29,7 @@
  * @module
  */
 import { delay } from "../async/delay.ts";
-import { ClientError } from "../proxy/client_error.ts";
+import { createBodyIdleWatch } from "./_body_idle.ts";
 import {
   type DirectRequest,
   type Handler,
@@ -284,6 +284,8 @@ export function serveTls(options: TlsServerOptions, handler: TlsHandler): TlsSer
     loop.then(done, done);
   };
   const emptyWaiters: (() => void)[] = [];
+  // Every h2 request body lives on a pipe, so the sweep runs (pipes.size > 0) while one is read.
+  const uploads = createBodyIdleWatch(bodyIdleTimeoutMs, now);
 
   const handover = createHandover(addr);
   const h1: Http1Server = serveHttp1({
@@ -320,7 +322,7 @@ export function serveTls(options: TlsServerOptions, handler: TlsHandler): TlsSer
     });
     // hyper waits for a stalled upload forever; the plain port's body idle timeout holds here
     // too (GET and HEAD bodies are not on the Request: none to bound).
-    const body = request.body === null ? null : idleBounded(request.body, bodyIdleTimeoutMs);
+    const body = request.body === null ? null : uploads.bound(request.body);
     return handler(withAuthorityAsHost(request, body), {
       remoteAddr: pipe.remoteAddr,
       completed: info.completed,
@@ -352,10 +354,11 @@ export function serveTls(options: TlsServerOptions, handler: TlsHandler): TlsSer
     for (const resolve of emptyWaiters.splice(0)) resolve();
   };
 
-  // One coarse sweep for handshake and HTTP/2 idle timeouts, as the HTTP/1.1 server does.
+  // One coarse sweep for handshake, HTTP/2 idle and HTTP/2 upload timeouts, as the HTTP/1.1
+  // server does: a timer per body chunk would be one per DATA frame of every upload.
   const tickMs = Math.max(
     5,
-    Math.min(1000, Math.floor(Math.min(headerTimeoutMs, idleTimeoutMs) / 10)),
+    Math.min(1000, Math.floor(Math.min(headerTimeoutMs, idleTimeoutMs, bodyIdleTimeoutMs) / 10)),
   );
   let sweepTimer: ReturnType<typeof setInterval> | null = null;
   const sweep = () => {
@@ -368,6 +371,7 @@ export function serveTls(options: TlsServerOptions, handler: TlsHandler): TlsSer
       const limit = pipe.used ? idleTimeoutMs : headerTimeoutMs;
       if (time - pipe.idleSince >= limit) closePipe(pipe);
     }
+    uploads.sweep();
   };
 
   const pump = async (from: Deno.Conn, to: Deno.Conn): Promise<void> => {
@@ -516,47 +520,6 @@ export function serveTls(options: TlsServerOptions, handler: TlsHandler): TlsSer
       await empty;
     },
   };
-}
-
-/**
- * `body` read through, erroring with `ClientError("request_timeout")` (the client's fault: the
- * request path answers 408 and no upstream is blamed) when a read waits `idleMs` for a chunk.
- */
-export function idleBounded(
-  body: ReadableStream<Uint8Array>,
-  idleMs: number,
-): ReadableStream<Uint8Array> {
-  const reader = body.getReader();
-  return new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const stalled = new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () =>
-            reject(
-              new ClientError(
-                "request_timeout",
-                `the request body sent nothing for ${idleMs} ms`,
-              ),
-            ),
-          idleMs,
-        );
-      });
-      try {
-        const { done, value } = await Promise.race([reader.read(), stalled]);
-        if (done) controller.close();
-        else controller.enqueue(value);
-      } catch (error) {
-        reader.cancel(error).catch(() => {});
-        controller.error(error);
-      } finally {
-        clearTimeout(timer);
-      }
-    },
-    cancel(reason) {
-      return reader.cancel(reason);
-    },
-  });
 }
 
 /**

@@ -8,6 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { checkCertificatePair, serveTls, type TlsServeInfo } from "../../src/server/tls_server.ts";
+import { findClientError } from "../../src/proxy/client_error.ts";
 import { waitFor, within } from "../_helpers/wait.ts";
 import { createTestCa, type TestCa } from "../e2e/_tls_certs.ts";
 
@@ -164,6 +165,71 @@ Deno.test("serveTls: http2 false offers http/1.1 only", async () => {
       conn.close();
     }
   } finally {
+    client.close();
+    await within(server.shutdown(), 10_000, "shutdown");
+    await ca.remove();
+  }
+});
+
+Deno.test("serveTls: an h2 upload that stalls errors after bodyIdleTimeoutMs; a flowing one does not", async () => {
+  ca = await createTestCa();
+  const caCert = await Deno.readTextFile(ca.caFile);
+  const server = serveTls(
+    { hostname: "127.0.0.1", port: 0, ...(await pairOf("h2-upload")), bodyIdleTimeoutMs: 300 },
+    async (request, info) => {
+      try {
+        const bytes = await new Response(request.body).arrayBuffer();
+        return new Response(`${info.protocol} ${bytes.byteLength}`);
+      } catch (error) {
+        return new Response(findClientError(error)?.code ?? String(error), { status: 408 });
+      }
+    },
+  );
+  const client = Deno.createHttpClient({ caCerts: [caCert] });
+  let stop!: () => void;
+  const stopped = new Promise<void>((resolve) => stop = resolve);
+  try {
+    // 200 chunks, each well inside the bound: nothing is cut.
+    let left = 200;
+    const flowing = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        if (left-- > 0) controller.enqueue(new Uint8Array(100));
+        else controller.close();
+      },
+    });
+    const ok = await fetch(`https://localhost:${server.addr.port}/up`, {
+      client,
+      method: "POST",
+      body: flowing,
+      signal: AbortSignal.timeout(5000),
+    });
+    assert.equal(await ok.text(), "h2 20000");
+
+    // One chunk, then nothing until the test ends: the server gives up after ~300 ms.
+    let sent = false;
+    const stalling = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        if (!sent) {
+          sent = true;
+          controller.enqueue(new Uint8Array(10));
+          return;
+        }
+        await stopped;
+        controller.close();
+      },
+    });
+    const startedAt = performance.now();
+    const cut = await fetch(`https://localhost:${server.addr.port}/up`, {
+      client,
+      method: "POST",
+      body: stalling,
+      signal: AbortSignal.timeout(5000),
+    });
+    assert.equal(cut.status, 408);
+    assert.equal(await cut.text(), "request_timeout");
+    assert.ok(performance.now() - startedAt >= 300, "not before bodyIdleTimeoutMs");
+  } finally {
+    stop();
     client.close();
     await within(server.shutdown(), 10_000, "shutdown");
     await ca.remove();
