@@ -143,6 +143,12 @@ const websocketSchema = z.strictObject({
   enabled: z.boolean().default(true),
   /** Upgraded connections open at once per service (this instance); beyond: 503 pool_saturated. */
   maxConnections: z.number().int().positive().default(1000),
+  /**
+   * Of those, at most this many from one client address (the TCP peer, never X-Forwarded-For),
+   * so one client cannot hold every slot (nginx's `limit_conn` by `$binary_remote_addr`);
+   * beyond: 503 pool_saturated.
+   */
+  maxConnectionsPerClient: z.number().int().positive().default(100),
   /** No frame either way for this long: both sides get a close frame (1001). */
   idleTimeoutMs: positiveMs.default(300000),
 });

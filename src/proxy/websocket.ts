@@ -1,8 +1,9 @@
 /**
  * The request path's WebSocket branch (README, "WebSocket"): a routed and admitted
  * `Upgrade: websocket` request is checked (RFC 6455 §4.2.1), given a slot of the service's
- * `websocket.maxConnections`, and sent to an upstream on a connection of its own. The upstream's
- * answer is judged like any attempt's (`./blame.ts`):
+ * `websocket.maxConnections` (at most `websocket.maxConnectionsPerClient` per client address),
+ * and sent to an upstream on a connection of its own. The upstream's answer is judged like any
+ * attempt's (`./blame.ts`):
  *
  * - `101` with the right `Sec-WebSocket-Accept`: a success for the breaker; the client gets the
  *   101 and the connection is taken over from the server and relayed (`./websocket_relay.ts`)
@@ -120,14 +121,22 @@ export async function proxyWebSocket(request: WebSocketRequest): Promise<WebSock
       upstream: null,
     };
   }
-  const { maxConnections } = service.config.websocket;
-  if (!sessions.tryOpen(name, maxConnections)) {
+  const { maxConnections, maxConnectionsPerClient } = service.config.websocket;
+  // The TCP peer's address, as for X-Forwarded-For: a client's own X-Forwarded-For is not
+  // trusted (the gateway appends to it), else any client could spread itself over made-up
+  // addresses.
+  const client = request.clientIp;
+  const full = sessions.tryOpen(name, maxConnections, client, maxConnectionsPerClient);
+  if (full !== null) {
+    // Refused before any upstream is asked: nobody's verdict, the breaker hears nothing.
     return {
       kind: "refused",
       refusal: {
         code: "pool_saturated",
-        detail:
-          `"${name}" has ${maxConnections} WebSocket connections open (websocket.maxConnections)`,
+        detail: full === "service"
+          ? `"${name}" has ${maxConnections} WebSocket connections open (websocket.maxConnections)`
+          : `"${name}" has ${maxConnectionsPerClient} WebSocket connections open from ${client} ` +
+            "(websocket.maxConnectionsPerClient)",
         service: name,
       },
       upstream: null,
@@ -139,11 +148,11 @@ export async function proxyWebSocket(request: WebSocketRequest): Promise<WebSock
     // Only a session keeps its slot; a refusal's body ("forwarded") finishes on its own.
     if (outcome.kind === "upgraded") {
       slotKept = true;
-      outcome.ended.finally(() => sessions.release(name));
+      outcome.ended.finally(() => sessions.release(name, client));
     }
     return outcome;
   } finally {
-    if (!slotKept) sessions.release(name);
+    if (!slotKept) sessions.release(name, client);
   }
 }
 
