@@ -61,12 +61,13 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${PORT:-8080} && printf 'GET /healthz HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\nConnection: close\\r\\n\\r\\n' >&3 && IFS=$' \\r' read -r _ status _ <&3 && [ \"$status\" = 200 ]"]
 
 # Explicit permissions, never -A: the ones `deno task start` derives for this config (the
-# config file, the KV folder, cgroup limits, /proc/self). Run directly rather than through
-# src/launch.ts: one process fewer, and the paths are fixed in this image. A config with
-# "workers" above 1 also needs /app/src,/app/deno.json here (workers load the gateway's own
-# code after start-up; README, "Workers").
+# config file, the KV folder, the gateway's own code, cgroup limits, /proc/self). Run directly
+# rather than through src/launch.ts: one process fewer, and the paths are fixed in this image.
+# /app/src and /app/deno.json (read only, root-owned): "workers" is "auto" by default, one
+# worker per whole core of the container's CPU quota, and workers load the gateway's code
+# after start-up (README, "Workers"). Size the memory limit for them: about 60-70 MiB each.
 CMD ["run", "--frozen", "--cached-only", "--no-prompt", \
      "--allow-net", "--allow-env", "--allow-sys", \
-     "--allow-read=/app/breakwater.json,/app/data,/sys/fs/cgroup,/proc/self", \
+     "--allow-read=/app/breakwater.json,/app/data,/app/src,/app/deno.json,/sys/fs/cgroup,/proc/self", \
      "--allow-write=/app/data", \
      "src/main.ts"]

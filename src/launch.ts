@@ -161,20 +161,41 @@ export function listenTlsFilesFromConfigFile(configPath: string): string[] {
 }
 
 /**
- * The gateway's own code (its `src/` folder and `deno.json`, read only) when the config runs
- * more than one worker (README, "Workers"): Deno checks read access for the modules a worker
- * loads, unlike the main module's graph. None for `"workers": 1` or an unreadable config.
+ * The gateway's own code under `projectRoot`, read only: its `src/` folder and `deno.json`.
+ * Deno checks read access for the modules a worker loads, unlike the main module's graph
+ * (README, "Workers"); the image grants the same under `/app`.
+ *
+ * @example
+ * ```ts
+ * workerCodePaths("/app"); // ["/app/src", "/app/deno.json"]
+ * ```
+ */
+export function workerCodePaths(projectRoot: string): string[] {
+  const root = projectRoot.replace(/\/$/, "");
+  return [`${root}/src`, `${root}/deno.json`];
+}
+
+/**
+ * Whether a config may run more than one worker: `workers` is `"auto"` (the default) or above
+ * 1, and no `listen.tls` (a TLS listener keeps the gateway on one thread). `"auto"` on a
+ * one-core host still counts: the launcher does not guess the thread count, and granting read
+ * of the gateway's own code costs nothing.
+ */
+export function mayRunWorkers(config: { workers: "auto" | number; listen: { tls: unknown } }) {
+  return config.workers !== 1 && config.listen.tls === null;
+}
+
+/**
+ * {@link workerCodePaths} of this project when the config at `configPath` may run workers
+ * ({@link mayRunWorkers}); none for `"workers": 1`, a TLS listener or an unreadable config.
  */
 export function workerCodeFromConfigFile(configPath: string): string[] {
   try {
-    if (parseConfig(JSON.parse(Deno.readTextFileSync(configPath))).workers === 1) return [];
+    if (!mayRunWorkers(parseConfig(JSON.parse(Deno.readTextFileSync(configPath))))) return [];
   } catch {
     return [];
   }
-  return [
-    decodeURIComponent(new URL(".", import.meta.url).pathname).replace(/\/$/, ""),
-    decodeURIComponent(new URL("../deno.json", import.meta.url).pathname),
-  ];
+  return workerCodePaths(decodeURIComponent(new URL("..", import.meta.url).pathname));
 }
 
 /** The arguments after `deno` that run the gateway: `run`, permissions, main module, `args`. */

@@ -30,7 +30,7 @@ import {
   VERSION,
 } from "./cli.ts";
 import { readCgroupLimits } from "./config/cgroup.ts";
-import { resolveWorkerCount } from "./workers/count.ts";
+import { resolveWorkerCount, threadsFor } from "./workers/count.ts";
 import { createSharedProber, type SharedProber } from "./workers/shared_prober.ts";
 import { loadConfig, type LoadNotes, readConfigJson } from "./config/load.ts";
 import { ConfigError, formatProblem, type GatewayConfig } from "./config/schema.ts";
@@ -160,13 +160,16 @@ function summary(configPath: string, { config, notes }: Loaded): string {
     : tls.port === null
     ? " (HTTPS)"
     : ` (HTTPS on ${tls.port}${config.listen.redirectToHttps ? ", plain redirects" : ""})`;
-  // The thread count as start-up will resolve it (README, "Workers"); one thread says nothing.
-  const workerCount = resolveWorkerCount(config.workers, notes.cgroup);
-  const workers = workerCount === 1
+  // The thread count as start-up will resolve it (README, "Workers"); one thread says nothing,
+  // and neither does the default "auto" that a TLS listener keeps to one thread.
+  const threads = threadsFor(config.workers, tls !== null, notes.cgroup);
+  const workers = threads.singleBecauseOfTls === "asked"
+    ? `, 1 thread (${
+      resolveWorkerCount(config.workers, notes.cgroup)
+    } workers asked; the TLS listener runs on one)`
+    : threads.count === 1
     ? ""
-    : tls === null
-    ? `, ${workerCount} workers`
-    : `, 1 thread (${workerCount} workers asked; the TLS listener runs on one)`;
+    : `, ${threads.count} workers`;
   return `breakwater: config ${configPath} OK: ${services.length} service${
     services.length === 1 ? "" : "s"
   } (${services.join(", ")}), listen ${config.listen.hostname}:${config.listen.port}${https}` +
@@ -327,9 +330,9 @@ async function run(configPath: string, { config, notes }: Loaded, env: Env): Pro
   const { createGateway } = await import("./app.ts");
   // Named here so an instance's workers report under it too (README, "Workers").
   const instanceId = crypto.randomUUID();
-  const workerCount = resolveWorkerCount(config.workers, notes.cgroup);
+  const threads = threadsFor(config.workers, config.listen.tls !== null, notes.cgroup);
   // With workers, the main thread's health probes are the instance's, shared with the workers.
-  const prober = workerCount > 1 ? createSharedProber() : null;
+  const prober = threads.count > 1 ? createSharedProber() : null;
   const gateway = createGateway(config, {
     env,
     logger,
@@ -355,15 +358,19 @@ async function run(configPath: string, { config, notes }: Loaded, env: Env): Pro
     }
   };
 
-  if (prober !== null && config.listen.tls === null) {
+  if (prober !== null) {
     return await runWithWorkers(configPath, config, gateway, env, logger, {
-      count: workerCount,
+      count: threads.count,
       instanceId,
       prober,
     });
   }
-  if (workerCount > 1) {
+  // A number the config asked for is worth a warning; the default "auto" is not the user's
+  // request, so it is only noted (README, "Workers").
+  if (threads.singleBecauseOfTls === "asked") {
     logger.warn("workers: the TLS listener runs on the main thread alone", { workers: 1 });
+  } else if (threads.singleBecauseOfTls === "auto") {
+    logger.info("workers: auto runs one thread with the TLS listener", { workers: 1 });
   }
 
   let servers;

@@ -78,6 +78,9 @@ export async function startGateway(
       telemetry: { prometheus: true },
       limits: { maxBodyBytes: 200 * 1024 * 1024, maxConnections: 10_000 },
       services: options.services,
+      // One thread unless a row asks for workers: the rows compare features on one isolate,
+      // whatever the default ("auto") would pick on the bench machine.
+      workers: 1,
       ...options.extra,
     }),
   );

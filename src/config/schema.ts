@@ -289,12 +289,13 @@ export const configFileSchema = z.strictObject({
     }
   }).prefault({}),
   /**
-   * JavaScript workers serving the public port together (`reusePort`): `"auto"` is the cgroup's
-   * CPU quota, else the core count; 1 is the single-threaded gateway (README, "Workers").
+   * JavaScript workers serving the public port together (`reusePort`): `"auto"` (the default)
+   * is the cgroup's CPU quota, else the core count, so an instance uses the cores it was given;
+   * 1 is the single-threaded gateway (README, "Workers").
    */
   workers: z.union([z.literal("auto"), z.number().int().min(1).max(256)], {
     error: 'must be "auto" or a whole number from 1 to 256',
-  }).default(1),
+  }).default("auto"),
   admin: z.strictObject({
     hostname: z.string().min(1).default("127.0.0.1"),
     // Envoy's admin port: 9090 is Prometheus's own default, and both often share a host.

@@ -39,6 +39,11 @@ export interface WorkersAdminOptions {
   started: () => boolean;
   /** Makes worker `index` throw (tests only; absent: the route does not exist). */
   crash?: (index: number) => boolean;
+  /**
+   * Brings every worker up to the main thread's config and breakers; awaited after an admin
+   * write succeeds (a reload, a forced breaker) so its answer means the workers have it too.
+   */
+  syncWorkers?: () => Promise<void>;
 }
 
 /**
@@ -111,6 +116,11 @@ export function createWorkersAdminApp(options: WorkersAdminOptions): Hono {
       return crash(index) ? c.json({ crashing: index }) : c.json({ error: "no such worker" }, 404);
     });
   }
-  app.all("*", (c) => options.mainApp.fetch(c.req.raw));
+  app.all("*", async (c) => {
+    const answer = await options.mainApp.fetch(c.req.raw);
+    const write = c.req.method !== "GET" && c.req.method !== "HEAD";
+    if (write && answer.ok && options.syncWorkers !== undefined) await options.syncWorkers();
+    return answer;
+  });
   return app;
 }

@@ -26,3 +26,38 @@ export function resolveWorkerCount(
   if (cgroup.cpuCores === null) return byCores;
   return Math.max(1, Math.min(byCores, Math.floor(cgroup.cpuCores)));
 }
+
+/** How many threads serve the public port, and why when it is fewer than the setting asks. */
+export interface Threads {
+  /** Workers to run; 1 is the single-threaded gateway. */
+  count: number;
+  /**
+   * Set when the setting resolved to more than one but one thread runs: `"asked"` for a number
+   * the config gave (worth a warning: the user asked for workers), `"auto"` for the default
+   * (the user asked for nothing; worth an info line at most).
+   */
+  singleBecauseOfTls: "asked" | "auto" | null;
+}
+
+/**
+ * The threads an instance runs for `setting` (as {@link resolveWorkerCount}), given whether
+ * `listen.tls` is configured: the TLS listener runs on the main thread alone (README, "TLS and
+ * HTTP/2"), so a TLS config runs one thread whatever the setting.
+ *
+ * @example
+ * ```ts
+ * threadsFor("auto", false, { cpuCores: null }, 4); // { count: 4, singleBecauseOfTls: null }
+ * threadsFor("auto", true, { cpuCores: null }, 4); // { count: 1, singleBecauseOfTls: "auto" }
+ * threadsFor(2, true, { cpuCores: null }, 4); // { count: 1, singleBecauseOfTls: "asked" }
+ * ```
+ */
+export function threadsFor(
+  setting: "auto" | number,
+  tls: boolean,
+  cgroup: { cpuCores: number | null },
+  cores: number = navigator.hardwareConcurrency,
+): Threads {
+  const count = resolveWorkerCount(setting, cgroup, cores);
+  if (!tls || count === 1) return { count, singleBecauseOfTls: null };
+  return { count: 1, singleBecauseOfTls: setting === "auto" ? "auto" : "asked" };
+}

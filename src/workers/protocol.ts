@@ -54,6 +54,11 @@ export type ToWorker =
   | { type: "probe"; service: string; token: number; generation: number }
   | { type: "reload"; config: GatewayConfig }
   | { type: "metrics"; id: number }
+  /**
+   * Answered with `synced` once everything sent before it is in force in the worker (messages
+   * between two threads arrive in order; a reload before it has finished).
+   */
+  | { type: "sync"; id: number }
   | { type: "drain"; drainDelayMs: number; timeoutMs: number }
   | { type: "health-result"; id: number; status: number | null; error: string | null }
   | { type: "crash" };
@@ -81,10 +86,13 @@ export type FromWorker =
     inFlight: number;
   }
   | { type: "metrics"; id: number; text: string | null }
+  | { type: "synced"; id: number }
   | { type: "reloaded"; ok: boolean; message?: string }
   | {
     type: "health-probe";
     id: number;
+    /** The service whose check it is: two services may probe one origin differently (TLS). */
+    service: string;
     origin: string;
     path: string;
     intervalMs: number;

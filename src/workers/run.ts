@@ -22,6 +22,8 @@ import { createSupervisor } from "./supervisor.ts";
 export const WORKER_METRICS_TIMEOUT_MS = 1000;
 /** How often the config in force is compared with the one the workers run (reloads). */
 const CONFIG_CHECK_MS = 50;
+/** How long an admin write's answer waits for the workers to have it (a stuck one is skipped). */
+export const WORKER_SYNC_TIMEOUT_MS = 2000;
 
 /** A worker's start-up error, with the flag to add when it is a missing read permission. */
 function explainStartError(error: string): string {
@@ -73,6 +75,8 @@ export async function runWorkers(options: RunWorkersOptions): Promise<number> {
   let nextMetricsId = 1;
   const metricsWaiters = new Map<number, { index: number; resolve(text: string | null): void }>();
   const drained = new Map<number, () => void>();
+  let nextSyncId = 1;
+  const syncWaiters = new Map<number, { index: number; resolve(): void }>();
   let startFailed: (message: string) => void = () => {};
   const failedToStart = new Promise<string>((resolve) => startFailed = resolve);
   let allListening: () => void = () => {};
@@ -121,9 +125,18 @@ export async function runWorkers(options: RunWorkersOptions): Promise<number> {
       case "metrics":
         metricsWaiters.get(message.id)?.resolve(message.text);
         return;
+      case "synced":
+        syncWaiters.get(message.id)?.resolve();
+        return;
       case "health-probe": {
         const { id } = message;
-        options.prober.probe(message.origin, message.path, message.intervalMs, message.timeoutMs)
+        options.prober.probe(
+          message.service,
+          message.origin,
+          message.path,
+          message.intervalMs,
+          message.timeoutMs,
+        )
           .then(
             (status) =>
               supervisor.postTo(index, { type: "health-result", id, status, error: null }),
@@ -176,6 +189,9 @@ export async function runWorkers(options: RunWorkersOptions): Promise<number> {
       for (const waiter of metricsWaiters.values()) {
         if (waiter.index === index) waiter.resolve(null);
       }
+      for (const waiter of syncWaiters.values()) {
+        if (waiter.index === index) waiter.resolve();
+      }
     },
   });
   const host = createBreakerHost({
@@ -191,11 +207,36 @@ export async function runWorkers(options: RunWorkersOptions): Promise<number> {
   };
 
   // A reload (SIGHUP or POST /admin/reload, both on the main thread) reaches every worker.
-  const configCheck = setInterval(() => {
+  const sendReload = () => {
     if (gateway.config === workersConfig) return;
     workersConfig = gateway.config;
     supervisor.broadcast({ type: "reload", config: workerShare(workersConfig, count) });
-  }, CONFIG_CHECK_MS);
+  };
+  const configCheck = setInterval(sendReload, CONFIG_CHECK_MS);
+  /** The config and breakers in force on the main thread, in force in every worker. */
+  const syncWorkers = async (): Promise<void> => {
+    sendReload();
+    host.publish();
+    const asks: Promise<void>[] = [];
+    for (let index = 0; index < count; index++) {
+      if (!statuses[index].listening) continue;
+      const id = nextSyncId++;
+      asks.push(
+        new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, WORKER_SYNC_TIMEOUT_MS);
+          syncWaiters.set(id, {
+            index,
+            resolve: () => {
+              clearTimeout(timer);
+              resolve();
+            },
+          });
+          supervisor.postTo(index, { type: "sync", id });
+        }).finally(() => syncWaiters.delete(id)),
+      );
+    }
+    await Promise.all(asks);
+  };
 
   const workerMetrics = async (): Promise<string[]> => {
     const asks: Promise<string | null>[] = [];
@@ -236,6 +277,7 @@ export async function runWorkers(options: RunWorkersOptions): Promise<number> {
       return sums;
     },
     workers: () => statuses.map(({ pools: _pools, ...status }) => ({ ...status })),
+    syncWorkers,
     crash: testHooks
       ? (index) => {
         if (!statuses[index]?.listening) return false;

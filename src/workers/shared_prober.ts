@@ -23,7 +23,13 @@ export interface SharedProber {
    * A worker's probe: the shared result if fresh, else one real probe through the main
    * thread's client for that upstream; rejects when the main thread probes no such upstream.
    */
-  probe(origin: string, path: string, intervalMs: number, timeoutMs: number): Promise<number>;
+  probe(
+    service: string,
+    origin: string,
+    path: string,
+    intervalMs: number,
+    timeoutMs: number,
+  ): Promise<number>;
 }
 
 interface Entry {
@@ -55,7 +61,9 @@ export function createSharedProber(options: { now?: () => number } = {}): Shared
   const now = options.now ?? (() => performance.now());
   const senders = new Map<string, HealthProbe>();
   const results = new Map<string, Entry>();
-  const keyOf = (origin: string, path: string) => `${origin} ${path}`;
+  // Per service too: two services with one upstream origin may reach it with different TLS
+  // settings (README, "Upstream TLS"), so neither may take the other's result.
+  const keyOf = (service: string, origin: string, path: string) => `${service} ${origin} ${path}`;
 
   const shared = (
     key: string,
@@ -82,19 +90,21 @@ export function createSharedProber(options: { now?: () => number } = {}): Shared
       const { intervalMs, timeoutMs, path: checked } = service.healthCheck;
       // Known before the first probe, so a worker that asks first is answered too.
       for (const origin of service.upstreams) {
-        senders.set(keyOf(new URL(origin).origin, checked), probe);
+        senders.set(keyOf(service.name, new URL(origin).origin, checked), probe);
       }
       return (origin, path, signal) => {
-        const key = keyOf(origin, path);
+        const key = keyOf(service.name, origin, path);
         senders.set(key, probe);
         return abortable(shared(key, probe, origin, path, intervalMs, timeoutMs), signal);
       };
     },
-    probe(origin, path, intervalMs, timeoutMs) {
-      const key = keyOf(origin, path);
+    probe(service, origin, path, intervalMs, timeoutMs) {
+      const key = keyOf(service, origin, path);
       const send = senders.get(key);
       if (send === undefined) {
-        return Promise.reject(new Error(`the main thread probes no ${origin}${path}`));
+        return Promise.reject(
+          new Error(`the main thread probes no ${origin}${path} for service ${service}`),
+        );
       }
       return shared(key, send, origin, path, intervalMs, timeoutMs);
     },
@@ -131,7 +141,15 @@ export function createProbeClient(
         const id = nextId++;
         const asked = new Promise<number>((resolve, reject) => {
           waiting.set(id, { resolve, reject });
-          post({ type: "health-probe", id, origin, path, intervalMs, timeoutMs });
+          post({
+            type: "health-probe",
+            id,
+            service: service.name,
+            origin,
+            path,
+            intervalMs,
+            timeoutMs,
+          });
         });
         return abortable(asked, signal).finally(() => waiting.delete(id));
       };

@@ -41,6 +41,8 @@ let statsTimer: ReturnType<typeof setInterval> | undefined;
 const pendingBreakers: ToWorker[] = [];
 let flushLog: () => void = () => {};
 let probes: ProbeClient | null = null;
+/** Reloads in the order they came, so a `sync` after one answers once it is in force. */
+let reloaded: Promise<void> = Promise.resolve();
 
 /** Log batches stay under PIPE_BUF even with some multi-byte characters. */
 const LOG_BATCH_CHARS = 3000;
@@ -193,12 +195,22 @@ function handle(message: ToWorker): void {
     case "health-result":
       probes?.answer(message.id, message.status, message.error);
       return;
-    case "reload":
-      gateway?.reload(message.config).then(
-        () => post({ type: "reloaded", ok: true }),
-        (error) => post({ type: "reloaded", ok: false, message: String(error) }),
+    case "reload": {
+      const running = gateway;
+      if (running === null) return;
+      reloaded = reloaded.then(() =>
+        running.reload(message.config).then(
+          () => post({ type: "reloaded", ok: true }),
+          (error) => post({ type: "reloaded", ok: false, message: String(error) }),
+        )
       );
       return;
+    }
+    case "sync": {
+      const { id } = message;
+      reloaded.then(() => post({ type: "synced", id }));
+      return;
+    }
     case "metrics":
       metricsText().then(
         (text) => post({ type: "metrics", id: message.id, text }),

@@ -14,6 +14,8 @@ import {
   taskFlags,
   tempConfig,
 } from "./_run.ts";
+import { readCgroupLimits } from "../../src/config/cgroup.ts";
+import { resolveWorkerCount } from "../../src/workers/count.ts";
 
 const VERSION = JSON.parse(Deno.readTextFileSync(DENO_JSON)).version as string;
 
@@ -67,7 +69,11 @@ Deno.test("--check validates and summarises without listening or opening KV, exi
   // The listen port is held by this test: a gateway that tried to listen would fail.
   const held = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (held.addr as Deno.NetAddr).port;
-  const temp = await tempConfig((dir) => smallConfig(`${dir}/state/bw.kv`, port));
+  // One thread: the summary then names no workers (the next test covers the thread count).
+  const temp = await tempConfig((dir) => ({
+    ...smallConfig(`${dir}/state/bw.kv`, port),
+    workers: 1,
+  }));
   try {
     const { code, stdout, stderr } = await runMain(
       [
@@ -105,6 +111,66 @@ Deno.test("--check names the worker threads start-up would run", async () => {
     assert.match(stdout, /, listen 127\.0\.0\.1:0, 3 workers, admin /);
   } finally {
     await temp.cleanup();
+  }
+  // The default is "auto": the cgroup's CPU quota, else the cores, as this process reads them.
+  const auto = await tempConfig(() => smallConfig(":memory:"));
+  try {
+    const { code, stdout, stderr } = await runMain(
+      ["--allow-env", "--allow-sys", `--allow-read=${auto.configPath},/sys/fs/cgroup`],
+      ["--check", "--config", auto.configPath],
+      { PORT: "" },
+    );
+    assert.equal(code, 0, stderr);
+    const expected = resolveWorkerCount("auto", readCgroupLimits());
+    const named = expected === 1 ? "" : `, ${expected} workers`;
+    assert.ok(stdout.includes(`, listen 127.0.0.1:0${named}, admin `), stdout);
+  } finally {
+    await auto.cleanup();
+  }
+  // A TLS listener keeps "auto" to one thread without a word; a number asked for is named.
+  const certs = await tempConfig(() => ({}));
+  try {
+    const pem = (name: string) => `${certs.dir}/${name}.pem`;
+    const made = await new Deno.Command("openssl", {
+      args: [
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=localhost",
+      ]
+        .concat(["-keyout", pem("key"), "-out", pem("cert")]),
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    assert.ok(made.success, "openssl made a certificate");
+    const tls = { certFile: pem("cert"), keyFile: pem("key") };
+    for (const [workers, suffix] of [[undefined, ""], [2, ", 1 thread (2 workers asked; "]]) {
+      await Deno.writeTextFile(
+        certs.configPath,
+        JSON.stringify({ ...smallConfig(":memory:"), listen: { port: 0, tls }, workers }),
+      );
+      const { code, stdout, stderr } = await runMain(
+        [
+          "--allow-env",
+          "--allow-sys",
+          // The certificate pair is tried on a loopback listener at validation.
+          "--allow-net=127.0.0.1",
+          `--allow-read=${certs.configPath},${certs.dir},/sys/fs/cgroup`,
+        ],
+        ["--check", "--config", certs.configPath],
+        { PORT: "" },
+      );
+      assert.equal(code, 0, stderr);
+      assert.ok(stdout.includes(`, listen 0.0.0.0:0 (HTTPS)${suffix}`), stdout);
+      if (suffix === "") assert.ok(stdout.includes("(HTTPS), admin "), stdout);
+    }
+  } finally {
+    await certs.cleanup();
   }
 });
 
@@ -183,8 +249,15 @@ Deno.test("a port in use stops start-up with exit 1 and says which address", asy
   const port = (held.addr as Deno.NetAddr).port;
   const temp = await tempConfig(() => smallConfig(":memory:", port));
   try {
+    // The default ("auto") runs workers where there are cores for them: they load the
+    // gateway's code, so it is granted as `deno task start` grants it.
     const { code, stderr } = await runMain(
-      ["--allow-env", "--allow-net", "--allow-sys", `--allow-read=${temp.configPath}`],
+      [
+        "--allow-env",
+        "--allow-net",
+        "--allow-sys",
+        `--allow-read=${temp.configPath},${ROOT}/src,${DENO_JSON}`,
+      ],
       ["--config", temp.configPath],
       { BREAKWATER_LOG_LEVEL: "off" },
     );
@@ -228,8 +301,12 @@ for (const signal of ["SIGTERM", "SIGINT"] as const) {
       assert.ok((await Deno.stat(`${temp.dir}/state/nested/bw.kv`)).isFile);
       const command = childCommandLine(launcher.child.pid);
       const kvFolder = `${temp.dir}/state/nested`;
+      // The default ("auto") may run workers, which load the gateway's code: read only.
       assert.ok(
-        command.includes(`--allow-read=${temp.configPath},${kvFolder},/sys/fs/cgroup,/proc/self`),
+        command.includes(
+          `--allow-read=${temp.configPath},${kvFolder},${ROOT}/src,${DENO_JSON},` +
+            `/sys/fs/cgroup,/proc/self`,
+        ),
         command.join(" "),
       );
       assert.ok(command.includes(`--allow-write=${kvFolder}`), command.join(" "));

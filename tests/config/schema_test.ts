@@ -25,7 +25,7 @@ Deno.test("every documented default is filled", () => {
     tls: null,
     redirectToHttps: false,
   });
-  assert.equal(config.workers, 1);
+  assert.equal(config.workers, "auto");
   // Envoy's admin port: 9090 is Prometheus's default.
   assert.deepEqual(config.admin, { hostname: "127.0.0.1", port: 9901 });
   assert.equal(config.kv.path, "./data/breakwater.kv");

@@ -6,7 +6,12 @@
  */
 import assert from "node:assert/strict";
 import { parseConfig } from "../../src/config/schema.ts";
-import { permissionFlags, permissionsFor } from "../../src/launch.ts";
+import {
+  mayRunWorkers,
+  permissionFlags,
+  permissionsFor,
+  workerCodePaths,
+} from "../../src/launch.ts";
 import { pruneDeps } from "../../deploy/docker/prune_deps.ts";
 import { envOf, last, readDockerfile } from "./_dockerfile.ts";
 
@@ -29,7 +34,11 @@ Deno.test("Dockerfile: CMD grants exactly what the launcher derives for the ship
     "the shipped config is copied where BREAKWATER_CONFIG points",
   );
   const shipped = parseConfig(JSON.parse(Deno.readTextFileSync(`${ROOT}/breakwater.json`)));
-  const derived = permissionFlags(permissionsFor(configPath, shipped.kv.path, workdir));
+  // The shipped config may run workers ("auto"): they read the gateway's code under WORKDIR.
+  assert.ok(mayRunWorkers(shipped));
+  const derived = permissionFlags(
+    permissionsFor(configPath, shipped.kv.path, workdir, workerCodePaths(workdir)),
+  );
 
   assert.equal(cmd[0], "run");
   assert.equal(cmd.at(-1), "src/main.ts");

@@ -70,6 +70,9 @@ Deno.test("three instances on one KV file: one outage costs about threshold fail
   const kvPath = `${dir}/fleet.kv`;
   const config = {
     kv: { path: kvPath, syncIntervalMs: 100 },
+    // One thread per instance: the bound below counts what each instance lets through, and a
+    // worker's trip reaches its sibling by a message (README, "Workers": threshold + 1).
+    workers: 1,
     services: {
       svc: {
         prefix: "/svc",

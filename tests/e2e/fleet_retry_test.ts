@@ -60,6 +60,9 @@ Deno.test("fleet retry budget across three gateway processes: one floor for the 
   const breaker = { failureStatuses: "500" };
   const config = {
     kv: { path: kvPath, syncIntervalMs: 50 },
+    // One thread per instance: with workers the retry budget is each worker's own, not the
+    // fleet's (README, "Workers").
+    workers: 1,
     services: {
       pooled: { prefix: "/pooled", upstreams: [upstream.origin], retry, breaker },
       solo: {

@@ -44,6 +44,9 @@ for (
     try {
       gateway = await startGatewayProcess({
         kv: { path: kvUrl },
+        // One thread: the exact sequence below (the third failure trips, the fourth call is
+        // refused) is the single-threaded breaker's; a worker's trip reaches it by a message.
+        workers: 1,
         services: {
           s: {
             prefix: "/s",
@@ -106,6 +109,8 @@ Deno.test("lost KV: the KV file locked by another writer -> requests flow, break
   let db: { exec(sql: string): void; close(): void } | null = null;
   try {
     gateway = await startGatewayProcess({
+      // One thread: the exact status sequence below is the single-threaded breaker's.
+      workers: 1,
       services: {
         s: {
           prefix: "/s",

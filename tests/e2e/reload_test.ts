@@ -42,8 +42,13 @@ function reloadedCount(gateway: GatewayProcess): number {
 
 async function hangUp(gateway: GatewayProcess): Promise<void> {
   const before = reloadedCount(gateway);
+  // The main thread logs "config reloaded", then each worker once it has the new config
+  // (README, "Workers"): the reload is in force once every thread said so.
+  const workers = Number(gateway.lines.find((line) => line.msg === "listening")?.workers ?? 0);
   gateway.child.kill("SIGHUP");
-  await waitFor(() => reloadedCount(gateway) > before, { what: "config reloaded" });
+  await waitFor(() => reloadedCount(gateway) >= before + 1 + workers, {
+    what: "config reloaded",
+  });
 }
 
 function service(upstream: TestUpstream, prefix: string): Record<string, unknown> {

@@ -513,6 +513,8 @@ Deno.test("a client that uploads slowly does not make the upstream a slow call",
 Deno.test("limits.maxClientConnections: a connection beyond it is closed at once", async () => {
   const upstream = startUpstream(() => new Response("ok"));
   const gw = await startGatewayProcess({
+    // One thread: with workers each takes a share of the limit (README, "Workers").
+    workers: 1,
     limits: { maxClientConnections: 2 },
     services: { a: { prefix: "/a", upstreams: [upstream.origin] } },
   });

@@ -1,8 +1,8 @@
 /** The workers' pure parts: the count for "auto", the limit shares, the metrics merge. */
 import assert from "node:assert/strict";
 import { parseConfig } from "../../src/config/schema.ts";
-import { workerCodeFromConfigFile } from "../../src/launch.ts";
-import { resolveWorkerCount } from "../../src/workers/count.ts";
+import { workerCodeFromConfigFile, workerCodePaths } from "../../src/launch.ts";
+import { resolveWorkerCount, threadsFor } from "../../src/workers/count.ts";
 import { mergeExpositions, parseExposition } from "../../src/workers/metrics_merge.ts";
 import { shareOf, workerShare } from "../../src/workers/share.ts";
 
@@ -14,9 +14,19 @@ Deno.test("workers: auto is the cgroup quota rounded down, else the cores; a num
   assert.equal(resolveWorkerCount(3, { cpuCores: 1 }, 16), 3);
 });
 
-Deno.test("workers: the config takes workers as auto or 1-256, default 1", () => {
+Deno.test("workers: a TLS listener runs one thread; only a number asked for is a warning", () => {
+  const none = { cpuCores: null };
+  assert.deepEqual(threadsFor("auto", false, none, 4), { count: 4, singleBecauseOfTls: null });
+  assert.deepEqual(threadsFor("auto", true, none, 4), { count: 1, singleBecauseOfTls: "auto" });
+  assert.deepEqual(threadsFor(2, true, none, 4), { count: 1, singleBecauseOfTls: "asked" });
+  assert.deepEqual(threadsFor(1, true, none, 4), { count: 1, singleBecauseOfTls: null });
+  assert.deepEqual(threadsFor("auto", true, none, 1), { count: 1, singleBecauseOfTls: null });
+});
+
+Deno.test("workers: the config takes workers as auto or 1-256, default auto", () => {
   const services = { a: { prefix: "/a", upstreams: ["http://127.0.0.1:1"] } };
-  assert.equal(parseConfig({ services }).workers, 1);
+  assert.equal(parseConfig({ services }).workers, "auto");
+  assert.equal(parseConfig({ services, workers: 1 }).workers, 1);
   assert.equal(parseConfig({ services, workers: "auto" }).workers, "auto");
   assert.equal(parseConfig({ services, workers: 4 }).workers, 4);
   for (const bad of [0, 1.5, "2", 257]) {
@@ -105,12 +115,20 @@ Deno.test("workers: the launcher grants the gateway's code only to a config with
       await Deno.writeTextFile(`${dir}/c.json`, JSON.stringify(config));
       return workerCodeFromConfigFile(`${dir}/c.json`);
     };
-    assert.deepEqual(await write({ services }), []);
-    const granted = await write({ services, workers: "auto" });
+    assert.deepEqual(await write({ services, workers: 1 }), []);
+    // The default is "auto": a config that says nothing runs workers and needs the code.
+    const granted = await write({ services });
+    assert.deepEqual(await write({ services, workers: "auto" }), granted);
+    assert.deepEqual(await write({ services, workers: 2 }), granted);
     assert.equal(granted.length, 2);
     assert.ok(granted[0].endsWith("/src"), granted[0]);
     assert.ok(granted[1].endsWith("/deno.json"), granted[1]);
     assert.ok(Deno.statSync(`${granted[0]}/workers/worker_main.ts`).isFile);
+    assert.deepEqual(workerCodePaths("/app/"), ["/app/src", "/app/deno.json"]);
+    // A TLS listener runs on one thread whatever the setting: no worker loads code.
+    const tls = { certFile: `${dir}/cert.pem`, keyFile: `${dir}/key.pem` };
+    assert.deepEqual(await write({ services, listen: { tls } }), []);
+    assert.deepEqual(await write({ services, workers: 4, listen: { tls } }), []);
     assert.deepEqual(
       await write({ services, workers: "many" }),
       [],
