@@ -95,6 +95,20 @@ export interface KvWriteCheck {
   idleWalBytes?: number;
   /** True when the database or its WAL was modified during the run. */
   changed: boolean;
+  /**
+   * KV commits during the run, counted in the WAL (`bench/lib/kv_wal.ts`); null when the log
+   * restarted during the run (a checkpoint), which loses the count.
+   */
+  commits?: number | null;
+  /** Commits in as long with no traffic, measured once before the runs (null: not told). */
+  idleCommits?: number | null;
+  /**
+   * Commits in as long under light traffic (a request every 50 ms: busy every second, few
+   * requests), measured once before the runs; what timed writes cost while busy.
+   */
+  lightCommits?: number | null;
+  /** Requests of that light run. */
+  lightRequests?: number;
 }
 
 /** One large transfer through one proxy process, with its resident memory around it. */

@@ -8,6 +8,7 @@
 import type { BenchUpstream } from "../lib/lineup.ts";
 import { BREAKWATER_ROWS, isDirect } from "../lib/lineup.ts";
 import type { KvWriteCheck, ThroughputRow } from "../lib/results.ts";
+import { commitsBetween, walCommits } from "../lib/kv_wal.ts";
 import { kvFiles, waitQuiet } from "../lib/sampling.ts";
 import type { BenchContext, Scenario } from "../lib/scenario.ts";
 import {
@@ -28,7 +29,7 @@ async function measure(
   upstream: BenchUpstream,
   dir: string,
   kvWriteChecks: KvWriteCheck[],
-  idleWalBytes: number,
+  baseline: KvBaseline,
 ): Promise<WrkResult | undefined> {
   const others = isDirect(target, upstream) ? [] : [upstream.proc.pid];
   let result: WrkResult | undefined;
@@ -40,14 +41,16 @@ async function measure(
     const watchKv = target.name === BREAKWATER_ROWS.defaults;
     // A missing file would read as "unchanged": only count runs where the KV file exists.
     const kvBefore = watchKv && kvFiles(kvPath).dbMtime > 0 ? kvFiles(kvPath) : null;
+    const commitsBefore = kvBefore ? walCommits(kvPath) : null;
     result = await wrk(`${target.url}/item`, connections, DURATION_S, target.pid, others);
     if (kvBefore) {
       const kvAfter = kvFiles(kvPath);
       kvWriteChecks.push({
         requests: result.requests,
         walBytes: kvAfter.walBytes - kvBefore.walBytes,
-        idleWalBytes,
         changed: kvAfter.walMtime !== kvBefore.walMtime || kvAfter.dbMtime !== kvBefore.dbMtime,
+        commits: commitsBetween(commitsBefore, walCommits(kvPath)),
+        ...baseline,
       });
     }
     if (result.foreignCpuShare <= FOREIGN_REPEAT_SHARE) break;
@@ -67,12 +70,8 @@ async function run(context: BenchContext): Promise<void> {
   // Warm every target (JIT, pools), then interleave targets within each repetition so drift
   // on the noisy machine spreads over all of them.
   for (const target of targets) await wrk(`${target.url}/item`, 32, 1, null);
-  // What the KV file gets with no traffic at all (heartbeats, re-syncs) over one run's length:
-  // the per-request check is against this, not against zero.
-  const kvPath = `${dir}/throughput.kv`;
-  const idleBefore = kvFiles(kvPath).walBytes;
-  await new Promise((resolve) => setTimeout(resolve, DURATION_S * 1000));
-  const idleWalBytes = Math.max(0, kvFiles(kvPath).walBytes - idleBefore);
+  const defaults = targets.find((target) => target.name === BREAKWATER_ROWS.defaults);
+  const baseline = await kvBaseline(`${dir}/throughput.kv`, defaults?.url ?? null);
   const rows: ThroughputRow[] = [];
   for (const connections of CONNECTIONS) {
     for (const target of targets) rows.push({ target: target.name, connections, runs: [] });
@@ -87,7 +86,7 @@ async function run(context: BenchContext): Promise<void> {
           upstream,
           dir,
           results.kvWriteChecks,
-          idleWalBytes,
+          baseline,
         );
         if (!result) continue;
         rows.find((row) => row.target === target.name && row.connections === connections)!.runs
@@ -101,6 +100,39 @@ async function run(context: BenchContext): Promise<void> {
     }
   }
   await measureMibBodies(context, targets);
+}
+
+/** What the KV file gets in one run's length without the load: the per-request check's base. */
+type KvBaseline = Pick<
+  KvWriteCheck,
+  "idleWalBytes" | "idleCommits" | "lightCommits" | "lightRequests"
+>;
+
+/**
+ * The KV's writes over one run's length with no traffic (heartbeats), then under light traffic
+ * (a request every 50 ms). Writes that come per second while the gateway is busy (the fleet
+ * retry budget publishing its per-second counts, the fleet activity exchange) happen in the
+ * light run as in a wrk run; a write per request would not. So "zero KV writes per successful
+ * request" compares a wrk run's commits with the light run's, per extra request.
+ */
+async function kvBaseline(kvPath: string, url: string | null): Promise<KvBaseline> {
+  const idleBefore = kvFiles(kvPath).walBytes;
+  const idleCommitsBefore = walCommits(kvPath);
+  await new Promise((resolve) => setTimeout(resolve, DURATION_S * 1000));
+  const idleWalBytes = Math.max(0, kvFiles(kvPath).walBytes - idleBefore);
+  const idleCommits = commitsBetween(idleCommitsBefore, walCommits(kvPath));
+  if (url === null) return { idleWalBytes, idleCommits, lightCommits: null, lightRequests: 0 };
+  const lightBefore = walCommits(kvPath);
+  const endAt = performance.now() + DURATION_S * 1000;
+  let lightRequests = 0;
+  while (performance.now() < endAt) {
+    const response = await fetch(`${url}/item`, { signal: AbortSignal.timeout(5000) });
+    await response.body?.cancel();
+    if (response.ok) lightRequests++;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  const lightCommits = commitsBetween(lightBefore, walCommits(kvPath));
+  return { idleWalBytes, idleCommits, lightCommits, lightRequests };
 }
 
 /** wrk connections for the 1 MiB bodies: enough to keep every proxy busy, few enough for RSS. */
