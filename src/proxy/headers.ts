@@ -4,6 +4,8 @@
  *
  * @module
  */
+import { headerFieldsOf } from "../server/fields_headers.ts";
+import { sortAndCombine } from "../server/static_body.ts";
 
 /** Hop-by-hop headers that never cross a proxy, whatever `Connection` says. */
 export const HOP_BY_HOP_HEADERS: readonly string[] = [
@@ -99,8 +101,10 @@ export function upstreamRequestHeaders(incoming: Headers, context: ForwardingCon
   const out: HeaderPairs = [];
   let forwardedFor: string | null = null;
   let via: string | null = null;
-  // Headers iterates lower-cased names, repeated fields joined (set-cookie aside).
-  for (const [name, value] of incoming) {
+  // Headers iterates lower-cased names, repeated fields joined (set-cookie aside); the server's
+  // parsed pairs are put in that form without filling a `Headers` (src/server/fields_headers.ts).
+  const pairs = headerFieldsOf(incoming);
+  for (const [name, value] of pairs !== null ? sortAndCombine(pairs) : incoming) {
     if (HOP_BY_HOP.has(name) || (named !== null && named.has(name))) continue;
     switch (name) {
       case "host":

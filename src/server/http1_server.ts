@@ -62,6 +62,7 @@ import { writeResponse } from "./_response_writer.ts";
 import { createInformationalGate, type SendInformational } from "./_informational.ts";
 import { type TakenConnection, takeOverConnection } from "./_takeover.ts";
 import { buildRequest } from "./_server_request.ts";
+import { fieldsHeaders } from "./fields_headers.ts";
 
 /** What the server knows about a request beyond the fetch `Request`. */
 export interface ServeInfo {
@@ -536,7 +537,9 @@ async function exchange(
 
   let taker: ((connection: TakenConnection) => Promise<void>) | null = null;
   const interim = head.minor === 1 ? createInformationalGate(connection) : null;
-  const info: ServeInfo = {
+  // One object serves as the handler's `ServeInfo` and, with headers and signal, as the
+  // `direct` entry point's request (no second copy per request).
+  const info: DirectRequest = {
     remoteAddr: connection.remoteAddr,
     target: head.target,
     method: head.method,
@@ -548,15 +551,17 @@ async function exchange(
       }
       : undefined,
     sendInformational: interim?.send,
+    // Filled from the pairs only if the handler needs more than get/has (./fields_headers.ts).
+    headers: fieldsHeaders(head.fields),
+    signal: abort.signal,
   };
   let response: Response | null = null;
   try {
     const direct = state.handler.direct;
     if (direct !== undefined) {
-      const headers = new Headers(head.fields);
       // Keep a read posted while the handler runs, so a client that goes away is noticed.
       connection.watch();
-      response = await directResponse(state, direct, { ...info, headers, signal: abort.signal });
+      response = await directResponse(state, direct, info);
     }
     if (response === null) {
       const request = buildRequest(connection, head, body, abort.signal);
