@@ -14,9 +14,11 @@ export interface BodyIdleWatch {
   /**
    * `body` read through; errors with `ClientError("request_timeout")` (the client's fault: the
    * request path answers 408 and no upstream is blamed) once a read waited `idleMs` for a chunk
-   * (seen by the next {@link BodyIdleWatch.sweep}).
+   * (seen by the next {@link BodyIdleWatch.sweep}). Watched until it ends, fails or is
+   * cancelled, or `until` settles (the exchange is over: a body nobody read to its end is not
+   * kept).
    */
-  bound(body: ReadableStream<Uint8Array>): ReadableStream<Uint8Array>;
+  bound(body: ReadableStream<Uint8Array>, until?: Promise<unknown>): ReadableStream<Uint8Array>;
   /** Errors every body whose outstanding read began `idleMs` or more ago on `now`'s clock. */
   sweep(): void;
   /** Bodies being read now. */
@@ -41,13 +43,13 @@ interface Entry {
  * ```ts
  * const uploads = createBodyIdleWatch(60_000, () => performance.now());
  * setInterval(() => uploads.sweep(), 1000);
- * const body = request.body === null ? null : uploads.bound(request.body);
+ * const body = request.body === null ? null : uploads.bound(request.body, info.completed);
  * ```
  */
 export function createBodyIdleWatch(idleMs: number, now: () => number): BodyIdleWatch {
   const entries = new Set<Entry>();
   return {
-    bound(body) {
+    bound(body, until) {
       const reader = body.getReader();
       let failed = false;
       let stream!: ReadableStreamDefaultController<Uint8Array>;
@@ -63,6 +65,7 @@ export function createBodyIdleWatch(idleMs: number, now: () => number): BodyIdle
         },
       };
       entries.add(entry);
+      until?.finally(() => entries.delete(entry));
       return new ReadableStream<Uint8Array>({
         start(controller) {
           stream = controller;

@@ -322,7 +322,7 @@ export function serveTls(options: TlsServerOptions, handler: TlsHandler): TlsSer
     });
     // hyper waits for a stalled upload forever; the plain port's body idle timeout holds here
     // too (GET and HEAD bodies are not on the Request: none to bound).
-    const body = request.body === null ? null : uploads.bound(request.body);
+    const body = request.body === null ? null : uploads.bound(request.body, settled);
     return handler(withAuthorityAsHost(request, body), {
       remoteAddr: pipe.remoteAddr,
       completed: info.completed,

@@ -72,6 +72,18 @@ Deno.test("body idle: a consumer that does not read is not idle; chunks reset th
   assert.equal(watch.size(), 0, "an ended body is no longer watched");
 });
 
+Deno.test("body idle: a body nobody reads to its end leaves the watch when the exchange is over", async () => {
+  const watch = createBodyIdleWatch(1000, () => 0);
+  const { body, release } = stallingBody(1);
+  const { promise: completed, resolve: complete } = Promise.withResolvers<void>();
+  watch.bound(body, completed);
+  assert.equal(watch.size(), 1);
+  complete();
+  await eventLoopTurn();
+  assert.equal(watch.size(), 0);
+  release();
+});
+
 Deno.test("body idle: reading 10,000 chunks sets no timer (one sweep checks every body)", async () => {
   const watch = createBodyIdleWatch(1000, () => performance.now());
   const { body, release } = stallingBody(10_000);
