@@ -94,9 +94,13 @@ export function bridgeWebSocket(
   const { promise: ended, resolve } = Promise.withResolvers<SessionSummary>();
   socket.binaryType = "arraybuffer";
 
+  const { promise: upstreamClosedNow, resolve: markUpstreamClosed } = Promise.withResolvers<
+    void
+  >();
   const closeUpstream = () => {
     if (upstreamClosed) return;
     upstreamClosed = true;
+    markUpstreamClosed();
     try {
       conn.close();
     } catch {
@@ -164,11 +168,15 @@ export function bridgeWebSocket(
   const readUpstream = async () => {
     // The client's socket opens once the host sent the 101; a message the upstream sends right
     // after its own 101 (a greeting) waits for that instead of being dropped as undeliverable.
+    // The idle timeout's close ends the wait too, should the socket never open.
     if (socket.readyState === WebSocket.CONNECTING) {
-      await new Promise((opened) => {
-        socket.addEventListener("open", opened, { once: true });
-        socket.addEventListener("close", opened, { once: true });
-      });
+      await Promise.race([
+        upstreamClosedNow,
+        new Promise((opened) => {
+          socket.addEventListener("open", opened, { once: true });
+          socket.addEventListener("close", opened, { once: true });
+        }),
+      ]);
     }
     // Unread upstream bytes are buf[start, end). Reads land in place and the buffer grows by
     // doubling to fit the frame being read, so a 64 MiB frame costs its bytes once, not one copy
