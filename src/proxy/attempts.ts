@@ -40,6 +40,8 @@ export interface Attempts {
   pathAndQuery: string;
   /** Headers rewritten for the upstream. */
   headers: HeaderPairs;
+  /** Their names and values were checked already (`UpstreamRequest.headersChecked`). */
+  headersChecked?: boolean;
   /** The body. */
   body: OutgoingBody;
   /** Retries are allowed for this request (and its body is replayable). */
@@ -140,6 +142,7 @@ async function attemptOnce(attempts: Attempts, endpoint: UpstreamEndpoint, attem
       pathAndQuery: attempts.pathAndQuery,
       method: attempts.method,
       headers: withTraceHeaders(attempts.headers, span),
+      headersChecked: attempts.headersChecked,
       body: attempts.body.body,
       signal: scope.signal,
       bodyIdleTimeoutMs: service.config.bodyIdleTimeoutMs,

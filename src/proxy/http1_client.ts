@@ -314,6 +314,16 @@ function latin1(bytes: Uint8Array, start: number, end: number): string {
   return out;
 }
 
+/** `text` without leading and trailing SP and HTAB (OWS, RFC 9110 §5.6.3). */
+function trimOws(text: string): string {
+  let start = 0;
+  let end = text.length;
+  while (start < end && (text.charCodeAt(start) === 32 || text.charCodeAt(start) === 9)) start++;
+  while (end > start && (text.charCodeAt(end - 1) === 32 || text.charCodeAt(end - 1) === 9)) end--;
+  // The usual `name: value` has one space and nothing after: one slice, no regular expression.
+  return start === 0 && end === text.length ? text : text.slice(start, end);
+}
+
 /** Parses a head (without the final CRLFCRLF); throws {@link ProtocolError}. */
 export function parseResponseHead(text: string): ResponseHead {
   const lines = text.split("\r\n");
@@ -334,7 +344,7 @@ export function parseResponseHead(text: string): ResponseHead {
     if (colon <= 0) throw new ProtocolError("header line without a name");
     const name = line.slice(0, colon);
     if (!isToken(name)) throw new ProtocolError("invalid header name");
-    const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, "");
+    const value = trimOws(line.slice(colon + 1));
     if (!isFieldValue(value)) throw new ProtocolError("invalid header value");
     const lower = name.toLowerCase();
     if (lower === "content-length") {
@@ -356,8 +366,10 @@ export function parseResponseHead(text: string): ResponseHead {
     }
     chunked = true;
   }
-  const tokens = connectionTokens.split(",").map((token) => token.trim());
-  const keepAlive = minor === 1 ? !tokens.includes("close") : false;
+  const keepAlive = minor === 1
+    ? connectionTokens === "" ||
+      !connectionTokens.split(",").map((token) => token.trim()).includes("close")
+    : false;
   return {
     minor,
     status,
@@ -577,8 +589,9 @@ const WITH_EMPTY_BODY = new Set(["POST", "PUT", "PATCH"]);
 
 function encodeHead(head: string): Uint8Array {
   // Header values may carry obs-text (bytes 0x80-0xff as Latin-1 characters): keep them bytes.
-  // deno-lint-ignore no-control-regex
-  if (/^[\x00-\x7f]*$/.test(head)) return encoder.encode(head);
+  // UTF-8 gives one byte per character exactly when all are ASCII (no scan of the head first).
+  const utf8 = encoder.encode(head);
+  if (utf8.length === head.length) return utf8;
   const out = new Uint8Array(head.length);
   for (let i = 0; i < head.length; i++) out[i] = head.charCodeAt(i);
   return out;
@@ -860,7 +873,13 @@ async function exchange(
 ): Promise<Response> {
   const x = openExchange(client, connection, request);
   try {
-    await writeRequest(x, prepared);
+    if (request.body === null) {
+      // The usual bodiless request: its head in one write, awaited here (no helper chain).
+      await writeOrNoResponse(connection, prepared.head);
+      x.requestSent = true;
+    } else {
+      await writeRequest(x, prepared);
+    }
     return respond(x, await readFinalHead(connection, request.onInformational));
   } catch (error) {
     x.detach();
@@ -909,10 +928,17 @@ function blame(x: Exchange, error: unknown): unknown {
   return new UpstreamError("unreachable", "the request body failed", x.bodyFailure);
 }
 
-/** Writes `parts`; a failure means no response can come. */
-async function writeOrNoResponse(connection: Connection, ...parts: Uint8Array[]): Promise<void> {
+/** Writes `first` (then `second`); a failure means no response can come. */
+async function writeOrNoResponse(
+  connection: Connection,
+  first: Uint8Array,
+  second?: Uint8Array,
+): Promise<void> {
   try {
-    for (const part of parts) await connection.writeAll(part);
+    // One socket write takes the usual head whole: the loop in writeAll only for the rest.
+    const written = await connection.conn.write(first);
+    if (written < first.length) await connection.writeAll(first.subarray(written));
+    if (second !== undefined) await connection.writeAll(second);
   } catch (error) {
     throw new NoResponseError("write failed", { cause: error });
   }

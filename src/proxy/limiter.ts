@@ -148,31 +148,48 @@ export function createLimiter(options: LimiterOptions): Limiter {
 
 /**
  * Takes a slot of `first`, then one of `second` (a service's limiter, then the gateway's), as
- * one release. A failure of the second hands the first back.
+ * one release: synchronously when both had a free slot, else a promise. A failure of the second
+ * hands the first back.
  *
- * @throws {LimiterRejectedError} when either has no slot
+ * @throws {LimiterRejectedError} (as a rejected promise) when either has no slot
  * @example
  * ```ts
  * const release = await acquireBoth(serviceLimiter, globalLimiter, request.signal);
  * try { await forward(); } finally { release(); }
  * ```
  */
-export async function acquireBoth(
+export function acquireBoth(
   first: Limiter,
   second: Limiter,
   signal: AbortSignal,
-): Promise<Release> {
+): Release | Promise<Release> {
+  // Synchronous while both have a free slot: no promise on the usual path (one await fewer).
   const firstSlot = first.acquire(signal);
-  const releaseFirst = firstSlot instanceof Promise ? await firstSlot : firstSlot;
-  try {
-    const secondSlot = second.acquire(signal);
-    const releaseSecond = secondSlot instanceof Promise ? await secondSlot : secondSlot;
-    return () => {
-      releaseSecond();
-      releaseFirst();
-    };
-  } catch (error) {
-    releaseFirst();
-    throw error;
+  if (firstSlot instanceof Promise) {
+    return firstSlot.then((releaseFirst) => acquireSecond(releaseFirst, second, signal));
   }
+  return acquireSecond(firstSlot, second, signal);
+}
+
+/** The second slot, given the first; the first is given back when the second is refused. */
+function acquireSecond(
+  releaseFirst: Release,
+  second: Limiter,
+  signal: AbortSignal,
+): Release | Promise<Release> {
+  const secondSlot = second.acquire(signal);
+  if (secondSlot instanceof Promise) {
+    return secondSlot.then((releaseSecond) => releaseBoth(releaseFirst, releaseSecond), (error) => {
+      releaseFirst();
+      throw error;
+    });
+  }
+  return releaseBoth(releaseFirst, secondSlot);
+}
+
+function releaseBoth(releaseFirst: Release, releaseSecond: Release): Release {
+  return () => {
+    releaseSecond();
+    releaseFirst();
+  };
 }

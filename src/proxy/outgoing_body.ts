@@ -38,6 +38,15 @@ const notWaiting = () => false;
 const noWait = () => 0;
 const noError = () => null;
 
+/** What {@link prepareBody} gives for a request without a body, without a promise. */
+export const NO_BODY: OutgoingBody = Object.freeze({
+  body: null,
+  replayable: true,
+  waitingOnClient: notWaiting,
+  clientWaitMs: noWait,
+  clientError: noError,
+});
+
 /**
  * Prepares the body: none, empty, buffered (declared length within `bufferUpToBytes`, so a
  * retry can resend it) or streamed. A buffered body the client breaks off, stalls past the

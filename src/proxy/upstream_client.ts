@@ -46,6 +46,12 @@ export interface UpstreamRequest {
    * the client frames the body itself.
    */
   headers: [string, string][];
+  /**
+   * Every header name and value was checked already as {@link checkUpstreamRequest} checks
+   * them (the client's, by the gateway's strict HTTP/1.1 parser; the forwarding headers, made
+   * of those): the check skips them. Unset: they are checked.
+   */
+  headersChecked?: boolean;
   /** The body: streamed, buffered (for retries), or none. */
   body: ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer> | null;
   /** Aborts the attempt: the client went away, or the deadline passed. */
@@ -57,6 +63,13 @@ export interface UpstreamRequest {
    * cut, however long it lasts (server-sent events).
    */
   bodyIdleTimeoutMs?: number;
+  /**
+   * The `fetch` client only (the `http1` client never decodes): a response body that fetch
+   * decoded (gzip, br) errors with `UpstreamError("unreachable")` once it has handed on more
+   * than this many decoded bytes, and goes to `onBodyFailure`, so a compression bomb costs the
+   * gateway at most this much work. Unset: no cap.
+   */
+  maxDecodedBodyBytes?: number;
   /**
    * Called once when the response body fails on the upstream's side after the head was
    * returned (a stall past `bodyIdleTimeoutMs`, a reset, a framing violation): the attempt's
@@ -127,6 +140,7 @@ export function checkUpstreamRequest(request: UpstreamRequest): void {
   if (!ORIGIN_FORM.test(request.pathAndQuery)) {
     throw new ClientError("bad_request", "the request target is not origin-form visible ASCII");
   }
+  if (request.headersChecked === true) return;
   for (const [name, value] of request.headers) {
     if (!TOKEN.test(name)) {
       throw new ClientError("bad_request", `invalid header name ${JSON.stringify(name)}`);
