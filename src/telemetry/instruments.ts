@@ -8,6 +8,12 @@
  * @module
  */
 import type { Attributes, Counter, Histogram, Meter, Observable } from "@opentelemetry/api";
+import {
+  createLocalHistogram,
+  type HistogramCell,
+  type LocalHistogram,
+  recordValue,
+} from "./local_histograms.ts";
 
 // deno-fmt-ignore -- a table of numbers reads better on a few lines than one per line
 /**
@@ -188,6 +194,8 @@ function serviceAttributes(service: string | null): Attributes {
 interface TreeNode {
   children: Map<unknown, TreeNode>;
   value: Attributes | undefined;
+  /** The series of `value` in a gateway-aggregated histogram, once recorded on. */
+  cell?: HistogramCell;
 }
 
 /** Attribute sets cached by a path of raw values, bounded like {@link attributeCache}. */
@@ -240,10 +248,15 @@ function buildClientAttributes(a: ClientAttemptRecord): Attributes {
   return attributes;
 }
 
+const SERVER_DURATION_DESCRIPTION =
+  "Duration of requests on the public port, gateway answers included";
+const CLIENT_DURATION_DESCRIPTION = "Duration of each attempt to an upstream";
+
 /** The synchronous instruments the request path records on. */
 interface RequestInstruments {
-  serverDuration: Histogram;
-  clientDuration: Histogram;
+  /** Null when the gateway aggregates the request durations itself. */
+  serverDuration: Histogram | null;
+  clientDuration: Histogram | null;
   rejected: Counter;
   retries: Counter;
   transitions: Counter;
@@ -258,19 +271,18 @@ function durationHistogram(meter: Meter, name: string, description: string): His
   });
 }
 
-/** The histograms and counters, in the order they have always been created (export order). */
-function createRequestInstruments(meter: Meter): RequestInstruments {
+/**
+ * The histograms and counters, in the order they have always been created (export order);
+ * without the SDK's duration histograms when `sdkDurations` is false (aggregated in process).
+ */
+function createRequestInstruments(meter: Meter, sdkDurations: boolean): RequestInstruments {
   return {
-    serverDuration: durationHistogram(
-      meter,
-      "http.server.request.duration",
-      "Duration of requests on the public port, gateway answers included",
-    ),
-    clientDuration: durationHistogram(
-      meter,
-      "http.client.request.duration",
-      "Duration of each attempt to an upstream",
-    ),
+    serverDuration: sdkDurations
+      ? durationHistogram(meter, "http.server.request.duration", SERVER_DURATION_DESCRIPTION)
+      : null,
+    clientDuration: sdkDurations
+      ? durationHistogram(meter, "http.client.request.duration", CLIENT_DURATION_DESCRIPTION)
+      : null,
     rejected: meter.createCounter("breakwater.requests.rejected", {
       unit: "{request}",
       description: "Requests the gateway answered itself, by x-breakwater-error reason",
@@ -387,11 +399,66 @@ function pathCachedAttributes<R>(
   k4: unknown,
   k5: unknown,
   k6: unknown,
-) => Attributes {
+) => TreeNode & { value: Attributes } {
   const { root, node } = createAttributeTree();
   return (record, k1, k2, k3, k4, k5, k6) => {
     const leaf = node(node(node(node(node(node(root, k1), k2), k3), k4), k5), k6);
-    return leaf.value ??= Object.freeze(build(record));
+    leaf.value ??= Object.freeze(build(record));
+    return leaf as TreeNode & { value: Attributes };
+  };
+}
+
+/**
+ * Records a request duration: on the SDK's histogram, or, when the gateway aggregates it
+ * itself (`./local_histograms.ts`), on the series cached beside each attribute set (no
+ * attribute hashing per request).
+ */
+function durationRecorder<R>(
+  instrument: Histogram | null,
+  local: LocalHistogram | undefined,
+  leafOf: (record: R) => TreeNode & { value: Attributes },
+): (record: R, valueS: number) => void {
+  if (local === undefined) {
+    return (record, valueS) => instrument!.record(valueS, leafOf(record).value);
+  }
+  return (record, valueS) => {
+    const leaf = leafOf(record);
+    recordValue(local, leaf.cell ??= local.cell(leaf.value), valueS);
+  };
+}
+
+/** The request-duration histograms when the gateway aggregates them itself. */
+export interface LocalDurationHistograms {
+  /** `http.server.request.duration`. */
+  server: LocalHistogram;
+  /** `http.client.request.duration`. */
+  client: LocalHistogram;
+}
+
+/**
+ * The two request-duration histograms, aggregated in process (hand them to
+ * {@link createGatewayRecorders} and, through `createHistogramProducer`, to every reader).
+ *
+ * @example
+ * ```ts
+ * const durations = createDurationHistograms();
+ * const recorders = createGatewayRecorders(meter, ["users"], durations);
+ * ```
+ */
+export function createDurationHistograms(): LocalDurationHistograms {
+  return {
+    server: createLocalHistogram({
+      name: "http.server.request.duration",
+      description: SERVER_DURATION_DESCRIPTION,
+      unit: "s",
+      boundaries: REQUEST_DURATION_BUCKETS_S,
+    }),
+    client: createLocalHistogram({
+      name: "http.client.request.duration",
+      description: CLIENT_DURATION_DESCRIPTION,
+      unit: "s",
+      boundaries: REQUEST_DURATION_BUCKETS_S,
+    }),
   };
 }
 
@@ -405,8 +472,12 @@ function pathCachedAttributes<R>(
  * recorders.serverRequest({ method: "GET", status: 200, service: "users", durationS: 0.004 });
  * ```
  */
-export function createGatewayRecorders(meter: Meter, serviceNames: string[]): GatewayRecorders {
-  const instruments = createRequestInstruments(meter);
+export function createGatewayRecorders(
+  meter: Meter,
+  serviceNames: string[],
+  durations?: LocalDurationHistograms,
+): GatewayRecorders {
+  const instruments = createRequestInstruments(meter, durations === undefined);
   let sources: ObservedSources | null = null;
   const forService = attributeCache((service: string) => service, serviceAttributes);
   registerObservedGauges(meter, () => sources, forService);
@@ -419,20 +490,22 @@ export function createGatewayRecorders(meter: Meter, serviceNames: string[]): Ga
     (service, from, to) => ({ [ATTR.service]: service, [ATTR.from]: from, [ATTR.to]: to }),
   );
   const serverSets = pathCachedAttributes(buildServerAttributes);
-  const serverAttributes = (a: ServerRequestRecord) =>
+  const serverLeaf = (a: ServerRequestRecord) =>
     serverSets(a, a.service, a.method, a.status, a.errorType, a.scheme, a.route);
   const clientSets = pathCachedAttributes(buildClientAttributes);
-  const clientAttributes = (a: ClientAttemptRecord) =>
+  const clientLeaf = (a: ClientAttemptRecord) =>
     clientSets(a, a.service, a.address, a.port, a.method, a.status, a.errorType);
   const { serverDuration, clientDuration, rejected, retries, transitions } = instruments;
   for (const service of serviceNames) retries.add(0, forService(service));
+  const recordServer = durationRecorder(serverDuration, durations?.server, serverLeaf);
+  const recordClient = durationRecorder(clientDuration, durations?.client, clientLeaf);
 
   return {
     serverRequest(a) {
-      serverDuration.record(a.durationS, serverAttributes(a));
+      recordServer(a, a.durationS);
     },
     clientAttempt(a) {
-      clientDuration.record(a.durationS, clientAttributes(a));
+      recordClient(a, a.durationS);
     },
     rejected(service, reason) {
       rejected.add(1, rejectedAttributes(service, reason));

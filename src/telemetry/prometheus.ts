@@ -8,6 +8,7 @@ import { PrometheusSerializer } from "@opentelemetry/exporter-prometheus";
 import {
   DataPointType,
   type MetricData,
+  type MetricProducer,
   MetricReader,
   type ResourceMetrics,
 } from "@opentelemetry/sdk-metrics";
@@ -28,9 +29,12 @@ class PullMetricReader extends MetricReader {
   }
 }
 
-/** A reader to register on the MeterProvider, collected on each scrape. */
-export function createPullReader(): MetricReader {
-  return new PullMetricReader();
+/**
+ * A reader to register on the MeterProvider, collected on each scrape; `metricProducers` add
+ * metrics the SDK does not aggregate itself (`./local_histograms.ts`).
+ */
+export function createPullReader(metricProducers: MetricProducer[] = []): MetricReader {
+  return new PullMetricReader({ metricProducers });
 }
 
 /** UCUM units of the OpenTelemetry -> Prometheus translation (the ones a gateway uses). */

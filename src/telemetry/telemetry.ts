@@ -8,7 +8,9 @@
 import type { Meter } from "@opentelemetry/api";
 import type { Resource } from "@opentelemetry/resources";
 import {
+  InstrumentType,
   MeterProvider,
+  type MetricProducer,
   type MetricReader,
   PeriodicExportingMetricReader,
 } from "@opentelemetry/sdk-metrics";
@@ -19,7 +21,13 @@ import {
   withFailureStreakLogging,
   withSpanFailureStreakLogging,
 } from "./export_errors.ts";
-import { createGatewayRecorders, type GatewayRecorders } from "./instruments.ts";
+import {
+  createDurationHistograms,
+  createGatewayRecorders,
+  type GatewayRecorders,
+  type LocalDurationHistograms,
+} from "./instruments.ts";
+import { createHistogramProducer } from "./local_histograms.ts";
 import { createOperatorRecorders, type OperatorRecorders } from "./operator_metrics.ts";
 import {
   type ConfigNotice,
@@ -97,18 +105,42 @@ function defaultSink(): LogSink {
 }
 
 /** The OTLP metrics reader of `plan`, or null when metrics are not exported. */
-function otlpMetricReader(plan: ExportPlan["metrics"], log: LogSink): MetricReader | null {
+function otlpMetricReader(
+  plan: ExportPlan["metrics"],
+  log: LogSink,
+  producer: (reader: () => MetricReader) => MetricProducer,
+): MetricReader | null {
   if (plan === null) return null;
   const { exporter, url } = createOtlpExporter("metrics", {
     protocol: plan.protocol,
     url: plan.configUrl,
     timeoutMs: plan.requestTimeoutMs,
   });
-  return new PeriodicExportingMetricReader({
+  const reader: MetricReader = new PeriodicExportingMetricReader({
     exporter: withFailureStreakLogging(exporter, log, redactUrl(url)),
     exportIntervalMillis: plan.intervalMs,
     exportTimeoutMillis: plan.exportTimeoutMs,
+    metricProducers: [producer(() => reader)],
   });
+  return reader;
+}
+
+/**
+ * A producer of the gateway-aggregated request durations for one reader, asking that reader
+ * for its histogram temporality when it collects.
+ */
+function durationsProducer(
+  durations: LocalDurationHistograms,
+  resource: Resource,
+  version: string | undefined,
+): (reader: () => MetricReader) => MetricProducer {
+  return (reader) =>
+    createHistogramProducer(
+      [durations.server, durations.client],
+      () => resource,
+      { name: METER_NAME, version },
+      () => reader().selectAggregationTemporality(InstrumentType.HISTOGRAM),
+    );
 }
 
 /** Tracing exporting to `plan`'s collector, or tracing off when traces are not exported. */
@@ -135,8 +167,13 @@ function tracingFor(
 }
 
 /** Every instrument on `meter`: the request path's, the operator's and the process's. */
-function registerInstruments(meter: Meter, options: TelemetryOptions, hasReaders: boolean) {
-  const recorders = createGatewayRecorders(meter, options.serviceNames);
+function registerInstruments(
+  meter: Meter,
+  options: TelemetryOptions,
+  hasReaders: boolean,
+  durations: LocalDurationHistograms,
+) {
+  const recorders = createGatewayRecorders(meter, options.serviceNames, durations);
   const operator = createOperatorRecorders(meter, options.serviceNames, recorders.sources);
   registerProcessInfo(meter, { version: options.version });
   // Nothing reads the resource metrics without a reader: no sampler timer then.
@@ -198,12 +235,16 @@ async function flushWithin(
  */
 export function createTelemetry(options: TelemetryOptions): GatewayTelemetry {
   const log = options.logger ?? defaultSink();
-  const pullReader = options.prometheus ? createPullReader() : null;
+  const resource = buildResource(options.instanceId, options.version);
+  // The request durations are aggregated in process and read through each reader's producer.
+  const durations = createDurationHistograms();
+  const producer = durationsProducer(durations, resource, options.version);
+  let pullReader: MetricReader | null = null;
+  if (options.prometheus) pullReader = createPullReader([producer(() => pullReader!)]);
   const plan = resolveExportPlan(options.otlp);
   for (const notice of plan.notices) log(notice);
-  const otlpReader = otlpMetricReader(plan.metrics, log);
+  const otlpReader = otlpMetricReader(plan.metrics, log, producer);
   const readers = [pullReader, otlpReader].filter((reader) => reader !== null);
-  const resource = buildResource(options.instanceId, options.version);
   const tracing = tracingFor(plan.traces, resource, options.version, log);
   const provider = new MeterProvider({ resource, readers });
   const meter = provider.getMeter(METER_NAME, options.version);
@@ -211,6 +252,7 @@ export function createTelemetry(options: TelemetryOptions): GatewayTelemetry {
     meter,
     options,
     readers.length > 0,
+    durations,
   );
   const render = createPrometheusRenderer();
   let lastText = "";
