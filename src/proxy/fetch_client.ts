@@ -27,7 +27,8 @@
  * @module
  */
 import { ClientError, findClientError } from "./client_error.ts";
-import { watchIdle } from "./_idle_watch.ts";
+import { fieldsResponse } from "../server/static_body.ts";
+import { fetchBody, type FirstRead, readWhole } from "./_fetch_body.ts";
 import type { UpstreamTlsOptions } from "./upstream_tls.ts";
 import {
   checkUpstreamRequest,
@@ -204,82 +205,6 @@ function recordingBody(body: ReadableStream<Uint8Array>) {
 }
 
 /**
- * Wraps a response body so that a read outstanding for `timeoutMs` with no bytes errors it with
- * `UpstreamError("timeout")` and cancels fetch's body (which drops the upstream connection).
- * A BYOB consumer's view is handed to fetch's body as is; failures become `UpstreamError`s.
- */
-function idleGuarded(
-  body: ReadableStream<Uint8Array>,
-  timeoutMs: number,
-  signal: AbortSignal,
-  onFailure?: (error: UpstreamError) => void,
-): ReadableStream<Uint8Array> {
-  let byob: ReadableStreamBYOBReader | null = null;
-  let plain: ReadableStreamDefaultReader<Uint8Array> | null = null;
-  let timedOut = false;
-  const watch = watchIdle(timeoutMs, () => {
-    timedOut = true;
-    (byob ?? plain)?.cancel().catch(() => {});
-  });
-  const timeout = () => new UpstreamError("timeout", `no response body bytes for ${timeoutMs} ms`);
-  let controller!: ReadableByteStreamController;
-  const fail = (error: UpstreamError) => {
-    if (error.kind !== "aborted" && !signal.aborted) onFailure?.(error);
-    controller.error(error);
-  };
-  return new ReadableStream({
-    type: "bytes",
-    start(started: ReadableByteStreamController) {
-      controller = started;
-    },
-    async pull(controller) {
-      const request = controller.byobRequest;
-      const view = request?.view ?? null;
-      // The first read decides the reader: BYOB when the consumer brings its own buffer.
-      if (byob === null && plain === null) {
-        if (view !== null) byob = body.getReader({ mode: "byob" });
-        else plain = body.getReader();
-      }
-      watch.waiting();
-      let result: ReadableStreamReadResult<Uint8Array>;
-      try {
-        result = byob !== null
-          ? await byob.read(
-            view !== null
-              ? new Uint8Array(view.buffer, view.byteOffset, view.byteLength)
-              : new Uint8Array(64 * 1024),
-          )
-          : await plain!.read();
-      } catch (error) {
-        watch.stop();
-        fail(timedOut ? timeout() : classifyUpstreamFailure(error, signal));
-        return;
-      }
-      watch.delivered();
-      if (timedOut) {
-        fail(timeout());
-        return;
-      }
-      const value = result.value;
-      if (result.done) {
-        watch.stop();
-        controller.close();
-        // A pending BYOB request must be answered; a BYOB read returns its (empty) buffer.
-        if (request && byob !== null && value !== undefined) request.respondWithNewView(value);
-        else request?.respond(0);
-        return;
-      }
-      if (request && byob !== null && view !== null) request.respondWithNewView(value!);
-      else controller.enqueue(value! as Uint8Array<ArrayBuffer>);
-    },
-    cancel(reason) {
-      watch.stop();
-      return (byob ?? plain ?? body).cancel(reason);
-    },
-  }) as ReadableStream<Uint8Array>;
-}
-
-/**
  * A `fetch`-based client with one keep-alive pool per origin.
  *
  * @param poolFor the pool settings of an origin (the largest of the services naming it)
@@ -400,7 +325,7 @@ async function send(client: FetchClientState, request: UpstreamRequest): Promise
   } catch (error) {
     throw failureOf(error, recorded?.failure() ?? null, signal);
   }
-  return consistentResponse(response, prepared, request);
+  return await consistentResponse(response, prepared, request);
 }
 
 /**
@@ -423,29 +348,61 @@ function isBodyMethod(method: string): boolean {
   return method === "POST" || method === "PUT" || method === "PATCH";
 }
 
-/** The response with headers that match its bytes, and the idle guard when asked for. */
-function consistentResponse(
+/** A declared body up to this size that came with its head is handed over as bytes. */
+const WHOLE_BODY_BYTES = 64 * 1024;
+
+/**
+ * The response with headers that match its bytes. Its body: the bytes, when a small declared
+ * body came with the head (the server then writes head and body at once, as for the `http1`
+ * client); else read through {@link fetchBody} when it must be watched (the idle guard) or
+ * bounded (decoded bytes), so the gateway never reads fetch's body by default (a fresh 64 KiB
+ * buffer per read). Its fields travel as pairs (`fieldsResponse`), so the server writes them
+ * without a second `Headers`.
+ */
+async function consistentResponse(
   response: Response,
   prepared: PreparedHeaders,
   request: UpstreamRequest,
-): Response {
-  const decoded = response.body !== null &&
+): Promise<Response> {
+  const source = response.body;
+  const decoded = source !== null &&
     fetchDecodes(
       prepared.acceptEncoding,
       prepared.hasRange,
       response.headers.get("content-encoding"),
     );
   const idleTimeoutMs = request.bodyIdleTimeoutMs;
-  const guard = response.body !== null && idleTimeoutMs !== undefined;
-  if (!decoded && !guard) return response;
-  let headers = response.headers;
-  if (decoded) {
-    headers = new Headers(response.headers);
-    headers.delete("content-encoding");
-    headers.delete("content-length");
+  const maxBytes = decoded ? request.maxDecodedBodyBytes ?? null : null;
+  const wrap = source !== null && (idleTimeoutMs !== undefined || maxBytes !== null);
+  if (!decoded && !wrap) return response;
+  const fields: [string, string][] = [];
+  for (const [name, value] of response.headers) {
+    // Decoded: the coded length and label no longer describe the bytes.
+    if (decoded && (name === "content-encoding" || name === "content-length")) continue;
+    fields.push([name, value]);
   }
-  const body = guard
-    ? idleGuarded(response.body!, idleTimeoutMs!, request.signal, request.onBodyFailure)
-    : response.body;
-  return new Response(body, { status: response.status, statusText: response.statusText, headers });
+  const { status, statusText } = response;
+  if (!wrap) return fieldsResponse(source, status, statusText, fields);
+  const length = decoded || request.method === "HEAD" ? null : declaredLength(response);
+  let first: FirstRead | undefined;
+  if (length !== null && length > 0 && length <= WHOLE_BODY_BYTES) {
+    const whole = await readWhole(source!, length);
+    if (whole instanceof Uint8Array) return fieldsResponse(whole, status, statusText, fields);
+    first = whole;
+  }
+  const body = fetchBody(source!, {
+    idleTimeoutMs,
+    maxBytes,
+    capName: "maxDecodedBodyBytes",
+    signal: request.signal,
+    onFailure: request.onBodyFailure,
+    first,
+  });
+  return fieldsResponse(body, status, statusText, fields);
+}
+
+/** The response's valid `content-length`, else null. */
+function declaredLength(response: Response): number | null {
+  const text = response.headers.get("content-length");
+  return text !== null && /^[0-9]{1,15}$/.test(text) ? Number(text) : null;
 }
