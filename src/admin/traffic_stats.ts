@@ -22,10 +22,23 @@ export interface TrafficPoint {
   p99Ms: number | null;
 }
 
+/**
+ * Requests counted elsewhere over a short period (a worker's second, README "Workers"), to be
+ * added in one step: requests, 5xx among them, and `[bucket, count, ...]` pairs of the latency
+ * buckets that were hit.
+ */
+export interface TrafficTally {
+  requests: number;
+  errors: number;
+  buckets: number[];
+}
+
 /** Records and reads per-service traffic. */
 export interface TrafficStats {
   /** Counts one answered request. */
   record(service: string, status: number, durationMs: number): void;
+  /** Counts a tally as answered in the current second (one step, whatever its size). */
+  add(service: string, tally: TrafficTally): void;
   /** The last `seconds` seconds of a service, oldest first (complete seconds only). */
   series(service: string, seconds?: number): TrafficPoint[];
 }
@@ -113,6 +126,15 @@ export function createTrafficStats(
       if (status >= 500) entry.errors++;
       entry.histogram[bucketOf(durationMs)]++;
     },
+    add(service, tally) {
+      const entry = slot(service, Math.floor(now() / 1000));
+      entry.requests += tally.requests;
+      entry.errors += tally.errors;
+      const { buckets } = tally;
+      for (let at = 0; at < buckets.length; at += 2) {
+        entry.histogram[buckets[at]] += buckets[at + 1];
+      }
+    },
     series(service, seconds = 60) {
       const current = Math.floor(now() / 1000);
       const ring = rings.get(service);
@@ -133,6 +155,49 @@ export function createTrafficStats(
         });
       }
       return points;
+    },
+  };
+}
+
+/**
+ * Counts requests per service for a {@link TrafficStats} on another thread: recording is a
+ * few array writes, `take()` hands over the tallies since the last take and starts afresh, so
+ * what crosses threads is a few numbers per service, not one record per request.
+ *
+ * @example
+ * ```ts
+ * const tally = createTrafficTally();
+ * tally.record("users", 200, 12.5);
+ * for (const [service, counts] of Object.entries(tally.take())) stats.add(service, counts);
+ * ```
+ */
+export function createTrafficTally(): {
+  record(service: string, status: number, durationMs: number): void;
+  take(): Record<string, TrafficTally>;
+} {
+  let counts = new Map<string, { requests: number; errors: number; histogram: Uint32Array }>();
+  return {
+    record(service, status, durationMs) {
+      let count = counts.get(service);
+      if (count === undefined) {
+        count = { requests: 0, errors: 0, histogram: new Uint32Array(BOUNDS_MS.length) };
+        counts.set(service, count);
+      }
+      count.requests++;
+      if (status >= 500) count.errors++;
+      count.histogram[bucketOf(durationMs)]++;
+    },
+    take() {
+      const tallies: Record<string, TrafficTally> = {};
+      for (const [service, count] of counts) {
+        const buckets: number[] = [];
+        count.histogram.forEach((hits, bucket) => {
+          if (hits > 0) buckets.push(bucket, hits);
+        });
+        tallies[service] = { requests: count.requests, errors: count.errors, buckets };
+      }
+      counts = new Map();
+      return tallies;
     },
   };
 }

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { TrafficTally } from "../admin/traffic_stats.ts";
 import type { AttemptOutcome, BreakerState, BreakerView } from "../breaker/types.ts";
 import type { GatewayConfig } from "../config/schema.ts";
 import type { PoolUsage } from "../gateway/status.ts";
@@ -63,12 +64,11 @@ export type ToWorker =
   | { type: "health-result"; id: number; status: number | null; error: string | null }
   | { type: "crash" };
 
-/** Per-service traffic of one stats period, flattened: service index, status, duration ms. */
-export interface TrafficBatch {
-  services: string[];
-  /** Triples `[serviceIndex, status, durationMs, ...]`. */
-  records: number[];
-}
+/**
+ * Per-service traffic of one stats period, tallied in the worker: a few numbers per service
+ * whatever the request rate, added to the dashboard's traffic in one step each.
+ */
+export type TrafficBatch = Record<string, TrafficTally>;
 
 /** Worker -> main thread. */
 export type FromWorker =

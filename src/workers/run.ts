@@ -113,11 +113,10 @@ export async function runWorkers(options: RunWorkersOptions): Promise<number> {
         }
         return;
       case "stats": {
-        const { services, records } = message.traffic;
-        for (let at = 0; at < records.length; at += 3) {
-          gateway.traffic.record(services[records[at]], records[at + 1], records[at + 2]);
+        for (const [service, tally] of Object.entries(message.traffic)) {
+          gateway.traffic.add(service, tally);
+          status.requests += tally.requests;
         }
-        status.requests += records.length / 3;
         status.inFlight = message.inFlight;
         status.pools = message.pools;
         return;

@@ -12,7 +12,7 @@
 import type { Gateway } from "../app.ts";
 import { deadline, DeadlineError } from "../async/deadline.ts";
 import { delay } from "../async/delay.ts";
-import { createTrafficStats, type TrafficStats } from "../admin/traffic_stats.ts";
+import { createTrafficTally, type TrafficStats } from "../admin/traffic_stats.ts";
 import type { BreakerConfig, GatewayConfig } from "../config/schema.ts";
 import { type Http1Server, serveHttp1 } from "../server/http1_server.ts";
 import { createLogger } from "../telemetry/access_log.ts";
@@ -47,33 +47,22 @@ let reloaded: Promise<void> = Promise.resolve();
 /** Log batches stay under PIPE_BUF even with some multi-byte characters. */
 const LOG_BATCH_CHARS = 3000;
 
-/** Records locally (for nothing: the dashboard is the main thread's) and batches for it. */
+/**
+ * Tallies per service for the main thread's dashboard (README, "Workers"): nothing in the worker
+ * reads its traffic, so there is no local series to keep, and one tally per service crosses
+ * threads per stats period instead of one record per request.
+ */
 function batchingTraffic(): { stats: TrafficStats; take(): TrafficBatch } {
-  const local = createTrafficStats(10);
-  let services: string[] = [];
-  let indexOf = new Map<string, number>();
-  let records: number[] = [];
+  const tally = createTrafficTally();
   return {
     stats: {
-      record(service, status, durationMs) {
-        local.record(service, status, durationMs);
-        let index = indexOf.get(service);
-        if (index === undefined) {
-          index = services.length;
-          services.push(service);
-          indexOf.set(service, index);
-        }
-        records.push(index, status, durationMs);
+      record: tally.record,
+      add() {
+        // A worker's traffic is only its own requests' (nothing sends it tallies).
       },
-      series: (service, seconds) => local.series(service, seconds),
+      series: () => [],
     },
-    take() {
-      const batch = { services, records };
-      services = [];
-      indexOf = new Map();
-      records = [];
-      return batch;
-    },
+    take: tally.take,
   };
 }
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { createTrafficStats } from "../../src/admin/traffic_stats.ts";
+import { createTrafficStats, createTrafficTally } from "../../src/admin/traffic_stats.ts";
 
 Deno.test("per-second counts, errors and percentiles", () => {
   let now = 1_000_000;
@@ -29,4 +29,26 @@ Deno.test("old seconds are overwritten, not mixed in", () => {
   assert.equal(last.requests, 1);
   assert.equal(last.errors, 1);
   assert.deepEqual(stats.series("unknown", 2).map((p) => p.requests), [0, 0]);
+});
+
+Deno.test("a tally added in one step reads as the same requests recorded one by one", () => {
+  let now = 1_000_000;
+  const direct = createTrafficStats(300, () => now);
+  const viaTally = createTrafficStats(300, () => now);
+  const tally = createTrafficTally();
+  for (let i = 1; i <= 100; i++) {
+    const status = i % 10 === 0 ? 502 : 200;
+    direct.record("s", status, i);
+    tally.record("s", status, i);
+  }
+  tally.record("t", 200, 3);
+  const taken = tally.take();
+  assert.deepEqual(Object.keys(taken).sort(), ["s", "t"]);
+  assert.equal(taken.s.requests, 100);
+  assert.equal(taken.s.errors, 10);
+  for (const [service, counts] of Object.entries(taken)) viaTally.add(service, counts);
+  assert.deepEqual(tally.take(), {}, "take starts afresh");
+  now += 1000;
+  assert.deepEqual(viaTally.series("s", 1), direct.series("s", 1));
+  assert.equal(viaTally.series("t", 1)[0].requests, 1);
 });
