@@ -176,6 +176,13 @@ const policyShape = {
    */
   bodyIdleTimeoutMs: positiveMs.default(60000),
   /**
+   * The `fetch` client only: fetch decodes gzip and br answers whenever the client accepts
+   * them, so a body it decoded is cut (the client's connection closed, the failure the
+   * upstream's) past this many decoded bytes; a compression bomb then costs at most this much.
+   * The `http1` client never decodes.
+   */
+  maxDecodedBodyBytes: z.number().int().positive().default(104857600),
+  /**
    * `%2F` / `%5C` in a request path (Envoy's `path_with_escaped_slashes_action`): `reject` (400),
    * `decode` (decode them, normalise, then route), `keep` (forward as sent, for upstreams that
    * need encoded slashes in IDs; a `..` or `.` hidden behind an encoded slash is still a 400).
@@ -228,6 +235,7 @@ export const defaultsSchema = z.strictObject({
   adaptiveConcurrency: adaptiveConcurrencySchema.partial().optional(),
   upstreamClient: z.enum(["fetch", "http1"]).optional(),
   bodyIdleTimeoutMs: positiveMs.optional(),
+  maxDecodedBodyBytes: z.number().int().positive().optional(),
   escapedSlashes: z.enum(["reject", "decode", "keep"]).optional(),
   tls: z.strictObject({ caFile: tlsFile, certFile: tlsFile, keyFile: tlsFile }).partial()
     .nullable().optional(),

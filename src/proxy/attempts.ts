@@ -146,6 +146,7 @@ async function attemptOnce(attempts: Attempts, endpoint: UpstreamEndpoint, attem
       body: attempts.body.body,
       signal: scope.signal,
       bodyIdleTimeoutMs: service.config.bodyIdleTimeoutMs,
+      maxDecodedBodyBytes: service.config.maxDecodedBodyBytes,
       onInformational: attempts.informational,
       // A body that fails on the upstream's side after the head is a late failure of this
       // attempt: an upstream that answers heads and then stalls its bodies must still trip.

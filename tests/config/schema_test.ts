@@ -61,6 +61,7 @@ Deno.test("every documented default is filled", () => {
   assert.equal(users.healthCheck, null);
   assert.equal(users.upstreamClient, "http1");
   assert.equal(users.bodyIdleTimeoutMs, 60000);
+  assert.equal(users.maxDecodedBodyBytes, 104857600);
   assert.equal(users.escapedSlashes, "reject");
 });
 
