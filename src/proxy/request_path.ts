@@ -416,6 +416,9 @@ function respond(exchange: Exchange, outcome: Outcome, deps: RequestPathDeps): R
         exchange.requestId,
         outcome.finish,
         exchange.completed,
+        // Only the own server hands over the target, and only it writes the http1 client's
+        // pairs as they are.
+        exchange.strictlyParsed,
       );
     case "fallback":
       return outcome.response;

@@ -14,9 +14,14 @@ import { rewriteResponseFields, rewriteResponseHeaders } from "./headers.ts";
  * @param completed settles once the server sent the response (`ServeInfo.completed`): the body
  *   is then handed over untouched; without it (embedded use) the body is wrapped to learn when
  *   it ends
+ * @param ownServer the gateway's own HTTP/1.1 server writes the response: it reads the http1
+ *   client's pairs and bytes beside the `Response` (`src/server/static_body.ts`), so that
+ *   response may go to it re-headed in place. Any other server (`Deno.serve`: the TLS port's
+ *   HTTP/2, an embedding) reads the `Response`'s internal header list, which those pairs never
+ *   filled: it gets a new `Response` whose headers were read through the getter.
  * @example
  * ```ts
- * return streamResponse(upstreamResponse, requestId, releaseSlots, info.completed);
+ * return streamResponse(upstreamResponse, requestId, releaseSlots, info.completed, true);
  * ```
  */
 export function streamResponse(
@@ -24,6 +29,7 @@ export function streamResponse(
   requestId: string,
   finish: () => void,
   completed: Promise<void> | undefined,
+  ownServer = false,
 ): Response {
   // Built only when a new `Response` is made: reading `headers` (or `body`) of the http1
   // client's response would build what the server can do without.
@@ -44,7 +50,7 @@ export function streamResponse(
     // The http1 client's responses are ours and their headers mutable: re-headed in place, the
     // same object goes to the server (no second `Response` and header copy, and a body of known
     // bytes stays known to the server). `fetch`'s responses have immutable headers: copied.
-    if (reheadInPlace(upstream, requestId)) return upstream;
+    if (ownServer && reheadInPlace(upstream, requestId)) return upstream;
     return rehead(new Response(upstream.body, init()), requestId);
   }
   return rehead(new Response(watchEnd(upstream.body!, finish), init()), requestId);
