@@ -3,8 +3,9 @@
  * OpenTelemetry JS parts — `convertLegacyHttpOptions` (endpoint, headers, timeout and
  * compression from the config and the `OTEL_EXPORTER_OTLP_*` variables), the otlp-transformer
  * serializers, the export delegate and the exporter base classes — exactly as the
- * `@opentelemetry/exporter-{metrics,trace}-otlp-{proto,http}` packages assemble them, with one
- * part swapped: the transport.
+ * `@opentelemetry/exporter-{metrics,trace}-otlp-{proto,http}` packages assemble them, with two
+ * parts swapped: the transport, and the protobuf span serializer (`otlp_trace_protobuf.ts`: the
+ * official one's bytes in one pass; JSON and metrics keep the official serializers).
  *
  * The packages' transport is `node:http`, and Deno's built-in OpenTelemetry (`OTEL_DENO=true`)
  * instruments it like `fetch`: every export became a span of its own, with a `traceparent` the
@@ -31,7 +32,6 @@ import {
   JsonTraceSerializer,
   MetricsExporterMetricsHelper,
   ProtobufMetricsSerializer,
-  ProtobufTraceSerializer,
   TraceExporterMetricsHelper,
 } from "@opentelemetry/otlp-transformer";
 import { OTLPMetricExporterBase } from "@opentelemetry/exporter-metrics-otlp-http";
@@ -42,6 +42,7 @@ import { deadline, DeadlineError, delay } from "../async/mod.ts";
 import { createHttp1Client } from "../proxy/http1_client.ts";
 import type { UpstreamClient } from "../proxy/upstream_client.ts";
 import type { OtlpProtocol, OtlpSignal } from "./otlp_config.ts";
+import { createProtobufTraceSerializer } from "./otlp_trace_protobuf.ts";
 
 /** Largest collector response read (the package transport's limit). */
 const MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
@@ -80,7 +81,9 @@ function serializerFor(signal: OtlpSignal, protocol: OtlpProtocol) {
   if (signal === "metrics") {
     return protocol === "http/json" ? JsonMetricsSerializer : ProtobufMetricsSerializer;
   }
-  return protocol === "http/json" ? JsonTraceSerializer : ProtobufTraceSerializer;
+  // Protobuf spans through the one-pass serializer that writes the official one's bytes
+  // (otlp_trace_protobuf.ts says why); JSON through the official serializer.
+  return protocol === "http/json" ? JsonTraceSerializer : createProtobufTraceSerializer();
 }
 
 /** A metrics exporter (push), for a `PeriodicExportingMetricReader`. */
