@@ -45,6 +45,16 @@ const NORMALISED_METHODS = new Set(["DELETE", "GET", "HEAD", "OPTIONS", "POST", 
 const FORBIDDEN_METHODS = new Set(["CONNECT", "TRACE", "TRACK"]);
 /** Headers that are fetch's own: the URL names the host, fetch frames the body. */
 const FRAMING_HEADERS = new Set(["host", "content-length", "transfer-encoding"]);
+/**
+ * Targets the WHATWG URL parser leaves as they are: unreserved and sub-delim characters, `:`,
+ * `@`, `/` and `%` (never decoded or checked) in the path, the same and `?` in the query
+ * (the percent-encode sets of the URL standard, §1.3, minus the characters they encode: `'`
+ * only in the query, `"<>{}` and a backtick in the path). Others take the parser's check.
+ */
+const UNCHANGED_TARGET =
+  /^\/[A-Za-z0-9\-._~!$&()*+,;=:@/%]*(?:\?[A-Za-z0-9\-._~!$&()*+,;=:@/%?]*)?$/;
+/** A `.` or `..` segment, also percent-encoded: the parser would resolve it. */
+const DOT_SEGMENT = /\/(?:\.|%2e){1,2}(?:[/?]|$)/i;
 /** Codings Deno's fetch decodes. */
 const DECODED_CODINGS = new Set(["gzip", "br"]);
 
@@ -113,7 +123,7 @@ function prepareHeaders(request: UpstreamRequest): PreparedHeaders {
 }
 
 /** Refuses what fetch would send differently from what the client sent. */
-function refuseAltered(request: UpstreamRequest, hasBody: boolean): URL {
+function refuseAltered(request: UpstreamRequest, hasBody: boolean): string {
   const method = request.method;
   const upper = method.toUpperCase();
   if (FORBIDDEN_METHODS.has(upper)) {
@@ -125,7 +135,12 @@ function refuseAltered(request: UpstreamRequest, hasBody: boolean): URL {
   if (hasBody && (method === "GET" || method === "HEAD")) {
     throw new ClientError("bad_request", `fetch cannot send a ${method} request with a body`);
   }
-  const url = new URL(request.origin + request.pathAndQuery);
+  const href = request.origin + request.pathAndQuery;
+  // The usual target needs no parse here (fetch parses it once more anyway).
+  if (UNCHANGED_TARGET.test(request.pathAndQuery) && !DOT_SEGMENT.test(request.pathAndQuery)) {
+    return href;
+  }
+  const url = new URL(href);
   // The href keeps an empty query (`/p?`), which `pathname + search` would lose.
   const target = url.href.slice(url.origin.length);
   if (target !== request.pathAndQuery) {
@@ -135,7 +150,7 @@ function refuseAltered(request: UpstreamRequest, hasBody: boolean): URL {
         JSON.stringify(target),
     );
   }
-  return url;
+  return url.href;
 }
 
 /**
@@ -365,32 +380,35 @@ async function consistentResponse(
   request: UpstreamRequest,
 ): Promise<Response> {
   const source = response.body;
-  const decoded = source !== null &&
-    fetchDecodes(
-      prepared.acceptEncoding,
-      prepared.hasRange,
-      response.headers.get("content-encoding"),
-    );
+  if (source === null) return response;
+  // One pass over fetch's headers: the pairs, and the two that decide the body's handling.
+  const fields: [string, string][] = [];
+  let contentEncoding: string | null = null;
+  let contentLength: string | null = null;
+  for (const pair of response.headers) {
+    if (pair[0] === "content-encoding") contentEncoding = pair[1];
+    else if (pair[0] === "content-length") contentLength = pair[1];
+    fields.push(pair);
+  }
+  const decoded = fetchDecodes(prepared.acceptEncoding, prepared.hasRange, contentEncoding);
   const idleTimeoutMs = request.bodyIdleTimeoutMs;
   const maxBytes = decoded ? request.maxDecodedBodyBytes ?? null : null;
-  const wrap = source !== null && (idleTimeoutMs !== undefined || maxBytes !== null);
+  const wrap = idleTimeoutMs !== undefined || maxBytes !== null;
   if (!decoded && !wrap) return response;
-  const fields: [string, string][] = [];
-  for (const [name, value] of response.headers) {
-    // Decoded: the coded length and label no longer describe the bytes.
-    if (decoded && (name === "content-encoding" || name === "content-length")) continue;
-    fields.push([name, value]);
-  }
   const { status, statusText } = response;
-  if (!wrap) return fieldsResponse(source, status, statusText, fields);
-  const length = decoded || request.method === "HEAD" ? null : declaredLength(response);
+  // Decoded: the coded length and label no longer describe the bytes.
+  const handed = decoded
+    ? fields.filter(([name]) => name !== "content-encoding" && name !== "content-length")
+    : fields;
+  if (!wrap) return fieldsResponse(source, status, statusText, handed);
+  const length = decoded || request.method === "HEAD" ? null : validLength(contentLength);
   let first: FirstRead | undefined;
   if (length !== null && length > 0 && length <= WHOLE_BODY_BYTES) {
-    const whole = await readWhole(source!, length);
-    if (whole instanceof Uint8Array) return fieldsResponse(whole, status, statusText, fields);
+    const whole = await readWhole(source, length);
+    if (whole instanceof Uint8Array) return fieldsResponse(whole, status, statusText, handed);
     first = whole;
   }
-  const body = fetchBody(source!, {
+  const body = fetchBody(source, {
     idleTimeoutMs,
     maxBytes,
     capName: "maxDecodedBodyBytes",
@@ -398,11 +416,10 @@ async function consistentResponse(
     onFailure: request.onBodyFailure,
     first,
   });
-  return fieldsResponse(body, status, statusText, fields);
+  return fieldsResponse(body, status, statusText, handed);
 }
 
-/** The response's valid `content-length`, else null. */
-function declaredLength(response: Response): number | null {
-  const text = response.headers.get("content-length");
+/** A valid `content-length` value as a number, else null. */
+function validLength(text: string | null): number | null {
   return text !== null && /^[0-9]{1,15}$/.test(text) ? Number(text) : null;
 }
