@@ -57,6 +57,33 @@ function levelFromEnv(): LogLevel {
 
 /** Field names whose values are never written, whoever passes them. */
 const SECRET_FIELD = /^(authorization|proxy-authorization|cookie|set-cookie|x-api-key|token)$/i;
+
+/** Field names already judged (the code's own keys: a handful), so a line tests no regex. */
+const secretByName = new Map<string, boolean>();
+const MAX_JUDGED_NAMES = 1024;
+
+function isSecretField(name: string): boolean {
+  let secret = secretByName.get(name);
+  if (secret === undefined) {
+    secret = SECRET_FIELD.test(name);
+    if (secretByName.size < MAX_JUDGED_NAMES) secretByName.set(name, secret);
+  }
+  return secret;
+}
+
+/** The last millisecond formatted: lines of the same millisecond (many, under load) share it. */
+let lastMs = NaN;
+let lastIso = "";
+
+/** `new Date().toISOString()`, formatted at most once per millisecond. */
+function isoNow(): string {
+  const ms = Date.now();
+  if (ms !== lastMs) {
+    lastMs = ms;
+    lastIso = new Date(ms).toISOString();
+  }
+  return lastIso;
+}
 /** Keys every line starts with; a field cannot overwrite them. */
 const RESERVED_FIELDS = new Set(["time", "level", "msg"]);
 
@@ -83,11 +110,11 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   };
   function emit(level: Exclude<LogLevel, "off">, msg: string, fields?: Record<string, unknown>) {
     if (RANK[level] < RANK[logger.level]) return;
-    const line: Record<string, unknown> = { time: new Date().toISOString(), level, msg };
+    const line: Record<string, unknown> = { time: isoNow(), level, msg };
     if (fields !== undefined) {
       for (const key in fields) {
         if (RESERVED_FIELDS.has(key)) continue;
-        line[key] = SECRET_FIELD.test(key) ? "[redacted]" : fields[key];
+        line[key] = isSecretField(key) ? "[redacted]" : fields[key];
       }
     }
     let text: string;
