@@ -53,17 +53,30 @@ export function admissionTicket(
   service: string,
   admission: Admission & { allowed: true },
 ): AdmissionTicket {
-  let recorded = false;
-  return {
-    probe: admission.probe,
-    record(outcome) {
-      recorded = true;
-      breaker.record(service, admission, outcome);
-    },
-    [Symbol.dispose]() {
-      if (recorded) return;
-      recorded = true;
-      breaker.record(service, admission, NO_VERDICT);
-    },
-  };
+  return new Ticket(breaker, service, admission);
+}
+
+/** One object per request (no closures to allocate on the request path). */
+class Ticket implements AdmissionTicket {
+  readonly probe: boolean;
+  private recorded = false;
+
+  constructor(
+    private readonly breaker: AdmissionControl,
+    private readonly service: string,
+    private readonly admission: Admission & { allowed: true },
+  ) {
+    this.probe = admission.probe;
+  }
+
+  record(outcome: AttemptOutcome): void {
+    this.recorded = true;
+    this.breaker.record(this.service, this.admission, outcome);
+  }
+
+  [Symbol.dispose](): void {
+    if (this.recorded) return;
+    this.recorded = true;
+    this.breaker.record(this.service, this.admission, NO_VERDICT);
+  }
 }

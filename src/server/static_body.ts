@@ -24,10 +24,14 @@ interface Parts {
   fields: [string, string][] | null;
 }
 
+/** The parts of responses made by {@link bytesResponse} (plain `Response`s). */
 const parts = new WeakMap<Response, Parts>();
 
 /** A `Response` whose `Headers` are built from its pairs only when someone reads them. */
 class FieldsResponse extends Response {
+  /** Its parts: a field, read without the WeakMap lookup a plain `Response` needs. */
+  parts: Parts | undefined;
+
   /** A clone copies the internal header list: build it first. */
   override clone(): Response {
     void this.headers;
@@ -36,7 +40,7 @@ class FieldsResponse extends Response {
 
   override get headers(): Headers {
     const headers = super.headers;
-    const own = parts.get(this);
+    const own = this.parts;
     if (own !== undefined && own.fields !== null) {
       const fields = own.fields;
       own.fields = null;
@@ -63,7 +67,7 @@ export function fieldsResponse(
   fields: [string, string][],
 ): Response {
   const response = new FieldsResponse(body, { status, statusText });
-  parts.set(response, { bytes: body instanceof Uint8Array ? body : null, fields });
+  response.parts = { bytes: body instanceof Uint8Array ? body : null, fields };
   return response;
 }
 
@@ -86,7 +90,7 @@ export function bytesResponse(bytes: Uint8Array<ArrayBuffer>, init: ResponseInit
  * read its body; else null.
  */
 export function bytesOf(response: Response): Uint8Array | null {
-  const own = parts.get(response);
+  const own = partsOf(response);
   return own === undefined || own.bytes === null || response.bodyUsed ? null : own.bytes;
 }
 
@@ -95,7 +99,11 @@ export function bytesOf(response: Response): Uint8Array | null {
  * `headers`; else null (read `response.headers`).
  */
 export function fieldsOf(response: Response): [string, string][] | null {
-  return parts.get(response)?.fields ?? null;
+  return partsOf(response)?.fields ?? null;
+}
+
+function partsOf(response: Response): Parts | undefined {
+  return response instanceof FieldsResponse ? response.parts : parts.get(response);
 }
 
 /**
@@ -130,7 +138,7 @@ export function rewriteFields(
   response: Response,
   rewrite: (fields: [string, string][]) => [string, string][],
 ): boolean {
-  const own = parts.get(response);
+  const own = partsOf(response);
   if (own === undefined || own.fields === null) return false;
   own.fields = rewrite(own.fields);
   return true;
