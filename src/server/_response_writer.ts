@@ -408,7 +408,9 @@ async function writeHeadAndChunks(
   target: ResponseTarget,
 ): Promise<boolean> {
   try {
-    await beforeHead(connection, target);
+    // No interim response in flight (the usual case): no promise step before the write.
+    if (connection.pendingWrite === null) target.body?.startResponse();
+    else await beforeHead(connection, target);
     // One exact-size array: cheaper than a pooled 64 KiB buffer for the usual small body.
     const out = new Uint8Array(head.length + total);
     encodeLatin1Into(head, out);
@@ -421,7 +423,9 @@ async function writeHeadAndChunks(
       offset += part.length;
       left -= part.length;
     }
-    await connection.write(out);
+    // One socket write takes the usual response whole: Connection.write's loop for the rest.
+    const written = await connection.conn.write(out);
+    if (written < out.length) await connection.write(out.subarray(written));
     return true;
   } catch {
     return false;
