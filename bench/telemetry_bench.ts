@@ -4,8 +4,9 @@
  * Prometheus and an OTLP reader registered (the OTLP interval is long, so only recording is
  * measured); and what tracing adds per request (a server span, one client span with its
  * `traceparent`, both ended): off, on and sampled, sampled out by the client's flag, sampled
- * out by a ratio of 0. The "on" exporter serializes every batch to OTLP protobuf and drops it,
- * so the export's CPU is in the figure but no network is.
+ * out by a ratio of 0. The "on" exporter serializes every batch to OTLP protobuf (with the
+ * gateway's one-pass serializer, and once more with the official one for comparison) and drops
+ * it, so the export's CPU is in the figure but no network is.
  *
  * Run: deno bench --allow-env --allow-read --allow-net --allow-sys bench/telemetry_bench.ts
  */
@@ -25,6 +26,7 @@ import {
   createTracing,
   type GatewayTracing,
 } from "../src/telemetry/mod.ts";
+import { createProtobufTraceSerializer } from "../src/telemetry/otlp_trace_protobuf.ts";
 
 const telemetry = createTelemetry({
   serviceNames: ["users", "orders"],
@@ -119,14 +121,23 @@ Deno.bench("prometheusText (scrape)", { group: "scrape", n: 200 }, async () => {
   await telemetry.prometheusText();
 });
 
-/** Serializes each batch as the OTLP exporter would, then drops it. */
-const serializingExporter: SpanExporter = {
-  export(spans: ReadableSpan[], done) {
-    ProtobufTraceSerializer.serializeRequest(spans);
-    done({ code: ExportResultCode.SUCCESS });
-  },
-  shutdown: () => Promise.resolve(),
-};
+/** Serializes each batch with `serialize`, then drops it. */
+function serializingExporterOf(serialize: (spans: ReadableSpan[]) => unknown): SpanExporter {
+  return {
+    export(spans: ReadableSpan[], done) {
+      serialize(spans);
+      done({ code: ExportResultCode.SUCCESS });
+    },
+    shutdown: () => Promise.resolve(),
+  };
+}
+/** As the OTLP protobuf exporter serializes (the one-pass serializer, its bytes the official's). */
+const protobuf = createProtobufTraceSerializer();
+const serializingExporter = serializingExporterOf((spans) => protobuf.serializeRequest(spans));
+/** With the official `ProtobufTraceSerializer`, for comparison. */
+const officialSerializingExporter = serializingExporterOf((spans) =>
+  ProtobufTraceSerializer.serializeRequest(spans)
+);
 /** Drops each batch: the request path's share of the cost alone. */
 const droppingExporter: SpanExporter = {
   export(_spans: ReadableSpan[], done) {
@@ -144,6 +155,12 @@ const batch = { maxQueueSize: 1 << 20 };
 const tracingOff = createTracing({ exporter: null, resource });
 const tracingOn = createTracing({
   exporter: serializingExporter,
+  resource,
+  batch,
+  sampler: new ParentBasedSampler({ root: new AlwaysOnSampler() }),
+});
+const tracingOnOfficial = createTracing({
+  exporter: officialSerializingExporter,
   resource,
   batch,
   sampler: new ParentBasedSampler({ root: new AlwaysOnSampler() }),
@@ -200,6 +217,9 @@ Deno.bench("tracing off", { group: "tracing", baseline: true }, () => {
 Deno.bench("tracing on, sampled (2 spans, serialized)", { group: "tracing" }, () => {
   tracedRequest(tracingOn, sampledParent);
 });
+Deno.bench("tracing on, sampled (2 spans, official serializer)", { group: "tracing" }, () => {
+  tracedRequest(tracingOnOfficial, sampledParent);
+});
 Deno.bench("tracing on, sampled (2 spans, export dropped)", { group: "tracing" }, () => {
   tracedRequest(tracingOnDropped, sampledParent);
 });
@@ -213,6 +233,7 @@ Deno.bench("tracing on, sampled out by ratio 0 (root)", { group: "tracing" }, ()
 globalThis.addEventListener("unload", () => {
   telemetry.shutdown();
   tracingOn.shutdown();
+  tracingOnOfficial.shutdown();
   tracingOnDropped.shutdown();
   tracingRatioZero.shutdown();
 });
