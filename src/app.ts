@@ -84,6 +84,12 @@ export interface Gateway {
   drain(): void;
   /** Requests in flight through the public app right now (every generation). */
   inFlight(): number;
+  /**
+   * Resolves once no upgraded (WebSocket) connection is open. A drain closes them with 1001
+   * through the server's shutdown; this waits for each session's end to be recorded (its
+   * access-log line) before the gateway is closed.
+   */
+  websocketsClosed(): Promise<void>;
   /** The fleet breaker of the config in force (for the admin API and tests). */
   readonly breaker: FleetBreaker;
   /** The config in force. */
@@ -164,6 +170,7 @@ export function createGateway(config: GatewayConfig, options: GatewayOptions = {
       lifecycle.draining = true;
     },
     inFlight: () => [...shared.live].reduce((sum, generation) => sum + generation.inFlight(), 0),
+    websocketsClosed: () => shared.websockets?.allClosed() ?? Promise.resolve(),
     poolUsage: () => cell.current.status.poolUsage(),
     traffic,
     reload: reloader.reload,

@@ -474,7 +474,13 @@ async function shutdown(
     await delay(config.shutdown.drainDelayMs);
   }
   const remainingMs = Math.max(0, deadlineAt - Date.now());
-  const publicShutdown = Promise.all([servers.public?.shutdown(), servers.tls?.shutdown()]);
+  const publicShutdown = Promise.all([
+    servers.public?.shutdown(),
+    servers.tls?.shutdown(),
+    // A WebSocket session's end (its access-log line) is recorded after its connection left
+    // the server.
+    gateway.websocketsClosed(),
+  ]);
   const finished = await deadline(publicShutdown, remainingMs).then(
     () => true,
     (error) => {

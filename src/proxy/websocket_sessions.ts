@@ -28,6 +28,12 @@ export interface WebSocketSessions {
   release(service: string, client: string | null): void;
   /** Open connections of every service that has had one. */
   open(): Array<{ service: string; open: number }>;
+  /**
+   * Resolves once no connection of any service is open (at once when none is). A drain waits
+   * for it so every session's close, and its access-log line, happens before the process or
+   * worker ends.
+   */
+  allClosed(): Promise<void>;
 }
 
 interface ServiceCount {
@@ -48,6 +54,8 @@ interface ServiceCount {
  */
 export function createWebSocketSessions(): WebSocketSessions {
   const counts = new Map<string, ServiceCount>();
+  let total = 0;
+  let closedWaiters: Array<() => void> = [];
   return {
     tryOpen(service, max, client, maxPerClient) {
       let count = counts.get(service);
@@ -59,18 +67,27 @@ export function createWebSocketSessions(): WebSocketSessions {
       const mine = client === null ? 0 : count.byClient.get(client) ?? 0;
       if (client !== null && mine >= maxPerClient) return "client";
       count.open++;
+      total++;
       if (client !== null) count.byClient.set(client, mine + 1);
       return null;
     },
     release(service, client) {
       const count = counts.get(service);
-      if (count === undefined) return;
-      count.open = Math.max(0, count.open - 1);
+      if (count === undefined || count.open === 0) return;
+      count.open--;
+      total--;
+      if (total === 0 && closedWaiters.length > 0) {
+        const waiters = closedWaiters;
+        closedWaiters = [];
+        for (const resolve of waiters) resolve();
+      }
       if (client === null) return;
       const mine = (count.byClient.get(client) ?? 0) - 1;
       if (mine > 0) count.byClient.set(client, mine);
       else count.byClient.delete(client);
     },
     open: () => [...counts].map(([service, count]) => ({ service, open: count.open })),
+    allClosed: () =>
+      total === 0 ? Promise.resolve() : new Promise((resolve) => closedWaiters.push(resolve)),
   };
 }

@@ -147,7 +147,11 @@ async function drain(message: ToWorker & { type: "drain" }): Promise<void> {
   const deadlineAt = Date.now() + message.timeoutMs;
   // Time for load balancers to see /readyz fail before the listener goes away.
   if (message.drainDelayMs > 0) await delay(message.drainDelayMs);
-  const clean = await deadline(server.shutdown(), Math.max(0, deadlineAt - Date.now())).then(
+  // The server's shutdown ends once every connection left it, a WebSocket one included; the
+  // session's end (and its access-log line) is recorded after that, so wait for it too before
+  // reporting drained: the main thread may end this worker as soon as it hears it.
+  const finished = Promise.all([server.shutdown(), running.websocketsClosed()]);
+  const clean = await deadline(finished, Math.max(0, deadlineAt - Date.now())).then(
     () => true,
     (error) => {
       if (error instanceof DeadlineError) return false;

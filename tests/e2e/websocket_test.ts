@@ -19,9 +19,6 @@ Deno.test("SIGTERM: open WebSockets get 1001 after the drain delay, both sides",
   const upstream = startWebSocketUpstream();
   const drainDelayMs = 400;
   const gateway = await startGatewayProcess({
-    // One thread: a worker reports drained once its listener closed and may be ended before
-    // its WebSocket sessions' close handshakes (and their access-log lines) finish; the
-    // workers' SIGTERM case is the next test, without the log lines (README, "Workers").
     workers: 1,
     shutdown: { drainDelayMs, timeoutMs: 5000 },
     services: { chat: { prefix: "/ws", upstreams: [upstream.origin] } },
@@ -86,6 +83,13 @@ Deno.test("with two workers: sessions through both, SIGTERM closes them with 100
     const status = await within(gateway.stop(), 15_000, "the gateway's exit");
     stopped = true;
     assert.equal(status.code, 0);
+    // A worker reports drained only after its sessions' ends were recorded: no line is lost
+    // when the main thread ends the workers.
+    const requests = gateway.lines.filter((line) => line.msg === "request" && line.status === 101);
+    assert.equal(requests.length, 6);
+    for (const line of requests) {
+      assert.equal((line.websocket as Record<string, unknown>).ending, "shutdown");
+    }
   } finally {
     for (const client of clients) await client.close();
     if (!stopped) await gateway.stop("SIGKILL");
