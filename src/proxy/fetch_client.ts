@@ -8,7 +8,12 @@
  * - It decodes `Content-Encoding: gzip` and `br` (one coding, any letter case; not `x-gzip`,
  *   `deflate`, `zstd` or a list) unless the request's `Accept-Encoding` is exactly `identity`
  *   or the request has a `Range` header, and keeps the coded `content-encoding` and
- *   `content-length`. Decoded responses lose both headers here, so the bytes match the headers.
+ *   `content-length`; there is no switch to keep the coding. Decoded responses lose both
+ *   headers here, so the bytes match the headers, and are cut past `maxDecodedBodyBytes`
+ *   (a compression bomb).
+ * - Its response body allocates a fresh 64 KiB buffer per default-reader read: the body is
+ *   read BYOB only (`./_fetch_body.ts`), and a small declared body that came with the head is
+ *   handed over as bytes.
  * - It adds `accept-encoding: gzip,br` when absent: this client sends `identity` instead, so an
  *   upstream is never asked to compress what fetch would decode again.
  * - It upper-cases `delete`, `get`, `head`, `options`, `post` and `put` (the Fetch standard's
