@@ -50,27 +50,50 @@ export function openAttemptScope(
   deadlineAtMs: number,
   deadlines: DeadlineScheduler,
 ): AttemptScope {
-  const controller = new AbortController();
-  let waitingOnClient = () => false;
-  const disarm = deadlines.schedule(
-    deadlineAtMs,
-    () => controller.abort(new DeadlineExceeded(waitingOnClient())),
-  );
-  const onClientGone = () => controller.abort(new UpstreamError("aborted", "the client went away"));
-  clientSignal.addEventListener("abort", onClientGone, { once: true });
-  return {
-    signal: controller.signal,
-    watchBody(watch) {
-      waitingOnClient = watch;
-    },
-    clientStalled() {
-      const reason = controller.signal.reason;
-      return reason instanceof DeadlineExceeded && reason.clientStalled;
-    },
-    disarm,
-    close() {
-      disarm();
-      clientSignal.removeEventListener("abort", onClientGone);
-    },
-  };
+  return new Scope(clientSignal, deadlineAtMs, deadlines);
 }
+
+const ONCE = { once: true };
+
+/** One object and two callbacks per request (it was seven closures). */
+class Scope implements AttemptScope {
+  readonly signal: AbortSignal;
+  private readonly controller = new AbortController();
+  private waitingOnClient: () => boolean = notWaiting;
+  private readonly cancelDeadline: () => void;
+  private readonly onClientGone = () =>
+    this.controller.abort(new UpstreamError("aborted", "the client went away"));
+
+  constructor(
+    private readonly clientSignal: AbortSignal,
+    deadlineAtMs: number,
+    deadlines: DeadlineScheduler,
+  ) {
+    this.signal = this.controller.signal;
+    this.cancelDeadline = deadlines.schedule(
+      deadlineAtMs,
+      () => this.controller.abort(new DeadlineExceeded(this.waitingOnClient())),
+    );
+    clientSignal.addEventListener("abort", this.onClientGone, ONCE);
+  }
+
+  watchBody(watch: () => boolean): void {
+    this.waitingOnClient = watch;
+  }
+
+  clientStalled(): boolean {
+    const reason = this.signal.reason;
+    return reason instanceof DeadlineExceeded && reason.clientStalled;
+  }
+
+  disarm(): void {
+    this.cancelDeadline();
+  }
+
+  close(): void {
+    this.cancelDeadline();
+    this.clientSignal.removeEventListener("abort", this.onClientGone);
+  }
+}
+
+const notWaiting = () => false;
