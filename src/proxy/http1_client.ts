@@ -895,28 +895,35 @@ function openExchange(
   connection: Connection,
   request: UpstreamRequest,
 ): Exchange {
-  const { signal } = request;
-  const x: Exchange = {
-    client,
-    connection,
-    request,
-    bodyReader: null,
-    requestSent: false,
-    bodyFailure: null,
-    detach: () => {},
+  return new OpenExchange(client, connection, request);
+}
+
+const ONCE = { once: true };
+
+/** One object and one listener per exchange (it was an object and three closures). */
+class OpenExchange implements Exchange {
+  bodyReader: ReadableStreamBYOBReader | ReadableStreamDefaultReader<Uint8Array> | null = null;
+  requestSent = false;
+  bodyFailure: unknown = null;
+  private attached = true;
+  private readonly onAbort = () => {
+    this.connection.destroy();
+    this.bodyReader?.cancel(this.request.signal.reason).catch(() => {});
   };
-  const onAbort = () => {
-    connection.destroy();
-    x.bodyReader?.cancel(signal.reason).catch(() => {});
-  };
-  signal.addEventListener("abort", onAbort, { once: true });
-  let settled = false;
-  x.detach = () => {
-    if (settled) return;
-    settled = true;
-    signal.removeEventListener("abort", onAbort);
-  };
-  return x;
+
+  constructor(
+    readonly client: ClientState,
+    readonly connection: Connection,
+    readonly request: UpstreamRequest,
+  ) {
+    request.signal.addEventListener("abort", this.onAbort, ONCE);
+  }
+
+  detach(): void {
+    if (!this.attached) return;
+    this.attached = false;
+    this.request.signal.removeEventListener("abort", this.onAbort);
+  }
 }
 
 /** What a failure is, once the request body's own failure is taken into account. */
