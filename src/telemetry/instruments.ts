@@ -3,7 +3,9 @@
  * them.
  *
  * Recording sits on the request path, so attribute objects are built once per distinct
- * combination and reused: the SDK then only hashes them, with no allocation of ours.
+ * combination and reused: the SDK then only hashes them (the counters), with no allocation of
+ * ours; the two request-duration histograms are aggregated in process on the series cached
+ * beside each set (`./local_histograms.ts`), with no hashing at all.
  *
  * @module
  */
