@@ -10,8 +10,10 @@ import {
   attributesOf,
   latestMetric,
   pointValue,
+  type ReceivedExport,
   startOtlpReceiver,
 } from "../telemetry/_otlp_receiver.ts";
+import { waitFor } from "../_helpers/wait.ts";
 import { parsePrometheusText, samplesWhere } from "../telemetry/_prom_parser.ts";
 
 Deno.test("a gateway process exports what happened over OTLP and on /metrics", async () => {
@@ -21,6 +23,9 @@ Deno.test("a gateway process exports what happened over OTLP and on /metrics", a
   );
   const receiver = startOtlpReceiver();
   const gateway = await startGatewayProcess({
+    // One thread: this test reads one export as the whole picture; with workers each thread
+    // exports its own series (the next test).
+    workers: 1,
     telemetry: { prometheus: true, otlp: { endpoint: receiver.baseUrl, intervalMs: 300 } },
     services: {
       api: {
@@ -120,6 +125,66 @@ Deno.test("a gateway process exports what happened over OTLP and on /metrics", a
     assert.ok(
       usagePoint !== undefined && pointValue(usagePoint) >= 0 && pointValue(usagePoint) <= 1,
     );
+  } finally {
+    const status = await gateway.stop();
+    assert.equal(status.code, 0);
+    await receiver.close();
+    await upstream.close();
+  }
+});
+
+/** The `service.instance.id` of each resource in an export. */
+function instanceIds(received: ReceivedExport): string[] {
+  return received.body.resourceMetrics.map((each) =>
+    String(attributesOf(each.resource.attributes)["service.instance.id"])
+  );
+}
+
+/** The request count of `service` in the latest export from each instance id. */
+function requestsByInstance(received: ReceivedExport[], service: string): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const entry of received) {
+    for (const resourceMetrics of entry.body.resourceMetrics) {
+      const id = String(attributesOf(resourceMetrics.resource.attributes)["service.instance.id"]);
+      const metric = resourceMetrics.scopeMetrics.flatMap((scope) => scope.metrics)
+        .find((each) => each.name === "http.server.request.duration");
+      if (metric?.histogram === undefined) continue;
+      const count = metric.histogram.dataPoints
+        .filter((point) => attributesOf(point.attributes)["breakwater.service"] === service)
+        .reduce((sum, point) => sum + Number(point.count), 0);
+      counts.set(id, count); // cumulative: the latest export of each thread is its total
+    }
+  }
+  return counts;
+}
+
+Deno.test("with two workers, OTLP carries every thread: the main thread's and each worker's series", async () => {
+  const upstream = startUpstream(() => Response.json({ ok: true }));
+  const receiver = startOtlpReceiver();
+  const gateway = await startGatewayProcess({
+    workers: 2,
+    telemetry: { otlp: { endpoint: receiver.baseUrl, intervalMs: 300 } },
+    services: { api: { prefix: "/api", upstreams: [upstream.origin] } },
+  });
+  try {
+    // Fresh connections, so the kernel spreads them over both workers' sockets.
+    const total = 40;
+    for (let i = 0; i < total; i++) {
+      const response = await fetch(`${gateway.url}/api/ok`, { headers: { connection: "close" } });
+      await response.text();
+    }
+    let counts = new Map<string, number>();
+    await waitFor(() => {
+      counts = requestsByInstance(receiver.received, "api");
+      return [...counts.values()].reduce((sum, each) => sum + each, 0) === total;
+    }, { timeoutMs: 10_000, what: "the workers' exports add up to every request" });
+    const ids = new Set(receiver.received.flatMap(instanceIds));
+    const main = [...ids].find((id) => !/-w\d+$/.test(id));
+    assert.ok(main !== undefined, `the main thread exports too (ids: ${[...ids].join(", ")})`);
+    for (const id of counts.keys()) assert.match(id, new RegExp(`^${main}-w\\d+$`));
+    // Both workers exported (each exports its series even before it served anything).
+    const workerIds = [...ids].filter((id) => id !== main);
+    assert.equal(workerIds.length, 2, `worker ids: ${workerIds.join(", ")}`);
   } finally {
     const status = await gateway.stop();
     assert.equal(status.code, 0);
