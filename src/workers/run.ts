@@ -237,19 +237,27 @@ export async function runWorkers(options: RunWorkersOptions): Promise<number> {
     await Promise.all(asks);
   };
 
+  // Each worker's last answer: a worker that is slow to answer a scrape (a busy event loop) or
+  // restarting is summed with its last series rather than left out, so the instance's counters
+  // never appear to go backwards (Prometheus would read a drop as a counter reset).
+  const lastMetrics: (string | null)[] = new Array(count).fill(null);
   const workerMetrics = async (): Promise<string[]> => {
     const asks: Promise<string | null>[] = [];
     for (let index = 0; index < count; index++) {
-      if (!statuses[index].listening) continue;
+      if (!statuses[index].listening) {
+        asks.push(Promise.resolve(lastMetrics[index]));
+        continue;
+      }
       const id = nextMetricsId++;
       asks.push(
         new Promise<string | null>((resolve) => {
-          const timer = setTimeout(() => resolve(null), WORKER_METRICS_TIMEOUT_MS);
+          const timer = setTimeout(() => resolve(lastMetrics[index]), WORKER_METRICS_TIMEOUT_MS);
           metricsWaiters.set(id, {
             index,
             resolve: (text) => {
               clearTimeout(timer);
-              resolve(text);
+              if (text !== null) lastMetrics[index] = text;
+              resolve(text ?? lastMetrics[index]);
             },
           });
           supervisor.postTo(index, { type: "metrics", id });
