@@ -42,7 +42,12 @@ import { deadline, DeadlineError, delay } from "../async/mod.ts";
 import { createHttp1Client } from "../proxy/http1_client.ts";
 import type { UpstreamClient } from "../proxy/upstream_client.ts";
 import type { OtlpProtocol, OtlpSignal } from "./otlp_config.ts";
-import { createProtobufTraceSerializer } from "./otlp_trace_protobuf.ts";
+import {
+  createEncodedTraceSerializer,
+  createProtobufTraceSerializer,
+  type EncodedSpanBatch,
+} from "./otlp_trace_protobuf.ts";
+import type { EncodedSpanExporter } from "./encoded_span_processor.ts";
 
 /** Largest collector response read (the package transport's limit). */
 const MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
@@ -153,6 +158,64 @@ export function createOtlpExporter(
     transport,
   );
   return { exporter: new OTLPExporterBase(delegate), url: config.url };
+}
+
+/**
+ * A protobuf span exporter over batches encoded as spans end (encoded_span_processor.ts):
+ * the same transport, retries, timeout and URL resolution as {@link createOtlpExporter}'s,
+ * with the envelope written around the pre-encoded spans.
+ *
+ * @example
+ * ```ts
+ * const { exporter } = createEncodedSpanExporter({ protocol: "http/protobuf" });
+ * const processor = createEncodedSpanProcessor({ exporter });
+ * ```
+ */
+export function createEncodedSpanExporter(
+  options: OtlpExporterOptions,
+): OtlpExporter<EncodedSpanExporter> {
+  const config = convertLegacyHttpOptions(
+    { url: options.url, timeoutMillis: options.timeoutMs },
+    "TRACES",
+    "v1/traces",
+    { "Content-Type": "application/x-protobuf" },
+  );
+  const transport = withRetries(
+    createDenoConnectTransport(
+      config.url,
+      config.headers,
+      config.compression,
+      caCertsFor("traces"),
+    ),
+  );
+  const metrics = new ExporterMetrics({
+    componentType: "otlp_http_span_exporter",
+    // The official helper counts a request's spans; a batch knows its count.
+    // deno-lint-ignore no-explicit-any
+    metricsHelper: { name: "span", countItems: (batch: EncodedSpanBatch) => batch.count } as any,
+    url: config.url,
+    meterProvider: undefined,
+    responseAttributesFromError: (error) =>
+      error instanceof OTLPExporterError && error.code !== undefined
+        ? { "http.response.status_code": error.code }
+        : {},
+  });
+  const delegate = createOtlpNetworkExportDelegate<EncodedSpanBatch, unknown>(
+    config,
+    createEncodedTraceSerializer(),
+    metrics as ExporterMetrics<EncodedSpanBatch>,
+    transport,
+  );
+  const base = new OTLPExporterBase(delegate);
+  return {
+    exporter: {
+      encoded: true,
+      export: (batch, resultCallback) => base.export(batch, resultCallback),
+      forceFlush: () => base.forceFlush(),
+      shutdown: () => base.shutdown(),
+    },
+    url: config.url,
+  };
 }
 
 /** `OTEL_EXPORTER_OTLP_[<SIGNAL>_]CERTIFICATE`: extra trusted CAs for an https collector. */

@@ -69,8 +69,8 @@ function hexValue(code: number): number {
 
 /** A protobuf writer over one growable buffer (the official `ProtobufWriter`'s encoding). */
 class Writer {
-  buffer = new Uint8Array(INITIAL_BUFFER_BYTES);
-  view = new DataView(this.buffer.buffer);
+  buffer: Uint8Array = new Uint8Array(INITIAL_BUFFER_BYTES);
+  view: DataView = new DataView(this.buffer.buffer);
   pos = 0;
   readonly encoder = new TextEncoder();
   readonly keys = new Map<string, Uint8Array>();
@@ -151,6 +151,13 @@ class Writer {
     this.ensure(8);
     this.view.setFloat64(this.pos, value, true);
     this.pos += 8;
+  }
+
+  /** Bytes already encoded (no length prefix). */
+  raw(bytes: Uint8Array): void {
+    this.ensure(bytes.length);
+    this.buffer.set(bytes, this.pos);
+    this.pos += bytes.length;
   }
 
   bytes(bytes: Uint8Array): void {
@@ -427,6 +434,20 @@ type Scope = ReadableSpan["instrumentationScope"];
 
 function writeScopeSpans(writer: Writer, scope: Scope, spans: ReadableSpan[]): void {
   const start = writer.startLengthDelimited();
+  writeScope(writer, scope);
+  for (const span of spans) {
+    writer.tag(2, LEN);
+    writeSpan(writer, span);
+  }
+  if (scope.schemaUrl) {
+    writer.tag(3, LEN);
+    writer.string(scope.schemaUrl);
+  }
+  writer.finishLengthDelimited(start);
+}
+
+/** ScopeSpans field 1: the `InstrumentationScope`. */
+function writeScope(writer: Writer, scope: Scope): void {
   writer.tag(1, LEN);
   const scopeStart = writer.startLengthDelimited();
   writer.tag(1, LEN);
@@ -444,15 +465,6 @@ function writeScopeSpans(writer: Writer, scope: Scope, spans: ReadableSpan[]): v
     writer.varint(extra.droppedAttributesCount);
   }
   writer.finishLengthDelimited(scopeStart);
-  for (const span of spans) {
-    writer.tag(2, LEN);
-    writeSpan(writer, span);
-  }
-  if (scope.schemaUrl) {
-    writer.tag(3, LEN);
-    writer.string(scope.schemaUrl);
-  }
-  writer.finishLengthDelimited(start);
 }
 
 function writeResourceSpans(
@@ -461,12 +473,7 @@ function writeResourceSpans(
   scopes: Map<Scope, ReadableSpan[]>,
 ): void {
   const start = writer.startLengthDelimited();
-  writer.tag(1, LEN);
-  const resourceStart = writer.startLengthDelimited();
-  if (resource.attributes) writeAttributes(writer, resource.attributes, 1);
-  writer.tag(2, VARINT);
-  writer.varint(0);
-  writer.finishLengthDelimited(resourceStart);
+  writeResource(writer, resource);
   for (const spans of scopes.values()) {
     writer.tag(2, LEN);
     writeScopeSpans(writer, spans[0].instrumentationScope, spans);
@@ -476,6 +483,16 @@ function writeResourceSpans(
     writer.string(resource.schemaUrl);
   }
   writer.finishLengthDelimited(start);
+}
+
+/** ResourceSpans field 1: the `Resource`. */
+function writeResource(writer: Writer, resource: Resource): void {
+  writer.tag(1, LEN);
+  const resourceStart = writer.startLengthDelimited();
+  if (resource.attributes) writeAttributes(writer, resource.attributes, 1);
+  writer.tag(2, VARINT);
+  writer.varint(0);
+  writer.finishLengthDelimited(resourceStart);
 }
 
 /** Spans grouped by resource, then scope, by identity and in first-seen order (as upstream). */
@@ -515,6 +532,160 @@ export function createProtobufTraceSerializer(): TraceSerializer {
         for (const [resource, scopes] of groupSpans(spans)) {
           writer.tag(1, LEN);
           writeResourceSpans(writer, resource, scopes);
+        }
+        return writer.take();
+      } catch (error) {
+        writer.pos = 0;
+        throw error;
+      }
+    },
+    deserializeResponse: (data) => ProtobufTraceSerializer.deserializeResponse(data),
+  };
+}
+
+/** A run of consecutive spans with the same resource and scope: a byte range of a batch. */
+interface EncodedRun {
+  resource: Resource;
+  scope: Scope;
+  start: number;
+  end: number;
+}
+
+/**
+ * Spans encoded when they ended: each one's `ScopeSpans.spans` field (tag and `Span` message)
+ * back to back in `bytes`, with the runs of spans sharing a resource and scope. Holding these
+ * instead of the spans lets a span and its attribute objects die right after `end()`, in V8's
+ * young generation, instead of living until their batch is exported.
+ */
+export interface EncodedSpanBatch {
+  /** The encoded spans, in the order they ended. */
+  readonly bytes: Uint8Array;
+  /** Runs of spans with one resource and scope, in order. */
+  readonly runs: readonly EncodedRun[];
+  /** How many spans. */
+  readonly count: number;
+}
+
+/** Encodes spans as they end into an open batch ({@link createSpanBatchEncoder}). */
+export interface SpanBatchEncoder {
+  /** Spans in the open batch. */
+  readonly count: number;
+  /** Encodes `span` into the open batch; on a throw the batch is as it was. */
+  add(span: ReadableSpan): void;
+  /** Closes the open batch (its bytes copied out) and starts an empty one. */
+  take(): EncodedSpanBatch;
+}
+
+/**
+ * Creates an encoder that writes each ended span's `Span` message (as the one-pass serializer
+ * does) into one kept buffer; {@link createEncodedTraceSerializer} wraps a batch into the
+ * `ExportTraceServiceRequest` the official serializer would write for the same spans.
+ *
+ * @example
+ * ```ts
+ * const encoder = createSpanBatchEncoder();
+ * encoder.add(span); // in a span processor's onEnd
+ * const bytes = createEncodedTraceSerializer().serializeRequest(encoder.take());
+ * ```
+ */
+export function createSpanBatchEncoder(): SpanBatchEncoder {
+  const writer = new Writer();
+  let runs: EncodedRun[] = [];
+  let count = 0;
+  return {
+    get count() {
+      return count;
+    },
+    add(span) {
+      const start = writer.pos;
+      try {
+        writer.tag(2, LEN);
+        writeSpan(writer, span);
+      } catch (error) {
+        writer.pos = start;
+        throw error;
+      }
+      const last = runs.length === 0 ? undefined : runs[runs.length - 1];
+      if (
+        last !== undefined && last.resource === span.resource &&
+        last.scope === span.instrumentationScope
+      ) {
+        last.end = writer.pos;
+      } else {
+        runs.push({
+          resource: span.resource,
+          scope: span.instrumentationScope,
+          start,
+          end: writer.pos,
+        });
+      }
+      count++;
+    },
+    take() {
+      const batch = { bytes: writer.take(), runs, count };
+      runs = [];
+      count = 0;
+      return batch;
+    },
+  };
+}
+
+/** The serializer shape the OTLP export delegate takes, for encoded batches. */
+export interface EncodedTraceSerializer {
+  serializeRequest(batch: EncodedSpanBatch): Uint8Array | undefined;
+  deserializeResponse(data: Uint8Array): unknown;
+}
+
+/**
+ * Creates the serializer that wraps an {@link EncodedSpanBatch} into an
+ * `ExportTraceServiceRequest`: runs grouped by resource, then scope, by identity and in
+ * first-seen order, as the official serializer groups spans, so the bytes are the same.
+ *
+ * @example
+ * ```ts
+ * const serializer = createEncodedTraceSerializer();
+ * const body = serializer.serializeRequest(encoder.take());
+ * ```
+ */
+export function createEncodedTraceSerializer(): EncodedTraceSerializer {
+  const writer = new Writer();
+  return {
+    serializeRequest(batch) {
+      try {
+        const resources = new Map<Resource, Map<Scope, EncodedRun[]>>();
+        for (const run of batch.runs) {
+          let scopes = resources.get(run.resource);
+          if (scopes === undefined) {
+            scopes = new Map();
+            resources.set(run.resource, scopes);
+          }
+          let list = scopes.get(run.scope);
+          if (list === undefined) {
+            list = [];
+            scopes.set(run.scope, list);
+          }
+          list.push(run);
+        }
+        for (const [resource, scopes] of resources) {
+          writer.tag(1, LEN);
+          const start = writer.startLengthDelimited();
+          writeResource(writer, resource);
+          for (const [scope, list] of scopes) {
+            writer.tag(2, LEN);
+            const scopeStart = writer.startLengthDelimited();
+            writeScope(writer, scope);
+            for (const run of list) writer.raw(batch.bytes.subarray(run.start, run.end));
+            if (scope.schemaUrl) {
+              writer.tag(3, LEN);
+              writer.string(scope.schemaUrl);
+            }
+            writer.finishLengthDelimited(scopeStart);
+          }
+          if (resource.schemaUrl) {
+            writer.tag(3, LEN);
+            writer.string(resource.schemaUrl);
+          }
+          writer.finishLengthDelimited(start);
         }
         return writer.take();
       } catch (error) {

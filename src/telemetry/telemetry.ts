@@ -17,6 +17,7 @@ import {
 import { deadline, DeadlineError } from "../async/mod.ts";
 import { createLogger } from "./access_log.ts";
 import {
+  createFailureStreak,
   type LogSink,
   withFailureStreakLogging,
   withSpanFailureStreakLogging,
@@ -36,7 +37,7 @@ import {
   redactUrl,
   resolveExportPlan,
 } from "./otlp_config.ts";
-import { createOtlpExporter } from "./otlp_exporter.ts";
+import { createEncodedSpanExporter, createOtlpExporter } from "./otlp_exporter.ts";
 import { registerProcessInfo } from "./process_info.ts";
 import { registerProcessMetrics } from "./process_metrics.ts";
 import { createPrometheusRenderer, createPullReader } from "./prometheus.ts";
@@ -151,13 +152,24 @@ function tracingFor(
   log: LogSink,
 ): GatewayTracing {
   if (plan === null) return createTracing({ exporter: null, resource });
+  const samplerNotices: ConfigNotice[] = [];
+  const sampler = samplerFromEnv(samplerNotices);
+  for (const notice of samplerNotices) log(notice);
+  if (plan.protocol === "http/protobuf") {
+    // Spans encoded as they end (encoded_span_processor.ts); the same failure-streak logging.
+    const encoded = createEncodedSpanExporter({ protocol: plan.protocol, url: plan.configUrl });
+    return createTracing({
+      exporter: encoded.exporter,
+      onExportResult: createFailureStreak(log, redactUrl(encoded.url), "traces"),
+      resource,
+      sampler,
+      version,
+    });
+  }
   const { exporter, url } = createOtlpExporter("traces", {
     protocol: plan.protocol,
     url: plan.configUrl,
   });
-  const samplerNotices: ConfigNotice[] = [];
-  const sampler = samplerFromEnv(samplerNotices);
-  for (const notice of samplerNotices) log(notice);
   return createTracing({
     exporter: withSpanFailureStreakLogging(exporter, log, redactUrl(url)),
     resource,

@@ -28,7 +28,12 @@ import {
   trace,
   type Tracer,
 } from "@opentelemetry/api";
-import { getNumberFromEnv, getStringFromEnv, W3CTraceContextPropagator } from "@opentelemetry/core";
+import {
+  type ExportResult,
+  getNumberFromEnv,
+  getStringFromEnv,
+  W3CTraceContextPropagator,
+} from "@opentelemetry/core";
 import type { Resource } from "@opentelemetry/resources";
 import {
   AlwaysOffSampler,
@@ -43,6 +48,7 @@ import {
   TraceIdRatioBasedSampler,
   TracerProvider,
 } from "@opentelemetry/sdk-trace";
+import { createEncodedSpanProcessor, type EncodedSpanExporter } from "./encoded_span_processor.ts";
 import { normalizeMethod } from "./instruments.ts";
 import { type SpanIds, spanIds } from "./_span_ids.ts";
 import type { ConfigNotice } from "./otlp_config.ts";
@@ -147,8 +153,13 @@ export interface GatewayTracing {
 
 /** Options of {@link createTracing}. */
 export interface TracingOptions {
-  /** Where finished spans go (batched); null turns tracing off. */
-  exporter: SpanExporter | null;
+  /**
+   * Where finished spans go (batched): an SDK exporter behind the SDK's batch processor, or an
+   * encoded-span exporter behind {@link createEncodedSpanProcessor}; null turns tracing off.
+   */
+  exporter: SpanExporter | EncodedSpanExporter | null;
+  /** Sees every export result of an encoded-span exporter (an SDK one is wrapped instead). */
+  onExportResult?: (result: ExportResult) => void;
   /** The resource every span carries (shared with the metrics). */
   resource: Resource;
   /** Default: from `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` ({@link samplerFromEnv}). */
@@ -297,7 +308,7 @@ interface Decided {
  * never decided beforehand, go to `sampler`), batched export.
  */
 function createProvider(
-  options: TracingOptions & { exporter: SpanExporter },
+  options: TracingOptions & { exporter: SpanExporter | EncodedSpanExporter },
   sampler: Sampler,
   ids: SpanIds,
   decided: Decided,
@@ -313,10 +324,17 @@ function createProvider(
       generateSpanId: () => ids.generateSpanId(),
     },
     spanProcessors: [
-      new BatchSpanProcessor({
-        exporter: options.exporter,
-        ...(options.batch ?? batchConfigFromEnv()),
-      }),
+      // Protobuf: spans encoded as they end, so they die young (encoded_span_processor.ts).
+      "encoded" in options.exporter
+        ? createEncodedSpanProcessor({
+          exporter: options.exporter,
+          onExportResult: options.onExportResult,
+          ...(options.batch ?? batchConfigFromEnv()),
+        })
+        : new BatchSpanProcessor({
+          exporter: options.exporter,
+          ...(options.batch ?? batchConfigFromEnv()),
+        }),
     ],
   });
 }

@@ -15,7 +15,11 @@ import {
   SimpleSpanProcessor,
   TracerProvider,
 } from "@opentelemetry/sdk-trace";
-import { createProtobufTraceSerializer } from "../../src/telemetry/otlp_trace_protobuf.ts";
+import {
+  createEncodedTraceSerializer,
+  createProtobufTraceSerializer,
+  createSpanBatchEncoder,
+} from "../../src/telemetry/otlp_trace_protobuf.ts";
 import { decodeProtobuf } from "./_otlp_receiver.ts";
 
 /** Finished spans from `record`, through a real provider with `resource`. */
@@ -139,6 +143,11 @@ function assertSameAsOfficial(spans: ReadableSpan[]): Uint8Array {
   assert.ok(official !== undefined && ours !== undefined);
   assert.deepEqual(decodeProtobuf("traces", ours), decodeProtobuf("traces", official));
   assert.deepEqual(ours, official, "byte-identical to ProtobufTraceSerializer");
+  // The same spans encoded one by one as they end, then wrapped into the request.
+  const encoder = createSpanBatchEncoder();
+  for (const span of spans) encoder.add(span);
+  const wrapped = createEncodedTraceSerializer().serializeRequest(encoder.take());
+  assert.deepEqual(wrapped, official, "encoded at end: byte-identical to ProtobufTraceSerializer");
   return ours;
 }
 
@@ -187,6 +196,31 @@ Deno.test("protobuf traces: the kept buffer does not leak between exports", asyn
   assert.deepEqual(thenSmall, ProtobufTraceSerializer.serializeRequest(small));
   assert.deepEqual(serializer.serializeRequest(big), ProtobufTraceSerializer.serializeRequest(big));
   assert.deepEqual(serializer.serializeRequest([]), ProtobufTraceSerializer.serializeRequest([]));
+});
+
+Deno.test("protobuf traces: encoded batches own their bytes; an empty batch is an empty request", async () => {
+  const big = await spansOf({ "service.name": "a" }, (provider) => gatewaySpans(provider, 40));
+  const small = await spansOf({ "service.name": "b" }, unusualSpans);
+  const encoder = createSpanBatchEncoder();
+  const serializer = createEncodedTraceSerializer();
+  for (const span of big) encoder.add(span);
+  const first = encoder.take();
+  for (const span of small) encoder.add(span);
+  const second = encoder.take();
+  assert.equal(first.count, big.length);
+  assert.equal(second.count, small.length);
+  assert.deepEqual(
+    serializer.serializeRequest(first),
+    ProtobufTraceSerializer.serializeRequest(big),
+  );
+  assert.deepEqual(
+    serializer.serializeRequest(second),
+    ProtobufTraceSerializer.serializeRequest(small),
+  );
+  assert.deepEqual(
+    serializer.serializeRequest(encoder.take()),
+    ProtobufTraceSerializer.serializeRequest([]),
+  );
 });
 
 Deno.test("protobuf traces: responses are decoded by the official serializer", () => {
