@@ -313,7 +313,9 @@ Deno.test("propagation through watch: the others reject within milliseconds of o
       }, 3000);
       const tripStartMs = Date.now();
       let trippedAtMs = 0;
-      for (let attempt = 0; attempt < 20 && trippedAtMs === 0; attempt++) {
+      // With workers (the default) a failure reaches the instance's breaker by a message to its
+      // main thread; on a saturated machine a few more calls can pass before the trip is back.
+      for (let attempt = 0; attempt < 100 && trippedAtMs === 0; attempt++) {
         if ((await hit(tripper)).error === "breaker_open") trippedAtMs = Date.now();
       }
       assert.ok(trippedAtMs > 0, "the tripping instance opened");
