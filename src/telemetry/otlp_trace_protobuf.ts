@@ -1,6 +1,6 @@
 /**
  * The OTLP/HTTP protobuf encoding of finished spans (`ExportTraceServiceRequest`), byte for
- * byte what `ProtobufTraceSerializer` of `@opentelemetry/otlp-transformer` writes, in one pass.
+ * byte what `ProtobufTraceSerializer` of `@opentelemetry/otlp-transformer` writes, written once.
  *
  * Why it exists: with every request sampled, the official serializer was the largest single
  * cost tracing added to a request (about a fifth of it under wrk). It walks every span twice
@@ -11,25 +11,23 @@
  * `src/common/protobuf/common-serializer.ts` and `src/common/protobuf/protobuf-writer.ts`
  * (0.301.0): the same fields in the same order, the same one-byte length reservation that is
  * widened when a message outgrows it, the same varint, fixed64 and hrtime arithmetic — but
- * writes once into a buffer kept between exports, copies each string once (falling back to
- * `TextEncoder` when it is not ASCII), writes ids straight from their hex, and keeps the encoded
- * attribute keys (a handful of constant strings). The spans stay the SDK's `ReadableSpan`s,
- * the transport stays the exporter base's; the JSON protocol keeps the official serializer.
- * `tests/telemetry/otlp_trace_protobuf_test.ts` checks the bytes against the official
+ * writes each `Span` message once (no estimating pass), copies each string once (falling back
+ * to `TextEncoder` when it is not ASCII), writes ids straight from their hex, and keeps the
+ * encoded attribute keys (a handful of constant strings).
+ *
+ * One writer, two steps: {@link createSpanBatchEncoder} writes `Span` messages (as spans end,
+ * for the encoded span processor, or all at once), and {@link createEncodedTraceSerializer}
+ * writes the resource and scope envelope around those bytes. {@link createProtobufTraceSerializer}
+ * is the two in a row, for an exporter that is handed span objects; the JSON protocol keeps the
+ * official serializer. `tests/telemetry/otlp_trace_protobuf_test.ts` checks the bytes against the official
  * serializer's and decodes them with the opentelemetry-proto definitions.
  *
  * @module
  */
 import type { Attributes, AttributeValue, HrTime, Link, SpanContext } from "@opentelemetry/api";
-import { ProtobufTraceSerializer } from "@opentelemetry/otlp-transformer";
+import { type ISerializer, ProtobufTraceSerializer } from "@opentelemetry/otlp-transformer";
 import type { Resource } from "@opentelemetry/resources";
 import type { ReadableSpan, TimedEvent } from "@opentelemetry/sdk-trace";
-
-/** The serializer shape the OTLP export delegate takes. */
-export interface TraceSerializer {
-  serializeRequest(spans: ReadableSpan[]): Uint8Array | undefined;
-  deserializeResponse(data: Uint8Array): unknown;
-}
 
 /** Wire types (protobuf encoding): varint, 64-bit, length-delimited, 32-bit. */
 const VARINT = 0;
@@ -432,20 +430,6 @@ function writeSpan(writer: Writer, span: ReadableSpan): void {
 
 type Scope = ReadableSpan["instrumentationScope"];
 
-function writeScopeSpans(writer: Writer, scope: Scope, spans: ReadableSpan[]): void {
-  const start = writer.startLengthDelimited();
-  writeScope(writer, scope);
-  for (const span of spans) {
-    writer.tag(2, LEN);
-    writeSpan(writer, span);
-  }
-  if (scope.schemaUrl) {
-    writer.tag(3, LEN);
-    writer.string(scope.schemaUrl);
-  }
-  writer.finishLengthDelimited(start);
-}
-
 /** ScopeSpans field 1: the `InstrumentationScope`. */
 function writeScope(writer: Writer, scope: Scope): void {
   writer.tag(1, LEN);
@@ -467,24 +451,6 @@ function writeScope(writer: Writer, scope: Scope): void {
   writer.finishLengthDelimited(scopeStart);
 }
 
-function writeResourceSpans(
-  writer: Writer,
-  resource: Resource,
-  scopes: Map<Scope, ReadableSpan[]>,
-): void {
-  const start = writer.startLengthDelimited();
-  writeResource(writer, resource);
-  for (const spans of scopes.values()) {
-    writer.tag(2, LEN);
-    writeScopeSpans(writer, spans[0].instrumentationScope, spans);
-  }
-  if (resource.schemaUrl) {
-    writer.tag(3, LEN);
-    writer.string(resource.schemaUrl);
-  }
-  writer.finishLengthDelimited(start);
-}
-
 /** ResourceSpans field 1: the `Resource`. */
 function writeResource(writer: Writer, resource: Resource): void {
   writer.tag(1, LEN);
@@ -493,54 +459,6 @@ function writeResource(writer: Writer, resource: Resource): void {
   writer.tag(2, VARINT);
   writer.varint(0);
   writer.finishLengthDelimited(resourceStart);
-}
-
-/** Spans grouped by resource, then scope, by identity and in first-seen order (as upstream). */
-function groupSpans(spans: ReadableSpan[]): Map<Resource, Map<Scope, ReadableSpan[]>> {
-  const resources = new Map<Resource, Map<Scope, ReadableSpan[]>>();
-  for (const span of spans) {
-    let scopes = resources.get(span.resource);
-    if (scopes === undefined) {
-      scopes = new Map();
-      resources.set(span.resource, scopes);
-    }
-    let list = scopes.get(span.instrumentationScope);
-    if (list === undefined) {
-      list = [];
-      scopes.set(span.instrumentationScope, list);
-    }
-    list.push(span);
-  }
-  return resources;
-}
-
-/**
- * Creates a protobuf trace serializer for the OTLP export delegate: requests encoded in one
- * pass into a buffer it keeps, responses decoded by the official serializer.
- *
- * @example
- * ```ts
- * const serializer = createProtobufTraceSerializer();
- * const bytes = serializer.serializeRequest(spans); // === ProtobufTraceSerializer's bytes
- * ```
- */
-export function createProtobufTraceSerializer(): TraceSerializer {
-  const writer = new Writer();
-  return {
-    serializeRequest(spans) {
-      try {
-        for (const [resource, scopes] of groupSpans(spans)) {
-          writer.tag(1, LEN);
-          writeResourceSpans(writer, resource, scopes);
-        }
-        return writer.take();
-      } catch (error) {
-        writer.pos = 0;
-        throw error;
-      }
-    },
-    deserializeResponse: (data) => ProtobufTraceSerializer.deserializeResponse(data),
-  };
 }
 
 /** A run of consecutive spans with the same resource and scope: a byte range of a batch. */
@@ -630,12 +548,6 @@ export function createSpanBatchEncoder(): SpanBatchEncoder {
   };
 }
 
-/** The serializer shape the OTLP export delegate takes, for encoded batches. */
-export interface EncodedTraceSerializer {
-  serializeRequest(batch: EncodedSpanBatch): Uint8Array | undefined;
-  deserializeResponse(data: Uint8Array): unknown;
-}
-
 /**
  * Creates the serializer that wraps an {@link EncodedSpanBatch} into an
  * `ExportTraceServiceRequest`: runs grouped by resource, then scope, by identity and in
@@ -647,7 +559,7 @@ export interface EncodedTraceSerializer {
  * const body = serializer.serializeRequest(encoder.take());
  * ```
  */
-export function createEncodedTraceSerializer(): EncodedTraceSerializer {
+export function createEncodedTraceSerializer(): ISerializer<EncodedSpanBatch, unknown> {
   const writer = new Writer();
   return {
     serializeRequest(batch) {
@@ -694,5 +606,34 @@ export function createEncodedTraceSerializer(): EncodedTraceSerializer {
       }
     },
     deserializeResponse: (data) => ProtobufTraceSerializer.deserializeResponse(data),
+  };
+}
+
+/**
+ * Creates a protobuf trace serializer for the OTLP export delegate over span objects: the spans
+ * encoded by a {@link createSpanBatchEncoder} and wrapped by a
+ * {@link createEncodedTraceSerializer}, so the two ways to the bytes share one writer; responses
+ * are decoded by the official serializer.
+ *
+ * @example
+ * ```ts
+ * const serializer = createProtobufTraceSerializer();
+ * const bytes = serializer.serializeRequest(spans); // === ProtobufTraceSerializer's bytes
+ * ```
+ */
+export function createProtobufTraceSerializer(): ISerializer<ReadableSpan[], unknown> {
+  const encoder = createSpanBatchEncoder();
+  const envelope = createEncodedTraceSerializer();
+  return {
+    serializeRequest(spans) {
+      try {
+        for (const span of spans) encoder.add(span);
+      } catch (error) {
+        encoder.take(); // the spans before the one that failed are not part of the next request
+        throw error;
+      }
+      return envelope.serializeRequest(encoder.take());
+    },
+    deserializeResponse: envelope.deserializeResponse,
   };
 }
