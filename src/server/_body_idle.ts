@@ -65,7 +65,9 @@ export function createBodyIdleWatch(idleMs: number, now: () => number): BodyIdle
         },
       };
       entries.add(entry);
-      until?.finally(() => entries.delete(entry));
+      // Either way: a `finally` chain would leave an unhandled rejection when `until` rejects.
+      const forget = () => entries.delete(entry);
+      until?.then(forget, forget);
       return new ReadableStream<Uint8Array>({
         start(controller) {
           stream = controller;

@@ -84,6 +84,19 @@ Deno.test("body idle: a body nobody reads to its end leaves the watch when the e
   release();
 });
 
+Deno.test("body idle: an exchange that ends rejected (a reset stream) also removes its body, unhandled by nobody", async () => {
+  const watch = createBodyIdleWatch(1000, () => 0);
+  const { body, release } = stallingBody(1);
+  const { promise: completed, reject } = Promise.withResolvers<void>();
+  // The caller's own handling of its promise; the watch must not add an unhandled chain.
+  completed.catch(() => {});
+  watch.bound(body, completed);
+  reject(new Error("stream reset"));
+  await eventLoopTurn();
+  assert.equal(watch.size(), 0);
+  release();
+});
+
 Deno.test("body idle: reading 10,000 chunks sets no timer (one sweep checks every body)", async () => {
   const watch = createBodyIdleWatch(1000, () => performance.now());
   const { body, release } = stallingBody(10_000);
