@@ -57,7 +57,6 @@ export interface Limiter {
 
 interface Waiter {
   grant: (release: Release) => void;
-  reject: (error: LimiterRejectedError) => void;
   timer: ReturnType<typeof setTimeout>;
   done: boolean;
 }
@@ -117,8 +116,11 @@ export function createLimiter(options: LimiterOptions): Limiter {
       if (signal?.aborted) return Promise.reject(new LimiterRejectedError("aborted"));
       return new Promise<Release>((resolve, reject) => {
         const waiter: Waiter = {
-          grant: resolve,
-          reject,
+          grant(release) {
+            // A granted waiter no longer listens: the signal may outlive it by far.
+            signal?.removeEventListener("abort", onAbort);
+            resolve(release);
+          },
           done: false,
           timer: setTimeout(() => leave("queue_timeout"), options.queueTimeoutMs),
         };
@@ -126,12 +128,14 @@ export function createLimiter(options: LimiterOptions): Limiter {
           if (waiter.done) return;
           waiter.done = true;
           clearTimeout(waiter.timer);
+          signal?.removeEventListener("abort", onAbort);
           const index = queue.indexOf(waiter);
           if (index >= 0) queue.splice(index, 1);
           onPending?.(-1);
           reject(new LimiterRejectedError(reason));
         };
-        signal?.addEventListener("abort", () => leave("aborted"), { once: true });
+        const onAbort = () => leave("aborted");
+        signal?.addEventListener("abort", onAbort, { once: true });
         queue.push(waiter);
         onPending?.(1);
       });

@@ -70,6 +70,40 @@ Deno.test("an aborted waiter leaves the queue", async () => {
   assert.equal(limiter.active(), 0);
 });
 
+Deno.test("a waiter stops listening to its signal once granted or timed out", async () => {
+  const limiter = createLimiter({ limit: 1, maxPending: 5, queueTimeoutMs: 20 });
+  const holder = await take(limiter.acquire());
+  // A real signal, its listener count kept by its own add/remove calls.
+  const controller = new AbortController();
+  const signal = controller.signal;
+  let listening = 0;
+  const add = signal.addEventListener.bind(signal);
+  const remove = signal.removeEventListener.bind(signal);
+  signal.addEventListener = (...args: Parameters<typeof add>) => {
+    listening++;
+    add(...args);
+  };
+  signal.removeEventListener = (...args: Parameters<typeof remove>) => {
+    listening--;
+    remove(...args);
+  };
+  const granted = take(limiter.acquire(signal));
+  assert.equal(listening, 1);
+  holder();
+  (await granted)();
+  assert.equal(listening, 0, "granted: the request's signal holds no listener of the queue");
+
+  const blocker = await take(limiter.acquire());
+  const late = take(limiter.acquire(signal));
+  assert.equal(listening, 1);
+  await assert.rejects(
+    late,
+    (e) => e instanceof LimiterRejectedError && e.reason === "queue_timeout",
+  );
+  assert.equal(listening, 0, "timed out: no listener left either");
+  blocker();
+});
+
 Deno.test("raising the limit admits waiters; metrics hooks see every change", async () => {
   let active = 0;
   let pending = 0;
