@@ -9,7 +9,7 @@
  *
  * @module
  */
-import type { Attributes, Counter, Histogram, Meter, Observable } from "@opentelemetry/api";
+import type { Attributes, Counter, Meter, Observable } from "@opentelemetry/api";
 import {
   createLocalHistogram,
   type HistogramCell,
@@ -196,7 +196,7 @@ function serviceAttributes(service: string | null): Attributes {
 interface TreeNode {
   children: Map<unknown, TreeNode>;
   value: Attributes | undefined;
-  /** The series of `value` in a gateway-aggregated histogram, once recorded on. */
+  /** The series of `value` in its request-duration histogram, once recorded on. */
   cell?: HistogramCell;
 }
 
@@ -254,37 +254,16 @@ const SERVER_DURATION_DESCRIPTION =
   "Duration of requests on the public port, gateway answers included";
 const CLIENT_DURATION_DESCRIPTION = "Duration of each attempt to an upstream";
 
-/** The synchronous instruments the request path records on. */
+/** The SDK counters the request path records on (the durations are aggregated in process). */
 interface RequestInstruments {
-  /** Null when the gateway aggregates the request durations itself. */
-  serverDuration: Histogram | null;
-  clientDuration: Histogram | null;
   rejected: Counter;
   retries: Counter;
   transitions: Counter;
 }
 
-/** A request-duration histogram in seconds, on {@link REQUEST_DURATION_BUCKETS_S}. */
-function durationHistogram(meter: Meter, name: string, description: string): Histogram {
-  return meter.createHistogram(name, {
-    unit: "s",
-    description,
-    advice: { explicitBucketBoundaries: [...REQUEST_DURATION_BUCKETS_S] },
-  });
-}
-
-/**
- * The histograms and counters, in the order they have always been created (export order);
- * without the SDK's duration histograms when `sdkDurations` is false (aggregated in process).
- */
-function createRequestInstruments(meter: Meter, sdkDurations: boolean): RequestInstruments {
+/** The counters, in the order they have always been created (export order). */
+function createRequestInstruments(meter: Meter): RequestInstruments {
   return {
-    serverDuration: sdkDurations
-      ? durationHistogram(meter, "http.server.request.duration", SERVER_DURATION_DESCRIPTION)
-      : null,
-    clientDuration: sdkDurations
-      ? durationHistogram(meter, "http.client.request.duration", CLIENT_DURATION_DESCRIPTION)
-      : null,
     rejected: meter.createCounter("breakwater.requests.rejected", {
       unit: "{request}",
       description: "Requests the gateway answered itself, by x-breakwater-error reason",
@@ -411,25 +390,20 @@ function pathCachedAttributes<R>(
 }
 
 /**
- * Records a request duration: on the SDK's histogram, or, when the gateway aggregates it
- * itself (`./local_histograms.ts`), on the series cached beside each attribute set (no
- * attribute hashing per request).
+ * Records a request duration on the series cached beside each attribute set
+ * (`./local_histograms.ts`: no attribute hashing per request).
  */
 function durationRecorder<R>(
-  instrument: Histogram | null,
-  local: LocalHistogram | undefined,
+  local: LocalHistogram,
   leafOf: (record: R) => TreeNode & { value: Attributes },
 ): (record: R, valueS: number) => void {
-  if (local === undefined) {
-    return (record, valueS) => instrument!.record(valueS, leafOf(record).value);
-  }
   return (record, valueS) => {
     const leaf = leafOf(record);
     recordValue(local, leaf.cell ??= local.cell(leaf.value), valueS);
   };
 }
 
-/** The request-duration histograms when the gateway aggregates them itself. */
+/** The request-duration histograms, aggregated in process. */
 export interface LocalDurationHistograms {
   /** `http.server.request.duration`. */
   server: LocalHistogram;
@@ -465,21 +439,23 @@ export function createDurationHistograms(): LocalDurationHistograms {
 }
 
 /**
- * Creates the request-path instruments on `meter` and returns the recorders.
- * `serviceNames` get their zero-valued series up front, so `rate()` works from the first scrape.
+ * Creates the request-path instruments on `meter` and returns the recorders; the request
+ * durations go to `durations` (read through `createHistogramProducer`). `serviceNames` get
+ * their zero-valued series up front, so `rate()` works from the first scrape.
  *
  * @example
  * ```ts
- * const recorders = createGatewayRecorders(provider.getMeter("breakwater"), ["users"]);
+ * const durations = createDurationHistograms();
+ * const recorders = createGatewayRecorders(provider.getMeter("breakwater"), ["users"], durations);
  * recorders.serverRequest({ method: "GET", status: 200, service: "users", durationS: 0.004 });
  * ```
  */
 export function createGatewayRecorders(
   meter: Meter,
   serviceNames: string[],
-  durations?: LocalDurationHistograms,
+  durations: LocalDurationHistograms,
 ): GatewayRecorders {
-  const instruments = createRequestInstruments(meter, durations === undefined);
+  const instruments = createRequestInstruments(meter);
   let sources: ObservedSources | null = null;
   const forService = attributeCache((service: string) => service, serviceAttributes);
   registerObservedGauges(meter, () => sources, forService);
@@ -497,10 +473,10 @@ export function createGatewayRecorders(
   const clientSets = pathCachedAttributes(buildClientAttributes);
   const clientLeaf = (a: ClientAttemptRecord) =>
     clientSets(a, a.service, a.address, a.port, a.method, a.status, a.errorType);
-  const { serverDuration, clientDuration, rejected, retries, transitions } = instruments;
+  const { rejected, retries, transitions } = instruments;
   for (const service of serviceNames) retries.add(0, forService(service));
-  const recordServer = durationRecorder(serverDuration, durations?.server, serverLeaf);
-  const recordClient = durationRecorder(clientDuration, durations?.client, clientLeaf);
+  const recordServer = durationRecorder(durations.server, serverLeaf);
+  const recordClient = durationRecorder(durations.client, clientLeaf);
 
   return {
     serverRequest(a) {
