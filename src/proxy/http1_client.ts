@@ -878,7 +878,7 @@ async function exchange(
       await writeOrNoResponse(connection, prepared.head);
       x.requestSent = true;
     } else {
-      await writeRequest(x, prepared);
+      await writeRequest(x, prepared, request.body);
     }
     return respond(x, await readFinalHead(connection, request.onInformational));
   } catch (error) {
@@ -952,15 +952,13 @@ async function writeOrNoResponse(
 }
 
 /** Sends the head and a buffered body, or starts pumping a streamed one (not awaited). */
-async function writeRequest(x: Exchange, prepared: PreparedRequest): Promise<void> {
+async function writeRequest(
+  x: Exchange,
+  prepared: PreparedRequest,
+  body: ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer>,
+): Promise<void> {
   const { connection } = x;
-  const body = x.request.body;
   const { head, fixedLength } = prepared;
-  if (body === null) {
-    await writeOrNoResponse(connection, head);
-    x.requestSent = true;
-    return;
-  }
   if (body instanceof Uint8Array) {
     if (body.length <= 64 * 1024) await writeOrNoResponse(connection, concat(head, body));
     else await writeOrNoResponse(connection, head, body);

@@ -74,7 +74,7 @@ export async function prepareBody(
     clientError: noError,
   };
   const { body } = incoming;
-  if (body === null) return { body: null, ...fixed };
+  if (body === null) return NO_BODY;
   const declaredBytes = incoming.declaredLength === null ? null : Number(incoming.declaredLength);
   if (declaredBytes === 0) {
     body.cancel().catch(() => {});
