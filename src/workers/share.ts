@@ -14,9 +14,10 @@ export function shareOf(total: number, workers: number): number {
 
 /**
  * The config one of `workers` workers runs with: `limits.maxConnections`,
- * `limits.maxClientConnections` and each service's `pool.maxConnections`, `pool.maxPending`
- * and `websocket.maxConnections` divided by `workers` (at least 1 each, so with fewer slots than workers
- * the instance allows one per worker). Everything else is the instance's config.
+ * `limits.maxClientConnections` and each service's `pool.maxConnections`, `pool.maxPending`,
+ * `websocket.maxConnections` and `websocket.maxConnectionsPerClient` divided by `workers` (at
+ * least 1 each, so with fewer slots than workers the instance allows one per worker).
+ * Everything else is the instance's config.
  *
  * @example
  * ```ts
@@ -26,23 +27,22 @@ export function shareOf(total: number, workers: number): number {
 export function workerShare(config: GatewayConfig, workers: number): GatewayConfig {
   if (workers === 1) return config;
   const services = Object.fromEntries(
-    Object.entries(config.services).map(([name, service]) => {
-      // Upgraded connections are counted per worker too.
-      const websocket = (service as { websocket?: { maxConnections?: number } }).websocket;
-      return [name, {
-        ...service,
-        pool: {
-          ...service.pool,
-          maxConnections: shareOf(service.pool.maxConnections, workers),
-          maxPending: shareOf(service.pool.maxPending, workers),
-        },
-        ...(typeof websocket?.maxConnections === "number"
-          ? {
-            websocket: { ...websocket, maxConnections: shareOf(websocket.maxConnections, workers) },
-          }
-          : {}),
-      }];
-    }),
+    Object.entries(config.services).map(([name, service]) => [name, {
+      ...service,
+      pool: {
+        ...service.pool,
+        maxConnections: shareOf(service.pool.maxConnections, workers),
+        maxPending: shareOf(service.pool.maxPending, workers),
+      },
+      // Upgraded connections are counted per worker too. The per-client bound is split like
+      // the cap it guards: whole, each worker's share of the cap (1000 / 16 = 62) would sit
+      // under it (100) and one client could again hold every slot.
+      websocket: {
+        ...service.websocket,
+        maxConnections: shareOf(service.websocket.maxConnections, workers),
+        maxConnectionsPerClient: shareOf(service.websocket.maxConnectionsPerClient, workers),
+      },
+    }]),
   );
   return {
     ...config,
@@ -53,6 +53,6 @@ export function workerShare(config: GatewayConfig, workers: number): GatewayConf
         ? null
         : shareOf(config.limits.maxClientConnections, workers),
     },
-    services: services as GatewayConfig["services"],
+    services,
   };
 }

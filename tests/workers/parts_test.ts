@@ -48,8 +48,13 @@ Deno.test("workers: each worker gets an even share of the limits, at least 1", (
   assert.equal(share.services.a.pool.maxConnections, 10);
   assert.equal(share.services.a.pool.maxPending, 3);
   assert.equal(share.services.a.timeoutMs, config.services.a.timeoutMs);
-  const websocket = (share.services.a as { websocket?: { maxConnections: number } }).websocket;
-  if (websocket !== undefined) assert.equal(websocket.maxConnections, 500);
+  assert.equal(share.services.a.websocket.maxConnections, 500);
+  assert.equal(
+    share.services.a.websocket.maxConnectionsPerClient,
+    50,
+    "split like the cap it guards, so it still binds within each worker's share",
+  );
+  assert.equal(share.services.a.websocket.idleTimeoutMs, config.services.a.websocket.idleTimeoutMs);
   assert.equal(workerShare(config, 1), config);
   assert.equal(config.services.a.pool.maxConnections, 20, "the instance's config is untouched");
 });
