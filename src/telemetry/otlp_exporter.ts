@@ -5,7 +5,7 @@
  * serializers, the export delegate and the exporter base classes — exactly as the
  * `@opentelemetry/exporter-{metrics,trace}-otlp-{proto,http}` packages assemble them, with two
  * parts swapped: the transport, and the protobuf span serializer (`otlp_trace_protobuf.ts`: the
- * official one's bytes in one pass; JSON and metrics keep the official serializers).
+ * official one's bytes, written once; JSON and metrics keep the official serializers).
  *
  * The packages' transport is `node:http`, and Deno's built-in OpenTelemetry (`OTEL_DENO=true`)
  * instruments it like `fetch`: every export became a span of its own, with a `traceparent` the
@@ -23,11 +23,14 @@ import {
   ExporterMetrics,
   type ExportResponse,
   type IExporterTransport,
+  type IOtlpExportDelegate,
   OTLPExporterBase,
   OTLPExporterError,
 } from "@opentelemetry/otlp-exporter-base";
 import { convertLegacyHttpOptions } from "@opentelemetry/otlp-exporter-base/node-http";
 import {
+  type IExporterMetricsHelper,
+  type ISerializer,
   JsonMetricsSerializer,
   JsonTraceSerializer,
   MetricsExporterMetricsHelper,
@@ -77,18 +80,41 @@ export interface OtlpExporter<E> {
   url: string;
 }
 
-type Serializer<T> = {
-  serializeRequest(request: T): Uint8Array | undefined;
-  deserializeResponse(data: Uint8Array): unknown;
-};
-
-function serializerFor(signal: OtlpSignal, protocol: OtlpProtocol) {
-  if (signal === "metrics") {
-    return protocol === "http/json" ? JsonMetricsSerializer : ProtobufMetricsSerializer;
-  }
-  // Protobuf spans through the one-pass serializer that writes the official one's bytes
-  // (otlp_trace_protobuf.ts says why); JSON through the official serializer.
-  return protocol === "http/json" ? JsonTraceSerializer : createProtobufTraceSerializer();
+/**
+ * What every exporter here shares, as the packages assemble it: the resolved config, the
+ * retrying transport, the export metrics, and the export delegate over `serializer`.
+ */
+function createDelegate<T>(
+  signal: OtlpSignal,
+  options: OtlpExporterOptions,
+  serializer: ISerializer<T, unknown>,
+  metricsHelper: IExporterMetricsHelper<T>,
+): { delegate: IOtlpExportDelegate<T>; url: string } {
+  const contentType = options.protocol === "http/json"
+    ? "application/json"
+    : "application/x-protobuf";
+  const config = convertLegacyHttpOptions(
+    { url: options.url, timeoutMillis: options.timeoutMs },
+    signal === "metrics" ? "METRICS" : "TRACES",
+    `v1/${signal}`,
+    { "Content-Type": contentType },
+  );
+  const transport = withRetries(
+    createDenoConnectTransport(config.url, config.headers, config.compression, caCertsFor(signal)),
+  );
+  const metrics = new ExporterMetrics<T>({
+    componentType: signal === "metrics" ? "otlp_http_metric_exporter" : "otlp_http_span_exporter",
+    metricsHelper,
+    url: config.url,
+    // No self-observability meter: the gateway logs failed exports instead.
+    meterProvider: undefined,
+    responseAttributesFromError: (error) =>
+      error instanceof OTLPExporterError && error.code !== undefined
+        ? { "http.response.status_code": error.code }
+        : {},
+  });
+  const delegate = createOtlpNetworkExportDelegate(config, serializer, metrics, transport);
+  return { delegate, url: config.url };
 }
 
 /** A metrics exporter (push), for a `PeriodicExportingMetricReader`. */
@@ -115,50 +141,32 @@ export function createOtlpExporter(
   signal: OtlpSignal,
   options: OtlpExporterOptions,
 ): OtlpExporter<PushMetricExporter | SpanExporter> {
-  const signalEnv = signal === "metrics" ? "METRICS" : "TRACES";
-  const contentType = options.protocol === "http/json"
-    ? "application/json"
-    : "application/x-protobuf";
-  const config = convertLegacyHttpOptions(
-    { url: options.url, timeoutMillis: options.timeoutMs },
-    signalEnv,
-    `v1/${signal}`,
-    { "Content-Type": contentType },
-  );
-  const transport = withRetries(
-    createDenoConnectTransport(config.url, config.headers, config.compression, caCertsFor(signal)),
-  );
-  const helper = signal === "metrics" ? MetricsExporterMetricsHelper : TraceExporterMetricsHelper;
-  const metrics = new ExporterMetrics({
-    componentType: signal === "metrics" ? "otlp_http_metric_exporter" : "otlp_http_span_exporter",
-    // deno-lint-ignore no-explicit-any
-    metricsHelper: helper as any,
-    url: config.url,
-    // No self-observability meter: the gateway logs failed exports instead.
-    meterProvider: undefined,
-    responseAttributesFromError: (error) =>
-      error instanceof OTLPExporterError && error.code !== undefined
-        ? { "http.response.status_code": error.code }
-        : {},
-  });
-  const serializer = serializerFor(signal, options.protocol);
+  const json = options.protocol === "http/json";
   if (signal === "metrics") {
-    const delegate = createOtlpNetworkExportDelegate<ResourceMetrics, unknown>(
-      config,
-      serializer as Serializer<ResourceMetrics>,
-      metrics as ExporterMetrics<ResourceMetrics>,
-      transport,
+    const { delegate, url } = createDelegate<ResourceMetrics>(
+      signal,
+      options,
+      json ? JsonMetricsSerializer : ProtobufMetricsSerializer,
+      MetricsExporterMetricsHelper,
     );
-    return { exporter: new OTLPMetricExporterBase(delegate), url: config.url };
+    return { exporter: new OTLPMetricExporterBase(delegate), url };
   }
-  const delegate = createOtlpNetworkExportDelegate<ReadableSpan[], unknown>(
-    config,
-    serializer as Serializer<ReadableSpan[]>,
-    metrics as ExporterMetrics<ReadableSpan[]>,
-    transport,
+  // Protobuf spans through the serializer that writes the official one's bytes once
+  // (otlp_trace_protobuf.ts says why); JSON through the official serializer.
+  const { delegate, url } = createDelegate<ReadableSpan[]>(
+    signal,
+    options,
+    json ? JsonTraceSerializer : createProtobufTraceSerializer(),
+    TraceExporterMetricsHelper,
   );
-  return { exporter: new OTLPExporterBase(delegate), url: config.url };
+  return { exporter: new OTLPExporterBase(delegate), url };
 }
+
+/** The export metrics' item count of an encoded batch (the official helper counts spans). */
+const ENCODED_BATCH_METRICS_HELPER: IExporterMetricsHelper<EncodedSpanBatch> = {
+  name: "span",
+  countItems: (batch) => batch.count,
+};
 
 /**
  * A protobuf span exporter over batches encoded as spans end (encoded_span_processor.ts):
@@ -174,37 +182,11 @@ export function createOtlpExporter(
 export function createEncodedSpanExporter(
   options: OtlpExporterOptions,
 ): OtlpExporter<EncodedSpanExporter> {
-  const config = convertLegacyHttpOptions(
-    { url: options.url, timeoutMillis: options.timeoutMs },
-    "TRACES",
-    "v1/traces",
-    { "Content-Type": "application/x-protobuf" },
-  );
-  const transport = withRetries(
-    createDenoConnectTransport(
-      config.url,
-      config.headers,
-      config.compression,
-      caCertsFor("traces"),
-    ),
-  );
-  const metrics = new ExporterMetrics({
-    componentType: "otlp_http_span_exporter",
-    // The official helper counts a request's spans; a batch knows its count.
-    // deno-lint-ignore no-explicit-any
-    metricsHelper: { name: "span", countItems: (batch: EncodedSpanBatch) => batch.count } as any,
-    url: config.url,
-    meterProvider: undefined,
-    responseAttributesFromError: (error) =>
-      error instanceof OTLPExporterError && error.code !== undefined
-        ? { "http.response.status_code": error.code }
-        : {},
-  });
-  const delegate = createOtlpNetworkExportDelegate<EncodedSpanBatch, unknown>(
-    config,
+  const { delegate, url } = createDelegate(
+    "traces",
+    { ...options, protocol: "http/protobuf" },
     createEncodedTraceSerializer(),
-    metrics as ExporterMetrics<EncodedSpanBatch>,
-    transport,
+    ENCODED_BATCH_METRICS_HELPER,
   );
   const base = new OTLPExporterBase(delegate);
   return {
@@ -214,7 +196,7 @@ export function createEncodedSpanExporter(
       forceFlush: () => base.forceFlush(),
       shutdown: () => base.shutdown(),
     },
-    url: config.url,
+    url,
   };
 }
 
