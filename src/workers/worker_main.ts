@@ -43,6 +43,11 @@ let flushLog: () => void = () => {};
 let probes: ProbeClient | null = null;
 /** Reloads in the order they came, so a `sync` after one answers once it is in force. */
 let reloaded: Promise<void> = Promise.resolve();
+/**
+ * The config of a reload that came while this worker was still starting (its `start` message
+ * carried the config of before): the gateway is built with it instead of being lost.
+ */
+let reloadedBeforeStart: GatewayConfig | null = null;
 
 /** Log batches stay under PIPE_BUF even with some multi-byte characters. */
 const LOG_BATCH_CHARS = 3000;
@@ -85,7 +90,8 @@ async function start(message: ToWorker & { type: "start" }): Promise<void> {
   probes = createProbeClient(post);
   const { createGateway } = await import("../app.ts");
   const mirror = hub;
-  const config = message.config;
+  const config = reloadedBeforeStart ?? message.config;
+  reloadedBeforeStart = null;
   gateway = createGateway(config, {
     env: message.env,
     logger,
@@ -190,7 +196,10 @@ function handle(message: ToWorker): void {
       return;
     case "reload": {
       const running = gateway;
-      if (running === null) return;
+      if (running === null) {
+        reloadedBeforeStart = message.config;
+        return;
+      }
       reloaded = reloaded.then(() =>
         running.reload(message.config).then(
           () => post({ type: "reloaded", ok: true }),
