@@ -5,9 +5,10 @@
  * Deno's permissions are fixed when a process starts, and which paths the gateway needs depends
  * on the config it has not read yet. This launcher reads the config (same path resolution as
  * the gateway: `--config`, `BREAKWATER_CONFIG`, `./breakwater.json`), derives
- * `--allow-read=<config>,<kv folder>,<tls files>,/sys/fs/cgroup,/proc/self` and
- * `--allow-write=<kv folder>`, and runs `deno run --allow-net --allow-env --allow-sys <those>
- * src/main.ts <args>` with stdio inherited. It forwards SIGTERM, SIGINT and SIGHUP to the gateway and exits with its code.
+ * `--allow-read=<config>,<kv folder>,<tls files>,<src/ and deno.json when workers may run>,
+ * /sys/fs/cgroup,/proc/self` and `--allow-write=<kv folder>`, and runs
+ * `deno run --allow-net --allow-env --allow-sys <those> src/main.ts <args>` with stdio
+ * inherited. It forwards SIGTERM, SIGINT and SIGHUP to the gateway and exits with its code.
  *
  * The launcher itself needs `--allow-read` (the config can be anywhere),
  * `--allow-env=BREAKWATER_CONFIG` and `--allow-run` (for `Deno.execPath()`, whose path depends on

@@ -238,8 +238,9 @@ export async function runWorkers(options: RunWorkersOptions): Promise<number> {
   };
 
   // Each worker's last answer: a worker that is slow to answer a scrape (a busy event loop) or
-  // restarting is summed with its last series rather than left out, so the instance's counters
-  // never appear to go backwards (Prometheus would read a drop as a counter reset).
+  // restarting is summed with its last series rather than left out, so a slow answer does not
+  // make the instance's counters go backwards (Prometheus would read a drop as a counter reset).
+  // A restarted worker's own counters start again from zero: that drop is the reset it is.
   const lastMetrics: (string | null)[] = new Array(count).fill(null);
   const workerMetrics = async (): Promise<string[]> => {
     const asks: Promise<string | null>[] = [];
