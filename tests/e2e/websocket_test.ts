@@ -19,6 +19,8 @@ Deno.test("SIGTERM: open WebSockets get 1001 after the drain delay, both sides",
   const upstream = startWebSocketUpstream();
   const drainDelayMs = 400;
   const gateway = await startGatewayProcess({
+    // The single-threaded drain, on any host (the default "auto" runs workers where there are
+    // cores: that drain is the next test's).
     workers: 1,
     shutdown: { drainDelayMs, timeoutMs: 5000 },
     services: { chat: { prefix: "/ws", upstreams: [upstream.origin] } },
