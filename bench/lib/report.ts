@@ -168,7 +168,7 @@ function kvWritesTarget(checks: KvWriteCheck[]): [string, string, boolean] {
     return [
       name,
       `${fmt(requests)} requests over ${checks.length} runs, KV modified in ${changed}: ` +
-      "commits not counted (no WAL, or it restarted in every run)",
+      "commits not counted (no WAL, or it restarted during the light run or every wrk run)",
       changed === 0,
     ];
   }
