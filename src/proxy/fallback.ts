@@ -22,7 +22,7 @@ import type { Routed } from "../routing/resolve_route.ts";
 import { applyEscapedSlashes } from "../routing/normalize_path.ts";
 import { ownsPath, upstreamPath } from "../routing/route_table.ts";
 import type { ServiceRuntime } from "./service_runtime.ts";
-import { fieldsResponse } from "../server/static_body.ts";
+import { fieldsResponse, rewriteFields } from "../server/static_body.ts";
 
 /**
  * The header every fallback answer carries: `static` for a static answer, `service=<name>`
@@ -200,8 +200,25 @@ export function staticFallbackResponse(answer: StaticFallback, requestId: string
   return fieldsResponse(ready.bytes, ready.status, "", fields);
 }
 
-/** Marks `response` as a fallback answer (in place; the gateway's responses are mutable). */
-export function markFallback(response: Response, label: string): Response {
+/**
+ * Marks `response` as a fallback answer (in place; the gateway's responses are mutable).
+ *
+ * @param pairs the gateway's own HTTP/1.1 server writes `response`: a response still made of
+ *   pairs (`src/server/static_body.ts`) gets the field added to them, so the server writes the
+ *   pairs as they are instead of a `Headers` filled from them. Any other server (`Deno.serve`)
+ *   reads only the `Response`'s header list, which `headers` fills.
+ */
+export function markFallback(response: Response, label: string, pairs = false): Response {
+  if (pairs && rewriteFields(response, (fields) => withFallbackField(fields, label))) {
+    return response;
+  }
   response.headers.set(FALLBACK_HEADER, label);
   return response;
+}
+
+/** `fields` with the fallback field set to `label` (any earlier one, in any case, replaced). */
+function withFallbackField(fields: [string, string][], label: string): [string, string][] {
+  const out = fields.filter(([name]) => name.toLowerCase() !== FALLBACK_HEADER);
+  out.push([FALLBACK_HEADER, label]);
+  return out;
 }

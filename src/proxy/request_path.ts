@@ -83,7 +83,10 @@ export function createRequestPath(deps: RequestPathDeps): RequestPath {
       }
       if (outcome.kind === "upgraded") return upgraded(exchange, outcome, deps);
       const response = respond(exchange, outcome, deps);
-      if (exchange.fallback !== null) markFallback(response, exchange.fallback);
+      // Only the own server (it hands over the target) writes a response's pairs as they are.
+      if (exchange.fallback !== null) {
+        markFallback(response, exchange.fallback, exchange.strictlyParsed);
+      }
       record(exchange, outcome, response, deps);
       return response;
     },

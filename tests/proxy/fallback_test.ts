@@ -240,7 +240,7 @@ function gatewayPath(
   });
   const handle = (target: string, init: RequestInit = {}) =>
     path.handle({ raw: new Request(`http://gw.test${target}`, init), requestId: "req-1" });
-  return { handle, sent, records, served, fallbacks, rejected };
+  return { path, handle, sent, records, served, fallbacks, rejected };
 }
 
 const UP = ["http://upstream.test"];
@@ -267,6 +267,41 @@ Deno.test("request path: a static fallback answers while open; the open breaker 
   assert.equal(gw.served[0].service?.config.name, "orders");
   assert.equal(gw.served[0].error, undefined);
   assert.equal(gw.served[0].upstream, null);
+});
+
+Deno.test("markFallback: for the own server the label joins the pairs (no Headers filled), else the Headers", () => {
+  const answer = { status: 200, headers: { "X-Breakwater-Fallback": "stale" }, body: "[]" };
+  const paired = markFallback(staticFallbackResponse(answer, "r"), "static", true);
+  // Still pairs: the own server writes them as they are; an earlier label (any case) replaced.
+  assert.deepEqual(fieldsOf(paired), [
+    ["content-type", "text/plain;charset=UTF-8"],
+    ["x-request-id", "r"],
+    [FALLBACK_HEADER, "static"],
+  ]);
+  assert.equal(paired.headers.get(FALLBACK_HEADER), "static");
+  // Another server reads the Response's own header list: filled, the pairs gone.
+  const filled = markFallback(staticFallbackResponse(answer, "r"), "static");
+  assert.equal(fieldsOf(filled), null);
+  assert.equal(filled.headers.get(FALLBACK_HEADER), "static");
+});
+
+Deno.test("request path: through the own server a static fallback stays pairs with its label", async () => {
+  const gw = gatewayPath({
+    orders: {
+      prefix: "/api/orders",
+      upstreams: UP,
+      fallback: { status: 200, headers: { "content-type": "application/json" }, body: "[]" },
+    },
+  }, { orders: OPEN });
+  const response = await gw.path.handle({
+    raw: new Request("http://gw.test/api/orders/7"),
+    requestId: "req-2",
+    facts: { target: "/api/orders/7", method: "GET", body: null },
+  });
+  const fields = fieldsOf(response);
+  assert.ok(fields !== null, "the server gets the prepared pairs, not a filled Headers");
+  assert.deepEqual(fields.find(([name]) => name === FALLBACK_HEADER), [FALLBACK_HEADER, "static"]);
+  assert.equal(await response.text(), "[]");
 });
 
 Deno.test("request path: a service fallback gets method, body and the re-rooted path", async () => {
