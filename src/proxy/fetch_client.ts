@@ -108,9 +108,7 @@ function prepareHeaders(request: UpstreamRequest): PreparedHeaders {
   for (const pair of request.headers) {
     const lower = pair[0].toLowerCase();
     if (FRAMING_HEADERS.has(lower)) {
-      if (lower === "content-length" && /^[0-9]{1,15}$/.test(pair[1].trim())) {
-        declaredLength = Number(pair[1].trim());
-      }
+      if (lower === "content-length") declaredLength = validLength(pair[1].trim());
       continue;
     }
     if (lower === "accept-encoding") {
