@@ -33,15 +33,13 @@ export interface EncodedSpanExporter {
 /** Options of {@link createEncodedSpanProcessor}: the SDK batch processor's, same defaults. */
 export interface EncodedSpanProcessorOptions {
   exporter: EncodedSpanExporter;
-  /** Sees every export's result (the gateway's failure-streak logging). */
-  onExportResult?: (result: ExportResult) => void;
   /** `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`; default 512. */
   maxExportBatchSize?: number;
   /** `OTEL_BSP_MAX_QUEUE_SIZE`; spans beyond it are dropped; default 2048. */
   maxQueueSize?: number;
-  /** `OTEL_BSP_SCHEDULE_DELAY`; default 5000. */
+  /** `OTEL_BSP_SCHEDULE_DELAY`, milliseconds (the SDK's option name); default 5000. */
   scheduledDelayMillis?: number;
-  /** `OTEL_BSP_EXPORT_TIMEOUT`; default 30000. */
+  /** `OTEL_BSP_EXPORT_TIMEOUT`, milliseconds; default 30000. */
   exportTimeoutMillis?: number;
 }
 
@@ -90,12 +88,18 @@ export function createEncodedSpanProcessor(options: EncodedSpanProcessorOptions)
       context.with(suppressTracing(context.active()), () => {
         const batch = closed.length > 0 ? closed.shift()! : encoder.take();
         queued -= batch.count;
-        exporter.export(batch, (result) => {
+        try {
+          exporter.export(batch, (result) => {
+            clearTimeout(timeout);
+            if (result.code === ExportResultCode.SUCCESS) resolve();
+            else reject(result.error ?? new Error("BatchSpanProcessor: span export failed"));
+          });
+        } catch (error) {
+          // An exporter that throws instead of calling back: the timeout timer would otherwise
+          // hold the process for the whole export timeout after the flush already failed.
           clearTimeout(timeout);
-          options.onExportResult?.(result);
-          if (result.code === ExportResultCode.SUCCESS) resolve();
-          else reject(result.error ?? new Error("BatchSpanProcessor: span export failed"));
-        });
+          reject(error);
+        }
       });
     });
   };

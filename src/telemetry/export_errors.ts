@@ -6,6 +6,7 @@
 import { type ExportResult, ExportResultCode } from "@opentelemetry/core";
 import type { PushMetricExporter, ResourceMetrics } from "@opentelemetry/sdk-metrics";
 import type { ReadableSpan, SpanExporter } from "@opentelemetry/sdk-trace";
+import type { EncodedSpanExporter } from "./encoded_span_processor.ts";
 
 /** A structured log sink: one object per line. */
 export type LogSink = (line: Record<string, unknown>) => void;
@@ -112,6 +113,23 @@ export function withSpanFailureStreakLogging(
   return {
     export(spans: ReadableSpan[], resultCallback) {
       exportOnce(inner, spans, onResult, resultCallback);
+    },
+    forceFlush: () => inner.forceFlush?.() ?? Promise.resolve(),
+    shutdown: () => inner.shutdown(),
+  };
+}
+
+/** {@link withFailureStreakLogging} for an exporter of spans encoded as they end. */
+export function withEncodedSpanFailureStreakLogging(
+  inner: EncodedSpanExporter,
+  log: LogSink,
+  endpointForLog: string,
+): EncodedSpanExporter {
+  const onResult = createFailureStreak(log, endpointForLog, "traces");
+  return {
+    encoded: true,
+    export(batch, resultCallback) {
+      exportOnce(inner, batch, onResult, resultCallback);
     },
     forceFlush: () => inner.forceFlush?.() ?? Promise.resolve(),
     shutdown: () => inner.shutdown(),

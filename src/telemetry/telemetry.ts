@@ -17,8 +17,8 @@ import {
 import { deadline, DeadlineError } from "../async/mod.ts";
 import { createLogger } from "./access_log.ts";
 import {
-  createFailureStreak,
   type LogSink,
+  withEncodedSpanFailureStreakLogging,
   withFailureStreakLogging,
   withSpanFailureStreakLogging,
 } from "./export_errors.ts";
@@ -157,10 +157,12 @@ function tracingFor(
   for (const notice of samplerNotices) log(notice);
   if (plan.protocol === "http/protobuf") {
     // Spans encoded as they end (encoded_span_processor.ts); the same failure-streak logging.
-    const encoded = createEncodedSpanExporter({ protocol: plan.protocol, url: plan.configUrl });
+    const { exporter, url } = createEncodedSpanExporter({
+      protocol: plan.protocol,
+      url: plan.configUrl,
+    });
     return createTracing({
-      exporter: encoded.exporter,
-      onExportResult: createFailureStreak(log, redactUrl(encoded.url), "traces"),
+      exporter: withEncodedSpanFailureStreakLogging(exporter, log, redactUrl(url)),
       resource,
       sampler,
       version,

@@ -28,12 +28,7 @@ import {
   trace,
   type Tracer,
 } from "@opentelemetry/api";
-import {
-  type ExportResult,
-  getNumberFromEnv,
-  getStringFromEnv,
-  W3CTraceContextPropagator,
-} from "@opentelemetry/core";
+import { getNumberFromEnv, getStringFromEnv, W3CTraceContextPropagator } from "@opentelemetry/core";
 import type { Resource } from "@opentelemetry/resources";
 import {
   AlwaysOffSampler,
@@ -158,8 +153,6 @@ export interface TracingOptions {
    * encoded-span exporter behind {@link createEncodedSpanProcessor}; null turns tracing off.
    */
   exporter: SpanExporter | EncodedSpanExporter | null;
-  /** Sees every export result of an encoded-span exporter (an SDK one is wrapped instead). */
-  onExportResult?: (result: ExportResult) => void;
   /** The resource every span carries (shared with the metrics). */
   resource: Resource;
   /** Default: from `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` ({@link samplerFromEnv}). */
@@ -328,7 +321,6 @@ function createProvider(
       "encoded" in options.exporter
         ? createEncodedSpanProcessor({
           exporter: options.exporter,
-          onExportResult: options.onExportResult,
           ...(options.batch ?? batchConfigFromEnv()),
         })
         : new BatchSpanProcessor({

@@ -18,8 +18,10 @@ import {
   type EncodedSpanExporter,
   type EncodedSpanProcessorOptions,
 } from "../../src/telemetry/encoded_span_processor.ts";
+import { withEncodedSpanFailureStreakLogging } from "../../src/telemetry/export_errors.ts";
 import {
   createEncodedTraceSerializer,
+  createSpanBatchEncoder,
   type EncodedSpanBatch,
 } from "../../src/telemetry/otlp_trace_protobuf.ts";
 import { waitFor, within } from "../_helpers/wait.ts";
@@ -165,4 +167,86 @@ Deno.test("encoded spans: unsampled spans are not queued", async () => {
   await provider.forceFlush();
   assert.equal(recorder.batches.length, 0);
   await provider.shutdown();
+});
+
+Deno.test("encoded spans: an exporter that throws fails the flush at once and leaves no timer", async () => {
+  // In a process of its own: a timer left behind shows as a process that outlives the flush
+  // by the export timeout (the test sanitizers do not see a pending timer).
+  const module = new URL("../../src/telemetry/encoded_span_processor.ts", import.meta.url).href;
+  const script = `
+    import { createEncodedSpanProcessor } from ${JSON.stringify(module)};
+    import { TracerProvider } from "@opentelemetry/sdk-trace";
+    const exporter = {
+      encoded: true,
+      export() { throw new Error("exporter broke"); },
+      shutdown: () => Promise.resolve(),
+    };
+    const processor = createEncodedSpanProcessor({ exporter, exportTimeoutMillis: 15000 });
+    const provider = new TracerProvider({ spanProcessors: [processor] });
+    provider.getTracer("breakwater").startSpan("one").end();
+    await processor.forceFlush().then(() => console.log("resolved"), (e) => console.log(e.message));
+    await provider.shutdown();
+  `;
+  const dir = await Deno.makeTempDir();
+  try {
+    const file = `${dir}/throwing_exporter.ts`;
+    await Deno.writeTextFile(file, script);
+    const command = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-all",
+        `--config=${new URL("../../deno.json", import.meta.url).pathname}`,
+        file,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    });
+    const startedMs = performance.now();
+    const output = await within(command.output(), 60_000, "the process");
+    const elapsedMs = performance.now() - startedMs;
+    assert.ok(elapsedMs < 10_000, `ended after ${Math.round(elapsedMs)} ms (export timeout 15 s)`);
+    assert.equal(new TextDecoder().decode(output.stdout).trim(), "exporter broke");
+    assert.equal(output.code, 0, new TextDecoder().decode(output.stderr));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("encoded spans: export failures are logged once per streak, a throw counted as a failure", async () => {
+  const lines: Record<string, unknown>[] = [];
+  const outcomes = ["fail", "throw", "ok", "fail"];
+  const inner: EncodedSpanExporter = {
+    encoded: true,
+    export(_batch, resultCallback) {
+      const outcome = outcomes.shift();
+      if (outcome === "throw") throw new Error("exporter broke");
+      resultCallback(
+        outcome === "ok"
+          ? { code: ExportResultCode.SUCCESS }
+          : { code: ExportResultCode.FAILED, error: new Error("503") },
+      );
+    },
+    shutdown: () => Promise.resolve(),
+  };
+  const exporter = withEncodedSpanFailureStreakLogging(
+    inner,
+    (line) => lines.push(line),
+    "http://collector:4318/v1/traces",
+  );
+  assert.equal(exporter.encoded, true);
+  const results: ExportResultCode[] = [];
+  const batch = createSpanBatchEncoder().take();
+  for (let i = 0; i < 4; i++) exporter.export(batch, (result) => results.push(result.code));
+  assert.deepEqual(results, [
+    ExportResultCode.FAILED,
+    ExportResultCode.FAILED,
+    ExportResultCode.SUCCESS,
+    ExportResultCode.FAILED,
+  ]);
+  assert.deepEqual(lines.map((line) => [line.event, line.signal]), [
+    ["otlp_export_failed", "traces"],
+    ["otlp_export_recovered", "traces"],
+    ["otlp_export_failed", "traces"],
+  ]);
+  await exporter.shutdown();
 });
