@@ -30,7 +30,7 @@ import {
   VERSION,
 } from "./cli.ts";
 import { readCgroupLimits } from "./config/cgroup.ts";
-import { resolveWorkerCount, threadsFor } from "./workers/count.ts";
+import { threadsFor } from "./workers/count.ts";
 import { createSharedProber, type SharedProber } from "./workers/shared_prober.ts";
 import { loadConfig, type LoadNotes, readConfigJson } from "./config/load.ts";
 import { ConfigError, formatProblem, type GatewayConfig } from "./config/schema.ts";
@@ -164,9 +164,7 @@ function summary(configPath: string, { config, notes }: Loaded): string {
   // and neither does the default "auto" that a TLS listener keeps to one thread.
   const threads = threadsFor(config.workers, tls !== null, notes.cgroup);
   const workers = threads.singleBecauseOfTls === "asked"
-    ? `, 1 thread (${
-      resolveWorkerCount(config.workers, notes.cgroup)
-    } workers asked; the TLS listener runs on one)`
+    ? `, 1 thread (${threads.asked} workers asked; the TLS listener runs on one)`
     : threads.count === 1
     ? ""
     : `, ${threads.count} workers`;

@@ -31,6 +31,8 @@ export function resolveWorkerCount(
 export interface Threads {
   /** Workers to run; 1 is the single-threaded gateway. */
   count: number;
+  /** What the setting resolved to ({@link resolveWorkerCount}): above `count` with TLS. */
+  asked: number;
   /**
    * Set when the setting resolved to more than one but one thread runs: `"asked"` for a number
    * the config gave (worth a warning: the user asked for workers), `"auto"` for the default
@@ -46,9 +48,9 @@ export interface Threads {
  *
  * @example
  * ```ts
- * threadsFor("auto", false, { cpuCores: null }, 4); // { count: 4, singleBecauseOfTls: null }
- * threadsFor("auto", true, { cpuCores: null }, 4); // { count: 1, singleBecauseOfTls: "auto" }
- * threadsFor(2, true, { cpuCores: null }, 4); // { count: 1, singleBecauseOfTls: "asked" }
+ * threadsFor("auto", false, { cpuCores: null }, 4); // count 4, asked 4, singleBecauseOfTls null
+ * threadsFor("auto", true, { cpuCores: null }, 4); // count 1, asked 4, singleBecauseOfTls "auto"
+ * threadsFor(2, true, { cpuCores: null }, 4); // count 1, asked 2, singleBecauseOfTls "asked"
  * ```
  */
 export function threadsFor(
@@ -57,7 +59,7 @@ export function threadsFor(
   cgroup: { cpuCores: number | null },
   cores: number = navigator.hardwareConcurrency,
 ): Threads {
-  const count = resolveWorkerCount(setting, cgroup, cores);
-  if (!tls || count === 1) return { count, singleBecauseOfTls: null };
-  return { count: 1, singleBecauseOfTls: setting === "auto" ? "auto" : "asked" };
+  const asked = resolveWorkerCount(setting, cgroup, cores);
+  if (!tls || asked === 1) return { count: asked, asked, singleBecauseOfTls: null };
+  return { count: 1, asked, singleBecauseOfTls: setting === "auto" ? "auto" : "asked" };
 }

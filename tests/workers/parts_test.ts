@@ -16,11 +16,31 @@ Deno.test("workers: auto is the cgroup quota rounded down, else the cores; a num
 
 Deno.test("workers: a TLS listener runs one thread; only a number asked for is a warning", () => {
   const none = { cpuCores: null };
-  assert.deepEqual(threadsFor("auto", false, none, 4), { count: 4, singleBecauseOfTls: null });
-  assert.deepEqual(threadsFor("auto", true, none, 4), { count: 1, singleBecauseOfTls: "auto" });
-  assert.deepEqual(threadsFor(2, true, none, 4), { count: 1, singleBecauseOfTls: "asked" });
-  assert.deepEqual(threadsFor(1, true, none, 4), { count: 1, singleBecauseOfTls: null });
-  assert.deepEqual(threadsFor("auto", true, none, 1), { count: 1, singleBecauseOfTls: null });
+  assert.deepEqual(threadsFor("auto", false, none, 4), {
+    count: 4,
+    asked: 4,
+    singleBecauseOfTls: null,
+  });
+  assert.deepEqual(threadsFor("auto", true, none, 4), {
+    count: 1,
+    asked: 4,
+    singleBecauseOfTls: "auto",
+  });
+  assert.deepEqual(threadsFor(2, true, none, 4), {
+    count: 1,
+    asked: 2,
+    singleBecauseOfTls: "asked",
+  });
+  assert.deepEqual(threadsFor(1, true, none, 4), {
+    count: 1,
+    asked: 1,
+    singleBecauseOfTls: null,
+  });
+  assert.deepEqual(threadsFor("auto", true, none, 1), {
+    count: 1,
+    asked: 1,
+    singleBecauseOfTls: null,
+  });
 });
 
 Deno.test("workers: the config takes workers as auto or 1-256, default auto", () => {
