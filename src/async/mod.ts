@@ -7,3 +7,4 @@
 export { abortable } from "./abortable.ts";
 export { delay, type DelayOptions } from "./delay.ts";
 export { deadline, DeadlineError, type DeadlineOptions } from "./deadline.ts";
+export { settlesAtOnce } from "./settles_at_once.ts";

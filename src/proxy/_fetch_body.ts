@@ -11,6 +11,7 @@
  *
  * @module
  */
+import { settlesAtOnce } from "../async/settles_at_once.ts";
 import { watchIdle } from "./_idle_watch.ts";
 import { classifyUpstreamFailure, UpstreamError } from "./upstream_client.ts";
 
@@ -175,20 +176,6 @@ export function fetchBody(
       return (reader ?? body).cancel(reason);
     },
   }) as ReadableStream<Uint8Array>;
-}
-
-/**
- * True when `promise` settles before a zero-delay timer fires: fetch's body bytes that came
- * with the head are read within one turn of the event loop; bytes still on their way are not.
- */
-async function settlesAtOnce(promise: Promise<unknown>): Promise<boolean> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), 0));
-  try {
-    return await Promise.race([promise.then(() => true, () => true), late]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /**

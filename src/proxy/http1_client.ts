@@ -19,6 +19,7 @@
  *
  * @module
  */
+import { settlesAtOnce } from "../async/settles_at_once.ts";
 import { fieldsResponse } from "../server/static_body.ts";
 import { ClientError, findClientError } from "./client_error.ts";
 import { type IdleWatch, watchIdle } from "./_idle_watch.ts";
@@ -681,20 +682,6 @@ async function pumpBody(
   }
   if (fixedLength === null) await write(LAST_CHUNK);
   else if (pendingHead !== null) await write(new Uint8Array(0));
-}
-
-/**
- * True when `promise` settles before a zero-delay timer fires: every microtask (a chunk already
- * queued in the stream, or pulled from bytes already read) runs first.
- */
-async function settlesAtOnce(promise: Promise<unknown>): Promise<boolean> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), 0));
-  try {
-    return await Promise.race([promise.then(() => true, () => true), late]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /** Options of {@link createHttp1Client}. */

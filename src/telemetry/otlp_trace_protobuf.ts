@@ -343,9 +343,11 @@ function writeEvent(writer: Writer, event: TimedEvent): void {
   writer.finishLengthDelimited(start);
 }
 
-function writeLink(writer: Writer, link: Link): void {
-  const start = writer.startLengthDelimited();
-  const context: SpanContext = link.context;
+/**
+ * Fields 1-3 shared by `Span` and `Span.Link`: trace id, span id (bytes from their hex) and the
+ * W3C trace state, when there is one.
+ */
+function writeContext(writer: Writer, context: SpanContext): void {
   writer.tag(1, LEN);
   writer.hexBytes(context.traceId);
   writer.tag(2, LEN);
@@ -355,6 +357,12 @@ function writeLink(writer: Writer, link: Link): void {
     writer.tag(3, LEN);
     writer.string(traceState);
   }
+}
+
+function writeLink(writer: Writer, link: Link): void {
+  const start = writer.startLengthDelimited();
+  const context: SpanContext = link.context;
+  writeContext(writer, context);
   if (link.attributes) writeAttributes(writer, link.attributes, 4);
   writer.tag(5, VARINT);
   writer.varint(link.droppedAttributesCount || 0);
@@ -370,15 +378,7 @@ function writeLink(writer: Writer, link: Link): void {
 function writeSpan(writer: Writer, span: ReadableSpan): void {
   const start = writer.startLengthDelimited();
   const context = span.spanContext();
-  writer.tag(1, LEN);
-  writer.hexBytes(context.traceId);
-  writer.tag(2, LEN);
-  writer.hexBytes(context.spanId);
-  const traceState = context.traceState?.serialize();
-  if (traceState) {
-    writer.tag(3, LEN);
-    writer.string(traceState);
-  }
+  writeContext(writer, context);
   const parent = span.parentSpanContext;
   if (parent?.spanId) {
     writer.tag(4, LEN);
