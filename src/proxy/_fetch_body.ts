@@ -50,14 +50,14 @@ export interface FetchBodyOptions {
   idleTimeoutMs?: number;
   /**
    * More bytes than this (counted as handed on, so after fetch decoded them) error the body;
-   * null: no cap. Its failure goes to `onFailure` like a stall.
+   * null: no cap. Past it the body errors; not reported to `onFailure` (the gateway's limit).
    */
   maxBytes: number | null;
   /** Names the cap in its error message (a config key), e.g. `maxDecodedBodyBytes`. */
   capName?: string;
   /** The attempt's signal: a failure after it aborted is the caller's, not reported. */
   signal: AbortSignal;
-  /** Called once with a failure on the upstream's side (stall, reset, cap). */
+  /** Called once with a failure on the upstream's side (stall, reset). */
   onFailure?: (error: UpstreamError) => void;
   /** A read {@link readWhole} started that did not finish at once. */
   first?: FirstRead;
@@ -163,7 +163,13 @@ export function fetchBody(
       if (maxBytes !== null && handedOn > maxBytes) {
         reader.cancel().catch(() => {});
         const name = options.capName ?? "maxBytes";
-        fail(new UpstreamError("unreachable", `response body larger than ${name} (${maxBytes})`));
+        // The gateway's own limit, not counted against the upstream: the client chose to have
+        // fetch decode (Accept-Encoding), so a large but honest body would otherwise let any
+        // client open the breaker by asking for it compressed.
+        settle();
+        controller.error(
+          new UpstreamError("unreachable", `response body larger than ${name} (${maxBytes})`),
+        );
         return;
       }
       if (view !== null) request!.respondWithNewView(value!);

@@ -66,8 +66,9 @@ export interface UpstreamRequest {
   /**
    * The `fetch` client only (the `http1` client never decodes): a response body that fetch
    * decoded (gzip, br) errors with `UpstreamError("unreachable")` once it has handed on more
-   * than this many decoded bytes, and goes to `onBodyFailure`, so a compression bomb costs the
-   * gateway at most this much work. Unset: no cap.
+   * than this many decoded bytes, so a compression bomb costs the gateway at most this much
+   * work. Not reported to `onBodyFailure`: the limit is the gateway's, and the client chose
+   * the decoding (Accept-Encoding), so it must not count against the upstream. Unset: no cap.
    */
   maxDecodedBodyBytes?: number;
   /**
