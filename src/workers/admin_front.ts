@@ -7,7 +7,8 @@
  */
 import { Hono } from "hono";
 import type { PoolUsage } from "../gateway/status.ts";
-import { mergeExpositions } from "./metrics_merge.ts";
+import { createExpositionMerger } from "./metrics_merge.ts";
+import type { WorkerExposition } from "./restart_offsets.ts";
 
 /** One worker as `GET /admin/workers` shows it. */
 export interface WorkerStatus {
@@ -27,8 +28,11 @@ export interface WorkerStatus {
 export interface WorkersAdminOptions {
   /** The main thread's admin app. */
   mainApp: { fetch(request: Request): Response | Promise<Response> };
-  /** Every running worker's Prometheus text (those that answer in time). */
-  workerMetrics: () => Promise<string[]>;
+  /**
+   * Every worker's Prometheus text with its slot and incarnation (a worker that does not answer
+   * in time or is restarting: its last answer).
+   */
+  workerMetrics: () => Promise<WorkerExposition[]>;
   /** Pool usage summed over the workers (as of their last stats). */
   pools: () => Record<string, PoolUsage>;
   /** The workers now. */
@@ -56,10 +60,12 @@ export interface WorkersAdminOptions {
  */
 export function createWorkersAdminApp(options: WorkersAdminOptions): Hono {
   const app = new Hono();
+  // One merger for the instance's life: it remembers what each slot's earlier workers counted.
+  const merge = createExpositionMerger();
   app.get("/metrics", async (c) => {
     const own = await options.mainApp.fetch(c.req.raw);
     if (!own.ok) return own;
-    const text = mergeExpositions(await own.text(), await options.workerMetrics());
+    const text = merge(await own.text(), await options.workerMetrics());
     const headers = new Headers(own.headers);
     headers.delete("content-length");
     return new Response(text, { status: own.status, headers });

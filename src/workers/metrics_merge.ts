@@ -6,10 +6,13 @@
  * event-loop delay) are summed over the workers, series by series; histogram buckets, sums and
  * counts add up like counters. Everything else describes the instance as a whole (the breaker,
  * KV, the process, build info, upstream availability from the main thread's health checks) and
- * is taken from the main thread alone, since each worker would repeat the same value.
+ * is taken from the main thread alone, since each worker would repeat the same value. A restarted
+ * worker's counters are carried on from its slot's earlier incarnations (`restart_offsets.ts`),
+ * so the instance's sums never drop when a worker restarts.
  *
  * @module
  */
+import { createRestartOffsets, type WorkerExposition } from "./restart_offsets.ts";
 
 /**
  * Families summed over the workers (Prometheus names, after the OpenTelemetry translation).
@@ -18,7 +21,8 @@
 export const WORKER_FAMILY =
   /^(http_(server|client)_request_duration|breakwater_(requests_rejected|retries|pool_|upstream_ejections|event_loop_delay|fallback))/;
 
-interface Family {
+/** One metric family of an exposition. */
+export interface Family {
   name: string;
   /** `# HELP` and `# TYPE` lines as written. */
   comments: string[];
@@ -80,7 +84,8 @@ function formatValue(value: number): string {
 }
 
 /**
- * One exposition for the instance from the main thread's and the workers' texts.
+ * One exposition for the instance from the main thread's and the workers' texts, as they are
+ * (no restart offsets: {@link createExpositionMerger} keeps those across scrapes).
  *
  * @example
  * ```ts
@@ -90,9 +95,39 @@ function formatValue(value: number): string {
  * ```
  */
 export function mergeExpositions(mainText: string, workerTexts: string[]): string {
+  return mergeFamilies(mainText, workerTexts.map(parseExposition));
+}
+
+/**
+ * The merge of an instance's `/metrics`, kept for its life: each worker's counter series are
+ * carried over its restarts (a restarted worker starts counting from zero again), so the summed
+ * counters never go backwards; gauges are summed as the workers report them now.
+ *
+ * @example
+ * ```ts
+ * const merge = createExpositionMerger();
+ * merge(mainText, [{ slot: 0, incarnation: 0, text: w0 }, { slot: 1, incarnation: 0, text: w1 }]);
+ * // worker 0 crashed and restarted: its new counters are added to what the first one counted.
+ * merge(mainText, [{ slot: 0, incarnation: 1, text: w0b }, { slot: 1, incarnation: 0, text: w1 }]);
+ * ```
+ */
+export function createExpositionMerger(): (
+  mainText: string,
+  workers: readonly WorkerExposition[],
+) => string {
+  const offsets = createRestartOffsets();
+  return (mainText, workers) =>
+    mergeFamilies(
+      mainText,
+      workers.map((worker) =>
+        offsets.adjust(worker.slot, worker.incarnation, parseExposition(worker.text))
+      ),
+    );
+}
+
+function mergeFamilies(mainText: string, workerFamilies: Family[][]): string {
   const merged = parseExposition(mainText);
   const byName = new Map(merged.map((family) => [family.name, family]));
-  const workerFamilies = workerTexts.map(parseExposition);
   const summed = new Set<string>();
   for (const families of workerFamilies) {
     for (const family of families) {

@@ -14,6 +14,7 @@ import type { Logger } from "../telemetry/access_log.ts";
 import { createWorkersAdminApp, type WorkerStatus } from "./admin_front.ts";
 import { createBreakerHost } from "./breaker_host.ts";
 import type { FromWorker } from "./protocol.ts";
+import type { WorkerExposition } from "./restart_offsets.ts";
 import { workerShare } from "./share.ts";
 import type { SharedProber } from "./shared_prober.ts";
 import { createSupervisor } from "./supervisor.ts";
@@ -69,6 +70,8 @@ export async function runWorkers(options: RunWorkersOptions): Promise<number> {
     { length: count },
     (_, index) => ({ index, listening: false, requests: 0, inFlight: 0, restarts: 0, pools: {} }),
   );
+  /** Per slot, which start of it is running (0 first; one more after each worker ends). */
+  const incarnations: number[] = new Array(count).fill(0);
   let publicPort = config.listen.port;
   let portKnown = publicPort !== 0;
   let workersConfig = gateway.config;
@@ -178,6 +181,8 @@ export async function runWorkers(options: RunWorkersOptions): Promise<number> {
       // A worker that dies before the instance first listened will not do better on a retry
       // (a missing permission, a module that does not load): start-up fails.
       if (!started && error !== undefined) startFailed(explainStartError(error));
+      // The slot's next worker is a new incarnation (its counters start from zero).
+      incarnations[index]++;
       const status = statuses[index];
       if (status.listening && started) status.restarts++;
       status.listening = false;
@@ -240,32 +245,34 @@ export async function runWorkers(options: RunWorkersOptions): Promise<number> {
   // Each worker's last answer: a worker that is slow to answer a scrape (a busy event loop) or
   // restarting is summed with its last series rather than left out, so a slow answer does not
   // make the instance's counters go backwards (Prometheus would read a drop as a counter reset).
-  // A restarted worker's own counters start again from zero: that drop is the reset it is.
-  const lastMetrics: (string | null)[] = new Array(count).fill(null);
-  const workerMetrics = async (): Promise<string[]> => {
-    const asks: Promise<string | null>[] = [];
+  // A restarted worker's own counters start again from zero: the answer carries which start of
+  // the slot it came from, and the merge adds what the slot's earlier starts counted.
+  const lastMetrics: (WorkerExposition | null)[] = new Array(count).fill(null);
+  const workerMetrics = async (): Promise<WorkerExposition[]> => {
+    const asks: Promise<WorkerExposition | null>[] = [];
     for (let index = 0; index < count; index++) {
       if (!statuses[index].listening) {
         asks.push(Promise.resolve(lastMetrics[index]));
         continue;
       }
       const id = nextMetricsId++;
+      const incarnation = incarnations[index];
       asks.push(
-        new Promise<string | null>((resolve) => {
+        new Promise<WorkerExposition | null>((resolve) => {
           const timer = setTimeout(() => resolve(lastMetrics[index]), WORKER_METRICS_TIMEOUT_MS);
           metricsWaiters.set(id, {
             index,
             resolve: (text) => {
               clearTimeout(timer);
-              if (text !== null) lastMetrics[index] = text;
-              resolve(text ?? lastMetrics[index]);
+              if (text !== null) lastMetrics[index] = { slot: index, incarnation, text };
+              resolve(lastMetrics[index]);
             },
           });
           supervisor.postTo(index, { type: "metrics", id });
         }).finally(() => metricsWaiters.delete(id)),
       );
     }
-    return (await Promise.all(asks)).filter((text): text is string => text !== null);
+    return (await Promise.all(asks)).filter((each): each is WorkerExposition => each !== null);
   };
   const adminApp = createWorkersAdminApp({
     mainApp: gateway.adminApp,
