@@ -9,15 +9,13 @@
  */
 import { z } from "zod";
 import type { ConfigProblem } from "./schema.ts";
+import { TOKEN } from "../server/token.ts";
 
 /** The largest static `body`, in UTF-8 bytes: an answer kept in memory for every request. */
 export const MAX_FALLBACK_BODY_BYTES = 65536;
 
 /** Service names, as `services` keys are written. */
 const SERVICE_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
-
-/** A field name is a token (RFC 9110 section 5.1). */
-const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
 /**
  * Headers a static answer may not set: the gateway frames the answer itself (RFC 9112 section 6),
@@ -123,7 +121,7 @@ export const fallbackSchema = z.strictObject({
   const seen = new Set<string>();
   for (const [name, value] of Object.entries(fallback.headers ?? {})) {
     const lower = name.toLowerCase();
-    if (!HEADER_NAME.test(name)) {
+    if (!TOKEN.test(name)) {
       ctx.addIssue({
         code: "custom",
         path: ["headers", name],

@@ -8,8 +8,8 @@
  */
 import { ClientError } from "./client_error.ts";
 import { isValidHost } from "../routing/request_target.ts";
+import { TOKEN } from "../server/token.ts";
 
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 const DECIMAL = /^[0-9]{1,15}$/;
 
 /**

@@ -6,6 +6,7 @@
  */
 import { headerFieldsOf } from "../server/fields_headers.ts";
 import { sortAndCombine } from "../server/static_body.ts";
+import { TOKEN } from "../server/token.ts";
 
 /** Hop-by-hop headers that never cross a proxy, whatever `Connection` says. */
 export const HOP_BY_HOP_HEADERS: readonly string[] = [
@@ -21,7 +22,6 @@ export const HOP_BY_HOP_HEADERS: readonly string[] = [
 ];
 
 const HOP_BY_HOP = new Set(HOP_BY_HOP_HEADERS);
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
 /** The header names a `Connection` value lists (lower-cased; malformed tokens dropped). */
 function connectionTokens(connection: string): Set<string> {

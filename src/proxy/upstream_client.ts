@@ -12,6 +12,7 @@
  * @module
  */
 import { ClientError } from "./client_error.ts";
+import { TOKEN } from "../server/token.ts";
 
 /** Why an upstream attempt produced no response: the upstream's side of a failure. */
 export type UpstreamErrorKind = "unreachable" | "timeout" | "aborted";
@@ -107,8 +108,6 @@ export interface OriginPoolOptions {
   idleTimeoutMs: number;
 }
 
-/** A method is a token (RFC 9110 §9.1, §5.6.2). */
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 /** Field values: visible ASCII, obs-text, SP and HTAB; no CR, LF, NUL or other controls. */
 const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 /** Origin-form (RFC 9112 §3.2.1): a `/` and then visible ASCII only, no fragment. */

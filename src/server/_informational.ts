@@ -13,11 +13,11 @@
 import { isHopByHop, namedByConnection } from "../proxy/headers.ts";
 import type { Connection } from "./_connection.ts";
 import { reasonPhrase } from "./_response_writer.ts";
+import { TOKEN } from "./token.ts";
 
 /** Interim responses one request may send: a handler looping on them cannot flood the client. */
 export const MAX_INFORMATIONAL_PER_REQUEST = 16;
 
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 /** A field value as RFC 9110 §5.5 allows it: no CR, LF or NUL (which would split the head). */
 const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 /** Framing fields mean nothing on an interim head (RFC 9110 §15.2: it has no content). */

@@ -12,6 +12,7 @@
  */
 import { ClientError } from "../proxy/client_error.ts";
 import { type Connection, INTO_VIEW } from "./_connection.ts";
+import { TOKEN } from "./token.ts";
 
 /** The largest chunk-size line (size plus extensions) accepted. */
 const MAX_CHUNK_LINE_BYTES = 4096;
@@ -27,7 +28,6 @@ const COPY_BELOW = 8 * 1024;
 
 const CHUNK_SIZE = /^([0-9A-Fa-f]{1,12})([\s\S]*)$/;
 const CHUNK_EXTENSION = /^[ \t]*;[\t\x20-\x7e\x80-\xff]*$/;
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 const CONTINUE = new TextEncoder().encode("HTTP/1.1 100 Continue\r\n\r\n");
 

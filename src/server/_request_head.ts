@@ -5,6 +5,7 @@
  * @module
  */
 import { isValidHost } from "../routing/request_target.ts";
+import { TOKEN } from "./token.ts";
 
 /** A parsed request head: what the server needs for framing plus every field as sent. */
 export interface RequestHead {
@@ -72,7 +73,6 @@ export function findHeadEnd(buf: Uint8Array, start: number, from: number, end: n
   }
 }
 
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 // Field values: visible ASCII, obs-text, SP and HTAB; no CR, LF, NUL or other controls.
 const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 /** `http://authority` or `https://authority`, then the path and query (group 2, may be empty). */

@@ -14,8 +14,7 @@
  * @module
  */
 
-/** A field name as RFC 9110 §5.1 allows it (a token): anything else goes to `Headers` to throw. */
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+import { TOKEN } from "./token.ts";
 
 /** `Headers` backed by pairs until a method other than `get`/`has` is called. */
 class FieldsHeaders extends Headers {
