@@ -19,7 +19,7 @@
  * @module
  */
 import { configPathFor, parseArgs } from "./cli.ts";
-import { parseConfig } from "./config/schema.ts";
+import { type GatewayConfig, parseConfig } from "./config/schema.ts";
 
 /** The file-system access the gateway gets, as absolute paths. */
 export interface PathPermissions {
@@ -117,48 +117,59 @@ export function permissionFlags(permissions: PathPermissions): string[] {
 }
 
 /**
- * `kv.path` as the gateway will see it, or undefined when the file cannot be read or is not a
- * valid config (the gateway reports that itself, with its usual exit code).
+ * The config at `configPath`, read and validated once for everything the launcher derives from
+ * it, or undefined when the file cannot be read or is not a valid config (the gateway reports
+ * that itself, with its usual exit code and message naming the field).
  */
-export function kvPathFromConfigFile(configPath: string): string | null | undefined {
+export function readLaunchConfig(configPath: string): GatewayConfig | undefined {
   try {
-    return parseConfig(JSON.parse(Deno.readTextFileSync(configPath))).kv.path;
+    return parseConfig(JSON.parse(Deno.readTextFileSync(configPath)));
   } catch {
     return undefined;
   }
 }
 
 /**
- * The files of every service's `tls` block (README, "Upstream TLS"), or none when the file
- * cannot be read or is not a valid config. A file added by a later reload was not granted:
- * that reload is refused naming the file and the flag, and a restart grants it.
+ * `kv.path` as the gateway will see it, or undefined when the file cannot be read or is not a
+ * valid config (the gateway reports that itself, with its usual exit code).
  */
+export function kvPathFromConfigFile(configPath: string): string | null | undefined {
+  return readLaunchConfig(configPath)?.kv.path;
+}
+
+/**
+ * The files of every service's `tls` block (README, "Upstream TLS"), or none without a valid
+ * config. A file added by a later reload was not granted: that reload is refused naming the
+ * file and the flag, and a restart grants it.
+ */
+export function upstreamTlsFilesOf(config: GatewayConfig | undefined): string[] {
+  if (config === undefined) return [];
+  return Object.values(config.services).flatMap((service) =>
+    service.tls === null
+      ? []
+      : [service.tls.caFile, service.tls.certFile, service.tls.keyFile].filter(
+        (path): path is string => path !== null,
+      )
+  );
+}
+
+/** {@link upstreamTlsFilesOf} the config at `configPath`. */
 export function upstreamTlsFilesFromConfigFile(configPath: string): string[] {
-  try {
-    const config = parseConfig(JSON.parse(Deno.readTextFileSync(configPath)));
-    return Object.values(config.services).flatMap((service) =>
-      service.tls === null
-        ? []
-        : [service.tls.caFile, service.tls.certFile, service.tls.keyFile].filter(
-          (path): path is string => path !== null,
-        )
-    );
-  } catch {
-    return [];
-  }
+  return upstreamTlsFilesOf(readLaunchConfig(configPath));
 }
 
 /**
  * The certificate and key of `listen.tls` (README, "TLS and HTTP/2"), re-read at every reload,
  * or none when the config has no TLS listener or is not a valid config.
  */
+export function listenTlsFilesOf(config: GatewayConfig | undefined): string[] {
+  const tls = config?.listen.tls ?? null;
+  return tls === null ? [] : [tls.certFile, tls.keyFile];
+}
+
+/** {@link listenTlsFilesOf} the config at `configPath`. */
 export function listenTlsFilesFromConfigFile(configPath: string): string[] {
-  try {
-    const tls = parseConfig(JSON.parse(Deno.readTextFileSync(configPath))).listen.tls;
-    return tls === null ? [] : [tls.certFile, tls.keyFile];
-  } catch {
-    return [];
-  }
+  return listenTlsFilesOf(readLaunchConfig(configPath));
 }
 
 /**
@@ -187,16 +198,33 @@ export function mayRunWorkers(config: { workers: "auto" | number; listen: { tls:
 }
 
 /**
- * {@link workerCodePaths} of this project when the config at `configPath` may run workers
- * ({@link mayRunWorkers}); none for `"workers": 1`, a TLS listener or an unreadable config.
+ * {@link workerCodePaths} of this project when `config` may run workers ({@link mayRunWorkers});
+ * none for `"workers": 1`, a TLS listener or no valid config.
  */
-export function workerCodeFromConfigFile(configPath: string): string[] {
-  try {
-    if (!mayRunWorkers(parseConfig(JSON.parse(Deno.readTextFileSync(configPath))))) return [];
-  } catch {
-    return [];
-  }
+export function workerCodeFor(config: GatewayConfig | undefined): string[] {
+  if (config === undefined || !mayRunWorkers(config)) return [];
   return workerCodePaths(decodeURIComponent(new URL("..", import.meta.url).pathname));
+}
+
+/** {@link workerCodeFor} the config at `configPath`. */
+export function workerCodeFromConfigFile(configPath: string): string[] {
+  return workerCodeFor(readLaunchConfig(configPath));
+}
+
+/**
+ * Everything the gateway must be granted for `config` (undefined: not readable or not valid),
+ * read from the one parse: {@link permissionsFor} with the TLS files and the worker code.
+ */
+export function launchPermissions(
+  configPath: string,
+  config: GatewayConfig | undefined,
+  cwd: string,
+): PathPermissions {
+  return permissionsFor(configPath, config?.kv.path, cwd, [
+    ...listenTlsFilesOf(config),
+    ...upstreamTlsFilesOf(config),
+    ...workerCodeFor(config),
+  ]);
 }
 
 /** The arguments after `deno` that run the gateway: `run`, permissions, main module, `args`. */
@@ -230,17 +258,9 @@ async function launch(args: string[]): Promise<number> {
   });
   let flags: string[];
   try {
+    // One read and one validation of the file for every path derived from it.
     flags = permissionFlags(
-      permissionsFor(
-        configPath,
-        kvPathFromConfigFile(configPath),
-        Deno.cwd(),
-        [
-          ...listenTlsFilesFromConfigFile(configPath),
-          ...upstreamTlsFilesFromConfigFile(configPath),
-          ...workerCodeFromConfigFile(configPath),
-        ],
-      ),
+      launchPermissions(configPath, readLaunchConfig(configPath), Deno.cwd()),
     );
   } catch (error) {
     console.error(`breakwater: ${(error as Error).message}`);

@@ -3,10 +3,13 @@ import assert from "node:assert/strict";
 import {
   gatewayArgs,
   kvFolderOf,
+  launchPermissions,
   permissionFlags,
   permissionsFor,
   resolvePath,
+  workerCodePaths,
 } from "../../src/launch.ts";
+import { parseConfig } from "../../src/config/schema.ts";
 
 Deno.test("resolvePath: relative paths against the working directory, dot segments resolved", () => {
   assert.equal(resolvePath("/srv/gw", "./breakwater.json"), "/srv/gw/breakwater.json");
@@ -36,6 +39,47 @@ Deno.test("permissionsFor: config, KV folder, cgroup and /proc/self; write only 
   });
   // An unreadable or invalid config: the gateway reports it before touching KV.
   assert.deepEqual(permissionsFor("gw.json", undefined, "/srv").write, []);
+});
+
+Deno.test("launchPermissions: the KV folder, TLS files and worker code from one parsed config", () => {
+  const config = parseConfig({
+    kv: { path: "data/bw.kv" },
+    listen: { tls: { certFile: "/tls/cert.pem", keyFile: "/tls/key.pem" } },
+    services: {
+      a: {
+        prefix: "/a",
+        upstreams: ["https://a.internal"],
+        tls: { caFile: "ca.pem", certFile: null, keyFile: null },
+      },
+    },
+  });
+  assert.deepEqual(launchPermissions("gw.json", config, "/srv"), {
+    read: [
+      "/srv/gw.json",
+      "/srv/data",
+      "/tls/cert.pem",
+      "/tls/key.pem",
+      "/srv/ca.pem",
+      "/sys/fs/cgroup",
+      "/proc/self",
+    ],
+    write: ["/srv/data"],
+  });
+  // Without a TLS listener the default workers ("auto") may run: the gateway's code is read.
+  const plain = parseConfig({
+    kv: { path: ":memory:" },
+    services: { a: { prefix: "/a", upstreams: ["http://a.internal"] } },
+  });
+  const root = decodeURIComponent(new URL("../../", import.meta.url).pathname);
+  assert.deepEqual(launchPermissions("/gw.json", plain, "/srv"), {
+    read: ["/gw.json", ...workerCodePaths(root), "/sys/fs/cgroup", "/proc/self"],
+    write: [],
+  });
+  // No valid config: only the config itself (the gateway then exits 2 naming the field).
+  assert.deepEqual(launchPermissions("/gw.json", undefined, "/srv"), {
+    read: ["/gw.json", "/sys/fs/cgroup", "/proc/self"],
+    write: [],
+  });
 });
 
 Deno.test("permissionFlags: fixed flags, then read and write lists; never -A; commas refused", () => {
