@@ -4,9 +4,13 @@
  * Prometheus and an OTLP reader registered (the OTLP interval is long, so only recording is
  * measured); and what tracing adds per request (a server span, one client span with its
  * `traceparent`, both ended): off, on and sampled, sampled out by the client's flag, sampled
- * out by a ratio of 0. The "on" exporter serializes every batch to OTLP protobuf (with the
- * gateway's one-pass serializer, and once more with the official one for comparison) and drops
- * it, so the export's CPU is in the figure but no network is.
+ * out by a ratio of 0. "Sampled" runs the production path of `http/protobuf`: each span is
+ * encoded into its OTLP bytes when it ends (`encoded_span_processor.ts`) and the exporter writes
+ * the request's resource and scope envelope around a batch's bytes (the serializer
+ * `createEncodedSpanExporter` sends with), then the bytes are dropped: the export's CPU is in
+ * the figure, no network is. For comparison: the same without the envelope, and the SDK's
+ * `BatchSpanProcessor` (what `http/json` keeps) with the official protobuf serializer, and with
+ * the export dropped.
  *
  * Run: deno bench --allow-env --allow-read --allow-net --allow-sys bench/telemetry_bench.ts
  */
@@ -26,7 +30,11 @@ import {
   createTracing,
   type GatewayTracing,
 } from "../src/telemetry/mod.ts";
-import { createProtobufTraceSerializer } from "../src/telemetry/otlp_trace_protobuf.ts";
+import type { EncodedSpanExporter } from "../src/telemetry/encoded_span_processor.ts";
+import {
+  createEncodedTraceSerializer,
+  type EncodedSpanBatch,
+} from "../src/telemetry/otlp_trace_protobuf.ts";
 
 const telemetry = createTelemetry({
   serviceNames: ["users", "orders"],
@@ -121,7 +129,7 @@ Deno.bench("prometheusText (scrape)", { group: "scrape", n: 200 }, async () => {
   await telemetry.prometheusText();
 });
 
-/** Serializes each batch with `serialize`, then drops it. */
+/** Serializes each batch with `serialize`, then drops it (an SDK exporter). */
 function serializingExporterOf(serialize: (spans: ReadableSpan[]) => unknown): SpanExporter {
   return {
     export(spans: ReadableSpan[], done) {
@@ -131,14 +139,27 @@ function serializingExporterOf(serialize: (spans: ReadableSpan[]) => unknown): S
     shutdown: () => Promise.resolve(),
   };
 }
-/** As the OTLP protobuf exporter serializes (the one-pass serializer, its bytes the official's). */
-const protobuf = createProtobufTraceSerializer();
-const serializingExporter = serializingExporterOf((spans) => protobuf.serializeRequest(spans));
-/** With the official `ProtobufTraceSerializer`, for comparison. */
+/** Passes each batch of spans encoded at their end to `write`, then drops it. */
+function encodedExporterOf(write: (batch: EncodedSpanBatch) => unknown): EncodedSpanExporter {
+  return {
+    encoded: true,
+    export(batch, done) {
+      write(batch);
+      done({ code: ExportResultCode.SUCCESS });
+    },
+    shutdown: () => Promise.resolve(),
+  };
+}
+/** As the `http/protobuf` exporter serializes: the envelope around the spans' bytes. */
+const envelope = createEncodedTraceSerializer();
+const productionExporter = encodedExporterOf((batch) => envelope.serializeRequest(batch));
+/** Spans encoded at their end, the batch dropped: the envelope's share is the difference. */
+const encodedDroppingExporter = encodedExporterOf(() => {});
+/** The SDK's batch processor with the official `ProtobufTraceSerializer`, for comparison. */
 const officialSerializingExporter = serializingExporterOf((spans) =>
   ProtobufTraceSerializer.serializeRequest(spans)
 );
-/** Drops each batch: the request path's share of the cost alone. */
+/** The SDK's batch processor, each batch dropped: its request-path share alone. */
 const droppingExporter: SpanExporter = {
   export(_spans: ReadableSpan[], done) {
     done({ code: ExportResultCode.SUCCESS });
@@ -147,14 +168,19 @@ const droppingExporter: SpanExporter = {
 };
 const resource = buildResource("bench");
 /**
- * A queue no loop overfills: with the SDK's default (2048) the processor drops the spans a
- * fast loop ends between two exports, and the "serialized" row then measured spans that were
- * never serialized.
+ * A queue no loop overfills: with the default (2048) a processor drops the spans a fast loop
+ * ends between two exports, and a row would then measure spans that were never serialized.
  */
 const batch = { maxQueueSize: 1 << 20 };
 const tracingOff = createTracing({ exporter: null, resource });
 const tracingOn = createTracing({
-  exporter: serializingExporter,
+  exporter: productionExporter,
+  resource,
+  batch,
+  sampler: new ParentBasedSampler({ root: new AlwaysOnSampler() }),
+});
+const tracingOnEncodedDropped = createTracing({
+  exporter: encodedDroppingExporter,
   resource,
   batch,
   sampler: new ParentBasedSampler({ root: new AlwaysOnSampler() }),
@@ -172,7 +198,7 @@ const tracingOnDropped = createTracing({
   sampler: new ParentBasedSampler({ root: new AlwaysOnSampler() }),
 });
 const tracingRatioZero = createTracing({
-  exporter: serializingExporter,
+  exporter: productionExporter,
   resource,
   batch,
   sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(0) }),
@@ -214,13 +240,28 @@ function tracedRequest(tracing: GatewayTracing, headers: Headers): string | unde
 Deno.bench("tracing off", { group: "tracing", baseline: true }, () => {
   tracedRequest(tracingOff, sampledParent);
 });
-Deno.bench("tracing on, sampled (2 spans, serialized)", { group: "tracing" }, () => {
-  tracedRequest(tracingOn, sampledParent);
-});
-Deno.bench("tracing on, sampled (2 spans, official serializer)", { group: "tracing" }, () => {
-  tracedRequest(tracingOnOfficial, sampledParent);
-});
-Deno.bench("tracing on, sampled (2 spans, export dropped)", { group: "tracing" }, () => {
+Deno.bench(
+  "tracing on, sampled (2 spans, encoded at end + envelope: production)",
+  { group: "tracing" },
+  () => {
+    tracedRequest(tracingOn, sampledParent);
+  },
+);
+Deno.bench(
+  "tracing on, sampled (2 spans, encoded at end, no envelope)",
+  { group: "tracing" },
+  () => {
+    tracedRequest(tracingOnEncodedDropped, sampledParent);
+  },
+);
+Deno.bench(
+  "tracing on, sampled (2 spans, SDK batch + official serializer)",
+  { group: "tracing" },
+  () => {
+    tracedRequest(tracingOnOfficial, sampledParent);
+  },
+);
+Deno.bench("tracing on, sampled (2 spans, SDK batch, export dropped)", { group: "tracing" }, () => {
   tracedRequest(tracingOnDropped, sampledParent);
 });
 Deno.bench("tracing on, sampled out by the client's flag", { group: "tracing" }, () => {
@@ -233,6 +274,7 @@ Deno.bench("tracing on, sampled out by ratio 0 (root)", { group: "tracing" }, ()
 globalThis.addEventListener("unload", () => {
   telemetry.shutdown();
   tracingOn.shutdown();
+  tracingOnEncodedDropped.shutdown();
   tracingOnOfficial.shutdown();
   tracingOnDropped.shutdown();
   tracingRatioZero.shutdown();
