@@ -4,6 +4,7 @@ import {
   type AccessLogInput,
   createLogger,
   logAccess,
+  type Logger,
   parseLogLevel,
 } from "../../src/telemetry/mod.ts";
 
@@ -144,4 +145,179 @@ Deno.test("trace context: trace_id and span_id as the OpenTelemetry log spec nam
   const forged = accessLogEntry({ ...request, traceId: "x\ny", spanId: "B7AD6B7169203331" });
   assert.equal("trace_id" in forged, false);
   assert.equal("span_id" in forged, false);
+});
+
+/**
+ * The line as the logger writes it for `info("request", accessLogEntry(a))` (JSON.stringify of
+ * the entry object), with the time of `line`, the line `logAccess` wrote.
+ */
+function entryLine(a: AccessLogInput, line: string): string {
+  const time = /^\{"time":"([^"]*)"/.exec(line)?.[1];
+  assert.ok(time !== undefined && !Number.isNaN(Date.parse(time)), `no time in ${line}`);
+  return JSON.stringify({ time, level: "info", msg: "request", ...accessLogEntry(a) });
+}
+
+/** logAccess's line for `a`, next to what the logger wrote for the entry object. */
+function bothLines(a: AccessLogInput): { written: string; expected: string; viaInfo: string } {
+  const { logger, lines } = capture({ level: "info" });
+  logAccess(logger, a);
+  logger.info("request", accessLogEntry(a));
+  assert.equal(lines.length, 2);
+  const [written, info] = lines;
+  // Same time in both: replace the second line's (a millisecond may have passed).
+  const viaInfo = info.replace(/^\{"time":"[^"]*"/, written.slice(0, written.indexOf('",') + 1));
+  return { written, expected: entryLine(a, written), viaInfo };
+}
+
+/** A small seeded generator (mulberry32), so a failing case can be run again. */
+function seeded(seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const HOSTILE_STRINGS = [
+  "",
+  'quo"te',
+  "back\\slash",
+  "new\nline\r\ttab",
+  "\u0000\u0001\u001f\u007f",
+  "line\u2028sep\u2029para",
+  "lone \ud800 high",
+  "lone \udc00 low",
+  "\udc00\ud800 reversed pair",
+  "emoji 😀 pair",
+  "non-ASCII ÄÖü ünïcödé 日本",
+  "</script><script>alert(1)</script>",
+  "\ufeffbom \uffff",
+  "x".repeat(300),
+  "😀".repeat(200), // truncation at an odd length cuts a surrogate pair
+];
+
+const HOSTILE_PATHS = [
+  "/api/users/42?token=s3cret&session=abc#frag",
+  "/a?b",
+  "/a#b?c",
+  "http://alice:pa55word@gw.example/api/users?api_key=k3y",
+  "https://gw.example",
+  "*",
+  "not a url ?q",
+  `/${"p".repeat(2047)}😀/tail?secret=1`, // the cut falls inside the pair
+  `/${'a\\"'.repeat(1100)}`,
+  ...HOSTILE_STRINGS.map((value) => `/${value}?token=${value}`),
+];
+
+const HOSTILE_UPSTREAMS = [
+  null,
+  "http://127.0.0.1:9001",
+  "https://[::1]:8443",
+  "http://bob:hunter2@10.0.0.5:9001/x?sig=abc",
+  "unix:/var/run/up.sock",
+  ...HOSTILE_STRINGS,
+];
+
+const HOSTILE_NUMBERS = [0, -0, 200, 1.5, 3.14159, -0.0004, 1e21, 1e-7, NaN, Infinity, -Infinity];
+
+function pick<T>(values: readonly T[], random: () => number): T {
+  return values[Math.floor(random() * values.length)];
+}
+
+Deno.test("the access-log line is byte for byte JSON.stringify of the entry, over hostile values", () => {
+  const random = seeded(20261130);
+  const optional = <T>(values: readonly T[]) => random() < 0.5 ? undefined : pick(values, random);
+  for (let i = 0; i < 3000; i++) {
+    const a: AccessLogInput = {
+      method: i % 7 === 0
+        ? pick(HOSTILE_STRINGS, random)
+        : pick(["GET", "POST", "M".repeat(40)], random),
+      path: pick(HOSTILE_PATHS, random),
+      service: pick([null, "users", ...HOSTILE_STRINGS], random),
+      status: pick(HOSTILE_NUMBERS, random),
+      durationMs: pick(HOSTILE_NUMBERS, random),
+      upstream: pick(HOSTILE_UPSTREAMS, random),
+      requestId: pick(
+        ["req-1", "7d8e0c4a-2f5b-4e0e-9a55-3f1b7c1d9e21", ...HOSTILE_STRINGS],
+        random,
+      ),
+      breakerState: pick([null, "closed", "open", "half_open", ...HOSTILE_STRINGS], random),
+      error: optional(["upstream_timeout", ...HOSTILE_STRINGS]),
+      fallback: optional(["static", "service=cache", ...HOSTILE_STRINGS]),
+      traceId: optional([
+        "0af7651916cd43dd8448eb211c80319c",
+        "0AF7651916CD43DD8448EB211C80319C",
+        "x\ny",
+      ]),
+      spanId: optional(["b7ad6b7169203331", "b7ad6b716920333", 'b7ad6b71692033"1']),
+      websocket: optional([
+        { bytesFromClient: 10, bytesFromUpstream: 2048, closeCode: 1000, ending: "client_close" },
+        { bytesFromClient: NaN, bytesFromUpstream: -0, closeCode: null, ending: 'up"\n\ud800' },
+      ]),
+    };
+    const { written, expected, viaInfo } = bothLines(a);
+    assert.equal(written, expected, `case ${i}: ${JSON.stringify(a)}`);
+    assert.equal(written, viaInfo, `case ${i}`);
+    for (const secret of ["s3cret", "pa55word", "hunter2", "k3y", "sig=abc", "token="]) {
+      assert.ok(!written.includes(secret), `case ${i}: ${secret} leaked: ${written}`);
+    }
+  }
+});
+
+Deno.test("the access-log line escapes every UTF-16 code unit as JSON.stringify does", () => {
+  for (let unit = 0; unit <= 0xffff; unit++) {
+    const char = String.fromCharCode(unit);
+    const a: AccessLogInput = {
+      ...request,
+      path: `/a${char}b`,
+      service: `s${char}`,
+      requestId: `${char}`,
+      breakerState: char,
+      error: `e${char}`,
+    };
+    const { written, expected } = bothLines(a);
+    if (written !== expected) assert.equal(written, expected, `code unit ${unit.toString(16)}`);
+  }
+});
+
+Deno.test("fields left out of the entry are left out of the line", () => {
+  // Callers outside the type system: undefined where a value is due, as JSON.stringify omits it.
+  const loose = {
+    ...request,
+    service: undefined,
+    breakerState: undefined,
+    upstream: null,
+    error: undefined,
+    fallback: undefined,
+  } as unknown as AccessLogInput;
+  const { written, expected } = bothLines(loose);
+  assert.equal(written, expected);
+  assert.equal("service" in JSON.parse(written), false);
+  assert.equal(JSON.parse(written).upstream, null);
+});
+
+Deno.test("a value JSON cannot hold gives the logger's one-line fallback, as before", () => {
+  const { logger, parsed } = capture({ level: "info" });
+  logAccess(logger, { ...request, status: 10n as unknown as number });
+  const [line] = parsed();
+  assert.equal(line.msg, "request");
+  assert.equal(line.fieldsError, "unserializable");
+});
+
+Deno.test("a logger not made by createLogger gets info('request', entry)", () => {
+  const calls: [string, Record<string, unknown> | undefined][] = [];
+  const logger: Logger = {
+    level: "info",
+    debug: () => {},
+    info: (msg, fields) => void calls.push([msg, fields]),
+    warn: () => {},
+    error: () => {},
+    flush: () => {},
+  };
+  logAccess(logger, request);
+  assert.deepEqual(calls, [["request", accessLogEntry(request)]]);
+  logger.level = "warn";
+  logAccess(logger, request);
+  assert.equal(calls.length, 1);
 });
