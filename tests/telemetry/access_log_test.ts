@@ -7,6 +7,7 @@ import {
   type Logger,
   parseLogLevel,
 } from "../../src/telemetry/mod.ts";
+import { isoTimeOf } from "../../src/telemetry/access_log.ts";
 
 function capture(level?: Parameters<typeof createLogger>[0] extends infer O ? O : never) {
   const lines: string[] = [];
@@ -320,4 +321,21 @@ Deno.test("a logger not made by createLogger gets info('request', entry)", () =>
   logger.level = "warn";
   logAccess(logger, request);
   assert.equal(calls.length, 1);
+});
+
+Deno.test("isoTimeOf is new Date(ms).toISOString() for every kind of time", () => {
+  const random = seeded(7);
+  const times = [0, -1, 999, 1000, 1001, -999, -1000, -1001, 8.64e15, -8.64e15, 253402300799999];
+  times.push(253402300800000, -62167219200001, Date.UTC(2024, 1, 29, 23, 59, 59, 999));
+  const start = Date.UTC(2026, 10, 30, 1, 59, 58, 990);
+  for (let ms = start; ms < start + 2100; ms++) times.push(ms); // across two second boundaries
+  for (let i = 0; i < 5000; i++) times.push(Math.round((random() * 2 - 1) * 8.64e15));
+  for (let i = 0; i < 5000; i++) times.push(Math.round(random() * 4e12)); // 1970-2096
+  times.push(1.5, -1.5, 1796004308463.75);
+  for (const ms of times) assert.equal(isoTimeOf(ms), new Date(ms).toISOString(), `${ms}`);
+  // Beyond what a Date holds, the same RangeError.
+  for (const ms of [NaN, 8.64e15 + 1, Infinity]) {
+    assert.throws(() => new Date(ms).toISOString(), RangeError);
+    assert.throws(() => isoTimeOf(ms), RangeError);
+  }
 });
