@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { loadCpus, proxyCpus } from "./cpus.ts";
 import { freePort, waitHttp } from "./ports.ts";
 import { type Proc, spawn, type Tools } from "./processes.ts";
 import { log, ROOT } from "./settings.ts";
@@ -30,7 +31,7 @@ export async function startBenchUpstream(dir: string): Promise<BenchUpstream> {
     "--allow-net",
     `${ROOT}bench/upstream.ts`,
     String(port),
-  ], { logPath: `${dir}/upstream.log` });
+  ], { logPath: `${dir}/upstream.log`, cpus: loadCpus() });
   const url = `http://127.0.0.1:${port}`;
   await waitHttp(`${url}/`);
   return { proc, port, url };
@@ -63,7 +64,7 @@ function startBare(dir: string, upstream: BenchUpstream): Target {
     `${ROOT}bench/bare_proxy.ts`,
     String(port),
     upstream.url,
-  ], { logPath: `${dir}/bare.log` });
+  ], { logPath: `${dir}/bare.log`, cpus: proxyCpus() });
   return { name: "bare Hono + pooled fetch", url: `http://127.0.0.1:${port}`, pid: bare.pid };
 }
 
@@ -76,7 +77,8 @@ export const BREAKWATER_ROWS = {
   logOn: "Breakwater (http1, access log on)",
   fetch: "Breakwater (fetch client, access log off)",
   tracing: "Breakwater (http1, tracing on, 100% sampled)",
-  workers: "Breakwater (http1, workers 2, access log off)",
+  workersOne: "Breakwater (http1, 1 worker on every core, access log off)",
+  workers: "Breakwater (http1, workers 2 on every core, access log off)",
 } as const;
 
 /**
@@ -144,17 +146,22 @@ async function startBreakwaters(
     }),
   ];
   if (workersSupported()) {
-    targets.push(
-      await startGateway({
-        name: BREAKWATER_ROWS.workers,
-        dir,
-        services,
-        kvPath: `${dir}/throughput-workers.kv`,
-        logLevel: "warn",
-        logPath: `${dir}/gateway-workers.log`,
-        extra: { workers: 2 },
-      }),
-    );
+    // Both workers rows run on every core, unpinned (bench/lib/cpus.ts): 2 workers need more
+    // than the proxy side's cores, and their ratio must compare like with like.
+    for (const [name, workers] of [[BREAKWATER_ROWS.workersOne, 1], [BREAKWATER_ROWS.workers, 2]]) {
+      targets.push(
+        await startGateway({
+          name: String(name),
+          dir,
+          services,
+          kvPath: `${dir}/throughput-workers${workers}.kv`,
+          logLevel: "warn",
+          logPath: `${dir}/gateway-workers${workers}.log`,
+          extra: { workers },
+          cpus: null,
+        }),
+      );
+    }
   } else {
     notes.push("workers 2: not yet (the gateway does not serve from several workers yet)");
   }

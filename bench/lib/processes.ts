@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { pinned } from "./cpus.ts";
 import { log, ROOT } from "./settings.ts";
 
 /** A running child process. */
@@ -23,7 +24,8 @@ export interface Proc {
 export const running = new Set<Proc>();
 
 /**
- * Spawns `args` with stdout+stderr sent to `logPath` (a file, or /dev/null).
+ * Spawns `args` with stdout+stderr sent to `logPath` (a file, or /dev/null), on the cores
+ * `cpus` lists when given (bench/lib/cpus.ts).
  *
  * @example
  * ```ts
@@ -36,10 +38,12 @@ export const running = new Set<Proc>();
 export function spawn(
   name: string,
   args: string[],
-  options: { logPath: string; env?: Record<string, string>; cwd?: string },
+  options: { logPath: string; env?: Record<string, string>; cwd?: string; cpus?: string | null },
 ): Proc {
+  // taskset execs the program, so the pid stays the one charged; threads and children inherit.
+  const command = pinned(options.cpus ?? null, args);
   const child = new Deno.Command("sh", {
-    args: ["-c", `exec "$@" > '${options.logPath}' 2>&1`, "sh", ...args],
+    args: ["-c", `exec "$@" > '${options.logPath}' 2>&1`, "sh", ...command],
     env: options.env,
     cwd: options.cwd ?? ROOT,
     stdin: "null",

@@ -18,6 +18,7 @@ import {
   TRACING_SAMPLED_OUT_CPU_TARGET,
 } from "../scenarios/tracing.ts";
 import { MIB_CONNECTIONS } from "../scenarios/throughput.ts";
+import { pinningNote } from "./cpus.ts";
 import { BREAKWATER_ROWS } from "./lineup.ts";
 import { run } from "./processes.ts";
 import type { KvWriteCheck, Results, ThroughputRow } from "./results.ts";
@@ -61,6 +62,8 @@ function pickRows(rows: ThroughputRow[]) {
     gateway: pick((name) => name === BREAKWATER_ROWS.defaults),
     gatewayLog: pick((name) => name === BREAKWATER_ROWS.logOn),
     tracing: pick((name) => name === BREAKWATER_ROWS.tracing),
+    workersOne: pick((name) => name === BREAKWATER_ROWS.workersOne),
+    workersTwo: pick((name) => name === BREAKWATER_ROWS.workers),
     nginx: pick((name) => name === "nginx"),
     bare: pick((name) => name.startsWith("bare")),
     node: pick((name) => name.startsWith("Fastify")),
@@ -70,7 +73,9 @@ function pickRows(rows: ThroughputRow[]) {
 /** The throughput targets at one connection count (Breakwater's defaults, one worker). */
 function throughputTargets(results: Results, connections: number, add: AddTarget): void {
   const rows = results.throughput.filter((row) => row.connections === connections);
-  const { gateway, gatewayLog, tracing, nginx, bare, node } = pickRows(rows);
+  const { gateway, gatewayLog, tracing, workersOne, workersTwo, nginx, bare, node } = pickRows(
+    rows,
+  );
   if (!gateway) return;
   const c = `c${connections}`;
   if (bare) {
@@ -94,6 +99,16 @@ function throughputTargets(results: Results, connections: number, add: AddTarget
   if (tracing) {
     const ratio = cpuOf(tracing) / cpuOf(gateway);
     add(`${c}: tracing on (100%), CPU/req <= 1.15x off`, `${fmt(ratio, 2)}x`, ratio <= 1.15);
+  }
+  if (workersOne && workersTwo) {
+    const ratio = rpsOf(workersTwo) / rpsOf(workersOne);
+    add(
+      `${c}: workers 2 vs 1 (both on every core), req/s${connections === 128 ? " >= 1.3x" : ""}`,
+      `${fmt(ratio, 2)}x (${fmt(rpsOf(workersTwo))} vs ${fmt(rpsOf(workersOne))} req/s; CPU/req ${
+        fmt(cpuOf(workersTwo) / cpuOf(workersOne), 2)
+      }x)`,
+      connections === 128 ? ratio >= 1.3 : null,
+    );
   }
   if (nginx) {
     const p99Ratio = p99Of(gateway) / p99Of(nginx);
@@ -385,7 +400,7 @@ function throughputSection(results: Results): string[] {
   const lines = ["## Proxy throughput and latency", ""];
   lines.push(
     `wrk -t2, ${DURATION_S} s per run, ~100-byte JSON from a Deno.serve upstream process on ` +
-      "loopback; all processes share the 2 cores with wrk. Medians of the repetitions. " +
+      `loopback; ${pinningNote()}. Medians of the repetitions. ` +
       "CPU us/req = the proxy's own user+system CPU time (with its children: nginx's and " +
       "HAProxy's workers) over the requests of the run (for direct: the upstream's); least = " +
       "the lowest of the repetitions (other work on a shared machine only adds to it). RSS = " +

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { proxyCpus } from "./cpus.ts";
 import { freePort } from "./ports.ts";
 import { run, spawn } from "./processes.ts";
 import { decoder, log, RESULTS_DIR, ROOT } from "./settings.ts";
@@ -58,6 +59,11 @@ export interface GatewayOptions {
   denoFlags?: string[];
   /** More top-level config keys (\`workers\`). */
   extra?: Record<string, unknown>;
+  /**
+   * The cores it runs on (\`taskset -c\`): default the proxy side's (bench/lib/cpus.ts); null
+   * for every core (the workers rows).
+   */
+  cpus?: string | null;
 }
 
 /** Writes a config and starts `src/main.ts` on free ports (does not wait for it to listen). */
@@ -86,6 +92,7 @@ export async function startGateway(
   );
   const proc = spawn(options.name, gatewayArgs(options.dir, configPath, options.denoFlags), {
     logPath: options.logPath,
+    cpus: options.cpus === undefined ? proxyCpus() : options.cpus,
     env: { BREAKWATER_LOG_LEVEL: options.logLevel, ...options.extraEnv },
   });
   return {
@@ -161,7 +168,7 @@ ${indent(options.server, "    ")}  }
     conf,
     "-g",
     "daemon off;",
-  ], { logPath: `${prefix}/stdout.log` });
+  ], { logPath: `${prefix}/stdout.log`, cpus: proxyCpus() });
   return {
     name: options.label,
     url: `${options.scheme ?? "http"}://127.0.0.1:${port}`,
@@ -218,6 +225,7 @@ backend upstream
   );
   const proc = spawn("haproxy", ["haproxy", "-db", "-f", conf], {
     logPath: `${dir}/haproxy.log`,
+    cpus: proxyCpus(),
   });
   return { name: "HAProxy", url: `http://127.0.0.1:${port}`, pid: proc.pid };
 }
@@ -258,6 +266,7 @@ await app.listen({ host: "127.0.0.1", port: Number(process.argv[2]) });
   const proc = spawn("fastify", ["node", `${dir}/server.mjs`, String(port), upstream], {
     logPath: `${dir}/server.log`,
     cwd: dir,
+    cpus: proxyCpus(),
   });
   const version = decoder.decode((await run("node", ["--version"])).stdout).trim();
   return {

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { loadCpus, pinned } from "./cpus.ts";
 import { run } from "./processes.ts";
 import { cpuSeconds, machineTicks, rssKiB } from "./sampling.ts";
 import { decoder, RESULTS_DIR } from "./settings.ts";
@@ -61,16 +62,20 @@ export async function wrk(
   const cpuBefore = await cpuOf(proxyPids);
   const otherBefore = await cpuOf(otherPids);
   const ticksBefore = machineTicks();
-  // sh reports wrk's CPU (its waited children's cutime+cstime) once wrk has exited.
+  // sh reports wrk's CPU (its waited children's cutime+cstime) once wrk has exited; wrk runs on
+  // the load side's cores when the run is pinned (bench/lib/cpus.ts).
   const output = await run("sh", [
     "-c",
-    'wrk "$@"; echo; cat /proc/$$/stat',
+    '"$@"; echo; cat /proc/$$/stat',
     "sh",
-    "-t2",
-    `-c${connections}`,
-    `-d${durationS}s`,
-    "--latency",
-    url,
+    ...pinned(loadCpus(), [
+      "wrk",
+      "-t2",
+      `-c${connections}`,
+      `-d${durationS}s`,
+      "--latency",
+      url,
+    ]),
   ]);
   const ticksAfter = machineTicks();
   const cpuAfter = await cpuOf(proxyPids);

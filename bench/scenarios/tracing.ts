@@ -12,6 +12,7 @@
  */
 import type { BenchUpstream } from "../lib/lineup.ts";
 import { lineupServices } from "../lib/lineup.ts";
+import { loadCpus } from "../lib/cpus.ts";
 import { freePort, waitHttp } from "../lib/ports.ts";
 import { type Proc, spawn, stopPid } from "../lib/processes.ts";
 import type { TracingRow } from "../lib/results.ts";
@@ -68,6 +69,7 @@ export async function startSink(dir: string, name = "otlp-sink"): Promise<OtlpSi
   const port = freePort();
   const proc = spawn(name, [Deno.execPath(), "eval", sinkSource(port)], {
     logPath: `${dir}/${name}.log`,
+    cpus: loadCpus(),
   });
   const url = `http://127.0.0.1:${port}`;
   await waitHttp(`${url}/count`);

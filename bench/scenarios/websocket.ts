@@ -13,6 +13,7 @@
  *
  * @module
  */
+import { loadCpus, pinned } from "../lib/cpus.ts";
 import { freePort, waitHttp } from "../lib/ports.ts";
 import { spawn, stopPid } from "../lib/processes.ts";
 import { cpuSeconds, waitQuiet } from "../lib/sampling.ts";
@@ -94,17 +95,20 @@ async function load(
 ): Promise<LoadResult> {
   const url = target.url.replace("http://", "ws://") + "/ws/echo";
   const cpuBefore = target.pid > 0 ? await cpuSeconds(target.pid) : 0;
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-net",
-      `${dir}/ws_load.ts`,
-      url,
-      String(connections),
-      String(windowSize),
-      String(bytes),
-      String(seconds),
-    ],
+  // The load client runs with the upstream on the load side's cores (bench/lib/cpus.ts).
+  const [command, ...args] = pinned(loadCpus(), [
+    Deno.execPath(),
+    "run",
+    "--allow-net",
+    `${dir}/ws_load.ts`,
+    url,
+    String(connections),
+    String(windowSize),
+    String(bytes),
+    String(seconds),
+  ]);
+  const output = await new Deno.Command(command, {
+    args,
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -166,7 +170,7 @@ async function run(context: BenchContext): Promise<void> {
     "--allow-net",
     `${dir}/ws_upstream.ts`,
     String(upstreamPort),
-  ], { logPath: `${dir}/ws-upstream.log` });
+  ], { logPath: `${dir}/ws-upstream.log`, cpus: loadCpus() });
   const targets: Target[] = [];
   try {
     await waitHttp(`http://127.0.0.1:${upstreamPort}/`);
