@@ -36,6 +36,7 @@ import {
   BatchSpanProcessor,
   type BatchSpanProcessorOptions,
   ParentBasedSampler,
+  type ReadableSpan,
   type Sampler,
   SamplingDecision,
   type SamplingResult,
@@ -331,9 +332,44 @@ function createProvider(
   });
 }
 
-/** The server span's request attributes (HTTP semantic conventions). */
-function serverSpanAttributes(request: ServerSpanStart, method: string): Attributes {
-  const attributes: Attributes = { "http.request.method": method };
+/**
+ * The attribute map of a recording SDK span, to be written directly; null for any other span.
+ *
+ * Why: `Span.setAttribute` checks every value (sdk-trace 3.1's `isAnyValue` allocates a
+ * `WeakSet` per value) and copies it for truncation, and `startSpan`'s `attributes` option runs
+ * the same checks twice. The values written here are strings and numbers the gateway built,
+ * valid attribute values by construction; the provider sets no value-length limit and a span
+ * gets at most 14 of the 128 allowed, so the checks could never change or drop one. The span
+ * stays the SDK's (`SpanImpl.attributes` is `ReadableSpan.attributes`, read by the exporters).
+ */
+function attributesOf(span: Span): Attributes | null {
+  const attributes = (span as Partial<ReadableSpan>).attributes;
+  return typeof attributes === "object" && attributes !== null && span.isRecording()
+    ? attributes as Attributes
+    : null;
+}
+
+/** Writes `attributes` into `span`: directly into an SDK span's map ({@link attributesOf}). */
+function setAttributes(span: Span, attributes: Attributes): void {
+  const into = attributesOf(span);
+  if (into === null) span.setAttributes(attributes);
+  else Object.assign(into, attributes);
+}
+
+/** Writes one attribute into `span` ({@link attributesOf}). */
+function setAttribute(span: Span, key: string, value: string | number): void {
+  const into = attributesOf(span);
+  if (into === null) span.setAttribute(key, value);
+  else into[key] = value;
+}
+
+/** Writes the server span's request attributes (HTTP semantic conventions) into `attributes`. */
+function writeServerSpanAttributes(
+  attributes: Attributes,
+  request: ServerSpanStart,
+  method: string,
+): void {
+  attributes["http.request.method"] = method;
   if (method === "_OTHER") attributes["http.request.method_original"] = request.method;
   if (request.scheme !== undefined) attributes["url.scheme"] = request.scheme;
   if (request.path !== undefined) attributes["url.path"] = pathOnly(request.path);
@@ -348,7 +384,6 @@ function serverSpanAttributes(request: ServerSpanStart, method: string): Attribu
   if (request.requestId !== undefined) {
     attributes["breakwater.request_id"] = request.requestId;
   }
-  return attributes;
 }
 
 /**
@@ -394,7 +429,13 @@ function startServerSpan(state: TracingState, request: ServerSpanStart): ServerS
     decided.traceId = undefined;
     decided.result = undefined;
   }
-  if (span.isRecording()) span.setAttributes(serverSpanAttributes(request, method));
+  const into = attributesOf(span);
+  if (into !== null) writeServerSpanAttributes(into, request, method);
+  else if (span.isRecording()) {
+    const attributes: Attributes = {};
+    writeServerSpanAttributes(attributes, request, method);
+    span.setAttributes(attributes);
+  }
   return createServerHandle(span, method, tracer);
 }
 
@@ -458,14 +499,25 @@ export function withTraceHeaders(
   span: ClientSpanHandle | null | undefined,
 ): [string, string][] {
   if (span === null || span === undefined) return pairs;
-  const out: [string, string][] = [];
-  for (const pair of pairs) {
-    const name = pair[0].toLowerCase();
-    if (name !== "traceparent" && name !== "tracestate") out.push(pair);
+  // Clients rarely send trace headers: copy the pairs whole (one memcpy) unless one is there.
+  let out: [string, string][] | null = null;
+  for (let i = 0; i < pairs.length; i++) {
+    if (isTraceHeader(pairs[i][0])) {
+      out = pairs.filter((pair) => !isTraceHeader(pair[0]));
+      break;
+    }
   }
+  out ??= pairs.slice();
   out.push(["traceparent", span.traceparent]);
   if (span.tracestate !== null) out.push(["tracestate", span.tracestate]);
   return out;
+}
+
+/** `traceparent` or `tracestate` in any case (the length first: most names are neither). */
+function isTraceHeader(name: string): boolean {
+  if (name.length !== 11 && name.length !== 10) return false;
+  const lower = name.toLowerCase();
+  return lower === "traceparent" || lower === "tracestate";
 }
 
 const NO_OP = () => {};
@@ -518,7 +570,7 @@ function clientSpanAttributes(attempt: ClientSpanStart, method: string): Attribu
 /** Records how an attempt ended: every 4xx/5xx is an error of the call (semantic conventions). */
 function recordClientOutcome(client: Span, outcome: ClientSpanOutcome): void {
   if (outcome.status !== undefined) {
-    client.setAttribute("http.response.status_code", outcome.status);
+    setAttribute(client, "http.response.status_code", outcome.status);
   }
   const errorType = outcome.errorType ??
     (outcome.status === undefined
@@ -527,18 +579,18 @@ function recordClientOutcome(client: Span, outcome: ClientSpanOutcome): void {
       ? String(outcome.status)
       : undefined);
   if (errorType !== undefined) {
-    client.setAttribute("error.type", errorType);
+    setAttribute(client, "error.type", errorType);
     client.setStatus({ code: SpanStatusCode.ERROR });
   }
 }
 
 /** Records how a request ended: only 5xx is the server's error; a gateway answer names its code. */
 function recordServerOutcome(span: Span, outcome: ServerSpanOutcome): void {
-  span.setAttribute("http.response.status_code", outcome.status);
+  setAttribute(span, "http.response.status_code", outcome.status);
   const errorType = outcome.errorType ??
     (outcome.status >= 500 ? String(outcome.status) : undefined);
-  if (errorType !== undefined) span.setAttribute("error.type", errorType);
-  if (outcome.fallback !== undefined) span.setAttribute("breakwater.fallback", outcome.fallback);
+  if (errorType !== undefined) setAttribute(span, "error.type", errorType);
+  if (outcome.fallback !== undefined) setAttribute(span, "breakwater.fallback", outcome.fallback);
   if (outcome.status >= 500) {
     span.setStatus({ code: SpanStatusCode.ERROR, message: outcome.message ?? errorType });
   }
@@ -564,7 +616,7 @@ function startClientSpan(
   const client = tracer.startSpan(clientMethod, { kind: SpanKind.CLIENT }, context);
   const clientContext = client.spanContext();
   const clientRecording = client.isRecording();
-  if (clientRecording) client.setAttributes(clientSpanAttributes(attempt, clientMethod));
+  if (clientRecording) setAttributes(client, clientSpanAttributes(attempt, clientMethod));
   let clientEnded = false;
   return {
     traceparent: traceparentOf(clientContext),
@@ -576,6 +628,28 @@ function startClientSpan(
       client.end();
     },
   };
+}
+
+/** The key `trace.setSpan` stores a span under (`createContextKey` is `Symbol.for`, api 1.x). */
+const SPAN_KEY = Symbol.for("OpenTelemetry Context Key SPAN");
+
+/**
+ * `trace.setSpan(ROOT_CONTEXT, span)` as one small object: the API's `BaseContext` copies its
+ * `Map` and makes three closures per context, and the tracer only reads the span from it
+ * (`trace.getSpan`, and the suppress-tracing key, never set here). Setting or deleting a value
+ * gives the API's own context, so anything else behaves as with `trace.setSpan`.
+ */
+class SpanParentContext implements Context {
+  constructor(private readonly span: Span) {}
+  getValue(key: symbol): unknown {
+    return key === SPAN_KEY ? this.span : undefined;
+  }
+  setValue(key: symbol, value: unknown): Context {
+    return trace.setSpan(ROOT_CONTEXT, this.span).setValue(key, value);
+  }
+  deleteValue(key: symbol): Context {
+    return trace.setSpan(ROOT_CONTEXT, this.span).deleteValue(key);
+  }
 }
 
 function createServerHandle(
@@ -594,10 +668,11 @@ function createServerHandle(
     setRoute(service, route) {
       if (!recording || ended) return;
       span.updateName(`${method} ${route}`);
-      span.setAttributes({ "http.route": route, "breakwater.service": service });
+      setAttribute(span, "http.route", route);
+      setAttribute(span, "breakwater.service", service);
     },
     startClient(attempt) {
-      context ??= trace.setSpan(ROOT_CONTEXT, span);
+      context ??= new SpanParentContext(span);
       return startClientSpan(context, attempt, tracer);
     },
     end(outcome) {

@@ -30,3 +30,32 @@ Deno.test("spanIds: an all-zero draw still gives valid (non-zero) ids", () => {
   assert.equal(ids.generateTraceId(), "0".repeat(30) + "01");
   assert.equal(ids.generateSpanId(), "0".repeat(14) + "01");
 });
+
+Deno.test("spanIds: 100k trace and span ids are well-formed, non-zero and distinct", () => {
+  const ids = spanIds();
+  const seen = new Set<string>();
+  const zeroTrace = "0".repeat(32);
+  const zeroSpan = "0".repeat(16);
+  for (let i = 0; i < 100_000; i++) {
+    const traceId = ids.generateTraceId();
+    const spanId = ids.generateSpanId();
+    assert.ok(/^[0-9a-f]{32}$/.test(traceId), traceId);
+    assert.ok(/^[0-9a-f]{16}$/.test(spanId), spanId);
+    assert.notEqual(traceId, zeroTrace);
+    assert.notEqual(spanId, zeroSpan);
+    seen.add(traceId).add(spanId);
+  }
+  assert.equal(seen.size, 200_000);
+});
+
+Deno.test("spanIds: each id spells its own bytes of the block; only an all-zero one is replaced", () => {
+  // Bytes 1, 2, 3, ... with bytes 24..31 zero: the ids are consecutive slices of the block's hex.
+  const ids = spanIds((bytes) => {
+    bytes.forEach((_, i) => bytes[i] = (i + 1) & 0xff);
+    bytes.fill(0, 24, 32);
+  });
+  assert.equal(ids.generateTraceId(), "0102030405060708090a0b0c0d0e0f10");
+  assert.equal(ids.generateSpanId(), "1112131415161718");
+  assert.equal(ids.generateSpanId(), "0000000000000001");
+  assert.equal(ids.generateSpanId(), "2122232425262728");
+});
