@@ -149,14 +149,14 @@ function receive(request: IncomingRequest, deps: RequestPathDeps): Exchange {
   const scheme = facts?.scheme ?? (raw.url.startsWith("https:") ? "https" : "http");
   const target = facts?.target ?? targetOfUrl(raw.url);
   const clientIp = facts?.remoteAddr?.hostname ?? null;
-  // Tracing off: no span arguments are built at all (the common case on the hot path).
+  // Tracing off: no span arguments are built at all (the common case on the hot path). The
+  // query is cut and `Host` read only for a sampled request, by the tracing.
   const span = !deps.tracing.enabled ? null : deps.tracing.startServer({
     method,
     headers: raw.headers,
     scheme,
-    path: target.split("?")[0],
+    path: target,
     clientAddress: clientIp,
-    host: raw.headers.get("host"),
     requestId,
   });
   return {

@@ -60,11 +60,14 @@ export interface ServerSpanStart {
   headers: Headers;
   /** `url.scheme`: `http` or `https`. */
   scheme?: string;
-  /** `url.path`: the request path without its query (queries may hold secrets). */
+  /** `url.path`: the request target; its query is left out (queries may hold secrets). */
   path?: string;
   /** `client.address`: the peer's address. */
   clientAddress?: string | null;
-  /** `server.address` (and `server.port`): from the `Host` header, as received. */
+  /**
+   * `server.address` (and `server.port`): the `Host` header as received; read from `headers`
+   * when left out (only a sampled request reads it).
+   */
   host?: string | null;
   /** The gateway's `X-Request-Id` for this request (`breakwater.request_id`). */
   requestId?: string;
@@ -374,7 +377,9 @@ function writeServerSpanAttributes(
   if (request.scheme !== undefined) attributes["url.scheme"] = request.scheme;
   if (request.path !== undefined) attributes["url.path"] = pathOnly(request.path);
   if (request.clientAddress) attributes["client.address"] = request.clientAddress;
-  const host = splitHost(request.host);
+  const host = splitHost(
+    request.host !== undefined ? request.host : request.headers.get("host"),
+  );
   if (host !== null) {
     attributes["server.address"] = host.address;
     if (host.port !== undefined) attributes["server.port"] = host.port;
@@ -414,7 +419,7 @@ function startServerSpan(state: TracingState, request: ServerSpanStart): ServerS
     NO_LINKS,
   );
   if (result.decision === SamplingDecision.NOT_RECORD) {
-    return createUnsampledHandle(
+    return new UnsampledHandle(
       traceId,
       ids.generateSpanId(),
       hasParent ? parentSpanContext : undefined,
@@ -527,29 +532,26 @@ const NO_OP = () => {};
  * `traceparent` naming the gateway's (unrecorded) span with the sampled flag off, and the
  * parent's `tracestate` passes through.
  */
-function createUnsampledHandle(
-  traceId: string,
-  spanId: string,
-  parent: SpanContext | undefined,
-): ServerSpanHandle {
-  let client: ClientSpanHandle | null = null;
-  return {
-    traceId,
-    spanId,
-    sampled: false,
-    setRoute: NO_OP,
-    startClient() {
-      // Written as W3CTraceContextPropagator.inject writes it (version 00, flags 00), without
-      // its context objects and id checks: both ids are valid by construction.
-      client ??= {
-        traceparent: `00-${traceId}-${spanId}-00`,
-        tracestate: parent?.traceState?.serialize() ?? null,
-        end: NO_OP,
-      };
-      return client;
-    },
-    end: NO_OP,
-  };
+class UnsampledHandle implements ServerSpanHandle {
+  readonly sampled = false;
+  #client: ClientSpanHandle | null = null;
+  constructor(
+    readonly traceId: string,
+    readonly spanId: string,
+    private readonly parent: SpanContext | undefined,
+  ) {}
+  setRoute(): void {}
+  startClient(): ClientSpanHandle {
+    // Written as W3CTraceContextPropagator.inject writes it (version 00, flags 00), without
+    // its context objects and id checks: both ids are valid by construction.
+    this.#client ??= {
+      traceparent: `00-${this.traceId}-${this.spanId}-00`,
+      tracestate: this.parent?.traceState?.serialize() ?? null,
+      end: NO_OP,
+    };
+    return this.#client;
+  }
+  end(): void {}
 }
 
 /** The client span's request attributes (HTTP semantic conventions). */

@@ -442,7 +442,7 @@ Deno.test({
       const conn = await Deno.connect({ hostname: "127.0.0.1", port });
       try {
         await conn.write(new TextEncoder().encode(
-          "GET /api/users/1 HTTP/1.1\r\nhost: gw\r\n" +
+          "GET /api/users/1?token=secret HTTP/1.1\r\nhost: gw:8080\r\n" +
             `traceparent: ${CLIENT_TRACEPARENT}\r\ntracestate: vendor=abc\r\n` +
             "connection: close\r\n\r\n",
         ));
@@ -466,6 +466,11 @@ Deno.test({
       assert.equal(server.parentSpanId, CLIENT_SPAN_ID);
       assert.equal(client.parentSpanId, server.spanId);
       assert.equal(TRACEPARENT.exec(value)![2], client.spanId);
+      // The request path passes the target whole and no Host: the tracing cuts and reads them.
+      const serverAttributes = attributesOf(server.attributes);
+      assert.equal(serverAttributes["url.path"], "/api/users/1");
+      assert.equal(serverAttributes["server.address"], "gw");
+      assert.equal(serverAttributes["server.port"], 8080);
       const access = gateway.lines.find((line) => line.msg === "request");
       assert.equal(access?.trace_id, CLIENT_TRACE_ID);
       assert.equal(access?.span_id, server.spanId);
@@ -503,6 +508,14 @@ Deno.test("withTraceHeaders replaces every client trace header with the attempt'
       ["tracestate", "vendor=abc"],
     ]);
     assert.equal(withTraceHeaders(pairs, null), pairs, "tracing off: untouched");
+    const plain: [string, string][] = [["accept", "*/*"], ["x-trace", "1"]];
+    assert.deepEqual(withTraceHeaders(plain, span), [
+      ["accept", "*/*"],
+      ["x-trace", "1"],
+      ["traceparent", span.traceparent],
+      ["tracestate", "vendor=abc"],
+    ]);
+    assert.deepEqual(plain, [["accept", "*/*"], ["x-trace", "1"]], "the input is not changed");
     span.end({ status: 200 });
     server.end({ status: 200 });
   } finally {
