@@ -7,6 +7,7 @@
 import type { TrafficStats } from "../admin/traffic_stats.ts";
 import type { ServedRequest } from "../proxy/request_path.ts";
 import { type GatewayRecorders, logAccess, type Logger } from "../telemetry/mod.ts";
+import { accessLogOn } from "../telemetry/access_log.ts";
 
 /** Where finished requests are recorded. */
 export interface RequestLogTargets {
@@ -44,6 +45,9 @@ export function createRequestLog(targets: RequestLogTargets): (served: ServedReq
       route: config?.prefix,
       errorType: served.error,
     });
+    // Off (level above info), the line's values are not gathered: the breaker state alone is
+    // a look-up per request.
+    if (!accessLogOn(logger)) return;
     logAccess(logger, {
       method: served.method,
       path: served.path,

@@ -385,13 +385,21 @@ function accessLogLine(a: AccessLogInput): string {
 }
 
 /**
+ * True when `logger` writes `info` lines, the access log's level: a caller can skip gathering
+ * a line's values (the breaker state is a look-up per request) when it is off.
+ */
+export function accessLogOn(logger: Logger): boolean {
+  return RANK.info >= RANK[logger.level];
+}
+
+/**
  * Writes one access-log line at `info` (message `request`). A logger made by
  * {@link createLogger} gets the line written directly (the same text as
  * `logger.info("request", accessLogEntry(a))`, at a fraction of the cost per request); any
  * other logger gets that call.
  */
 export function logAccess(logger: Logger, a: AccessLogInput): void {
-  if (RANK.info < RANK[logger.level]) return; // skip building the line when filtered out
+  if (!accessLogOn(logger)) return; // skip building the line when filtered out
   const write = lineOutputs.get(logger);
   if (write !== undefined) {
     let line: string | undefined;
