@@ -20,6 +20,7 @@
  */
 import { configPathFor, parseArgs } from "./cli.ts";
 import { type GatewayConfig, parseConfig } from "./config/schema.ts";
+import { GATEWAY_V8_FLAGS } from "./runtime_flags.ts";
 
 /** The file-system access the gateway gets, as absolute paths. */
 export interface PathPermissions {
@@ -227,7 +228,10 @@ export function launchPermissions(
   ]);
 }
 
-/** The arguments after `deno` that run the gateway: `run`, permissions, main module, `args`. */
+/**
+ * The arguments after `deno` that run the gateway: `run`, the V8 flags it runs with
+ * (src/runtime_flags.ts), permissions, main module, `args`.
+ */
 export function gatewayArgs(
   options: { denoConfigPath: string; mainModule: string; flags: string[]; args: string[] },
 ): string[] {
@@ -236,6 +240,7 @@ export function gatewayArgs(
     `--config=${options.denoConfigPath}`,
     // A prompt would stall start-up on a terminal; a missing permission must fail instead.
     "--no-prompt",
+    ...GATEWAY_V8_FLAGS,
     ...options.flags,
     options.mainModule,
     ...options.args,

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { GATEWAY_V8_FLAGS } from "../../src/runtime_flags.ts";
 import { proxyCpus } from "./cpus.ts";
 import { freePort } from "./ports.ts";
 import { run, spawn } from "./processes.ts";
@@ -24,6 +25,8 @@ export function gatewayArgs(dir: string, configPath: string, denoFlags: string[]
   return [
     Deno.execPath(),
     "run",
+    // As `deno task start` and the image run it (src/runtime_flags.ts).
+    ...GATEWAY_V8_FLAGS,
     ...denoFlags,
     `--config=${ROOT}deno.json`,
     "--allow-net",

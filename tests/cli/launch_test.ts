@@ -97,7 +97,7 @@ Deno.test("permissionFlags: fixed flags, then read and write lists; never -A; co
   assert.throws(() => permissionFlags({ read: ["/a,b.json"], write: [] }), /split on commas/);
 });
 
-Deno.test("gatewayArgs: run with the project's deno.json, no prompt, flags, module, then the user's args", () => {
+Deno.test("gatewayArgs: run with the project's deno.json, no prompt, V8 flags, permissions, module, then the user's args", () => {
   assert.deepEqual(
     gatewayArgs({
       denoConfigPath: "/p/deno.json",
@@ -109,6 +109,7 @@ Deno.test("gatewayArgs: run with the project's deno.json, no prompt, flags, modu
       "run",
       "--config=/p/deno.json",
       "--no-prompt",
+      "--v8-flags=--no-allocation-site-pretenuring",
       "--allow-net",
       "file:///p/src/main.ts",
       "--check",
