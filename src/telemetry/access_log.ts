@@ -114,6 +114,7 @@ function isoNow(): string {
   }
   return lastIso;
 }
+
 /**
  * Where each logger made by {@link createLogger} writes its finished lines: the access log
  * writes its line itself (see {@link logAccess}) into the same output. Not a property of the
