@@ -23,6 +23,7 @@ import {
   type Span,
   type SpanContext,
   SpanKind,
+  type SpanOptions,
   SpanStatusCode,
   type TextMapGetter,
   trace,
@@ -396,6 +397,9 @@ function writeServerSpanAttributes(
  * objects instead of two fresh ones per request (the SDK's samplers only read them).
  */
 const NO_ATTRIBUTES: Attributes = Object.freeze({});
+/** `startSpan`'s options, shared (the tracer only reads them). */
+const SERVER_SPAN_OPTIONS: SpanOptions = Object.freeze({ kind: SpanKind.SERVER });
+const CLIENT_SPAN_OPTIONS: SpanOptions = Object.freeze({ kind: SpanKind.CLIENT });
 const NO_LINKS: Link[] = Object.freeze([]) as unknown as Link[];
 
 /**
@@ -429,7 +433,7 @@ function startServerSpan(state: TracingState, request: ServerSpanStart): ServerS
   decided.result = result;
   let span: Span;
   try {
-    span = tracer.startSpan(method, { kind: SpanKind.SERVER }, parent);
+    span = tracer.startSpan(method, SERVER_SPAN_OPTIONS, parent);
   } finally {
     decided.traceId = undefined;
     decided.result = undefined;
@@ -615,7 +619,7 @@ function startClientSpan(
   tracer: Tracer,
 ): ClientSpanHandle {
   const clientMethod = normalizeMethod(attempt.method);
-  const client = tracer.startSpan(clientMethod, { kind: SpanKind.CLIENT }, context);
+  const client = tracer.startSpan(clientMethod, CLIENT_SPAN_OPTIONS, context);
   const clientContext = client.spanContext();
   const clientRecording = client.isRecording();
   if (clientRecording) setAttributes(client, clientSpanAttributes(attempt, clientMethod));
