@@ -353,16 +353,16 @@ function attributesOf(span: Span): Attributes | null {
     : null;
 }
 
-/** Writes `attributes` into `span`: directly into an SDK span's map ({@link attributesOf}). */
-function setAttributes(span: Span, attributes: Attributes): void {
-  const into = attributesOf(span);
-  if (into === null) span.setAttributes(attributes);
-  else Object.assign(into, attributes);
-}
-
-/** Writes one attribute into `span` ({@link attributesOf}). */
-function setAttribute(span: Span, key: string, value: string | number): void {
-  const into = attributesOf(span);
+/**
+ * Writes one attribute of `span`: into `into`, its map from {@link attributesOf} (looked up
+ * once per span), else through `setAttribute`.
+ */
+function setAttribute(
+  span: Span,
+  into: Attributes | null,
+  key: string,
+  value: string | number,
+): void {
   if (into === null) span.setAttribute(key, value);
   else into[key] = value;
 }
@@ -445,7 +445,7 @@ function startServerSpan(state: TracingState, request: ServerSpanStart): ServerS
     writeServerSpanAttributes(attributes, request, method);
     span.setAttributes(attributes);
   }
-  return createServerHandle(span, method, tracer);
+  return createServerHandle(span, into, method, tracer);
 }
 
 /**
@@ -574,9 +574,13 @@ function clientSpanAttributes(attempt: ClientSpanStart, method: string): Attribu
 }
 
 /** Records how an attempt ended: every 4xx/5xx is an error of the call (semantic conventions). */
-function recordClientOutcome(client: Span, outcome: ClientSpanOutcome): void {
+function recordClientOutcome(
+  client: Span,
+  into: Attributes | null,
+  outcome: ClientSpanOutcome,
+): void {
   if (outcome.status !== undefined) {
-    setAttribute(client, "http.response.status_code", outcome.status);
+    setAttribute(client, into, "http.response.status_code", outcome.status);
   }
   const errorType = outcome.errorType ??
     (outcome.status === undefined
@@ -585,18 +589,24 @@ function recordClientOutcome(client: Span, outcome: ClientSpanOutcome): void {
       ? String(outcome.status)
       : undefined);
   if (errorType !== undefined) {
-    setAttribute(client, "error.type", errorType);
+    setAttribute(client, into, "error.type", errorType);
     client.setStatus({ code: SpanStatusCode.ERROR });
   }
 }
 
 /** Records how a request ended: only 5xx is the server's error; a gateway answer names its code. */
-function recordServerOutcome(span: Span, outcome: ServerSpanOutcome): void {
-  setAttribute(span, "http.response.status_code", outcome.status);
+function recordServerOutcome(
+  span: Span,
+  into: Attributes | null,
+  outcome: ServerSpanOutcome,
+): void {
+  setAttribute(span, into, "http.response.status_code", outcome.status);
   const errorType = outcome.errorType ??
     (outcome.status >= 500 ? String(outcome.status) : undefined);
-  if (errorType !== undefined) setAttribute(span, "error.type", errorType);
-  if (outcome.fallback !== undefined) setAttribute(span, "breakwater.fallback", outcome.fallback);
+  if (errorType !== undefined) setAttribute(span, into, "error.type", errorType);
+  if (outcome.fallback !== undefined) {
+    setAttribute(span, into, "breakwater.fallback", outcome.fallback);
+  }
   if (outcome.status >= 500) {
     span.setStatus({ code: SpanStatusCode.ERROR, message: outcome.message ?? errorType });
   }
@@ -622,7 +632,9 @@ function startClientSpan(
   const client = tracer.startSpan(clientMethod, CLIENT_SPAN_OPTIONS, context);
   const clientContext = client.spanContext();
   const clientRecording = client.isRecording();
-  if (clientRecording) setAttributes(client, clientSpanAttributes(attempt, clientMethod));
+  const into = clientRecording ? attributesOf(client) : null;
+  if (into !== null) Object.assign(into, clientSpanAttributes(attempt, clientMethod));
+  else if (clientRecording) client.setAttributes(clientSpanAttributes(attempt, clientMethod));
   let clientEnded = false;
   return {
     traceparent: traceparentOf(clientContext),
@@ -630,7 +642,7 @@ function startClientSpan(
     end(outcome) {
       if (clientEnded) return;
       clientEnded = true;
-      if (clientRecording) recordClientOutcome(client, outcome);
+      if (clientRecording) recordClientOutcome(client, into, outcome);
       client.end();
     },
   };
@@ -660,6 +672,7 @@ class SpanParentContext implements Context {
 
 function createServerHandle(
   span: Span,
+  into: Attributes | null,
   method: string,
   tracer: Tracer,
 ): ServerSpanHandle {
@@ -674,8 +687,8 @@ function createServerHandle(
     setRoute(service, route) {
       if (!recording || ended) return;
       span.updateName(`${method} ${route}`);
-      setAttribute(span, "http.route", route);
-      setAttribute(span, "breakwater.service", service);
+      setAttribute(span, into, "http.route", route);
+      setAttribute(span, into, "breakwater.service", service);
     },
     startClient(attempt) {
       context ??= new SpanParentContext(span);
@@ -684,7 +697,7 @@ function createServerHandle(
     end(outcome) {
       if (ended) return;
       ended = true;
-      if (recording) recordServerOutcome(span, outcome);
+      if (recording) recordServerOutcome(span, into, outcome);
       span.end();
     },
   };
