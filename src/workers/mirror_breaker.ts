@@ -7,7 +7,9 @@
  * - Half-open: a worker holds no lease of its own. It asks the main thread, which takes the
  *   probe from the real breaker (so one probe per round fleet-wide still holds) and grants it
  *   to that worker; the worker's next request carries it. Until then requests are refused
- *   `half_open`, as the real breaker refuses them while it races for a lease.
+ *   `half_open`, as the real breaker refuses them while it races for a lease. A worker that
+ *   refused a request while open asks at the probe time itself, so the grant is usually there
+ *   when the next request comes (admission cannot wait for a message from another thread).
  * - `record()`: only what the real breaker acts on crosses threads: failures and probe results.
  *   A success is a flag per service, sent with the worker's stats once a second (the fleet's
  *   activity exchange reads it); the breaker counts failures, never success rates.
@@ -44,6 +46,10 @@ interface MirroredService {
   grants: Grant[];
   /** When a probe was last asked for (epoch ms), or -Infinity. */
   askedAtMs: number;
+  /** The probe time an ask is scheduled for (epoch ms), or null. */
+  preAskAtMs: number | null;
+  /** The scheduled ask at the probe time. */
+  preAskTimer: ReturnType<typeof setTimeout> | undefined;
   /** A request was recorded since the last stats. */
   busy: boolean;
 }
@@ -58,7 +64,7 @@ export interface MirrorHub {
   breakerFor(policies: Record<string, BreakerConfig>): FleetBreaker;
   /** Services recorded since the last call, and resets them. */
   takeBusy(): string[];
-  /** Hands back every unused grant and stops their timers. */
+  /** Hands back every unused grant, stops their timers and any scheduled probe ask. */
   close(): void;
 }
 
@@ -121,6 +127,8 @@ export function createMirrorHub(options: MirrorHubOptions): MirrorHub {
         pass: { allowed: true, probe: false, generation: 0 },
         grants: [],
         askedAtMs: -Infinity,
+        preAskAtMs: null,
+        preAskTimer: undefined,
         busy: false,
       };
       services.set(name, service);
@@ -133,6 +141,40 @@ export function createMirrorHub(options: MirrorHubOptions): MirrorHub {
     post({ type: "probe-result", token: grant.token, outcome: HANDED_BACK });
   };
 
+  const askForProbe = (name: string, service: MirroredService, atMs: number) => {
+    if (atMs - service.askedAtMs < PROBE_ASK_AGAIN_MS) return;
+    service.askedAtMs = atMs;
+    post({ type: "want-probe", service: name });
+  };
+
+  const cancelPreAsk = (service: MirroredService) => {
+    if (service.preAskTimer !== undefined) clearTimeout(service.preAskTimer);
+    service.preAskTimer = undefined;
+    service.preAskAtMs = null;
+  };
+
+  /**
+   * This worker has traffic for the service (it just refused a request): ask for the probe at
+   * the probe time rather than with the first request after it, which would be refused while
+   * the grant travels. Unused, the grant goes back after its TTL, as any grant.
+   */
+  const preAskAt = (name: string, service: MirroredService, probeAtMs: number, atMs: number) => {
+    if (service.preAskAtMs === probeAtMs) return;
+    cancelPreAsk(service);
+    service.preAskAtMs = probeAtMs;
+    const timer = setTimeout(() => {
+      service.preAskTimer = undefined;
+      const decision = service.decision;
+      const sameRound = decision.kind === "probe" ||
+        (decision.kind === "reject" && decision.probeAtMs === probeAtMs);
+      if (!sameRound || service.grants.length > 0) return;
+      askForProbe(name, service, now());
+    }, Math.max(0, probeAtMs - atMs));
+    // An ask never keeps a worker alive on its own.
+    Deno.unrefTimer(timer as unknown as number);
+    service.preAskTimer = timer;
+  };
+
   const admit = (name: string): Admission => {
     const service = serviceOf(name);
     const decision = service.decision;
@@ -140,9 +182,11 @@ export function createMirrorHub(options: MirrorHubOptions): MirrorHub {
     if (decision.kind === "reject") {
       const atMs = now();
       if (decision.probeAtMs === null || atMs < decision.probeAtMs) {
-        const retryAfterMs = decision.probeAtMs === null
-          ? decision.retryAfterMs
-          : Math.max(0, decision.probeAtMs - atMs);
+        if (decision.probeAtMs === null) {
+          return { allowed: false, retryAfterMs: decision.retryAfterMs, state: decision.state };
+        }
+        preAskAt(name, service, decision.probeAtMs, atMs);
+        const retryAfterMs = Math.max(0, decision.probeAtMs - atMs);
         return { allowed: false, retryAfterMs, state: decision.state };
       }
     }
@@ -157,11 +201,7 @@ export function createMirrorHub(options: MirrorHubOptions): MirrorHub {
       };
       return admission;
     }
-    const atMs = now();
-    if (atMs - service.askedAtMs >= PROBE_ASK_AGAIN_MS) {
-      service.askedAtMs = atMs;
-      post({ type: "want-probe", service: name });
-    }
+    askForProbe(name, service, now());
     return HALF_OPEN_BUSY;
   };
 
@@ -196,6 +236,12 @@ export function createMirrorHub(options: MirrorHubOptions): MirrorHub {
         if (entry.decision.kind !== "reject" || entry.decision.probeAtMs === null) {
           // A new round (or none): the next probe request goes out at once.
           if (entry.decision.kind !== "probe") service.askedAtMs = -Infinity;
+        }
+        if (
+          entry.decision.kind === "pass" || entry.decision.kind === "reject" &&
+            entry.decision.probeAtMs !== service.preAskAtMs
+        ) {
+          cancelPreAsk(service);
         }
       }
       published();
@@ -248,6 +294,7 @@ export function createMirrorHub(options: MirrorHubOptions): MirrorHub {
     },
     close() {
       for (const service of services.values()) {
+        cancelPreAsk(service);
         for (const grant of service.grants.splice(0)) handBack(grant);
       }
     },

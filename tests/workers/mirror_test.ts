@@ -10,6 +10,7 @@ import { createBreakerHost } from "../../src/workers/breaker_host.ts";
 import { createMirrorHub, type MirrorHub } from "../../src/workers/mirror_breaker.ts";
 import type { FromWorker, ToWorker } from "../../src/workers/protocol.ts";
 import { manualClock, policy, seededRandom } from "../breaker/_helpers.ts";
+import { waitFor } from "../_helpers/wait.ts";
 
 const FAIL = { status: 503, durationMs: 5 };
 const OK = { status: 200, durationMs: 5 };
@@ -21,7 +22,11 @@ function allowed(admission: Admission): Admission & { allowed: true } {
 
 /** Two workers' hubs and the host over one real breaker, messages delivered at once. */
 function instance(policyOverrides = {}) {
-  const clock = manualClock();
+  return wire(manualClock(), policyOverrides);
+}
+
+/** {@link instance} on any clock (the real one where a timer must fire). */
+function wire<Clock extends { now: () => number }>(clock: Clock, policyOverrides = {}) {
   const services = {
     users: policy({ failureThreshold: 3, recoveryTimeoutMs: 1000, ...policyOverrides }),
   };
@@ -156,6 +161,46 @@ Deno.test("mirror: a probe a worker does not use is handed back and another work
     b.record("users", probe, FAIL);
     assert.equal(it.real.view("users").state, "open", "the failed probe re-opened it");
     assert.equal(b.admit("users").allowed, false);
+  } finally {
+    await it.close();
+  }
+});
+
+Deno.test("mirror: a worker that refused while open asks at the probe time; its next request is the probe", async () => {
+  // Real time: the ask is a timer set for the probe time (40 ms after the trip).
+  const it = wire({ now: () => Date.now() }, { recoveryTimeoutMs: 40 });
+  const wants = () => it.sent.filter((message) => message.type === "want-probe");
+  try {
+    const [a, b] = it.workers;
+    for (let i = 0; i < 3; i++) a.record("users", allowed(a.admit("users")), FAIL);
+    const refused = a.admit("users");
+    assert.equal(refused.allowed, false);
+    assert.equal(!refused.allowed && refused.state, "open");
+    assert.equal(wants().length, 0, "nothing asked before the probe time");
+    await waitFor(() => wants().length > 0, { timeoutMs: 2000, what: "the ask at the probe time" });
+    assert.equal(wants().length, 1, "only the worker that had traffic asked");
+    // The grant came back at once: the first request after the probe time is the probe.
+    const probe = allowed(a.admit("users"));
+    assert.equal(probe.probe, true);
+    assert.equal(b.admit("users").allowed, false, "still one probe per round");
+    a.record("users", probe, OK);
+    assert.equal(it.real.view("users").state, "closed");
+  } finally {
+    await it.close();
+  }
+});
+
+Deno.test("mirror: an ask scheduled for a probe time is dropped when the breaker closes first", async () => {
+  const it = wire({ now: () => Date.now() }, { recoveryTimeoutMs: 40 });
+  try {
+    const [a] = it.workers;
+    for (let i = 0; i < 3; i++) a.record("users", allowed(a.admit("users")), FAIL);
+    assert.equal(a.admit("users").allowed, false); // schedules the ask
+    await it.real.force("users", "reset");
+    await waitFor(() => a.admit("users").allowed, { timeoutMs: 2000, what: "the reset published" });
+    const probeAtMs = Date.now() + 80;
+    await waitFor(() => Date.now() > probeAtMs, { timeoutMs: 2000 });
+    assert.equal(it.sent.filter((message) => message.type === "want-probe").length, 0);
   } finally {
     await it.close();
   }
