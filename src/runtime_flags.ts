@@ -2,7 +2,7 @@
  * V8 flags the gateway runs with, wherever it is started: `deno task start` (src/launch.ts),
  * the image's CMD, `deno task demo` and the benchmarks pass them (tests check the last three
  * against this list). An app embedding the gateway should start Deno with them too (README,
- * "Performance").
+ * "Embedding").
  *
  * `--no-allocation-site-pretenuring`: V8 watches which allocation sites' objects survive a
  * young-generation collection and, past a survival ratio, allocates that site's objects in the

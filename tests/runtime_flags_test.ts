@@ -32,3 +32,14 @@ Deno.test("runtime flags: the image, the demo task and the benchmarks start Deno
     assert.ok(demo.indexOf(flag) < demo.indexOf("demo/demo.ts"));
   }
 });
+
+Deno.test("runtime flags: the README's command without the launcher passes them", () => {
+  const readme = Deno.readTextFileSync(`${ROOT}README.md`);
+  const start = readme.indexOf("Without the launcher:");
+  assert.ok(start > 0, "README has the command without the launcher");
+  const block = readme.slice(readme.indexOf("```sh\n", start), readme.indexOf("\n```\n", start));
+  for (const flag of GATEWAY_V8_FLAGS) {
+    assert.ok(block.includes(flag), `README's deno run has ${flag}`);
+    assert.ok(block.indexOf(flag) < block.indexOf("src/main.ts"));
+  }
+});
