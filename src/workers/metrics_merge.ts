@@ -4,7 +4,8 @@
  *
  * Families the request path records (requests, latencies, retries, pools, ejections, the
  * event-loop delay) are summed over the workers, series by series; histogram buckets, sums and
- * counts add up like counters. Everything else describes the instance as a whole (the breaker,
+ * counts add up like counters; pool usage, a ratio, is the summed in-flight over the summed
+ * limit. Everything else describes the instance as a whole (the breaker,
  * KV, the process, build info, upstream availability from the main thread's health checks) and
  * is taken from the main thread alone, since each worker would repeat the same value. A restarted
  * worker's counters are carried on from its slot's earlier incarnations (`restart_offsets.ts`),
@@ -147,5 +148,30 @@ function mergeFamilies(mainText: string, workerFamilies: Family[][]): string {
       }
     }
   }
+  if (summed.has(POOL_USAGE)) poolUsageOfInstance(byName);
   return render(merged);
+}
+
+const POOL_USAGE = "breakwater_pool_usage_ratio";
+const POOL_ACTIVE = "breakwater_pool_active";
+const POOL_LIMIT = "breakwater_pool_limit";
+
+/**
+ * A ratio does not add up over the workers (two full workers are a full instance, not 2): the
+ * instance's pool usage is its summed in-flight over its summed limit, what each worker's gauge
+ * is for its own share (`breakwater.pool.usage`, active / limit). A series without both parts
+ * or with no limit is left out, as a worker's gauge observes nothing for a zero limit.
+ */
+function poolUsageOfInstance(byName: Map<string, Family>): void {
+  const usage = byName.get(POOL_USAGE)!;
+  const active = byName.get(POOL_ACTIVE)?.samples;
+  const limit = byName.get(POOL_LIMIT)?.samples;
+  const samples = new Map<string, number>();
+  for (const key of usage.samples.keys()) {
+    const labels = key.slice(POOL_USAGE.length);
+    const inFlight = active?.get(POOL_ACTIVE + labels);
+    const max = limit?.get(POOL_LIMIT + labels);
+    if (inFlight !== undefined && max !== undefined && max > 0) samples.set(key, inFlight / max);
+  }
+  usage.samples = samples;
 }
