@@ -70,22 +70,30 @@ export const SCENARIOS: readonly Scenario[] = [
 interface Plan {
   scenarios: Scenario[];
   dryRun: boolean;
+  /** `--report FILE`: render RESULTS.md again from a run's saved JSON, run nothing. */
+  reportFrom: string | null;
 }
 
-/** Reads `--only NAME[,NAME]` (or `--only=...`, or BENCH_ONLY) and `--dry-run`. */
+/** Reads `--only NAME[,NAME]` (or `--only=...`, or BENCH_ONLY), `--dry-run` and `--report FILE`. */
 function plan(args: string[]): Plan {
   let only = Deno.env.get("BENCH_ONLY") ?? null;
   let dryRun = false;
+  let reportFrom: string | null = null;
   // `deno task bench -- --only x` hands the `--` over too.
   const rest = args[0] === "--" ? args.slice(1) : args;
   for (let index = 0; index < rest.length; index++) {
     const arg = rest[index];
     if (arg === "--dry-run") dryRun = true;
+    else if (arg === "--report") reportFrom = rest[++index] ?? "";
     else if (arg === "--only") only = rest[++index] ?? "";
     else if (arg.startsWith("--only=")) only = arg.slice("--only=".length);
-    else throw new Error(`unknown argument ${arg}; use --only NAME[,NAME] or --dry-run`);
+    else {
+      throw new Error(
+        `unknown argument ${arg}; use --only NAME[,NAME], --dry-run or --report FILE`,
+      );
+    }
   }
-  if (only === null) return { scenarios: [...SCENARIOS], dryRun };
+  if (only === null) return { scenarios: [...SCENARIOS], dryRun, reportFrom };
   const names = only.split(",").map((name) => name.trim()).filter((name) => name !== "");
   const unknown = names.filter((name) => !SCENARIOS.some((each) => each.name === name));
   if (unknown.length > 0 || names.length === 0) {
@@ -95,7 +103,11 @@ function plan(args: string[]): Plan {
       }`,
     );
   }
-  return { scenarios: SCENARIOS.filter((each) => names.includes(each.name)), dryRun };
+  return {
+    scenarios: SCENARIOS.filter((each) => names.includes(each.name)),
+    dryRun,
+    reportFrom,
+  };
 }
 
 /** Runs the scenarios in order, each shared process kept only while a later one needs it. */
@@ -129,19 +141,36 @@ async function write(results: Results): Promise<void> {
     propagation,
     memory,
     tracing,
+    kvWriteChecks: results.kvWriteChecks,
     notes,
     durationS,
   };
   const stamp = new Date().toISOString().replace(/[:.]/g, "-");
   await Deno.writeTextFile(`${RESULTS_DIR}/run-${stamp}.json`, JSON.stringify(raw, null, 2));
+  await render(results, durationS);
+}
+
+/** Writes `RESULTS.md` (or BENCH_OUT) for `results` and prints it. */
+async function render(results: Results, durationS: number): Promise<void> {
   const markdown = report({ machine: await machine(), durationS }, results);
   const out = Deno.env.get("BENCH_OUT") ?? `${ROOT}bench/RESULTS.md`;
   await Deno.writeTextFile(out, markdown);
   console.log(markdown);
 }
 
+/**
+ * Renders a saved run again (a report change, or a verdict read another way): the raw JSON of
+ * `bench/results/run-*.json`; a field an older run did not save stays empty.
+ */
+async function renderSaved(path: string): Promise<void> {
+  const saved = JSON.parse(await Deno.readTextFile(path));
+  const results: Results = { ...emptyResults(), ...saved };
+  await render(results, Number(saved.durationS ?? NaN));
+}
+
 async function main(args: string[]): Promise<void> {
-  const { scenarios, dryRun } = plan(args);
+  const { scenarios, dryRun, reportFrom } = plan(args);
+  if (reportFrom !== null) return await renderSaved(reportFrom);
   if (dryRun) {
     for (const scenario of SCENARIOS) {
       const mark = scenarios.includes(scenario) ? "run " : "skip";
