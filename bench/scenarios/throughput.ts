@@ -21,6 +21,14 @@ import {
 } from "../lib/settings.ts";
 import type { Target } from "../lib/targets.ts";
 import { wrk, type WrkResult } from "../lib/wrk.ts";
+import { freeze } from "../lib/freeze.ts";
+
+/** The targets to stop while `target` runs: every other one but the upstream (it serves). */
+function neighboursOf(target: Target, targets: Target[], upstream: BenchUpstream): number[] {
+  return targets.map((each) => each.pid).filter((pid) =>
+    pid !== target.pid && pid !== upstream.proc.pid
+  );
+}
 
 /** A wrk run on a quiet machine, once more when something outside the test took over 15%. */
 async function measure(
@@ -30,6 +38,7 @@ async function measure(
   dir: string,
   kvWriteChecks: KvWriteCheck[],
   baseline: KvBaseline,
+  neighbours: number[],
 ): Promise<WrkResult | undefined> {
   const others = isDirect(target, upstream) ? [] : [upstream.proc.pid];
   let result: WrkResult | undefined;
@@ -42,7 +51,13 @@ async function measure(
     // A missing file would read as "unchanged": only count runs where the KV file exists.
     const kvBefore = watchKv && kvFiles(kvPath).dbMtime > 0 ? kvFiles(kvPath) : null;
     const commitsBefore = kvBefore ? walCommits(kvPath) : null;
-    result = await wrk(`${target.url}/item`, connections, DURATION_S, target.pid, others);
+    // The other targets stopped meanwhile (bench/lib/freeze.ts).
+    const resume = freeze(neighbours);
+    try {
+      result = await wrk(`${target.url}/item`, connections, DURATION_S, target.pid, others);
+    } finally {
+      resume();
+    }
     if (kvBefore) {
       const kvAfter = kvFiles(kvPath);
       kvWriteChecks.push({
@@ -87,6 +102,7 @@ async function run(context: BenchContext): Promise<void> {
           dir,
           results.kvWriteChecks,
           baseline,
+          neighboursOf(target, targets, upstream),
         );
         if (!result) continue;
         rows.find((row) => row.target === target.name && row.connections === connections)!.runs
@@ -157,13 +173,13 @@ async function measureMibBodies(context: BenchContext, targets: Target[]): Promi
     for (const [index, target] of targets.entries()) {
       await waitQuiet(QUIET_WAIT_MS);
       const others = isDirect(target, upstream) ? [] : [upstream.proc.pid];
-      const result = await wrk(
-        `${target.url}/mib`,
-        MIB_CONNECTIONS,
-        DURATION_S,
-        target.pid,
-        others,
-      );
+      const resume = freeze(neighboursOf(target, targets, upstream));
+      let result: WrkResult;
+      try {
+        result = await wrk(`${target.url}/mib`, MIB_CONNECTIONS, DURATION_S, target.pid, others);
+      } finally {
+        resume();
+      }
       rows[index].runs.push(result);
       log(`rep ${rep + 1} 1 MiB ${target.name}: ${result.rps.toFixed(0)} MiB/s`);
     }
